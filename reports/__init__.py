@@ -1,0 +1,1 @@
+"""HTML reports over run directories (they read files only, never the trainer)."""

@@ -1,0 +1,169 @@
+"""RunConfig: every setting of a run in one flat, frozen dataclass; presets and validation.
+
+Click options map one-to-one onto these fields (see cli.py). `resolve_config` applies a preset,
+then the user's overrides, then validates; the result is written into config.json and into
+every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+from stabgan.nn.involution import NORMS
+
+ARCHS = ("dcgan", "sagan", "igan")
+INV_WHERE = ("g", "d", "both")
+DEVICES = ("auto", "cpu", "cuda")
+PRESETS = ("quick", "paper")
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot work; the message names the field and accepted values."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _field(default, help: str):
+    """A config field whose help text doubles as the CLI option's help."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # model
+    arch: str = _field("igan", "dcgan | sagan | igan")
+    inv_layers: int = _field(1, "successive involution blocks (igan only)")
+    inv_where: str = _field("g", "involution blocks in the generator (g), critic (d) or both")
+    kernel_size: int = _field(3, "involution kernel size K (odd)")
+    groups: int = _field(4, "involution groups G (must divide the channels at that layer)")
+    reduction: int = _field(2, "involution reduction ratio R")
+    norm: str = _field("none", "kernel-generation normalization: none | batch | spectral | softmax")
+    width: int = _field(32, "channels at half the image size, where involution/attention sit")
+    z_dim: int = _field(128, "latent dimension")
+    # data
+    dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT")
+    image_size: int = _field(32, "square output size, 32 or 64")
+    # optimisation (WGAN-GP, TTUR)
+    steps: int = _field(1200, "generator updates")
+    batch_size: int = _field(64, "images per critic and generator batch")
+    n_critic: int = _field(1, "critic updates per generator update")
+    lr_g: float = _field(1e-4, "generator learning rate")
+    lr_d: float = _field(4e-4, "critic learning rate")
+    beta1: float = _field(0.0, "Adam β1")
+    beta2: float = _field(0.9, "Adam β2")
+    gp_lambda: float = _field(10.0, "gradient-penalty weight λ")
+    lr_decay: float = _field(0.95, "factor applied to both learning rates every lr-decay-every steps")
+    lr_decay_every: int = _field(1000, "steps between learning-rate decays")
+    seed: int = _field(0, "seed for weights, noise and data order")
+    # bookkeeping
+    device: str = _field("auto", "auto | cpu | cuda")
+    log_every: int = _field(10, "steps between scalar logs (metrics.jsonl and TensorBoard)")
+    sample_every: int = _field(200, "steps between fixed-noise sample grids")
+    ckpt_every: int = _field(200, "steps between checkpoints (checkpoints/last.pt)")
+    probes: str = _field("default", "default | all | none | comma-separated probe names")
+    stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
+    fid_every: int = _field(0, "FID probe cadence in steps (0: off)")
+    fid_samples: int = _field(1000, "generated samples per FID measurement")
+    threads: int = _field(0, "torch CPU threads (0: torch's default)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESET_VALUES = {
+    # Sized so that `stabgan run` with no flags finishes in a few minutes on 2 CPU cores.
+    "quick": {},
+    # The seed's Table 1 (CelebA 64x64; use with folder: or celeba: data).
+    "paper": {"steps": 50_000, "batch_size": 64, "gp_lambda": 10.0, "z_dim": 128, "lr_g": 1e-4,
+              "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "lr_decay": 0.95, "lr_decay_every": 1000,
+              "image_size": 64, "width": 64, "log_every": 50, "sample_every": 1000,
+              "ckpt_every": 1000},
+}
+
+# Fields a resumed run may change: they do not alter the model, the data or the optimiser.
+RESUMABLE_FIELDS = frozenset({"steps", "device", "log_every", "sample_every", "ckpt_every",
+                              "probes", "stop_on_collapse", "fid_every", "fid_samples", "threads"})
+
+FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+
+
+def resolve_config(preset: str = "quick", **overrides) -> RunConfig:
+    """Preset values, then every override that is not None, then validation."""
+    if preset not in PRESETS:
+        raise ConfigError("preset", f"preset {preset!r} is not one of {', '.join(PRESETS)}")
+    values = dict(PRESET_VALUES[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - set(FIELD_NAMES))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown setting {unknown[0]!r}")
+    # --inv-layers N without --arch means igan; an explicit non-igan arch must not carry them.
+    if "arch" not in overrides or overrides["arch"] is None:
+        if values.get("inv_layers", RunConfig.inv_layers) == 0:
+            values["arch"] = "dcgan"
+    elif values["arch"] != "igan" and "inv_layers" not in values:
+        values["inv_layers"] = 0
+    config = RunConfig(**values)
+    validate(config)
+    return config
+
+
+def _choice(field: str, value, accepted) -> None:
+    if value not in accepted:
+        raise ConfigError(field, f"{field.replace('_', '-')}={value!r} is not one of "
+                                 f"{', '.join(map(str, accepted))}")
+
+
+def _positive(field: str, value, minimum=1) -> None:
+    if value < minimum:
+        raise ConfigError(field, f"{field.replace('_', '-')}={value!r} must be >= {minimum}")
+
+
+def validate(config: RunConfig) -> None:
+    """Raise ConfigError for the first setting that cannot work, naming value and accepted range."""
+    from stabgan.data import DatasetError, parse_spec
+    from stabgan.models import involution_channels
+
+    _choice("arch", config.arch, ARCHS)
+    _choice("norm", config.norm, NORMS)
+    _choice("inv_where", config.inv_where, INV_WHERE)
+    _choice("device", config.device, DEVICES)
+    _choice("image_size", config.image_size, (32, 64))
+    try:
+        parse_spec(config.dataset)
+    except DatasetError as error:
+        raise ConfigError("dataset", str(error)) from None
+    for name in ("steps", "batch_size", "n_critic", "width", "z_dim", "lr_decay_every",
+                 "log_every", "sample_every", "ckpt_every", "fid_samples", "kernel_size",
+                 "groups", "reduction"):
+        _positive(name, getattr(config, name))
+    for name in ("inv_layers", "seed", "fid_every", "threads"):
+        _positive(name, getattr(config, name), minimum=0)
+    for name in ("lr_g", "lr_d"):
+        if not getattr(config, name) > 0:
+            raise ConfigError(name, f"{name.replace('_', '-')}={getattr(config, name)!r} must be > 0")
+    if config.gp_lambda < 0:
+        raise ConfigError("gp_lambda", f"gp-lambda={config.gp_lambda!r} must be >= 0")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ConfigError(name, f"{name}={getattr(config, name)!r} must be in [0, 1)")
+    if not 0.0 < config.lr_decay <= 1.0:
+        raise ConfigError("lr_decay", f"lr-decay={config.lr_decay!r} must be in (0, 1]")
+    if config.arch == "igan":
+        _positive("inv_layers", config.inv_layers)
+    elif config.inv_layers:
+        raise ConfigError("inv_layers", f"inv-layers={config.inv_layers} needs arch igan, "
+                                        f"not {config.arch!r} (which has no involution layer)")
+    elif config.norm != "none":
+        raise ConfigError("norm", f"norm={config.norm!r} acts on involution kernels; arch "
+                                  f"{config.arch!r} has none (use --arch igan or --norm none)")
+    if config.kernel_size % 2 == 0:
+        raise ConfigError("kernel_size", f"kernel-size={config.kernel_size} must be odd")
+    channels = involution_channels(config.width)
+    if channels % config.groups:
+        raise ConfigError("groups", f"groups={config.groups} must divide the involution layer's "
+                                    f"{channels} channels (= width)")
+    if config.reduction > channels:
+        raise ConfigError("reduction", f"reduction={config.reduction} must be <= the involution "
+                                       f"layer's {channels} channels")

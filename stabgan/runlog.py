@@ -1,0 +1,197 @@
+"""The run directory: the only thing trainer, probes, detectors and reports share.
+
+Writer: `RunWriter` appends metrics.jsonl (flushed per write), mirrors scalars, histograms and
+images into TensorBoard, saves fixed-noise sample grids and writes checkpoints and JSON files
+atomically. Reader: plain functions over the files (`read_metrics`, `metric_series`,
+`read_json`, `find_runs`) that tolerate runs still being written and truncated last lines.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+DIAGNOSIS = "diagnosis.json"
+SUMMARY = "summary.json"
+SAMPLES = "samples"
+CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+PRE_COLLAPSE_CHECKPOINT = "pre_collapse.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write data to path through a temp file and a rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_value(value: Any) -> Any:
+    """JSON has no NaN/Inf: keep them as strings so a reader can tell them from missing values."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write obj as indented JSON (non-finite floats as "nan"/"inf")."""
+    text = json.dumps(_sanitize(obj), indent=2, default=str, ensure_ascii=False)
+    atomic_write_bytes(Path(path), (text + "\n").encode())
+
+
+def _sanitize(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_sanitize(v) for v in obj]
+    return _json_value(obj)
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object at path, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # "nan", "inf", "-inf"
+        except ValueError:
+            return None
+    return None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Every complete record of metrics.jsonl in order; a truncated or garbled line is skipped."""
+    path = Path(run_dir) / METRICS
+    records = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("step"), int):
+                    records.append(record)
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def metric_series(records: Iterable[dict]) -> dict[str, tuple[list[int], list[float]]]:
+    """tag -> (steps, values) from metrics records; non-finite values come back as floats."""
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    for record in records:
+        step = record["step"]
+        for tag, raw in record.items():
+            if tag in ("step", "time"):
+                continue
+            value = _to_float(raw)
+            if value is None:
+                continue
+            steps, values = series.setdefault(tag, ([], []))
+            steps.append(step)
+            values.append(value)
+    return series
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run directory holds at least a config.json or a metrics.jsonl."""
+    return (path / CONFIG).is_file() or (path / METRICS).is_file()
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run directory at or below root, sorted by path."""
+    root = Path(root)
+    return sorted({p.parent for name in (CONFIG, METRICS) for p in root.rglob(name)
+                   if p.is_file() and CHECKPOINTS not in p.parts})
+
+
+class RunWriter:
+    """Writes one run directory; see DESIGN.md for the contract."""
+
+    def __init__(self, run_dir: Path, purge_after_step: int | None = None):
+        """Open run_dir for writing. purge_after_step (on resume) drops later metrics records,
+        in metrics.jsonl and in TensorBoard, so a resumed run has no duplicated steps."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.dir = Path(run_dir)
+        (self.dir / SAMPLES).mkdir(parents=True, exist_ok=True)
+        (self.dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        if purge_after_step is not None:
+            kept = [r for r in read_metrics(self.dir) if r["step"] <= purge_after_step]
+            atomic_write_bytes(self.dir / METRICS,
+                               "".join(json.dumps(r) + "\n" for r in kept).encode())
+        self._metrics = open(self.dir / METRICS, "a", encoding="utf-8")
+        purge = None if purge_after_step is None else purge_after_step + 1
+        self.tensorboard = SummaryWriter(str(self.dir), purge_step=purge)
+
+    def log_scalars(self, step: int, wall_time: float, scalars: dict[str, float]) -> None:
+        """One metrics.jsonl record (flushed now) and the same tags as TensorBoard scalars."""
+        record = {"step": step, "time": round(wall_time, 3)}
+        record.update({tag: _json_value(float(v)) for tag, v in scalars.items()})
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+        for tag, value in scalars.items():
+            self.tensorboard.add_scalar(tag, value, step)
+
+    def log_histogram(self, tag: str, values, step: int) -> None:
+        """A TensorBoard histogram of a tensor's values (non-finite values dropped)."""
+        import torch
+        values = values.detach().float().flatten().cpu()
+        values = values[torch.isfinite(values)]
+        if values.numel():
+            self.tensorboard.add_histogram(tag, values, step)
+
+    def save_samples(self, step: int, images) -> Path:
+        """Save a grid of images in [-1, 1] to samples/step_NNNNNN.png and to TensorBoard."""
+        from torchvision.utils import make_grid, save_image
+        grid = make_grid(images.detach().float().cpu(), nrow=8, normalize=True,
+                         value_range=(-1, 1))
+        path = self.dir / SAMPLES / f"step_{step:06d}.png"
+        save_image(grid, path)
+        self.tensorboard.add_image("samples", grid, step)
+        return path
+
+    def save_checkpoint(self, state: dict, name: str = LAST_CHECKPOINT) -> Path:
+        """torch.save state to checkpoints/name atomically."""
+        import io
+        import torch
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path = self.dir / CHECKPOINTS / name
+        atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+    def write(self, name: str, obj: dict) -> None:
+        """Atomically write a JSON file (config, summary, diagnosis) in the run directory."""
+        write_json(self.dir / name, obj)
+
+    def flush(self) -> None:
+        self._metrics.flush()
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self._metrics.close()
+        self.tensorboard.close()

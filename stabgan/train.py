@@ -1,0 +1,337 @@
+"""The WGAN-GP training loop (the seed's eq. 4, TTUR, Adam(0, 0.9), step decay), top to bottom.
+
+`prepare_run` does everything that can fail on bad input before anything is written (data,
+models, checkpoint, run directory checks); `train` runs the loop. Probes are passed in as a
+list; this module never imports a concrete probe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import platform
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+import stabgan
+from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
+                            resolve_config, validate)
+from stabgan.data import BatchStream, dataset_info, load_dataset
+from stabgan.models import build_critic, build_generator
+from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, SUMMARY, RunWriter,
+                            read_json, write_json)
+
+SAMPLE_COUNT = 64  # fixed-noise samples per grid
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class RunError(ValueError):
+    """A run cannot start as asked (existing run, corrupt checkpoint, changed config)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; cuda without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "device='cuda' but torch sees no CUDA GPU (use auto or cpu)")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded with every run."""
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "stabgan": stabgan.__version__}
+
+
+def resume_config(saved: dict, overrides: dict) -> RunConfig:
+    """The saved run's config with the given overrides; refuse any that changes model/data/optimiser."""
+    values = {k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
+    for field, value in overrides.items():
+        if value is None or values.get(field) == value:
+            continue
+        if field not in RESUMABLE_FIELDS:
+            raise ConfigError(field, f"--{field.replace('_', '-')}={value!r} differs from the saved "
+                                     f"run's {values.get(field)!r}; a resumed run keeps its model, "
+                                     f"data and optimiser (only {', '.join(sorted(RESUMABLE_FIELDS))} "
+                                     f"may change)")
+        values[field] = value
+    config = RunConfig(**values)
+    validate(config)
+    return config
+
+
+def run_name(config: RunConfig) -> str:
+    """A readable directory name from the settings that define the experiment."""
+    parts = [config.arch]
+    if config.arch == "igan":
+        where = "" if config.inv_where == "g" else config.inv_where
+        parts += [f"inv{config.inv_layers}{where}", config.norm,
+                  f"k{config.kernel_size}g{config.groups}r{config.reduction}"]
+    return "-".join(parts + [f"s{config.seed}"])
+
+
+def fresh_run_dir(out: Path, config: RunConfig) -> Path:
+    """OUT/<run_name>, with -1, -2 ... appended when that directory exists already."""
+    base = run_name(config)
+    candidate, n = Path(out) / base, 0
+    while candidate.exists():
+        n += 1
+        candidate = Path(out) / f"{base}-{n}"
+    return candidate
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint dict, or RunError naming the file when it is missing or unreadable."""
+    if not path.is_file():
+        raise RunError(f"cannot resume: no checkpoint at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many types for corrupt files
+        raise RunError(f"cannot resume: checkpoint {str(path)!r} is unreadable ({type(error).__name__})") from None
+    if not isinstance(state, dict) or "step" not in state or "generator" not in state:
+        raise RunError(f"cannot resume: {str(path)!r} is not a stabgan checkpoint")
+    return state
+
+
+@dataclass
+class Run:
+    """Everything a run needs, built and checked before the run directory is touched."""
+    config: RunConfig
+    run_dir: Path
+    dataset: torch.utils.data.Dataset
+    image_channels: int
+    num_classes: int
+    checkpoint: dict | None
+    command: list[str]
+
+
+def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resume: bool = False,
+                command: Sequence[str] = ()) -> Run:
+    """Resolve the config and check everything that can fail on bad input; write nothing.
+
+    A fresh run takes the preset (default quick) plus overrides. A resumed run takes the saved
+    config plus the overrides (and the preset's values, when one is named); one that would change
+    the model, data or optimiser is refused. Raises ConfigError, RunError or DatasetError.
+    """
+    run_dir = Path(run_dir)
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(run_dir / CHECKPOINTS / LAST_CHECKPOINT)
+        explicit = dict(PRESET_VALUES[preset]) if preset else {}
+        explicit.update({k: v for k, v in overrides.items() if v is not None})
+        config = resume_config(checkpoint.get("config", {}), explicit)
+        if checkpoint["step"] > config.steps:
+            raise ConfigError("steps", f"--steps {config.steps} is below the checkpoint's step "
+                                       f"{checkpoint['step']}; raise --steps to extend the run")
+    else:
+        config = resolve_config(preset or "quick", **overrides)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RunError(f"run directory {str(run_dir)!r} already exists; pass --resume to "
+                           f"continue it or choose another --name")
+    _check_writable(run_dir)
+    resolve_device(config.device)
+    info = dataset_info(config.dataset)
+    dataset = load_dataset(config.dataset, config.image_size)
+    if hasattr(dataset, "count_unreadable"):
+        dataset.count_unreadable()
+    return Run(config, run_dir, dataset, info.channels, info.num_classes, checkpoint, list(command))
+
+
+def _check_writable(run_dir: Path) -> None:
+    existing = run_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"output path {str(existing)!r} is not a directory")
+    import os
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"output directory {str(existing)!r} is not writable")
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the current step."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in EXIT_CODES:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def gradient_penalty(critic, x_hat: torch.Tensor, scores_hat: torch.Tensor,
+                     create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean of (‖∇D(x̂)‖₂ − 1)², ∇D(x̂)) with per-sample norms over all pixels and channels."""
+    grad, = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=create_graph)
+    norms = grad.flatten(1).norm(dim=1)
+    return ((norms - 1.0) ** 2).mean(), grad
+
+
+def train(run: Run, probes: Sequence = ()) -> dict:
+    """Train per run.config into run.run_dir; returns the summary (also written to summary.json)."""
+    from tqdm import tqdm
+    from probes.monitor import Monitor
+
+    config = run.config
+    # setup: seeds, device, data, models, optimisers
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    rng = torch.Generator(device=device).manual_seed(config.seed)  # noise and interpolation draws
+    stream = BatchStream(run.dataset, config.batch_size, config.seed,
+                         workers=0 if isinstance(run.dataset, torch.utils.data.TensorDataset) else 2)
+    generator = build_generator(config, run.image_channels).to(device)
+    critic = build_critic(config, run.image_channels).to(device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
+    sched_g = torch.optim.lr_scheduler.StepLR(opt_g, config.lr_decay_every, config.lr_decay)
+    sched_d = torch.optim.lr_scheduler.StepLR(opt_d, config.lr_decay_every, config.lr_decay)
+    fixed_z = torch.randn(SAMPLE_COUNT, config.z_dim, generator=torch.Generator().manual_seed(
+        config.seed + 1)).to(device)
+    start_step, elapsed = 0, 0.0
+
+    # resume: weights, optimisers, schedulers, RNG and data position
+    if run.checkpoint is not None:
+        ck = run.checkpoint
+        generator.load_state_dict(ck["generator"])
+        critic.load_state_dict(ck["critic"])
+        opt_g.load_state_dict(ck["opt_g"])
+        opt_d.load_state_dict(ck["opt_d"])
+        sched_g.load_state_dict(ck["sched_g"])
+        sched_d.load_state_dict(ck["sched_d"])
+        stream.load_state_dict(ck["data"])
+        rng.set_state(ck["rng"].to(rng.get_state().device))
+        torch.set_rng_state(ck["torch_rng"])
+        start_step, elapsed = ck["step"], ck["elapsed"]
+
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run.run_dir / CONFIG, {"config": config.to_dict(), "versions": versions(),
+                                      "command": run.command})
+    monitor = Monitor(run.run_dir, generator, critic, probes, log_every=config.log_every,
+                      purge_after_step=start_step if run.checkpoint else None,
+                      start_step=start_step, time_offset=elapsed)
+    if run.checkpoint is not None and "monitor" in run.checkpoint:
+        monitor.load_state_dict(run.checkpoint["monitor"])
+
+    def checkpoint_state(step: int) -> dict:
+        return {"step": step, "config": config.to_dict(), "versions": versions(),
+                "generator": generator.state_dict(), "critic": critic.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+                "data": stream.state_dict(), "rng": rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "monitor": monitor.state_dict(),
+                "elapsed": elapsed + time.perf_counter() - started}
+
+    def save_samples(step: int) -> None:
+        generator.eval()
+        with torch.no_grad():
+            monitor.writer.save_samples(step, generator(fixed_z))
+        generator.train()
+
+    status, error, step, step_times = "completed", None, start_step, []
+    stop = _StopFlag()
+    started = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=start_step, desc=run.run_dir.name, unit="step",
+               mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
+    try:
+        with stop:
+            for step in range(start_step + 1, config.steps + 1):
+                t0 = time.perf_counter()
+                # critic step(s): real, fake and interpolates scored in one batch (no batch norm in D)
+                critic.requires_grad_(True)
+                for _ in range(config.n_critic):
+                    real, labels = stream.next()
+                    real = real.to(device, non_blocking=True)
+                    z = torch.randn(config.batch_size, config.z_dim, generator=rng, device=device)
+                    with torch.no_grad():
+                        fake = generator(z)
+                    eps = torch.rand(config.batch_size, 1, 1, 1, generator=rng, device=device)
+                    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                    d_real, d_fake, d_hat = critic(torch.cat([real, fake, x_hat])).chunk(3)
+                    gp, grad_x_hat = gradient_penalty(critic, x_hat, d_hat,
+                                                      create_graph=config.gp_lambda > 0)
+                    loss_d = d_fake.mean() - d_real.mean() + config.gp_lambda * gp
+                    opt_d.zero_grad(set_to_none=True)
+                    loss_d.backward()
+                    opt_d.step()
+
+                # generator step (critic frozen so its gradients stay those of its own step)
+                critic.requires_grad_(False)
+                z = torch.randn(config.batch_size, config.z_dim, generator=rng, device=device)
+                loss_g = -critic(generator(z)).mean()
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                sched_g.step()
+                sched_d.step()
+
+                # probes and logging; a non-finite loss is logged and stops the run before any checkpoint
+                finite = bool(torch.isfinite(loss_d) & torch.isfinite(loss_g))
+                monitor.step(step, force=not finite, real=real, fake=fake, d_real=d_real,
+                             d_fake=d_fake, x_hat=x_hat, grad_x_hat=grad_x_hat, loss_critic=loss_d,
+                             loss_generator=loss_g, gp_penalty=gp, labels=labels,
+                             optimizers={"generator": opt_g, "critic": opt_d})
+                step_times.append(time.perf_counter() - t0)
+                bar.update(1)
+                if step % config.log_every == 0:
+                    bar.set_postfix(_postfix(monitor.latest), refresh=False)
+                if not finite:
+                    status = "stopped_on_collapse"
+                    break
+
+                # samples and checkpoint
+                if step % config.sample_every == 0 or step == config.steps:
+                    save_samples(step)
+                if step % config.ckpt_every == 0 or step == config.steps:
+                    monitor.writer.save_checkpoint(checkpoint_state(step))
+                if stop.signum is not None:
+                    status = "interrupted"
+                    break
+            else:
+                step = config.steps
+        if status == "interrupted" and step % config.ckpt_every and step != config.steps:
+            monitor.writer.save_checkpoint(checkpoint_state(step))
+    except KeyboardInterrupt:
+        status = "interrupted"
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        bar.close()
+        summary = {
+            "status": status, "steps": step, "target_steps": config.steps,
+            "wall_s": round(elapsed + time.perf_counter() - started, 3),
+            "step_s_median": statistics.median(step_times) if step_times else None,
+            "exit_signal": stop.signum if status == "interrupted" else None,
+        }
+        if error:
+            summary["error"] = error
+        previous = read_json(run.run_dir / SUMMARY) or {}
+        monitor.close()
+        write_json(run.run_dir / SUMMARY, {**previous, **summary})
+    return summary
+
+
+def _postfix(latest: dict[str, float]) -> dict[str, str]:
+    shown = {"D": "wgan/distance", "gp": "gp/norm_mean"}
+    return {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
+            if tag in latest and math.isfinite(latest[tag])}
