@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +87,6 @@ class ImageFolderFlat(Dataset):
         if not self.files:
             raise DatasetError(f"folder {str(root)!r} holds no .jpg/.jpeg/.png images")
         self.transform = _image_transform(image_size, 3)
-        self.skipped = 0
 
     def __len__(self) -> int:
         return len(self.files)
@@ -107,17 +105,14 @@ class ImageFolderFlat(Dataset):
             image = self._open((index + offset) % len(self.files))
             if image is not None:
                 return self.transform(image), -1
-            self.skipped += 1
         raise DatasetError("no image in the folder could be read")
 
-    def count_unreadable(self) -> int:
-        """Open every file once; warn with the number that cannot be read."""
+    def check_readable(self) -> str | None:
+        """Open every file once: DatasetError when none can be read, else a warning line or None."""
         bad = sum(self._open(i) is None for i in range(len(self.files)))
         if bad == len(self.files):
-            raise DatasetError(f"none of the {bad} image files could be read")
-        if bad:
-            warnings.warn(f"{bad} of {len(self.files)} image files are unreadable and will be skipped")
-        return bad
+            raise DatasetError(f"none of the {bad} image files under the folder can be read")
+        return f"{bad} of {len(self.files)} image files are unreadable and will be skipped" if bad else None
 
 
 class _Unlabeled(Dataset):
@@ -154,11 +149,28 @@ def load_dataset(spec: str, image_size: int) -> Dataset:
     return train
 
 
+class _BatchOrder:
+    """Index batches from (epoch, batch) onwards, forever; epoch e's order depends on seed and e only."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, batch: int):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.batch = epoch, batch
+
+    def __iter__(self):
+        epoch, first = self.epoch, self.batch
+        while True:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.size, generator=generator)
+            for i in range(first, self.size // self.batch_size):
+                yield order[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            epoch, first = epoch + 1, 0
+
+
 class BatchStream:
     """Endless shuffled batches whose position (epoch, batch) can be saved and restored exactly.
 
     Epoch e uses the permutation drawn from seed and e alone, so a resumed stream yields the
-    same batches as an uninterrupted one.
+    same batches as an uninterrupted one. File datasets are decoded by `workers` processes.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int, workers: int = 0):
@@ -168,34 +180,21 @@ class BatchStream:
         self.epoch, self.batch = 0, 0
         self._iterator = None
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self.dataset) // self.batch_size
-
-    def _order(self) -> list[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()
-        return [order[i * self.batch_size:(i + 1) * self.batch_size]
-                for i in range(self.batch, self.batches_per_epoch)]
-
-    def _start_epoch(self):
+    def _start(self):
+        order = _BatchOrder(len(self.dataset), self.batch_size, self.seed, self.epoch, self.batch)
         if isinstance(self.dataset, TensorDataset):
             tensors = self.dataset.tensors
-            return (tuple(t[torch.tensor(idx)] for t in tensors) for idx in self._order())
-        return iter(DataLoader(self.dataset, batch_sampler=self._order(),
-                               num_workers=self.workers, persistent_workers=False))
+            return (tuple(t[torch.tensor(idx)] for t in tensors) for idx in order)
+        return iter(DataLoader(self.dataset, batch_sampler=order, num_workers=self.workers))
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next (images, labels) batch."""
         if self._iterator is None:
-            self._iterator = self._start_epoch()
-        try:
-            images, labels = next(self._iterator)
-        except StopIteration:
-            self.epoch, self.batch = self.epoch + 1, 0
-            self._iterator = self._start_epoch()
-            images, labels = next(self._iterator)
+            self._iterator = self._start()
+        images, labels = next(self._iterator)
         self.batch += 1
+        if self.batch == len(self.dataset) // self.batch_size:
+            self.epoch, self.batch = self.epoch + 1, 0
         return images, torch.as_tensor(labels)
 
     def state_dict(self) -> dict:

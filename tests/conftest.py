@@ -1,0 +1,25 @@
+"""Shared fixtures: small real data and helpers to run the stabgan CLI in a subprocess."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Tiny models and few steps keep every test run in seconds on 2 CPU cores.
+TINY = ["--width", "8", "--z-dim", "16", "--batch-size", "16", "--probes", "none"]
+
+
+def stabgan_cli(*args: str, cwd: Path | None = None, timeout: float = 900,
+                **popen) -> subprocess.CompletedProcess:
+    """Run `python -m stabgan.cli ARGS` and capture its output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "stabgan.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+@pytest.fixture
+def cli():
+    return stabgan_cli

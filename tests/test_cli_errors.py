@@ -1,0 +1,95 @@
+"""Bad input: a one-line click error, exit code 2, no traceback, and no half-written run."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import TINY
+from stabgan.cli import cli
+
+
+def _snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size)
+                  for p in root.rglob("*")) if root.exists() else None
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(cli, ["run", "--out", str(out), "--name", "done", *TINY,
+                                      "--steps", "4", "--log-every", "2", "--ckpt-every", "2"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _bad_inputs(tmp, finished):
+    empty = tmp / "empty"
+    empty.mkdir()
+    not_a_dir = tmp / "file.txt"
+    not_a_dir.write_text("x")
+    corrupt = tmp / "corrupt"
+    shutil.copytree(finished, corrupt)
+    (corrupt / "done" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    run = ["run", "--out", str(tmp / "out"), "--steps", "3"]
+    return {
+        "unknown norm": (run + ["--norm", "layer"], "layer"),
+        "unknown arch": (run + ["--arch", "vit"], "vit"),
+        "zero steps": (run + ["--steps", "0"], "steps=0"),
+        "negative batch": (run + ["--batch-size", "-4"], "batch-size=-4"),
+        "even kernel size": (run + ["--kernel-size", "4"], "kernel-size=4"),
+        "groups not dividing channels": (run + ["--groups", "5"], "groups=5"),
+        "reduction above channels": (run + ["--reduction", "999"], "reduction=999"),
+        "unsupported image size": (run + ["--image-size", "48"], "48"),
+        "zero learning rate": (run + ["--lr-g", "0"], "lr-g=0"),
+        "dcgan with involution layers": (run + ["--arch", "dcgan", "--inv-layers", "2"], "inv-layers=2"),
+        "norm without involution": (run + ["--arch", "sagan", "--norm", "batch"], "norm='batch'"),
+        "unknown dataset": (run + ["--dataset", "cifar"], "cifar"),
+        "missing dataset path": (run + ["--dataset", f"folder:{tmp}/nope"], "nope"),
+        "empty image folder": (run + ["--dataset", f"folder:{empty}"], str(empty)),
+        "missing celeba root": (run + ["--dataset", f"celeba:{tmp}/nope"], "nope"),
+        "out is a file": (["run", "--out", str(not_a_dir), "--steps", "3"], str(not_a_dir)),
+        "cuda without a GPU": (run + ["--device", "cuda"], "cuda"),
+        "unknown probe": (run + ["--probes", "gp,bogus"], "bogus"),
+        "resume without name": (["run", "--out", str(finished), "--resume"], "--name"),
+        "resume of a missing run": (["run", "--out", str(tmp), "--name", "ghost", "--resume"], "ghost"),
+        "corrupt checkpoint": (["run", "--out", str(corrupt), "--name", "done", "--resume",
+                                "--steps", "8"], "unreadable"),
+        "resume with another model": (["run", "--out", str(finished), "--name", "done", "--resume",
+                                       "--inv-layers", "2", "--steps", "8"], "inv-layers=2"),
+        "resume below the saved step": (["run", "--out", str(finished), "--name", "done",
+                                         "--resume", "--steps", "1"], "steps"),
+        "existing run without resume": (["run", "--out", str(finished), "--name", "done"], "done"),
+    }
+
+
+def test_bad_inputs_fail_cleanly(tmp_path, finished_run):
+    cases = _bad_inputs(tmp_path, finished_run)
+    assert len(cases) >= 12
+    before = {d: _snapshot(d) for d in (finished_run, tmp_path / "corrupt")}
+    for label, (args, named) in cases.items():
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, f"{label}: exit {result.exit_code}\n{result.output}"
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), label
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1, f"{label}: {result.output}"
+        assert named in errors[0], f"{label}: {errors[0]!r} does not name {named!r}"
+        assert "Traceback" not in result.output, label
+        assert not (tmp_path / "out").exists(), f"{label} left a run directory behind"
+    assert {d: _snapshot(d) for d in before} == before, "a refused resume touched the run"
+
+
+def test_unreadable_images_are_skipped_with_a_warning(tmp_path):
+    folder = tmp_path / "images" / "nested"
+    folder.mkdir(parents=True)
+    for i in range(20):
+        Image.new("RGB", (40, 30), (i * 10, 100, 200)).save(folder / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "out"), "--name", "f",
+                                      "--dataset", f"folder:{tmp_path / 'images'}", *TINY,
+                                      "--steps", "2", "--log-every", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 21 image files are unreadable" in result.output
+    assert (tmp_path / "out" / "f" / "summary.json").is_file()

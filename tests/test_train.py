@@ -1,0 +1,135 @@
+"""The trainer end to end: run-directory contract, every model variant, GP value, resume, signals."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY, stabgan_cli
+from stabgan.config import ARCHS, resolve_config
+from stabgan.models import build_critic
+from stabgan.nn.involution import NORMS
+from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.train import gradient_penalty, prepare_run, train
+
+TINY_OVERRIDES = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
+
+
+def test_run_writes_the_whole_contract(tmp_path):
+    result = stabgan_cli("run", "--steps", "30", "--out", str(tmp_path), "--name", "t",
+                         "--log-every", "5", "--sample-every", "10", "--ckpt-every", "10",
+                         "--probes", "none")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "t"
+    config = read_json(run_dir / "config.json")
+    assert config["config"]["arch"] == "igan" and config["config"]["inv_layers"] == 1
+    assert set(config["versions"]) == {"python", "torch", "stabgan"}
+    records = read_metrics(run_dir)
+    assert [r["step"] for r in records] == [5, 10, 15, 20, 25, 30]
+    core = {"loss/critic", "loss/generator", "wgan/distance", "gp/penalty", "gp/norm_mean",
+            "time/step_s"}
+    assert core <= set(records[-1])
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "completed" and summary["steps"] == 30
+    assert summary["step_s_median"] > 0
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    pngs = sorted((run_dir / "samples").glob("step_*.png"))
+    assert [p.name for p in pngs] == ["step_000010.png", "step_000020.png", "step_000030.png"]
+    with Image.open(pngs[-1]) as image:
+        assert image.size[0] > 32 and image.size[1] > 32
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert core <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("wgan/distance")] == [5, 10, 15, 20, 25, 30]
+    assert "samples" in events.Tags()["images"]
+
+
+def _valid_variants():
+    yield "dcgan", 0, "none"
+    yield "sagan", 0, "none"
+    for norm in NORMS:
+        for layers in (1, 2):
+            yield "igan", layers, norm
+
+
+@pytest.mark.parametrize("arch,inv_layers,norm", list(_valid_variants()))
+def test_every_model_variant_trains(tmp_path, arch, inv_layers, norm):
+    run = prepare_run(tmp_path / "r", {**TINY_OVERRIDES, "arch": arch, "inv_layers": inv_layers,
+                                       "norm": norm, "steps": 5, "log_every": 1,
+                                       "inv_where": "both" if arch == "igan" else None})
+    summary = train(run)
+    assert summary["status"] == "completed" and summary["steps"] == 5
+    series = metric_series(read_metrics(tmp_path / "r"))
+    assert all(torch.isfinite(torch.tensor(series["loss/critic"][1])))
+    assert {a for a, *_ in _valid_variants()} == set(ARCHS)
+
+
+def test_gradient_penalty_matches_independent_autograd():
+    torch.manual_seed(0)
+    critic = build_critic(resolve_config(**TINY_OVERRIDES), 1).double()
+    x_hat = torch.randn(6, 1, 32, 32, dtype=torch.float64, requires_grad=True)
+    penalty, grad = gradient_penalty(critic, x_hat, critic(x_hat), create_graph=False)
+    expected = []
+    for i in range(6):  # one sample at a time: no batch coupling can hide in the batched version
+        xi = x_hat[i:i + 1].detach().clone().requires_grad_(True)
+        gi, = torch.autograd.grad(critic(xi).sum(), xi)
+        expected.append((gi.norm() - 1) ** 2)
+        assert torch.allclose(grad[i], gi[0], atol=1e-12)
+    assert torch.allclose(penalty, torch.stack(expected).mean(), atol=1e-12)
+
+
+def _metrics_without_time(run_dir):
+    return [{k: v for k, v in r.items() if not k.startswith("time")} for r in read_metrics(run_dir)]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    common = ["--out", str(tmp_path), *TINY, "--log-every", "2", "--ckpt-every", "6",
+              "--sample-every", "100", "--seed", "3", "--inv-layers", "2", "--norm", "batch"]
+    whole = stabgan_cli("run", "--name", "whole", "--steps", "20", *common)
+    assert whole.returncode == 0, whole.stderr
+    first = stabgan_cli("run", "--name", "parts", "--steps", "12", *common)
+    assert first.returncode == 0, first.stderr
+    second = stabgan_cli("run", "--name", "parts", "--resume", "--steps", "20",
+                         "--out", str(tmp_path))
+    assert second.returncode == 0, second.stderr
+    a, b = _metrics_without_time(tmp_path / "whole"), _metrics_without_time(tmp_path / "parts")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(2, 21, 2))
+    for ra, rb in zip(a, b):
+        for tag in ra:
+            assert rb[tag] == pytest.approx(ra[tag], abs=1e-6, rel=1e-6), (ra["step"], tag)
+    assert read_json(tmp_path / "parts" / "summary.json")["steps"] == 20
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_finishes_step_and_leaves_a_resumable_run(tmp_path, sig, code):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stabgan.cli", "run", "--out", str(tmp_path), "--name", "s",
+         *TINY, "--steps", "100000", "--log-every", "1", "--ckpt-every", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "s" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_metrics(tmp_path / "s")) < 3:
+        time.sleep(0.2)
+    assert metrics.exists(), "the run never started logging"
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    summary = read_json(tmp_path / "s" / "summary.json")
+    assert summary["status"] == "interrupted"
+    checkpoint = torch.load(tmp_path / "s" / "checkpoints" / "last.pt", weights_only=False)
+    assert checkpoint["step"] == summary["steps"] > 0
+    resumed = stabgan_cli("run", "--name", "s", "--resume", "--steps",
+                          str(summary["steps"] + 2), "--out", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_json(tmp_path / "s" / "summary.json")["status"] == "completed"
+    steps = [r["step"] for r in read_metrics(tmp_path / "s")]
+    assert steps == sorted(set(steps)), "a resumed run must not duplicate logged steps"
