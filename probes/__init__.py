@@ -6,19 +6,51 @@ probe instances; `Monitor` runs them for any training loop.
 from __future__ import annotations
 
 from probes.base import Probe, StepState
+from probes.critic import CriticProbe
+from probes.diversity import DiversityProbe
+from probes.fid import FidProbe
+from probes.gp import GradientPenaltyProbe
+from probes.gradients import GradientProbe
+from probes.kernels import KernelProbe
 from probes.monitor import Monitor
+from probes.spectra import SpectraProbe
 
-# name -> (probe class, in the default set); filled in by the probe modules' registration below.
-REGISTRY: dict[str, tuple[type[Probe], bool]] = {}
+# name -> (probe class, in the default set), in the order probes run within a step.
+# The default set is what the collapse detector reads; `gradients` (two tags per layer, a
+# weight copy per reading) is for finding the layer that went wrong, so only in `all`.
+# `fid` joins `default` and `all` only when --fid-every > 0 (its `enabled`).
+REGISTRY: dict[str, tuple[type[Probe], bool]] = {
+    probe.name: (probe, default) for probe, default in (
+        (GradientPenaltyProbe, True),
+        (CriticProbe, True),
+        (KernelProbe, True),
+        (SpectraProbe, True),
+        (DiversityProbe, True),
+        (FidProbe, True),
+        (GradientProbe, False),
+    )}
 
 
-def build_probes(config) -> list[Probe]:
-    """Probe instances for config.probes; ValueError naming an unknown probe and the known ones."""
+def build_probes(config="default", **settings) -> list[Probe]:
+    """Probe instances for config.probes; ValueError naming an unknown probe and the known ones.
+
+    config is a RunConfig, or a selection string for loops without one: then cadences and
+    sizes come from RunConfig's defaults and `settings`, e.g.
+    `build_probes("default", z_dim=64, log_every=10)`.
+    """
+    import dataclasses
+    from stabgan.config import RunConfig
+
+    if isinstance(config, str):
+        config = RunConfig(probes=config, **settings)
+    elif settings:
+        config = dataclasses.replace(config, **settings)
     spec = config.probes.strip()
     if spec == "none":
         return []
     if spec in ("default", "all"):
-        names = [n for n, (_, default) in REGISTRY.items() if spec == "all" or default]
+        names = [n for n, (cls, default) in REGISTRY.items()
+                 if (spec == "all" or default) and cls.enabled(config)]
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
         unknown = [n for n in names if n not in REGISTRY]
@@ -29,4 +61,6 @@ def build_probes(config) -> list[Probe]:
     return [REGISTRY[n][0].from_config(config) for n in names]
 
 
-__all__ = ["Monitor", "Probe", "StepState", "REGISTRY", "build_probes"]
+__all__ = ["Monitor", "Probe", "StepState", "REGISTRY", "build_probes", "CriticProbe",
+           "DiversityProbe", "FidProbe", "GradientPenaltyProbe", "GradientProbe", "KernelProbe",
+           "SpectraProbe"]

@@ -6,11 +6,14 @@ registered. `on_step` returns a flat dict of tag -> float (scalars) or tag -> Te
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,23 @@ class StepState:
     labels: torch.Tensor | None = None        # labels of the real batch, when the data has them
     optimizers: dict[str, Any] | None = None  # {"generator": opt, "critic": opt}
 
+    @cached_property
+    def grad_norms(self) -> torch.Tensor | None:
+        """Per-sample ‖∇D(x̂)‖₂, (B,): computed once per step for all readers (core, gp probe)."""
+        if self.grad_x_hat is None:
+            return None
+        return self.grad_x_hat.flatten(1).norm(dim=1)
+
 
 class Probe:
-    """Base class: every hook is a no-op; subclasses override what they need."""
+    """Base class: every hook is a no-op; subclasses override what they need.
+
+    `layout` holds the probe's TensorBoard custom-scalar charts,
+    {category: {chart: ["Multiline" | "Margin", [tags]]}}; the Monitor writes them once.
+    """
 
     name = "probe"
+    layout: dict[str, dict[str, list]] = {}
 
     def __init__(self, every: int = 10):
         if not isinstance(every, int) or every < 1:
@@ -50,8 +65,17 @@ class Probe:
         """The probe as `--probes` builds it from a RunConfig (subclasses read their cadence)."""
         return cls()
 
+    @classmethod
+    def enabled(cls, config) -> bool:
+        """Whether `default`/`all` include the probe under this config (False: switched off)."""
+        return True
+
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
         """Called once before training; register module hooks here."""
+
+    def prepare(self, state: StepState) -> None:
+        """Called the step before each reading (step % every == every - 1), after that step's
+        updates; only probes that override it cost anything there (e.g. copying weights)."""
 
     def on_step(self, state: StepState) -> dict[str, float | torch.Tensor]:
         """Readings for this step (called when step % every == 0)."""
@@ -66,3 +90,75 @@ class Probe:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what state_dict returned."""
+
+
+def wants_prepare(probe: Probe) -> bool:
+    """Whether the probe overrides `prepare` (the Monitor then also wakes the step before)."""
+    return type(probe).prepare is not Probe.prepare
+
+
+@contextmanager
+def sampling(generator: nn.Module):
+    """Run the generator for a probe: eval mode and no_grad inside; afterwards every module's
+    train/eval mode and every involution layer's `last_kernel` are as before, so training and
+    the kernel probe never see the probe's forward pass. Uses no random numbers itself."""
+    from stabgan.nn.involution import Involution2d
+
+    modules = list(generator.modules())
+    modes = [m.training for m in modules]
+    kernels = [(m, m.last_kernel) for m in modules if isinstance(m, Involution2d)]
+    generator.eval()
+    try:
+        with torch.no_grad():
+            yield generator
+    finally:
+        for module, mode in zip(modules, modes):
+            module.training = mode
+        for module, kernel in kernels:
+            module.last_kernel = kernel
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """A layer's stored weight: for a parametrized weight (spectral norm) the *original*, never
+    the effective one, because reading that runs the power iteration in train mode and so
+    would change training."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+def named_layers(net: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    """(short stable name, module) for every module owning parameters, in definition order.
+
+    Names are `<prefix>.<module path>`; the i-th Involution2d of the net and its sub-layers are
+    `<prefix>.inv<i>` and `<prefix>.inv<i>.reduce`, so kernel, spectra and gradient tags of one
+    involution layer share a name. Spectral-norm parametrization containers are folded into the
+    layer they belong to.
+    """
+    from stabgan.nn.involution import Involution2d
+
+    renames: dict[str, str] = {}
+    for path, module in net.named_modules():
+        if isinstance(module, Involution2d):
+            renames[path] = f"inv{len(renames)}"
+    for path, module in net.named_modules():
+        if ".parametrizations" in f".{path}" or not _owns_parameters(module):
+            continue
+        short = path
+        for inv_path, inv_name in renames.items():
+            if path == inv_path or path.startswith(inv_path + "."):
+                short = inv_name + path[len(inv_path):]
+                break
+        yield (f"{prefix}.{short}" if short else prefix), module
+
+
+def layer_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters of one layer: its own plus the originals of its parametrizations."""
+    params = list(module.parameters(recurse=False))
+    if parametrize.is_parametrized(module):
+        params += [p.original for p in module.parametrizations.values()]
+    return params
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return bool(layer_parameters(module))

@@ -10,9 +10,13 @@
 At every `log_every`-th step the monitor writes the core readings (losses, Wasserstein
 distance, gradient-penalty norm mean, step time) and every due probe's readings to
 metrics.jsonl and TensorBoard. Tensors are pulled off the device only on those steps.
+A probe's tensor readings (1-d or more) become TensorBoard histograms. The probes' chart
+layouts go into TensorBoard's custom-scalars tab when the monitor opens; an hparams entry
+(config, verdict, best FID) is written when it closes.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -20,8 +24,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState
-from stabgan.runlog import RunWriter
+from probes.base import Probe, StepState, wants_prepare
+from stabgan.runlog import (CONFIG, DIAGNOSIS, SUMMARY, RunWriter, metric_series, read_json,
+                            read_metrics)
+
+CORE_LAYOUT = {"losses": {
+    "critic and generator loss": ["Multiline", ["loss/critic", "loss/generator"]],
+    "Wasserstein distance estimate": ["Multiline", ["wgan/distance"]]}}
+HPARAM_METRICS = ("wgan/distance", "gp/norm_mean")  # last values shown in the hparams table
 
 
 def core_readings(state: StepState) -> dict[str, float]:
@@ -35,8 +45,8 @@ def core_readings(state: StepState) -> dict[str, float]:
         readings["wgan/distance"] = state.d_real.mean() - state.d_fake.mean()
     if state.gp_penalty is not None:
         readings["gp/penalty"] = state.gp_penalty
-    if state.grad_x_hat is not None:
-        readings["gp/norm_mean"] = state.grad_x_hat.flatten(1).norm(dim=1).mean()
+    if state.grad_norms is not None:
+        readings["gp/norm_mean"] = state.grad_norms.mean()
     return {tag: float(value) for tag, value in readings.items()}
 
 
@@ -46,7 +56,10 @@ class Monitor:
     def __init__(self, run_dir: Path | str | RunWriter, generator: nn.Module, critic: nn.Module,
                  probes: Sequence[Probe] = (), log_every: int = 10,
                  purge_after_step: int | None = None, start_step: int = 0,
-                 time_offset: float = 0.0):
+                 time_offset: float = 0.0, detector=None, hparams: dict | None = None):
+        """detector: an optional `probes.collapse.OnlineDetector` fed every logged step
+        (online collapse detection; it keeps run_dir/diagnosis.json current).
+        hparams: settings for TensorBoard's hparams table, added to config.json's when present."""
         if log_every < 1:
             raise ValueError(f"log_every={log_every!r} must be >= 1")
         self.writer = run_dir if isinstance(run_dir, RunWriter) else RunWriter(
@@ -54,15 +67,28 @@ class Monitor:
         self.generator, self.critic = generator, critic
         self.probes = list(probes)
         self.log_every = log_every
+        self.hparams = dict(hparams or {})
         self.latest: dict[str, float] = {}
+        # collapse detection (issue 5): events confirmed at the latest logged step
+        self.detector = detector
+        self.events: list[dict] = []
+        if detector is not None and detector.run_dir is None:
+            detector.run_dir = self.writer.dir
         self._start = time.perf_counter() - time_offset  # wall time of earlier segments (resume)
         self._last_log = (start_step, time.perf_counter())  # (step, time) of the previous log
+        self._preparing = [p for p in self.probes if wants_prepare(p)]
+        layout = {category: dict(charts) for category, charts in CORE_LAYOUT.items()}
         for probe in self.probes:
             probe.attach(generator, critic)
+            for category, charts in probe.layout.items():
+                layout.setdefault(category, {}).update(charts)
+        self.writer.log_layout(layout)
 
     def due(self, step: int) -> bool:
-        """Whether step() at this step will log anything (a loop may skip building state)."""
-        return step % self.log_every == 0 or any(step % p.every == 0 for p in self.probes)
+        """Whether step() at this step does anything (a loop may skip building state): a log,
+        a probe reading, or a probe preparing for its reading at the next step."""
+        return (step % self.log_every == 0 or any(step % p.every == 0 for p in self.probes)
+                or any((step + 1) % p.every == 0 for p in self._preparing))
 
     def step(self, step: int, force: bool = False, **tensors) -> dict[str, float]:
         """Record this step; keyword arguments are StepState fields. Returns the logged scalars.
@@ -83,17 +109,26 @@ class Monitor:
                 scalars["time/step_s"] = (now - last_time) / (step - last_step)
             self._last_log = (step, now)
         for probe in self.probes:
-            if step % probe.every:
-                continue
-            for tag, value in probe.on_step(state).items():
-                if isinstance(value, torch.Tensor) and value.numel() > 1:
-                    self.writer.log_histogram(tag, value, step)
-                else:
-                    scalars[tag] = float(value)
+            if step % probe.every == 0:
+                for tag, value in probe.on_step(state).items():
+                    if isinstance(value, torch.Tensor) and value.dim() > 0:
+                        self.writer.log_histogram(tag, value, step)
+                    else:
+                        scalars[tag] = float(value)
+            if (step + 1) % probe.every == 0 and probe in self._preparing:
+                probe.prepare(state)
+        self.record(step, scalars)
+        return scalars
+
+    def record(self, step: int, scalars: dict[str, float]) -> list[dict]:
+        """Log extra scalars for a step and feed them to the detector; returns its new events."""
+        self.events = []
         if scalars:
             self.writer.log_scalars(step, time.perf_counter() - self._start, scalars)
             self.latest.update(scalars)
-        return scalars
+            if self.detector is not None:
+                self.events = self.detector.update(step, scalars)
+        return self.events
 
     def state_dict(self) -> dict:
         return {p.name: p.state_dict() for p in self.probes}
@@ -104,7 +139,32 @@ class Monitor:
                 probe.load_state_dict(state[probe.name])
 
     def close(self) -> None:
-        """Remove probe hooks and close the run directory's files."""
+        """Remove probe hooks, write the hparams entry and close the run directory's files."""
         for probe in self.probes:
             probe.detach()
+        self._log_hparams()
         self.writer.close()
+        if self.detector is not None:
+            self.detector.close()
+
+    def _log_hparams(self) -> None:
+        """config.json's settings + the constructor's hparams + verdict; metrics: the last
+        distance and GP norm, and the best FID when one was measured (any segment)."""
+        run_dir = self.writer.dir
+        saved = read_json(run_dir / CONFIG) or {}
+        hparams = {**saved.get("config", {}), **self.hparams}
+        if self.detector is not None:
+            hparams["verdict"] = self.detector.verdict
+        else:
+            found = read_json(run_dir / DIAGNOSIS) or read_json(run_dir / SUMMARY) or {}
+            hparams["verdict"] = found.get("verdict") or "unknown"
+        fids = [v for tag, (_, values) in metric_series(read_metrics(run_dir)).items()
+                if tag.startswith("fid/") for v in values]
+        summary_fid = (read_json(run_dir / SUMMARY) or {}).get("fid_min")
+        if isinstance(summary_fid, (int, float)):
+            fids.append(float(summary_fid))
+        fids = [v for v in fids if math.isfinite(v)]
+        metrics: dict[str, float | None] = {t: None for t in HPARAM_METRICS if t in self.latest}
+        if fids:
+            metrics["hparams/fid_min"] = min(fids)
+        self.writer.log_hparams(hparams, metrics, self._last_log[0])

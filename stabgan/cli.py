@@ -76,6 +76,8 @@ def run(ctx, preset, out, name, resume, **overrides):
         probes = build_probes(prepared.config)
     except ValueError as error:
         raise click.BadParameter(str(error), ctx=ctx, param_hint="--probes") from None
+    for warning in prepared.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"run directory: {run_dir}", err=True)
     try:
         summary = train(prepared, probes)
@@ -85,6 +87,51 @@ def run(ctx, preset, out, name, resume, **overrides):
                f"({run_dir})", err=True)
     if summary.get("exit_signal"):
         ctx.exit(128 + summary["exit_signal"])
+
+
+@cli.command()
+@config_options
+@click.option("--grid", default=None, help='settings to sweep: "KEY=V1,V2 KEY=V1,..." over the '
+              "run flags' fields; the other run flags are every point's base")
+@click.option("--config", "sweep_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="sweep file (.toml, .json; .yaml with PyYAML): grid, points, "
+                                 "base, out, workers, executor ...; flags override it")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="folder for the run directories [default: runs/sweep, or runs/<file stem>]")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="runs at a time [default: min(runs, CPUs); threads per run = CPUs // workers]")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="local process pool (default) or Ray tasks")
+@click.option("--ray-address", default=None, help="Ray cluster to join [default: start a local one]")
+@click.option("--shared-storage", is_flag=True, default=None,
+              help="Ray: OUT is at the same path on every node (else runs come back as files)")
+@click.option("--retry-failed", is_flag=True, default=None, help="run failed runs again")
+@click.option("--no-report", "report", flag_value=False, default=None,
+              help="skip OUT/report.html")
+@click.pass_context
+def sweep(ctx, preset, grid, sweep_file, out, workers, executor, ray_address, shared_storage,
+          retry_failed, report, **overrides):
+    """Run every point of a grid as a `stabgan run` into OUT/<name>; re-running resumes it."""
+    from stabgan.sweep import LOGS, SweepError, format_table, run_sweep, sweep_spec
+
+    try:
+        spec = sweep_spec(grid, sweep_file, overrides, preset=preset, out=out, workers=workers,
+                          executor=executor, ray_address=ray_address,
+                          shared_storage=shared_storage, retry_failed=retry_failed, report=report)
+        result = run_sweep(spec)
+    except SweepError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param_hint=error.param) from None
+    except (ConfigError, DatasetError) as error:
+        raise usage_error(error, ctx) from None
+    click.echo(format_table(result.rows))
+    if result.report:
+        click.echo(f"report: {result.report}", err=True)
+    if result.report_error:
+        click.echo(f"report failed: {result.report_error}", err=True)
+    if result.failed and not result.signum:
+        click.echo(f"{len(result.failed)} run(s) did not finish; logs in {spec.out / LOGS}; "
+                   f"failed runs run again with --retry-failed", err=True)
+    ctx.exit(result.exit_code)
 
 
 @cli.command()
@@ -101,6 +148,93 @@ def inspect(ctx, preset, **overrides):
     except ConfigError as error:
         raise usage_error(error, ctx) from None
     click.echo(layer_table(config, dataset_info(config.dataset).channels))
+
+
+# --- diagnose (issue 5: collapse detection) ---
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the diagnosis.json object")
+@click.option("--fail-on-collapse", is_flag=True, help="exit 1 when the verdict is collapsed")
+@click.pass_context
+def diagnose(ctx, run_dir, as_json, fail_on_collapse):
+    """Recompute RUN_DIR's collapse diagnosis from metrics.jsonl; rewrite diagnosis.json."""
+    import json
+    from probes.collapse import diagnose_run, format_diagnosis
+    from stabgan.runlog import is_run_dir
+
+    if not is_run_dir(run_dir):
+        raise click.BadParameter(f"{str(run_dir)!r} is not a run directory (no config.json or "
+                                 f"metrics.jsonl)", ctx=ctx, param_hint="RUN_DIR")
+    diagnosis = diagnose_run(run_dir)
+    click.echo(json.dumps(diagnosis, indent=2, default=str) if as_json
+               else format_diagnosis(diagnosis, run_dir))
+    if fail_on_collapse and diagnosis["verdict"] == "collapsed":
+        ctx.exit(1)
+
+
+# --- report (issue 7: HTML report) ---
+@cli.command()
+@click.argument("runs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML file to write [default: RUNS_DIR/report.html]")
+@click.option("--no-cache", is_flag=True, help="re-render every run, ignoring the figure cache")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="processes rendering uncached runs [default: 1, up to 4 from 8 runs]")
+def report(runs_dir, out, no_cache, workers):
+    """Write one self-contained HTML report over every run directory below RUNS_DIR."""
+    from reports import write_report
+
+    click.echo(write_report(runs_dir, out, cache=not no_cache, workers=workers))
+
+
+@cli.group()
+def bench():
+    """Side-by-side benchmarks (interleaved in one process, medians)."""
+
+
+@bench.command("monitor")
+@click.option("--steps", type=click.IntRange(min=2), default=100, show_default=True,
+              help="steps per measurement (cover the longest probe cadence, 100 by default)")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="measurements per probe selection")
+@click.option("--width", type=click.IntRange(min=1), default=None,
+              help="model width [default: the quick preset's]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="batch size [default: the quick preset's]")
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch CPU threads [default: the quick preset's]")
+@click.pass_context
+def bench_monitor(ctx, steps, repeats, width, batch_size, threads):
+    """Step time of the quick config with probes none, default and all, and their ratios."""
+    from stabgan.bench import bench_monitor as run_bench
+
+    try:
+        run_bench(steps, repeats, width, batch_size, threads, echo=click.echo)
+    except (ConfigError, ValueError) as error:
+        raise usage_error(error, ctx) from None
+
+
+@bench.command("report")
+@click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True,
+              help="synthetic run directories")
+@click.option("--steps", type=click.IntRange(min=10), default=5000, show_default=True,
+              help="logged steps per run")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder for the runs, reused when it already holds some [default: a temp folder]")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="processes rendering uncached runs [default: as `stabgan report`]")
+def bench_report(runs, steps, root, workers):
+    """Render time of `stabgan report` over synthetic runs: cold (no cache), then warm."""
+    import shutil
+    import tempfile
+    from reports.bench import bench_report as run_bench
+
+    temp = None if root else Path(tempfile.mkdtemp(prefix="stabgan-bench-report-"))
+    try:
+        run_bench(root or temp, runs, steps, workers, echo=click.echo)
+    finally:
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def main():

@@ -63,6 +63,9 @@ class RunConfig:
     sample_every: int = _field(200, "steps between fixed-noise sample grids")
     ckpt_every: int = _field(200, "steps between checkpoints (checkpoints/last.pt)")
     probes: str = _field("default", "default | all | none | comma-separated probe names")
+    probe_every: int = _field(0, "steps between gp/critic/kernel/grad readings (0: log-every)")
+    spectra_every: int = _field(0, "steps between singular-value readings (0: 10 x log-every)")
+    diversity_every: int = _field(0, "steps between diversity readings (0: 10 x log-every)")
     stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
     fid_every: int = _field(0, "FID probe cadence in steps (0: off)")
     fid_samples: int = _field(1000, "generated samples per FID measurement")
@@ -84,7 +87,8 @@ PRESET_VALUES = {
 
 # Fields a resumed run may change: they do not alter the model, the data or the optimiser.
 RESUMABLE_FIELDS = frozenset({"steps", "device", "log_every", "sample_every", "ckpt_every",
-                              "probes", "stop_on_collapse", "fid_every", "fid_samples", "threads"})
+                              "probes", "stop_on_collapse", "fid_every", "fid_samples", "threads",
+                              "probe_every", "spectra_every", "diversity_every"})
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 
@@ -138,7 +142,8 @@ def validate(config: RunConfig) -> None:
                  "log_every", "sample_every", "ckpt_every", "fid_samples", "kernel_size",
                  "groups", "reduction"):
         _positive(name, getattr(config, name))
-    for name in ("inv_layers", "seed", "fid_every", "threads"):
+    for name in ("inv_layers", "seed", "fid_every", "threads", "probe_every", "spectra_every",
+                 "diversity_every"):
         _positive(name, getattr(config, name), minimum=0)
     for name in ("lr_g", "lr_d"):
         if not getattr(config, name) > 0:

@@ -164,6 +164,30 @@ class RunWriter:
         if values.numel():
             self.tensorboard.add_histogram(tag, values, step)
 
+    def log_layout(self, layout: dict[str, dict[str, list]]) -> None:
+        """TensorBoard custom-scalars layout: {category: {chart: ["Multiline"|"Margin", [tags]]}}
+        (a Margin chart's tags are [value, lower, upper]). Written once per writer."""
+        if layout:
+            self.tensorboard.add_custom_scalars(layout)
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float | None],
+                    step: int) -> None:
+        """A TensorBoard hparams entry for this run, in the run's own event file.
+
+        hparams: name -> bool | int | float | str (None values are dropped). metrics: the scalar
+        tags the hparams table shows (their last logged value); a tag given with a number is
+        written now as a scalar at `step`, one given with None must already be logged.
+        """
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        clean = {k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))}
+        experiment, start, end = hparams_summaries(clean, {tag: 0.0 for tag in metrics})
+        for summary in (experiment, start, end):
+            self.tensorboard.file_writer.add_summary(summary, step)
+        for tag, value in metrics.items():
+            if value is not None:
+                self.tensorboard.add_scalar(tag, value, step)
+
     def save_samples(self, step: int, images) -> Path:
         """Save a grid of images in [-1, 1] to samples/step_NNNNNN.png and to TensorBoard."""
         from torchvision.utils import make_grid, save_image

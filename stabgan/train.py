@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import signal
 import statistics
@@ -24,8 +25,8 @@ from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunCon
                             resolve_config, validate)
 from stabgan.data import BatchStream, dataset_info, load_dataset
 from stabgan.models import build_critic, build_generator
-from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, SUMMARY, RunWriter,
-                            read_json, write_json)
+from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT,
+                            SUMMARY, RunWriter, atomic_write_bytes, read_json, write_json)
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -110,6 +111,7 @@ class Run:
     num_classes: int
     checkpoint: dict | None
     command: list[str]
+    warnings: list[str] = dataclasses.field(default_factory=list)  # shown to the user at start
 
 
 def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resume: bool = False,
@@ -139,9 +141,9 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     resolve_device(config.device)
     info = dataset_info(config.dataset)
     dataset = load_dataset(config.dataset, config.image_size)
-    if hasattr(dataset, "count_unreadable"):
-        dataset.count_unreadable()
-    return Run(config, run_dir, dataset, info.channels, info.num_classes, checkpoint, list(command))
+    warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
+    return Run(config, run_dir, dataset, info.channels, info.num_classes, checkpoint,
+               list(command), [warning] if warning else [])
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -180,7 +182,9 @@ class _StopFlag:
 def gradient_penalty(critic, x_hat: torch.Tensor, scores_hat: torch.Tensor,
                      create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean of (‖∇D(x̂)‖₂ − 1)², ∇D(x̂)) with per-sample norms over all pixels and channels."""
-    grad, = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=create_graph)
+    # the critic loss still backpropagates through scores_hat's graph: keep it (λ = 0 too)
+    grad, = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=create_graph,
+                                retain_graph=True)
     norms = grad.flatten(1).norm(dim=1)
     return ((norms - 1.0) ** 2).mean(), grad
 
@@ -188,6 +192,7 @@ def gradient_penalty(critic, x_hat: torch.Tensor, scores_hat: torch.Tensor,
 def train(run: Run, probes: Sequence = ()) -> dict:
     """Train per run.config into run.run_dir; returns the summary (also written to summary.json)."""
     from tqdm import tqdm
+    from probes.collapse import NONFINITE_WEIGHTS, OnlineDetector
     from probes.monitor import Monitor
 
     config = run.config
@@ -226,9 +231,11 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run.run_dir / CONFIG, {"config": config.to_dict(), "versions": versions(),
                                       "command": run.command})
+    detector = OnlineDetector(run.run_dir)  # fed by the monitor; keeps diagnosis.json current
+    keeper = _PreCollapseKeeper(run.run_dir / CHECKPOINTS, start_step if run.checkpoint else None)
     monitor = Monitor(run.run_dir, generator, critic, probes, log_every=config.log_every,
                       purge_after_step=start_step if run.checkpoint else None,
-                      start_step=start_step, time_offset=elapsed)
+                      start_step=start_step, time_offset=elapsed, detector=detector)
     if run.checkpoint is not None and "monitor" in run.checkpoint:
         monitor.load_state_dict(run.checkpoint["monitor"])
 
@@ -290,11 +297,21 @@ def train(run: Run, probes: Sequence = ()) -> dict:
                              d_fake=d_fake, x_hat=x_hat, grad_x_hat=grad_x_hat, loss_critic=loss_d,
                              loss_generator=loss_g, gp_penalty=gp, labels=labels,
                              optimizers={"generator": opt_g, "critic": opt_d})
+                if finite:  # an update or a probe may have written NaN/Inf weights: log it now
+                    bad_weights = _nonfinite_weights(generator, critic)
+                    if bad_weights:
+                        finite = False
+                        monitor.record(step, {NONFINITE_WEIGHTS: float(bad_weights)})
                 step_times.append(time.perf_counter() - t0)
                 bar.update(1)
-                if step % config.log_every == 0:
-                    bar.set_postfix(_postfix(monitor.latest), refresh=False)
-                if not finite:
+                if step % config.log_every == 0 or not finite:
+                    bar.set_postfix({**_postfix(monitor.latest), "verdict": detector.verdict},
+                                    refresh=False)
+
+                # collapse: keep the last checkpoint from before the onset; stop if asked
+                if detector.collapsed:
+                    keeper.keep(detector.onset_step)
+                if not finite or (config.stop_on_collapse and detector.collapsed):
                     status = "stopped_on_collapse"
                     break
 
@@ -302,7 +319,9 @@ def train(run: Run, probes: Sequence = ()) -> dict:
                 if step % config.sample_every == 0 or step == config.steps:
                     save_samples(step)
                 if step % config.ckpt_every == 0 or step == config.steps:
+                    keeper.before_save(detector.pending_onset())
                     monitor.writer.save_checkpoint(checkpoint_state(step))
+                    keeper.saved(step)
                 if stop.signum is not None:
                     status = "interrupted"
                     break
@@ -326,9 +345,65 @@ def train(run: Run, probes: Sequence = ()) -> dict:
         if error:
             summary["error"] = error
         previous = read_json(run.run_dir / SUMMARY) or {}
-        monitor.close()
+        monitor.close()  # also writes the final diagnosis.json
+        diagnosis = detector.diagnosis()
+        summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
+                       pre_collapse_step=keeper.kept_step)
+        keeper.discard_aside()
         write_json(run.run_dir / SUMMARY, {**previous, **summary})
     return summary
+
+
+# --- collapse detection (issue 5): the weights check and pre_collapse.pt ---
+def _nonfinite_weights(*modules: torch.nn.Module) -> int:
+    """Non-finite parameter elements; one cheap reduction per step, a full count only when bad."""
+    params = [p.detach() for module in modules for p in module.parameters()]
+    if not params or bool(torch.isfinite(torch.stack([p.sum() for p in params]).sum())):
+        return 0
+    return sum(int((~torch.isfinite(p)).sum()) for p in params)  # 0 if the sum merely overflowed
+
+
+class _PreCollapseKeeper:
+    """Keeps checkpoints/pre_collapse.pt: the newest checkpoint from before a collapse's onset.
+
+    An excursion is confirmed sustain_points logged steps after its onset, and last.pt may be
+    rewritten in between; so while one is being watched the checkpoint about to be overwritten
+    is copied aside (a hidden file), and dropped once the excursion is over without a collapse.
+    """
+
+    ASIDE = ".pre_onset.pt"
+
+    def __init__(self, ckpt_dir: Path, last_step: int | None):
+        self.dir = ckpt_dir
+        self.last_step = last_step    # step of checkpoints/last.pt, None before the first
+        self.aside_step: int | None = None
+        self.kept_step: int | None = None
+
+    def before_save(self, pending_onset: int | None) -> None:
+        if pending_onset is None:
+            self.discard_aside()
+        elif self.aside_step is None and self.last_step is not None and self.last_step < pending_onset:
+            atomic_write_bytes(self.dir / self.ASIDE, (self.dir / LAST_CHECKPOINT).read_bytes())
+            self.aside_step = self.last_step
+
+    def saved(self, step: int) -> None:
+        self.last_step = step
+
+    def keep(self, onset: int) -> None:
+        if self.kept_step is not None:
+            return
+        target = self.dir / PRE_COLLAPSE_CHECKPOINT
+        if self.aside_step is not None and self.aside_step < onset:
+            os.replace(self.dir / self.ASIDE, target)
+            self.kept_step, self.aside_step = self.aside_step, None
+        elif self.last_step is not None and self.last_step < onset:
+            atomic_write_bytes(target, (self.dir / LAST_CHECKPOINT).read_bytes())
+            self.kept_step = self.last_step
+
+    def discard_aside(self) -> None:
+        if self.aside_step is not None:
+            (self.dir / self.ASIDE).unlink(missing_ok=True)
+            self.aside_step = None
 
 
 def _postfix(latest: dict[str, float]) -> dict[str, str]:

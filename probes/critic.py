@@ -1,0 +1,83 @@
+"""Critic probe: what the critic's scores and loss are doing, beyond the distance itself.
+
+`wgan/distance` (E[D(real)] − E[D(fake)], a core reading) estimates the Wasserstein distance
+only while the critic stays Lipschitz. The two score populations say more: when both means
+drift together to large magnitudes the critic has lost its anchor (WGAN scores are only
+defined up to a constant, so a drift without a growing gap means the penalty no longer holds
+the scale), and a collapse of the score spread (std → 0) means the critic no longer tells
+samples apart. The critic loss is summarised by an exponential moving average and by a drift
+z-score, (loss − mean of the previous readings) / their std, which flags a loss leaving its
+own recent band (divergence) without a fixed threshold. Cost: a few means of B scores.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import torch
+
+from probes.base import Probe, StepState
+
+WINDOW = 20      # previous readings the drift z-score compares against
+MIN_WINDOW = 5   # no z-score until this many readings exist
+EMA_DECAY = 0.9  # per reading
+
+
+class CriticProbe(Probe):
+    """critic/d_real_mean, _std, critic/d_fake_mean, _std, critic/loss_ema, critic/loss_drift_z."""
+
+    name = "critic"
+    layout = {"critic": {
+        "D(real) and D(fake)": ["Multiline", ["critic/d_real_mean", "critic/d_fake_mean"]],
+        "critic loss drift z-score": ["Multiline", ["critic/loss_drift_z"]]}}
+
+    def __init__(self, every: int = 10, window: int = WINDOW, ema_decay: float = EMA_DECAY):
+        super().__init__(every)
+        if window < MIN_WINDOW:
+            raise ValueError(f"CriticProbe: window={window!r} must be >= {MIN_WINDOW}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"CriticProbe: ema_decay={ema_decay!r} must be in [0, 1)")
+        self.ema_decay = ema_decay
+        self.ema: float | None = None
+        self.window: deque[float] = deque(maxlen=window)
+
+    @classmethod
+    def from_config(cls, config) -> "CriticProbe":
+        return cls(every=config.probe_every or config.log_every)
+
+    def on_step(self, state: StepState) -> dict[str, float]:
+        readings: dict[str, float] = {}
+        for side, scores in (("real", state.d_real), ("fake", state.d_fake)):
+            if scores is not None and scores.numel():
+                scores = scores.float()
+                readings[f"critic/d_{side}_mean"] = scores.mean().item()
+                readings[f"critic/d_{side}_std"] = (scores.std().item() if scores.numel() > 1
+                                                    else 0.0)
+        if state.loss_critic is not None:
+            readings.update(self._loss_readings(float(state.loss_critic)))
+        return readings
+
+    def _loss_readings(self, loss: float) -> dict[str, float]:
+        if not math.isfinite(loss):  # keep the statistics usable after a single bad reading
+            return {"critic/loss_ema": self.ema if self.ema is not None else loss,
+                    "critic/loss_drift_z": math.nan}
+        readings = {}
+        if len(self.window) >= MIN_WINDOW:
+            mean = sum(self.window) / len(self.window)
+            var = sum((x - mean) ** 2 for x in self.window) / (len(self.window) - 1)
+            # floor the spread at 1e-3 of the loss scale so a flat window does not give z = inf
+            spread = max(math.sqrt(var), 1e-3 * max(abs(mean), 1e-3))
+            readings["critic/loss_drift_z"] = (loss - mean) / spread
+        self.window.append(loss)
+        decay = self.ema_decay
+        self.ema = loss if self.ema is None else decay * self.ema + (1 - decay) * loss
+        readings["critic/loss_ema"] = self.ema
+        return readings
+
+    def state_dict(self) -> dict:
+        return {"ema": self.ema, "window": list(self.window)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.ema = state.get("ema")
+        self.window.clear()
+        self.window.extend(state.get("window", []))

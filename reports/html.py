@@ -1,0 +1,269 @@
+"""`write_report(runs_dir)`: one self-contained HTML file over every run below a folder.
+
+Per run: refresh diagnosis.json when it is missing or older than metrics.jsonl, then render its
+panels and sample grids, or take them from the cache when none of the run's files changed
+(key: mtime and size of config/metrics/summary/diagnosis and of every sample grid). The page
+embeds everything as data URIs: no file beside it, no URL, readable without JavaScript.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from reports import runs as runlib
+
+CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
+CACHE_DIR = ".stabgan-report-cache"
+PROGRESS_MIN_RUNS = 10     # show a progress bar from this many runs to render
+PARALLEL_MIN_RUNS = 8      # default workers: 1 below this many uncached runs, else up to MAX_WORKERS
+MAX_WORKERS = 4
+FID_CURVE_POINTS = 200     # points per run in the overview's FID overlay
+
+
+def _json_safe(value):
+    """Payloads hold NaN/Inf only as None: the cache is strict JSON."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def render_run(run_dir: Path) -> dict:
+    """Everything the page shows about one run that depends only on its files (cacheable)."""
+    from reports import figures
+
+    run = runlib.load_run(run_dir)
+    onset = run.onset_step
+    last = run.metrics.last_step
+    samples = _pick_samples(run.samples, onset)
+    shown = []
+    for label, step, path in samples:
+        uri = figures.sample_uri(path)
+        if uri is None:
+            run.warnings.append(f"sample grid {path.name} could not be read")
+        else:
+            shown.append({"label": label, "step": step, "uri": uri})
+    fid = {}
+    for tag, (steps, values) in run.metrics.series.items():
+        if tag.startswith("fid/"):
+            s, v = figures.downsample(steps, values, FID_CURVE_POINTS)
+            fid[tag[4:]] = [s.tolist(), v.tolist()]
+    config_items = [(k, runlib.format_value(v)) for k, v in run.config.items()]
+    versions = run.config_file.get("versions")
+    command = run.config_file.get("command")
+    return _json_safe({
+        "row": runlib.run_row(run),
+        "summary_status": run.summary.get("status") if isinstance(run.summary.get("status"), str) else None,
+        "config": config_items,
+        "versions": [(str(k), runlib.format_value(v)) for k, v in versions.items()]
+        if isinstance(versions, dict) else [],
+        "command": " ".join(map(str, command)) if isinstance(command, list) else None,
+        "events": runlib.run_events(run),
+        "records": run.metrics.records, "last_step": last,
+        "sections": figures.run_figures(run.metrics.series, onset, last),
+        "samples": shown,
+        "fid": fid,
+        "warnings": run.warnings,
+    })
+
+
+def _render_safely(run_dir: Path) -> dict:
+    """render_run, or a bare entry with the error as a warning: one odd run must not cost the
+    whole report. Such an entry is not cached, so the next report tries again."""
+    try:
+        return render_run(run_dir)
+    except Exception as error:
+        bare = runlib.RunData(Path(run_dir))
+        return {"row": runlib.run_row(bare), "summary_status": None, "config": [],
+                "versions": [], "command": None, "events": [], "records": 0, "last_step": None,
+                "sections": [], "samples": [], "fid": {}, "failed": True,
+                "warnings": [f"could not be rendered: {type(error).__name__}: {error}"]}
+
+
+def _pick_samples(samples, onset):
+    """(label, step, path): the first grid, the last one before the onset, the last one."""
+    if not samples:
+        return []
+    picked = [("start", *samples[0])]
+    if onset is not None:
+        before = [s for s in samples if s[0] < onset]
+        if before and before[-1] != samples[0]:
+            picked.append(("before onset", *before[-1]))
+    if samples[-1][1] not in {p[2] for p in picked}:
+        picked.append(("end", *samples[-1]))
+    return picked
+
+
+class _Cache:
+    """One JSON file per run directory under cache_dir; silently off when it cannot be written."""
+
+    def __init__(self, directory: Path | None):
+        self.dir = directory
+
+    def _path(self, run_dir: Path) -> Path:
+        digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:20]
+        return self.dir / f"{digest}.json"
+
+    def get(self, run_dir: Path, key: dict) -> dict | None:
+        if self.dir is None:
+            return None
+        try:
+            cached = json.loads(self._path(run_dir).read_text())
+        except (OSError, ValueError):
+            return None
+        return cached.get("payload") if cached.get("key") == key else None
+
+    def put(self, run_dir: Path, key: dict, payload: dict) -> None:
+        if self.dir is None:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path = self._path(run_dir)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"key": key, "payload": payload}))
+            os.replace(tmp, path)
+        except OSError:
+            self.dir = None
+
+
+def _code_version() -> str:
+    """CACHE_VERSION plus a hash of the code that renders a run: an upgrade re-renders."""
+    digest = hashlib.sha1(str(CACHE_VERSION).encode())
+    here = Path(__file__).parent
+    for name in ("html.py", "runs.py", "figures.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _prepare(run_dir: Path, version: str) -> tuple[dict, str | None]:
+    """Refresh the diagnosis if stale, then the run's cache key (taken after the refresh)."""
+    warning = runlib.refresh_diagnosis(run_dir)
+    return {"version": version, **runlib.run_stamp(run_dir)}, warning
+
+
+def _render_job(run_dir: str) -> dict:
+    return _render_safely(Path(run_dir))
+
+
+def _keep(cache: _Cache, path: Path, key: dict, payload: dict, bar) -> None:
+    if not payload.get("failed"):
+        cache.put(path, key, payload)
+    bar.update(1)
+
+
+def collect(runs_dir: Path, cache_dir: Path | None = None, progress: bool | None = None,
+            workers: int | None = None) -> dict:
+    """Every run below runs_dir as the template's data (see write_report)."""
+    runs_dir = Path(runs_dir)
+    found, skipped = runlib.discover(runs_dir)
+    cache = _Cache(cache_dir)
+    version = _code_version()
+    prepared = [(path, *_prepare(path, version)) for path in found]
+    payloads: dict[Path, dict] = {}
+    todo = []
+    for path, key, _ in prepared:
+        payload = cache.get(path, key)
+        if payload is None:
+            todo.append((path, key))
+        else:
+            payloads[path] = payload
+    show = progress if progress is not None else len(todo) >= PROGRESS_MIN_RUNS
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo), desc="report", unit="run", disable=not show, file=sys.stderr)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS) if len(todo) >= PARALLEL_MIN_RUNS else 1
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(workers, len(todo))) as pool:
+            rendered = pool.map(_render_job, [str(p) for p, _ in todo])
+            for (path, key), payload in zip(todo, rendered):
+                payloads[path] = payload
+                _keep(cache, path, key, payload, bar)
+    else:
+        for path, key in todo:
+            payloads[path] = _render_safely(path)
+            _keep(cache, path, key, payloads[path], bar)
+    bar.close()
+
+    runs = []
+    for index, (path, key, refresh_warning) in enumerate(prepared):
+        payload = payloads[path]
+        name = path.relative_to(runs_dir).as_posix() if path != runs_dir else path.name
+        status, status_warning = runlib.live_status(key, payload["summary_status"])
+        warnings = [w for w in (refresh_warning, status_warning) if w] + payload["warnings"]
+        row = {**payload["row"], "status": status}
+        runs.append({**payload, "name": name or ".", "anchor": f"run-{index + 1}", "row": row,
+                     "warnings": warnings, "path": str(path)})
+    return {"runs": runs,
+            "skipped": [{"name": p.relative_to(runs_dir).as_posix() if p != runs_dir else ".",
+                         "reason": reason} for p, reason in skipped]}
+
+
+def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: bool = True,
+                 progress: bool | None = None, workers: int | None = None) -> Path:
+    """Write one self-contained HTML report over every run directory below runs_dir.
+
+    out defaults to runs_dir/report.html. With cache, per-run renderings are kept in
+    `runs_dir/.stabgan-report-cache/` keyed by the run's file stamps (no cache when runs_dir is
+    read-only). progress: a tqdm bar (default: when 10 or more runs need rendering). workers:
+    processes rendering uncached runs (default: 1, or up to 4 when 8 or more runs need
+    rendering). Returns the path written.
+    """
+    from reports import figures
+
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"no such folder: {runs_dir}")
+    out = Path(out) if out is not None else runs_dir / "report.html"
+    data = collect(runs_dir, runs_dir / CACHE_DIR if cache else None, progress, workers)
+    runs = data["runs"]
+    rows = [{**r["row"], "name": r["name"]} for r in runs]
+    fid_curves = [(r["name"], r["row"]["verdict"], r["fid"]) for r in runs if r["fid"]]
+    counts = {v: sum(r["row"]["verdict"] == v for r in runs) for v in runlib.VERDICTS}
+    counts["none"] = sum(r["row"]["verdict"] is None for r in runs)
+    html = _environment().get_template("report.html").render(
+        title=str(runs_dir), runs=runs, skipped=data["skipped"], counts=counts,
+        aggregates=figures.aggregate_figures(rows, fid_curves),
+        generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), version=_version(),
+        verdict_colors=figures.VERDICT_COLORS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(html, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def _version() -> str:
+    from stabgan import __version__
+    return __version__
+
+
+def _environment():
+    import jinja2
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["count"] = lambda v: "—" if v is None else f"{v:,}"
+    return env
+
+
+def _num(value, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value:
+        return "NaN"
+    if abs(value) >= 1e5 or (value and abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.{digits}g}"

@@ -1,0 +1,365 @@
+"""Finding run directories below a folder and reading each one into plain data.
+
+Everything here reads files only (through `stabgan.runlog`'s names and readers); a run that is
+still being written, truncated, half-missing or garbled comes back with warnings, never an error.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stabgan.runlog import CHECKPOINTS, CONFIG, DIAGNOSIS, METRICS, SAMPLES, SUMMARY, read_json
+
+VERDICTS = ("healthy", "unstable", "collapsed")  # diagnosis.json's values (DESIGN.md)
+RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
+MAX_EVENTS = 50         # events listed per run; a pathological run can log thousands
+_SAMPLE_NAME = re.compile(r"step_(\d+)\.png$")
+
+
+# --------------------------------------------------------------------------- discovery
+
+def discover(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(run directories at or below root, [(folder, reason)] for leaf folders that are not runs).
+
+    A run directory holds a config.json or a metrics.jsonl (runlog.is_run_dir). Hidden folders
+    (the report's cache) and a run's own samples/ and checkpoints/ are not walked.
+    """
+    root = Path(root)
+    runs: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+
+    def unreadable(error: OSError) -> None:
+        skipped.append((Path(error.filename or root), f"unreadable folder: {error.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        here = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+        inside_run = any(parent in runs for parent in here.parents)
+        if CONFIG in filenames or METRICS in filenames:
+            runs.append(here)
+            dirnames[:] = [n for n in dirnames if n not in (SAMPLES, CHECKPOINTS)]
+        elif not dirnames and not inside_run:
+            visible = [n for n in filenames if not n.startswith(".")]
+            skipped.append((here, "empty folder" if not visible else
+                            f"not a run: no {CONFIG} or {METRICS}"))
+    return sorted(runs), skipped
+
+
+# --------------------------------------------------------------------------- file state
+
+def file_stamp(path: Path) -> list[int] | None:
+    """[mtime_ns, size] of a file, or None when it is missing; the cache key is made of these."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_mtime_ns, st.st_size]
+
+
+def sample_files(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every samples/step_NNNNNN.png, by step."""
+    try:
+        entries = list(os.scandir(run_dir / SAMPLES))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        match = _SAMPLE_NAME.match(entry.name)
+        if match and entry.is_file():
+            found.append((int(match.group(1)), Path(entry.path)))
+    return sorted(found)
+
+
+def run_stamp(run_dir: Path) -> dict:
+    """Everything a run's rendering depends on, as file stamps (cache key)."""
+    return {"files": {name: file_stamp(run_dir / name)
+                      for name in (CONFIG, METRICS, SUMMARY, DIAGNOSIS)},
+            "samples": [[p.name, *(file_stamp(p) or [])] for _, p in sample_files(run_dir)]}
+
+
+def refresh_diagnosis(run_dir: Path) -> str | None:
+    """Recompute diagnosis.json (probes.collapse.diagnose_run) when it is missing or older than
+    metrics.jsonl; returns a warning when that was needed but could not be done."""
+    metrics, diagnosis = file_stamp(run_dir / METRICS), file_stamp(run_dir / DIAGNOSIS)
+    if metrics is None or metrics[1] == 0:
+        return None
+    if diagnosis is not None and diagnosis[0] >= metrics[0]:
+        return None
+    try:
+        from probes.collapse import diagnose_run
+    except ImportError as error:
+        return f"diagnosis is missing or stale and the detector is unavailable ({error})"
+    try:
+        diagnose_run(run_dir)
+    except Exception as error:  # a detector bug or a read-only folder must not stop the report
+        return f"diagnosis could not be recomputed: {type(error).__name__}: {error}"
+    return None
+
+
+# --------------------------------------------------------------------------- metrics
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, (int, float)):  # bool included: a flag logged as a scalar
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)  # "nan", "inf", "-inf": how runlog writes non-finite values
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass
+class Metrics:
+    series: dict[str, tuple[np.ndarray, np.ndarray]]  # tag -> (steps int64, values float64)
+    records: int = 0      # readable records
+    bad_lines: int = 0    # lines that were not a JSON object with an integer "step"
+    last_step: int | None = None
+
+
+def read_series(run_dir: Path) -> Metrics:
+    """metrics.jsonl as numpy columns; tolerant like runlog.read_metrics, and counts what it
+    skipped. One json.loads over the whole file when it is clean (fast), line by line if not."""
+    try:
+        text = (run_dir / METRICS).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return Metrics({})
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        parsed = json.loads("[" + ",".join(lines) + "]")
+    except ValueError:
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                parsed.append(None)
+    records = [r for r in parsed if isinstance(r, dict) and type(r.get("step")) is int]
+    bad = len(parsed) - len(records)
+    if any(records[i]["step"] > records[i + 1]["step"] for i in range(len(records) - 1)):
+        records.sort(key=lambda r: r["step"])
+    tags: dict[str, None] = {}
+    for record in records:
+        tags.update(dict.fromkeys(record))
+    series = {}
+    for tag in tags:
+        if tag in ("step", "time"):
+            continue
+        steps = [r["step"] for r in records if tag in r]
+        raw = [r[tag] for r in records if tag in r]
+        try:
+            values = np.array(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            kept = [(s, _as_float(v)) for s, v in zip(steps, raw)]
+            kept = [(s, v) for s, v in kept if v is not None]
+            steps, values = [s for s, _ in kept], np.array([v for _, v in kept], dtype=np.float64)
+        if len(steps):
+            series[tag] = (np.array(steps, dtype=np.int64), values)
+    return Metrics(series, len(records), bad, records[-1]["step"] if records else None)
+
+
+# --------------------------------------------------------------------------- one run
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    number = _as_float(value) if not isinstance(value, bool) else None
+    return number
+
+
+def _int(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def format_value(value: Any) -> str:
+    """A short human form of a config/evidence value (the template escapes it)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e5 or abs(value) < 1e-3:
+            return f"{value:.3g}"
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k} {format_value(v)}" for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(format_value(v) for v in value) + "]"
+    else:
+        text = str(value)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+@dataclass
+class RunData:
+    """One run directory read into plain data (no rendering yet)."""
+    path: Path
+    config: dict = field(default_factory=dict)       # RunConfig fields
+    config_file: dict = field(default_factory=dict)  # the whole config.json
+    summary: dict = field(default_factory=dict)
+    diagnosis: dict | None = None
+    metrics: Metrics = field(default_factory=lambda: Metrics({}))
+    samples: list[tuple[int, Path]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str | None:
+        verdict = _dict(self.diagnosis).get("verdict")
+        return verdict if verdict in VERDICTS else None
+
+    @property
+    def onset_step(self) -> int | None:
+        return _int(_dict(self.diagnosis).get("onset_step"))
+
+    @property
+    def events(self) -> list[dict]:
+        events = _dict(self.diagnosis).get("events")
+        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+
+
+def _read_json_file(run_dir: Path, name: str, warnings: list[str], required: bool) -> dict:
+    path = run_dir / name
+    if not path.is_file():
+        if required:
+            warnings.append(f"no {name}")
+        return {}
+    value = read_json(path)
+    if not isinstance(value, dict):
+        warnings.append(f"{name} is unreadable (truncated or not a JSON object)")
+        return {}
+    return value
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read config, summary, diagnosis, metrics and the sample list of one run directory."""
+    run = RunData(Path(run_dir))
+    warnings = run.warnings
+    run.config_file = _read_json_file(run.path, CONFIG, warnings, required=True)
+    run.config = _dict(run.config_file.get("config"))
+    if run.config_file and not run.config:
+        warnings.append(f"{CONFIG} has no \"config\" object")
+    run.summary = _read_json_file(run.path, SUMMARY, warnings, required=False)
+    diagnosis = _read_json_file(run.path, DIAGNOSIS, warnings, required=False)
+    run.diagnosis = diagnosis or None
+    if diagnosis and diagnosis.get("verdict") not in VERDICTS:
+        warnings.append(f"{DIAGNOSIS} has an unknown verdict {format_value(diagnosis.get('verdict'))!s}")
+    run.metrics = read_series(run.path)
+    if not (run.path / METRICS).is_file():
+        warnings.append(f"no {METRICS}")
+    elif run.metrics.records == 0:
+        warnings.append(f"{METRICS} has no readable records")
+    if run.metrics.bad_lines:
+        n = run.metrics.bad_lines
+        warnings.append(f"{METRICS}: {n} unreadable line{'s' * (n != 1)} skipped (truncated?)")
+    nonfinite = sorted(tag for tag, (_, v) in run.metrics.series.items()
+                       if not np.isfinite(v).all())
+    if nonfinite:
+        shown = ", ".join(nonfinite[:4]) + (", …" if len(nonfinite) > 4 else "")
+        warnings.append(f"non-finite values in {len(nonfinite)} tag"
+                        f"{'s' * (len(nonfinite) != 1)}: {shown}")
+    run.samples = sample_files(run.path)
+    return run
+
+
+# --------------------------------------------------------------------------- table row
+
+def best_fid(run: RunData) -> tuple[float | None, str | None, int | None]:
+    """(lowest finite FID, its features, its step) over fid/<features> tags, else summary's."""
+    best = (None, None, None)
+    for tag, (steps, values) in run.metrics.series.items():
+        if not tag.startswith("fid/"):
+            continue
+        finite = np.isfinite(values)
+        if finite.any():
+            i = int(np.flatnonzero(finite)[np.argmin(values[finite])])
+            if best[0] is None or values[i] < best[0]:
+                best = (float(values[i]), tag[4:], int(steps[i]))
+    if best[0] is None:
+        value = _number(run.summary.get("fid_min"))
+        if value is not None and math.isfinite(value):
+            features = run.summary.get("fid_features")
+            best = (value, features if isinstance(features, str) else None,
+                    _int(run.summary.get("fid_min_step")))
+    return best
+
+
+def ms_per_step(run: RunData) -> float | None:
+    value = _number(run.summary.get("step_s_median"))
+    if value is None or not math.isfinite(value):
+        steps = run.metrics.series.get("time/step_s")
+        finite = steps[1][np.isfinite(steps[1])] if steps else []
+        value = float(statistics.median(finite)) if len(finite) else None
+    return None if value is None else value * 1000
+
+
+def run_row(run: RunData) -> dict:
+    """The overview table's values for one run (raw values; the template formats them)."""
+    c, s = run.config, run.summary
+    fid, features, fid_step = best_fid(run)
+    kinds = list(dict.fromkeys(e.get("kind") for e in run.events
+                               if e.get("severity") == "collapse" and isinstance(e.get("kind"), str)))
+    warn_kinds = list(dict.fromkeys(e.get("kind") for e in run.events
+                                    if e.get("severity") != "collapse"
+                                    and isinstance(e.get("kind"), str) and e.get("kind") not in kinds))
+    steps = _int(s.get("steps"))
+    if steps is None:
+        steps = run.metrics.last_step
+    target = _int(s.get("target_steps"))
+    if target is None:
+        target = _int(c.get("steps"))
+    return {
+        "arch": c.get("arch"), "inv_layers": c.get("inv_layers"), "norm": c.get("norm"),
+        "kernel_size": c.get("kernel_size"), "groups": c.get("groups"),
+        "reduction": c.get("reduction"), "seed": c.get("seed"),
+        "steps": steps, "target_steps": target,
+        "status": s.get("status") if isinstance(s.get("status"), str) else None,
+        "verdict": run.verdict, "onset_step": run.onset_step,
+        "kinds": kinds, "warning_kinds": warn_kinds,
+        "fid": fid, "fid_features": features, "fid_step": fid_step,
+        "ms_per_step": ms_per_step(run),
+    }
+
+
+def run_events(run: RunData) -> list[dict]:
+    """diagnosis.json's events for display: evidence as (key, formatted value) pairs."""
+    shown = []
+    for event in run.events[:MAX_EVENTS]:
+        evidence = event.get("evidence")
+        pairs = ([(str(k), format_value(v)) for k, v in evidence.items()]
+                 if isinstance(evidence, dict) else [])
+        shown.append({"kind": format_value(event.get("kind")), "step": _int(event.get("step")),
+                      "severity": "collapse" if event.get("severity") == "collapse" else "warning",
+                      "message": format_value(event.get("message")) if event.get("message")
+                      else "", "evidence": pairs})
+    return shown
+
+
+def live_status(stamp: dict, summary_status: str | None) -> tuple[str, str | None]:
+    """(status shown, warning) from summary.json or, without it, from metrics.jsonl's age."""
+    if summary_status:
+        return summary_status, None
+    metrics = stamp["files"].get(METRICS)
+    if metrics and time.time() - metrics[0] / 1e9 < RUNNING_WINDOW_S:
+        return "running", "no summary.json yet: the run is still being written"
+    return "unfinished", "no summary.json: the run was killed or is still starting"

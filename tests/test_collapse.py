@@ -1,0 +1,448 @@
+"""Collapse detection: synthetic series with known onsets, healthy noise, the run directory,
+the trainer's online detection (a real tiny run with a NaN injected) and `stabgan diagnose`."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from probes.base import Probe
+from probes.collapse import (KINDS, NONFINITE_WEIGHTS, DetectorState, OnlineDetector,
+                             Thresholds, detect, diagnose_run, verdict)
+from stabgan.cli import cli
+from stabgan.runlog import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
+                            metric_series, read_json, read_metrics, write_json)
+
+LOG_EVERY = 10
+STEPS = 1200
+T = Thresholds()
+# An abrupt change is dated exactly; a gradual one (exponential growth or decay) is dated when
+# it has crossed the collapse threshold: within this many steps of the true onset.
+GRADUAL_TOLERANCE = 200
+
+
+# --------------------------------------------------------------------------- synthetic runs
+
+def healthy_series(seed: int, steps: int = STEPS, every: int = LOG_EVERY) -> dict:
+    """A noisy healthy WGAN-GP run with every detector's tags: an early transient, slow drifts,
+    20% multiplicative noise and rare single-point spikes of 3×."""
+    rng = random.Random(seed)
+
+    def noisy(x, rel=0.2):
+        spike = 3.0 if rng.random() < 0.02 else 1.0
+        return x * spike * math.exp(rng.gauss(0, rel))
+
+    series: dict[str, tuple[list, list]] = {}
+
+    def add(tag, step, value):
+        steps_, values = series.setdefault(tag, ([], []))
+        steps_.append(step)
+        values.append(value)
+
+    for step in range(every, steps + 1, every):
+        u = step / steps
+        distance = 30 * min(1.0, step / 40) * (1 - 0.6 * u) + 2
+        add("wgan/distance", step, noisy(distance))
+        add("loss/critic", step, -noisy(distance) + noisy(1.0, 0.5))
+        add("loss/generator", step, rng.gauss(0, 20) + 40 * u)  # drifts freely in WGAN
+        add("gp/norm_mean", step, noisy(1.2, 0.15))
+        add("gp/norm_p50", step, noisy(1.2, 0.15))
+        add("gp/norm_p95", step, noisy(2.0, 0.25))
+        add("coverage/modes", step, min(10, max(0, round(3 + 7 * u + rng.gauss(0, 1)))))
+        add("coverage/kl", step, abs(noisy(1.5 * (1 - u) + 0.1, 0.15)))
+        add("diversity/pairwise", step, noisy(8 - 2 * u, 0.1))
+        add("diversity/dup_rate", step, min(1.0, abs(rng.gauss(0.02, 0.02))))
+        for layer in ("g.inv0", "g.inv1"):
+            add(f"kernel/{layer}/entropy", step, noisy(2.0 - 0.5 * u, 0.1))
+            add(f"kernel/{layer}/spatial_var", step, noisy(0.3, 0.3))
+            add(f"kernel/{layer}/near_zero", step, min(1.0, noisy(0.1, 0.3)))
+            add(f"kernel/{layer}/max_abs", step, noisy(2.0 + 3 * u, 0.3))
+        add("spectra/critic.conv1/sigma0", step, noisy(3.0 + 4 * u, 0.1))
+        add("spectra/generator.deconv1/sigma0", step, noisy(5.0, 0.1))
+        add("time/step_s", step, noisy(0.1))
+    return series
+
+
+def modify(series: dict, tag: str, onset: int, f) -> dict:
+    """series with tag's values from onset on replaced by f(old value, steps since onset)."""
+    steps, values = series[tag]
+    series[tag] = (steps, [f(v, s - onset) if s >= onset else v for s, v in zip(steps, values)])
+    return series
+
+
+def truncate(series: dict, last: int) -> dict:
+    return {tag: ([s for s in steps if s <= last], [v for s, v in zip(steps, values) if s <= last])
+            for tag, (steps, values) in series.items()}
+
+
+def only(events, severity="collapse"):
+    return [e for e in events if e["severity"] == severity]
+
+
+# --------------------------------------------------------------------------- healthy: no event
+
+@pytest.mark.parametrize("seed", range(12))
+def test_noisy_healthy_series_raise_no_event(seed):
+    events = detect(healthy_series(seed))
+    assert events == [], [e["message"] for e in events]
+
+
+def test_a_short_run_and_missing_tags_say_nothing():
+    assert detect({}) == []
+    assert detect({"time/step_s": ([10, 20], [0.1, 0.2])}) == []
+    short = truncate(healthy_series(0), (T.warmup_points + T.baseline_points) * LOG_EVERY)
+    assert detect(modify(short, "wgan/distance", 100, lambda v, d: v * 1000)) == []
+    # only the core readings: the probe-based detectors stay silent
+    core = {t: s for t, s in healthy_series(1).items() if t.split("/")[0] in ("loss", "wgan")}
+    assert detect(core) == []
+
+
+# --------------------------------------------------------------------------- every kind, known onset
+
+ONSET = 700
+
+
+def _nan(series):
+    series = truncate(series, ONSET)  # the trainer stops at the first non-finite loss
+    return modify(series, "loss/critic", ONSET, lambda v, d: math.nan)
+
+
+def _nan_weights(series):
+    series = truncate(series, ONSET)
+    series[NONFINITE_WEIGHTS] = ([ONSET], [12.0])
+    return series
+
+
+CASES = {
+    # kind: (build the failing series, gradual?)
+    "nan": (_nan, False),
+    "nan weights": (_nan_weights, False),
+    "divergence": (lambda s: modify(s, "wgan/distance", ONSET, lambda v, d: v * 3 * 2 ** (d / 20)), True),
+    "divergence (critic loss, abrupt)": (lambda s: modify(s, "loss/critic", ONSET, lambda v, d: v * 40), False),
+    "gp_blowup": (lambda s: modify(s, "gp/norm_mean", ONSET, lambda v, d: v * 20), False),
+    "gp_blowup (norms to 0)": (lambda s: modify(s, "gp/norm_p50", ONSET, lambda v, d: v * 0.02), False),
+    "mode_collapse": (lambda s: modify(s, "coverage/modes", ONSET, lambda v, d: 2), False),
+    "mode_collapse (duplicates)": (lambda s: modify(s, "diversity/dup_rate", ONSET, lambda v, d: 0.8), False),
+    "mode_collapse (kl)": (lambda s: modify(s, "coverage/kl", ONSET, lambda v, d: 2.3), False),
+    "mode_collapse (diversity)": (lambda s: modify(s, "diversity/pairwise", ONSET, lambda v, d: v * 0.2), False),
+    "kernel_collapse": (lambda s: modify(s, "kernel/g.inv1/entropy", ONSET, lambda v, d: v * 0.5 ** (d / 20)), True),
+    "kernel_collapse (spatial variance)": (lambda s: modify(s, "kernel/g.inv0/spatial_var", ONSET, lambda v, d: 1e-5), False),
+    "kernel_collapse (dead taps)": (lambda s: modify(s, "kernel/g.inv0/near_zero", ONSET, lambda v, d: 0.999), False),
+    "kernel_collapse (saturation)": (lambda s: modify(s, "kernel/g.inv0/max_abs", ONSET, lambda v, d: v * 500), False),
+    "spectral_explosion": (lambda s: modify(s, "spectra/critic.conv1/sigma0", ONSET, lambda v, d: v * 2 ** (d / 20)), True),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_kind_is_detected_at_its_onset(case, seed):
+    build, gradual = CASES[case]
+    kind = case.split(" ")[0]
+    events = detect(build(healthy_series(seed)))
+    collapses = only(events)
+    assert [e["kind"] for e in collapses] == [kind], [e["message"] for e in events]
+    event = collapses[0]
+    if gradual:
+        assert ONSET <= event["step"] <= ONSET + GRADUAL_TOLERANCE
+    else:
+        assert event["step"] == ONSET
+    confirmed_after = event["evidence"]["detected_step"] - event["step"]
+    if kind == "nan":
+        assert confirmed_after == 0
+    elif gradual:  # out-of-band points may be interrupted by sustain_gaps in-band ones
+        assert confirmed_after <= (T.sustain_points + T.sustain_gaps - 1) * LOG_EVERY
+    else:
+        assert confirmed_after == (T.sustain_points - 1) * LOG_EVERY
+    assert event["message"].startswith(f"collapsed at step {event['step']:,}: ")
+    assert verdict(events) == ("collapsed", event["step"])
+
+
+def test_sparse_tags_are_judged_on_their_own_cadence():
+    """σ0 and diversity are read every 100 steps by default: fewer points, same steps."""
+    series = healthy_series(12)
+    for tag in ("spectra/critic.conv1/sigma0", "diversity/pairwise"):
+        steps, values = series[tag]
+        series[tag] = (steps[9::10], values[9::10])
+    assert detect(series) == []
+    exploded = modify(dict(series), "spectra/critic.conv1/sigma0", 800, lambda v, d: v * 1000)
+    [event] = detect(exploded)
+    assert (event["kind"], event["step"], event["evidence"]["detected_step"]) == (
+        "spectral_explosion", 800, 900)  # 2 sustained points
+    collapsed = modify(dict(series), "diversity/pairwise", 800, lambda v, d: v * 0.1)
+    assert [(e["kind"], e["step"]) for e in only(detect(collapsed))] == [("mode_collapse", 800)]
+
+
+def test_divergence_message_names_tags_and_numbers():
+    series = modify(healthy_series(3, steps=2400), "wgan/distance", 1840, lambda v, d: 412.0)
+    series = modify(series, "gp/norm_p95", 1840, lambda v, d: 9.7)
+    events = only(detect(series))
+    divergence = [e for e in events if e["kind"] == "divergence"][0]
+    assert divergence["step"] == 1840
+    message = divergence["message"]
+    assert message.startswith("collapsed at step 1,840: critic divergence (wgan/distance ")
+    assert "→ 412 within " in message and "gp/norm_p95 9.7)" in message
+    evidence = divergence["evidence"]
+    assert evidence["tag"] == "wgan/distance" and evidence["value"] == 412.0
+    assert evidence["context"]["gp/norm_p95"] == 9.7
+    assert evidence["baseline_steps"] == [(T.warmup_points + 1) * LOG_EVERY,
+                                          (T.warmup_points + T.baseline_points) * LOG_EVERY]
+
+
+def test_a_moderate_sustained_excursion_is_a_warning_only():
+    series = modify(healthy_series(4), "wgan/distance", 600, lambda v, d: v * 8)
+    events = detect(series)
+    assert [(e["kind"], e["severity"], e["step"]) for e in events] == [("divergence", "warning", 600)]
+    assert verdict(events) == ("unstable", None)
+
+
+def test_one_in_band_point_does_not_hide_a_sustained_excursion():
+    dips = {730, 770}  # in band for one point in every sustain window
+    series = modify(healthy_series(13), "loss/critic", ONSET,
+                    lambda v, d: v if ONSET + d in dips else v * 50)
+    [event] = only(detect(series))
+    assert (event["kind"], event["step"]) == ("divergence", ONSET)
+    assert event["evidence"]["detected_step"] == ONSET + T.sustain_points * LOG_EVERY
+    strict = Thresholds(sustain_gaps=0)
+    assert only(detect(series, strict))[0]["step"] == 780  # the first 5 uninterrupted points
+
+
+def test_single_point_spikes_are_not_sustained():
+    series = healthy_series(5)
+    for at in (400, 700, 1000):
+        series = modify(series, "wgan/distance", at, lambda v, d: v * 1000 if d == 0 else v)
+    assert detect(series) == []
+
+
+def test_thresholds_are_frozen_validated_and_used():
+    with pytest.raises(Exception):
+        T.sustain_points = 2
+    with pytest.raises(ValueError, match="gp_warn"):
+        Thresholds(gp_warn=20.0)
+    with pytest.raises(ValueError, match="sustain_points"):
+        Thresholds(sustain_points=0)
+    series = modify(healthy_series(6), "wgan/distance", 600, lambda v, d: v * 8)
+    assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
+    assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
+                          "spectral_explosion"}
+
+
+def test_online_updates_equal_offline_detect_and_are_cheap():
+    series = CASES["divergence"][0](healthy_series(7))
+    by_step: dict[int, dict] = {}
+    for tag, (steps, values) in series.items():
+        for s, v in zip(steps, values):
+            by_step.setdefault(s, {})[tag] = v
+    online = OnlineDetector()
+    seen, started = [], time.perf_counter()
+    for step in sorted(by_step):
+        seen += online.update(step, by_step[step])
+    per_update_ms = 1e3 * (time.perf_counter() - started) / len(by_step)
+    assert seen == detect(series) and online.collapsed
+    assert per_update_ms < 5, per_update_ms  # measured ≈ 0.05 ms with ~20 tags
+
+
+# --------------------------------------------------------------------------- run directories
+
+def write_metrics(run_dir, series, truncated_tail: str = ""):
+    by_step: dict[int, dict] = {}
+    for tag, (steps, values) in series.items():
+        for s, v in zip(steps, values):
+            by_step.setdefault(s, {})[tag] = v if math.isfinite(v) else str(v)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / METRICS, "w") as f:
+        for step in sorted(by_step):
+            f.write(json.dumps({"step": step, "time": step / 10, **by_step[step]}) + "\n")
+        f.write(truncated_tail)
+
+
+def test_diagnose_run_writes_diagnosis_and_summary(tmp_path):
+    series = CASES["gp_blowup"][0](healthy_series(8))
+    write_metrics(tmp_path, series, truncated_tail='{"step": 1210, "loss/cri')
+    write_json(tmp_path / SUMMARY, {"status": "completed", "steps": 1200})
+    diagnosis = diagnose_run(tmp_path)
+    assert diagnosis["verdict"] == "collapsed" and diagnosis["onset_step"] == ONSET
+    assert read_json(tmp_path / DIAGNOSIS) == json.loads(json.dumps(diagnosis))
+    assert json.loads(json.dumps(diagnosis["thresholds"])) == json.loads(json.dumps(T.to_dict()))
+    summary = read_json(tmp_path / SUMMARY)
+    assert (summary["status"], summary["verdict"], summary["onset_step"]) == (
+        "completed", "collapsed", ONSET)
+
+
+def test_online_detector_resumes_from_the_run_directory(tmp_path):
+    series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(9))
+    write_metrics(tmp_path, truncate(series, 500))  # a run resumed at step 500
+    online = OnlineDetector(tmp_path)
+    rest = {t: ([s for s in st if s > 500], [v for s, v in zip(st, vs) if s > 500])
+            for t, (st, vs) in series.items()}
+    for step in range(510, STEPS + 1, LOG_EVERY):
+        online.update(step, {t: vs[st.index(step)] for t, (st, vs) in rest.items() if step in st})
+    assert online.events == detect(series)
+    assert read_json(tmp_path / DIAGNOSIS)["onset_step"] == ONSET
+
+
+# --------------------------------------------------------------------------- the CLI
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_cli_diagnose_human_json_and_fail_on_collapse(tmp_path, runner):
+    write_metrics(tmp_path, CASES["divergence"][0](healthy_series(10)))
+    result = runner.invoke(cli, ["diagnose", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    first, *rest = result.output.splitlines()
+    assert first.startswith(f"{tmp_path}: collapsed (onset at step ")
+    assert any("divergence" in line and "critic divergence (wgan/distance" in line for line in rest)
+    result = runner.invoke(cli, ["diagnose", str(tmp_path), "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output) == read_json(tmp_path / DIAGNOSIS)
+    assert runner.invoke(cli, ["diagnose", str(tmp_path), "--fail-on-collapse"]).exit_code == 1
+
+
+def test_cli_diagnose_healthy_and_truncated(tmp_path, runner):
+    write_metrics(tmp_path, healthy_series(11), truncated_tail='{"step": 1210, "wgan/dist')
+    result = runner.invoke(cli, ["diagnose", str(tmp_path), "--fail-on-collapse"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{tmp_path}: healthy; 0 events")
+    (tmp_path / METRICS).write_text('{"step": 10, "wgan/distance": 3.0}\n{"step": 20, "wgan')
+    result = runner.invoke(cli, ["diagnose", str(tmp_path), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["verdict"] == "healthy"
+
+
+def test_cli_diagnose_refuses_a_directory_that_is_not_a_run(tmp_path, runner):
+    result = runner.invoke(cli, ["diagnose", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: Invalid value for RUN_DIR: {str(tmp_path)!r} is not a run directory "
+        f"(no config.json or metrics.jsonl)")
+    assert runner.invoke(cli, ["diagnose", str(tmp_path / "missing")]).exit_code == 2
+    assert not (tmp_path / DIAGNOSIS).exists()
+
+
+# --------------------------------------------------------------------------- the trainer
+
+class InjectNaN(Probe):
+    """Writes NaN into the generator's first weight at one step (off the logging cadence)."""
+
+    name = "inject_nan"
+
+    def __init__(self, at: int):
+        super().__init__(every=1)
+        self.at = at
+
+    def on_step(self, state):
+        if state.step == self.at:
+            with torch.no_grad():
+                next(state.generator.parameters()).mul_(float("nan"))
+        return {}
+
+
+TINY = dict(width=8, z_dim=16, batch_size=16, probes="none", threads=1, log_every=5,
+            ckpt_every=10, sample_every=100)
+
+
+def test_a_real_run_stops_on_an_injected_nan_with_a_pre_collapse_checkpoint(tmp_path):
+    from stabgan.train import prepare_run, train
+    run_dir = tmp_path / "run"
+    run = prepare_run(run_dir, dict(TINY, steps=30, stop_on_collapse=True))
+    summary = train(run, [InjectNaN(13)])
+    assert summary["status"] == "stopped_on_collapse" and summary["steps"] == 13
+    assert (summary["verdict"], summary["onset_step"], summary["pre_collapse_step"]) == (
+        "collapsed", 13, 10)
+    assert read_json(run_dir / SUMMARY)["verdict"] == "collapsed"
+    diagnosis = read_json(run_dir / DIAGNOSIS)
+    assert [(e["kind"], e["step"], e["severity"]) for e in diagnosis["events"]] == [
+        ("nan", 13, "collapse")]
+    checkpoint = torch.load(run_dir / CHECKPOINTS / PRE_COLLAPSE_CHECKPOINT, weights_only=False)
+    assert checkpoint["step"] == 10
+    assert all(torch.isfinite(v).all() for v in checkpoint["generator"].values()
+               if v.is_floating_point())
+    assert sorted(p.name for p in (run_dir / CHECKPOINTS).iterdir()) == ["last.pt",
+                                                                        "pre_collapse.pt"]
+    assert diagnose_run(run_dir)["events"] == diagnosis["events"]  # offline agrees
+
+
+class FakeDivergence(Probe):
+    """Replaces the core readings by a flat series whose distance jumps ×1000 at one step."""
+
+    name = "fake_divergence"
+
+    def __init__(self, at: int):
+        super().__init__(every=1)
+        self.at = at
+
+    def on_step(self, state):
+        distance = 1000.0 if state.step >= self.at else 1.0
+        return {"wgan/distance": distance, "loss/critic": -distance, "gp/norm_mean": 1.0}
+
+
+def test_stop_on_collapse_ends_a_real_run_at_a_confirmed_divergence(tmp_path):
+    from stabgan.train import prepare_run, train
+    run_dir = tmp_path / "run"
+    config = dict(TINY, steps=60, log_every=1, ckpt_every=5, stop_on_collapse=True)
+    summary = train(prepare_run(run_dir, config), [FakeDivergence(24)])
+    # onset 24, confirmed 4 logged steps later; last.pt (25) is after the onset, so the
+    # checkpoint set aside while the excursion was watched (20) is the one kept
+    assert (summary["status"], summary["steps"], summary["onset_step"]) == (
+        "stopped_on_collapse", 24 + T.sustain_points - 1, 24)
+    assert summary["pre_collapse_step"] == 20
+    assert torch.load(run_dir / CHECKPOINTS / PRE_COLLAPSE_CHECKPOINT,
+                      weights_only=False)["step"] == 20
+    [event] = read_json(run_dir / DIAGNOSIS)["events"]
+    assert (event["kind"], event["severity"], event["step"]) == ("divergence", "collapse", 24)
+    assert sorted(p.name for p in (run_dir / CHECKPOINTS).iterdir()) == ["last.pt",
+                                                                        "pre_collapse.pt"]
+
+
+def test_a_real_healthy_run_records_verdict_and_onset(tmp_path):
+    from stabgan.train import prepare_run, train
+    summary = train(prepare_run(tmp_path / "run", dict(TINY, steps=10)))
+    assert summary["status"] == "completed"
+    saved = read_json(tmp_path / "run" / SUMMARY)
+    assert (saved["verdict"], saved["onset_step"]) == ("healthy", None)
+    assert read_json(tmp_path / "run" / DIAGNOSIS)["verdict"] == "healthy"
+
+
+def test_monitor_feeds_a_detector_in_your_own_loop(tmp_path):
+    from probes.monitor import Monitor
+    g, d = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    monitor = Monitor(tmp_path, g, d, log_every=1, detector=OnlineDetector())
+    for step in range(1, 4):
+        loss = torch.tensor(float("nan") if step == 3 else -1.0)
+        monitor.step(step, loss_critic=loss, loss_generator=loss)
+    assert [e["kind"] for e in monitor.events] == ["nan"]
+    monitor.close()
+    assert read_json(tmp_path / DIAGNOSIS)["onset_step"] == 3
+    assert read_metrics(tmp_path)[-1]["loss/critic"] == "nan"
+
+
+def test_pre_collapse_keeper_sets_aside_the_checkpoint_from_before_the_onset(tmp_path):
+    from stabgan.train import _PreCollapseKeeper
+    ckpt = tmp_path
+    keeper = _PreCollapseKeeper(ckpt, None)
+
+    def save(step):
+        (ckpt / "last.pt").write_text(str(step))
+        keeper.saved(step)
+
+    keeper.before_save(pending_onset=None)
+    save(200)
+    keeper.before_save(pending_onset=380)  # checkpoint 400: an excursion began at 380
+    save(400)
+    keeper.keep(onset=380)  # confirmed at 420: last.pt (400) is after the onset, 200 is kept
+    assert (ckpt / PRE_COLLAPSE_CHECKPOINT).read_text() == "200" and keeper.kept_step == 200
+    assert not (ckpt / keeper.ASIDE).exists()
+    # an excursion that ends without a collapse drops the copy
+    keeper = _PreCollapseKeeper(ckpt, None)
+    save(600)
+    keeper.before_save(pending_onset=610)
+    save(800)
+    assert (ckpt / keeper.ASIDE).read_text() == "600"
+    keeper.before_save(pending_onset=None)
+    assert not (ckpt / keeper.ASIDE).exists()

@@ -1,0 +1,127 @@
+"""Monitor: the bring-your-own-loop example from README.md, cadences, resume, the bench command."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from probes import CriticProbe, Monitor, Probe, build_probes
+from stabgan.runlog import metric_series, read_metrics
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    """The python code block of README.md's `## Readings` section."""
+    section = README.read_text().split("\n## Readings", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1
+    return blocks[0]
+
+
+def test_readme_bring_your_own_loop_runs_and_fills_a_run_directory(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    monkeypatch.chdir(tmp_path)
+    code = readme_example()
+    assert len(code.splitlines()) <= 45
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+
+    run_dir = tmp_path / "runs" / "byo"
+    series = metric_series(read_metrics(run_dir))
+    assert series["loss/critic"][0] == [10, 20, 30, 40]
+    for tag in ("wgan/distance", "gp/norm_mean", "gp/norm_p95", "critic/d_fake_mean",
+                "grad/d.0", "update/g.0", "time/step_s"):
+        assert tag in series, tag
+    assert "spectra/g.0/sigma0" not in series  # its cadence (100) was not reached
+    assert not any(tag.startswith("kernel/") for tag in series)  # no involution layer here
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000020.png",
+                                                                      "step_000040.png"]
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert "gp/norm" in acc.Tags()["histograms"] and "samples" in acc.Tags()["images"]
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["model"].string_value == "tiny-dcgan"
+    assert hparams["batch_size"].number_value == 32
+    assert hparams["verdict"].string_value == "unknown"  # no detector, no diagnosis.json
+
+
+class Recorder(Probe):
+    """Records when the monitor calls it; returns a scalar, a 0-d tensor and a histogram."""
+
+    name = "recorder"
+
+    def __init__(self, every):
+        super().__init__(every)
+        self.calls: list[tuple[str, int]] = []
+
+    def prepare(self, state):
+        self.calls.append(("prepare", state.step))
+
+    def on_step(self, state):
+        self.calls.append(("on_step", state.step))
+        return {"t/float": 1.5, "t/zero_d": torch.tensor(2.0), "t/hist": torch.arange(3.0)}
+
+
+def test_monitor_cadence_prepare_and_histogram_routing(tmp_path):
+    net = nn.Linear(2, 2)
+    recorder = Recorder(every=4)
+    monitor = Monitor(tmp_path / "r", generator=net, critic=net, probes=[recorder], log_every=5)
+    due = [step for step in range(1, 13) if monitor.due(step)]
+    assert due == [3, 4, 5, 7, 8, 10, 11, 12]  # readings, logs, and the steps before readings
+    for step in range(1, 13):
+        monitor.step(step, loss_critic=torch.tensor(float(step)))
+    monitor.close()
+    assert recorder.calls == [("prepare", 3), ("on_step", 4), ("prepare", 7), ("on_step", 8),
+                              ("prepare", 11), ("on_step", 12)]
+    records = {r["step"]: r for r in read_metrics(tmp_path / "r")}
+    assert sorted(records) == [4, 5, 8, 10, 12]  # nothing written on prepare-only steps
+    assert records[4]["t/float"] == 1.5 and records[4]["t/zero_d"] == 2.0
+    assert "t/hist" not in records[4] and "loss/critic" not in records[4]
+    assert records[10]["loss/critic"] == 10.0
+
+
+def test_critic_probe_resumes_exactly_through_a_checkpoint(tmp_path):
+    from stabgan.train import prepare_run, train
+
+    settings = {"width": 8, "z_dim": 16, "batch_size": 16, "log_every": 5, "probes": "critic",
+                "ckpt_every": 20}
+
+    def critic_series(run_dir):
+        series = metric_series(read_metrics(run_dir))
+        return series["critic/loss_ema"], series["critic/loss_drift_z"]
+
+    straight = prepare_run(tmp_path / "straight", {**settings, "steps": 30})
+    train(straight, build_probes(straight.config))
+    part = prepare_run(tmp_path / "part", {**settings, "steps": 20})
+    train(part, build_probes(part.config))
+    resumed = prepare_run(tmp_path / "part", {"steps": 30}, resume=True)
+    train(resumed, build_probes(resumed.config))
+    assert critic_series(tmp_path / "part") == critic_series(tmp_path / "straight")
+    assert critic_series(tmp_path / "part")[1][0] == [30]  # the z-score needs 5 earlier readings
+
+
+def test_probe_constructors_validate_their_arguments():
+    with pytest.raises(ValueError, match="window=2"):
+        CriticProbe(window=2)
+    with pytest.raises(ValueError, match="every=1.5"):
+        CriticProbe(every=1.5)
+
+
+def test_bench_monitor_command_prints_ratios():
+    from stabgan.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", "monitor", "--steps", "20", "--repeats", "1",
+                                      "--width", "8", "--batch-size", "16"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for selection in ("none", "default", "all"):
+        line = next(l for l in lines if l.strip().startswith(f"probes {selection} "))
+        assert re.search(r"[\d.]+ ms/step\s+ratio vs none\s+[\d.]+", line), line

@@ -1,0 +1,304 @@
+"""`stabgan report`: real short runs plus broken run folders -> one self-contained, escaped page.
+
+The session fixture trains two tiny real runs with the CLI (in parallel), copies them into the
+broken shapes the report must survive, and renders the report once; most tests read that page.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from markupsafe import escape
+from PIL import Image
+
+from conftest import stabgan_cli
+from reports import write_report
+from reports.figures import downsample
+from reports.html import CACHE_DIR
+from stabgan.runlog import read_json
+
+RUN_FLAGS = ["--width", "16", "--z-dim", "16", "--batch-size", "16", "--steps", "30",
+             "--log-every", "3", "--sample-every", "10", "--ckpt-every", "30",
+             "--threads", "1",  # two runs train side by side on 2 cores
+             "--probes", "gp,kernels,spectra"]
+HTML_NAME = "<img src=x onerror=alert(1)>"       # a run folder whose name is HTML
+HTML_CONFIG = "<script>alert('pwned')</script>"  # and a config string that is HTML
+ROW = re.compile(r'<tr data-run="([^"]*)" data-verdict="([^"]*)">')
+
+
+def _section(page: str, name: str) -> str:
+    """The per-run section of the run named name (escaped as the page shows it)."""
+    anchor = re.search(r'<tr data-run="%s"[^>]*>\s*<td[^>]*><a href="#([^"]+)"'
+                       % re.escape(escape(name)), page).group(1)
+    start = page.index(f'<section class="card run" id="{anchor}">')
+    return page[start:page.index("</section>", start)]
+
+
+def _write(path: Path, text: str, age_s: float = 0.0) -> None:
+    path.write_text(text)
+    if age_s:
+        stamp = time.time() - age_s
+        os.utime(path, (stamp, stamp))
+
+
+def _make_runs(root: Path) -> dict[str, str]:
+    """Real runs and broken copies under root; returns {relative name: what it is}."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    jobs = {name: subprocess.Popen(
+        [sys.executable, "-m", "stabgan.cli", "run", *RUN_FLAGS, *extra,
+         "--out", str(root / "sweep"), "--name", name],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, extra in {"dcgan": ["--arch", "dcgan"], "igan": ["--inv-layers", "1"]}.items()}
+    for name, job in jobs.items():
+        _, err = job.communicate(timeout=600)
+        assert job.returncode == 0, f"{name}: {err}"
+    real = root / "sweep" / "igan"
+
+    # still being written: no summary.json, a half-written last line and sample, no diagnosis
+    running = root / "broken" / "running"
+    shutil.copytree(real, running)
+    (running / "summary.json").unlink()
+    (running / "diagnosis.json").unlink()
+    with open(running / "metrics.jsonl", "a") as f:
+        f.write('{"step": 33, "loss/critic": 1.2, "wgan/dist')
+    (running / "samples" / "step_000040.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+
+    # non-finite readings appended after the online diagnosis: the report must re-diagnose
+    nan = root / "broken" / "nan"
+    shutil.copytree(real, nan)
+    os.utime(nan / "diagnosis.json", (time.time() - 3600, time.time() - 3600))
+    with open(nan / "metrics.jsonl", "a") as f:
+        for step, value in ((33, "nan"), (36, "inf"), (39, "-inf")):
+            f.write(json.dumps({"step": step, "loss/critic": value, "loss/generator": value,
+                                "wgan/distance": value}) + "\n")
+        f.write('{"step": 42, "loss/critic": NaN, "wgan/distance": Infinity}\n')
+
+    # metrics only; config only with an empty metrics file; garbled JSON everywhere
+    (root / "broken" / "noconfig").mkdir(parents=True)
+    shutil.copy(real / "metrics.jsonl", root / "broken" / "noconfig" / "metrics.jsonl")
+    empty_metrics = root / "broken" / "empty-metrics"
+    empty_metrics.mkdir()
+    shutil.copy(real / "config.json", empty_metrics / "config.json")
+    (empty_metrics / "metrics.jsonl").write_text("")
+    garbled = root / "broken" / "garbled"
+    garbled.mkdir()
+    _write(garbled / "config.json", "{not json")
+    _write(garbled / "summary.json", "[1, 2]")
+    _write(garbled / "metrics.jsonl", 'garbage\n{"step": "x"}\n{"step": 3, "loss/critic": "oops"}\n'
+                                      '{"step": 6, "loss/critic": 0.5, "wgan/distance": {"a": 1}}\n')
+
+    # HTML in a folder name and in a config string
+    hostile = root / HTML_NAME
+    shutil.copytree(real, hostile)
+    config = read_json(hostile / "config.json")
+    config["config"]["dataset"] = HTML_CONFIG
+    (hostile / "config.json").write_text(json.dumps(config))
+
+    # not runs: an empty folder and a folder of notes
+    (root / "empty").mkdir()
+    (root / "notes").mkdir()
+    (root / "notes" / "README.txt").write_text("not a run")
+    return {"sweep/dcgan": "real", "sweep/igan": "real", "broken/running": "running",
+            "broken/nan": "nan", "broken/noconfig": "noconfig",
+            "broken/empty-metrics": "empty-metrics", "broken/garbled": "garbled",
+            HTML_NAME: "real"}
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    kinds = _make_runs(root)
+    path = write_report(root)
+    return {"root": root, "kinds": kinds, "path": path, "page": path.read_text()}
+
+
+def test_every_run_listed_with_the_verdict_of_its_diagnosis(report):
+    root, page = report["root"], report["page"]
+    rows = {html.unescape(name): verdict for name, verdict in ROW.findall(page)}
+    assert set(rows) == set(report["kinds"])
+    for name, verdict in rows.items():
+        diagnosis = read_json(root / name / "diagnosis.json")
+        assert verdict == (diagnosis["verdict"] if diagnosis else "none"), name
+    # missing and stale diagnoses were recomputed from metrics.jsonl
+    assert read_json(root / "broken/running/diagnosis.json") is not None
+    nan = read_json(root / "broken/nan/diagnosis.json")
+    assert nan["verdict"] == "collapsed" and nan["events"][0]["kind"] == "nan"
+    assert rows["broken/empty-metrics"] == "none"
+    # the skipped folders are named with a reason
+    assert re.search(r"<code>empty</code>: empty folder", page)
+    assert re.search(r"<code>notes</code>: not a run", page)
+
+
+def test_broken_runs_carry_warnings_not_crashes(report):
+    page = report["page"]
+    expected = {"broken/running": ["no summary.json", "unreadable line",
+                                   "step_000040.png could not be read"],
+                "broken/nan": ["non-finite values"],
+                "broken/noconfig": ["no config.json"],
+                "broken/empty-metrics": ["no readable records"],
+                "broken/garbled": ["config.json is unreadable", "summary.json is unreadable",
+                                   "unreadable lines"]}
+    for name, needles in expected.items():
+        section = _section(page, name)
+        assert 'class="badge warn"' in section, name
+        for needle in needles:
+            assert needle in section, (name, needle)
+    nan = _section(page, "broken/nan")
+    assert "Collapsed at step" in nan and "collapse · nan" in nan
+    assert "before onset" in nan  # the grid just before the onset is shown
+    assert 'class="badge warn"' not in _section(page, "sweep/dcgan")
+
+
+def test_page_is_escaped(report):
+    page = report["page"]
+    assert HTML_NAME not in page and HTML_CONFIG not in page
+    assert escape(HTML_NAME) in page and escape(HTML_CONFIG) in page
+    assert page.count("<script") == 1  # only the inline table sorter
+    assert "onerror=" not in page.replace(escape(HTML_NAME), "")
+
+
+class _References(HTMLParser):
+    """Every URL-bearing attribute of the page's real tags (not text that looks like a tag)."""
+    ATTRIBUTES = {"src", "href", "srcset", "action", "formaction", "poster", "data", "background",
+                  "xlink:href", "manifest", "ping", "cite"}
+
+    def __init__(self):
+        super().__init__()
+        self.found, self.tags, self.styles = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in self.ATTRIBUTES:
+                self.found.append((tag, name, value or ""))
+            if name == "style":
+                self.styles.append(value or "")
+
+
+def test_page_is_self_contained(report):
+    parser = _References()
+    parser.feed(report["page"])
+    assert parser.found
+    for tag, name, value in parser.found:
+        assert value.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")), \
+            (tag, name, value[:80])
+    assert not {"link", "iframe", "object", "embed", "base", "frame"} & set(parser.tags)
+    # CSS: no url(), no @import (inline styles included); no URL scheme anywhere in the file
+    css = "".join(re.findall(r"<style>(.*?)</style>", report["page"], re.S)) + "".join(parser.styles)
+    assert "url(" not in css and "@import" not in css
+    assert not re.search(r"(?:https?|ftp|wss?):", report["page"], re.IGNORECASE)
+
+
+def test_figures_and_samples_are_embedded(report):
+    section = _section(report["page"], "sweep/igan")
+    images = re.findall(r'<img src="data:(image/(?:png|jpeg));base64,([^"]+)"', section)
+    pngs = [base64.b64decode(data) for kind, data in images if kind == "image/png"]
+    assert len(pngs) >= 8  # losses, distance, GP band, kernels, spectra, ... and sample grids
+    for png in pngs:
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.width >= 200 and image.height >= 150
+    for title in ("Losses", "GP: ‖∇D(x̂)‖ at interpolates", "kernel entropy"):
+        assert f'alt="{escape(title)}' in section, title
+    assert "start · step 10" in section and "end · step 30" in section
+    dcgan = _section(report["page"], "sweep/dcgan")
+    assert 'alt="kernel' not in dcgan  # no involution layer: no kernel plot, not an empty one
+    # overview figures
+    overview = report["page"][:report["page"].index('<section class="card run"')]
+    assert overview.count('<img src="data:image/png;base64,') >= 3
+
+
+def test_cache_reused_and_invalidated_by_new_metrics(report, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(report["root"] / "sweep" / "dcgan", root / "dcgan")
+    first = write_report(root).read_text()
+    cached = sorted((root / CACHE_DIR).glob("*.json"))
+    assert len(cached) == 1
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    again = write_report(root).read_text()
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # nothing re-rendered
+    strip = re.compile(r"generated [0-9: -]+")
+    assert strip.sub("", again) == strip.sub("", first)
+    # new readings make the diagnosis stale: re-diagnosed and re-rendered
+    with open(root / "dcgan" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 33, "loss/critic": "nan", "wgan/distance": "nan"}) + "\n")
+    page = write_report(root).read_text()
+    rows = {html.unescape(n): v for n, v in ROW.findall(page)}
+    assert rows["dcgan"] == "collapsed" == read_json(root / "dcgan/diagnosis.json")["verdict"]
+
+
+def test_empty_folder_gives_a_page(tmp_path):
+    page = write_report(tmp_path, tmp_path / "out" / "r.html").read_text()
+    assert "No run directory" in page and "<table" not in page
+
+
+def test_downsample_keeps_spikes_and_gaps():
+    steps = np.arange(5000)
+    values = np.zeros(5000)
+    values[2777], values[10] = 100.0, -5.0
+    values[4000:4100] = np.nan
+    s, v = downsample(steps, values, 400)
+    assert len(s) <= 400 and (np.diff(s) >= 0).all()
+    assert np.nanmax(v) == 100.0 and s[np.nanargmax(v)] == 2777
+    assert np.nanmin(v) == -5.0 and np.isnan(v).any()
+    short = steps[:50]
+    assert downsample(short, values[:50], 400)[0] is short  # short series are not touched
+
+
+def test_reports_never_import_the_trainer():
+    code = ("import sys, reports, reports.bench\n"
+            "bad = [m for m in ('stabgan.train', 'torch') if m in sys.modules]\n"
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def _chromium(url: str, shot: Path, size=(1280, 2000)) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--enable-logging=stderr", "--v=0", f"--screenshot={shot}",
+         f"--window-size={size[0]},{size[1]}", url],
+        capture_output=True, text=True, timeout=120)
+
+
+def _console(stderr: str) -> list[str]:
+    """Chromium's console lines (console.*, uncaught errors, blocked loads) from --v=0 logging."""
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.slow
+def test_cli_report_renders_in_chromium_without_console_errors(report, tmp_path):
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed (.ci/run installs it)")
+    out = tmp_path / "report.html"
+    result = stabgan_cli("report", str(report["root"]), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+
+    # the harness sees console errors: a page with one must be caught
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!doctype html><p>x</p><script>console.error('e'); missing();</script>")
+    assert any("Uncaught" in line for line in _console(_chromium(bad.as_uri(), tmp_path / "b.png").stderr))
+
+    shot = tmp_path / "shot.png"
+    run = _chromium(out.as_uri(), shot)
+    assert shot.is_file(), run.stderr
+    assert _console(run.stderr) == []
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2000)
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    ink = (pixels.astype(int).sum(axis=1) < 600).mean()  # text, lines, badges: not blank
+    assert ink > 0.01 and len(np.unique(pixels @ np.array([65536, 256, 1]))) > 500
+    collapsed_red = np.array([0xc6, 0x28, 0x28])
+    assert (np.abs(pixels.astype(int) - collapsed_red).sum(axis=1) < 12).sum() > 50  # badges drawn

@@ -1,0 +1,256 @@
+"""Sweeps: grid parsing and naming, the parallelism rule, and real sweeps of tiny runs
+(local pool: folders, skip on re-run, retry of a failed run, Ctrl-C then resume; Ray: one test)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import TINY
+from stabgan.cli import cli
+from stabgan.runlog import read_json, read_metrics
+from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_grid, point_name,
+                           run_sweep, sweep_spec)
+
+TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
+SLOW_RUN = ["--steps", "100000", "--log-every", "1", "--ckpt-every", "100000",
+            "--sample-every", "100000"]
+
+
+def sweep_cli(*args: str):
+    """`stabgan sweep ARGS` in this process (runs still start as subprocesses)."""
+    return CliRunner().invoke(cli, ["sweep", *args], catch_exceptions=False)
+
+
+def sweep_process(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stabgan.cli", "sweep", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for_metrics(run_dirs, records=1, timeout=180.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if all(len(read_metrics(d)) >= records for d in run_dirs):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"runs never started logging: {run_dirs}")
+
+
+# --- grid syntax, names, the plan ------------------------------------------------------------
+
+@pytest.mark.parametrize("grid,message", [
+    ("norms=none,batch", "unknown key 'norms'; accepted keys: arch, inv_layers"),
+    ("norm=none,foo", "norm='foo' is not one of none, batch, spectral, softmax"),
+    ("seed=0,x", "seed takes integers, not 'x'"),
+    ("norm=", "empty value"),
+    ("seed=0,,1", "empty value"),
+    ("norm", "is not KEY=V1,V2,...; accepted keys: arch"),
+    ("=1,2", "is not KEY=V1,V2,...; accepted keys: arch"),
+    ("seed=0 seed=1", "appears twice"),
+    ("seed=1,1", "repeated"),
+    ("threads=1,2", "unknown key 'threads'"),
+    ("", "grid is empty"),
+    ("arch=dcgan,igan norm=none,batch", "1 of 4 grid points are invalid, nothing was run: "
+                                        "arch-dcgan_norm-batch: norm='batch'"),
+])
+def test_bad_grid_is_a_one_line_error_before_anything_runs(tmp_path, grid, message):
+    result = sweep_cli("--grid", grid, "--out", str(tmp_path / "s"), *TINY)
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "--grid" in error[0] and message in error[0], result.output
+    if grid.strip() and grid != "arch=dcgan,igan norm=none,batch":
+        assert repr(grid.split()[-1]) in error[0]  # names the bad token
+    assert not (tmp_path / "s").exists()
+
+
+def test_grid_key_also_given_as_run_flag_is_refused(tmp_path):
+    result = sweep_cli("--grid", "seed=0,1", "--seed", "3", "--out", str(tmp_path / "s"))
+    assert result.exit_code == 2 and "'seed' is both a grid key and a run flag" in result.output
+
+
+def test_points_and_names():
+    grid = parse_grid("seed=0,1 norm=none,batch inv-layers=2")
+    assert list(grid) == ["seed", "norm", "inv_layers"] and grid["inv_layers"] == (2,)
+    points = expand(grid)
+    assert len(points) == 4
+    names = [point_name(p) for p in points]
+    # keys in RunConfig order whatever the grid's order, so a re-run finds the same folders
+    assert names[0] == "inv_layers-2_norm-none_seed-0"
+    assert len(set(names)) == 4
+    assert point_name({"dataset": "folder:/data/my imgs", "lr_g": 1e-05,
+                       "stop_on_collapse": True}) == \
+        "dataset-folder-data-my-imgs_lr_g-1e-05_stop_on_collapse-true"
+    # explicit points (a sweep file's `points`) are crossed with the grid
+    table2 = [{"kernel_size": 3, "groups": 4, "reduction": 2}, {"kernel_size": 7, "groups": 4,
+                                                                "reduction": 8}]
+    assert [point_name(p) for p in expand({"seed": (0, 1)}, table2)] == [
+        "kernel_size-3_groups-4_reduction-2_seed-0", "kernel_size-3_groups-4_reduction-2_seed-1",
+        "kernel_size-7_groups-4_reduction-8_seed-0", "kernel_size-7_groups-4_reduction-8_seed-1"]
+
+
+def test_parallelism_rule():
+    # neither given: one run per core, the cores shared out when there are fewer runs
+    assert parallelism(24, cores=8) == (8, 1)
+    assert parallelism(3, cores=8) == (3, 2)
+    assert parallelism(1, cores=8) == (1, 8)
+    assert parallelism(5, cores=2, workers=1) == (1, 2)
+    assert parallelism(5, cores=8, threads=4) == (2, 4)
+    assert parallelism(5, cores=2, threads=4) == (1, 4)
+    assert parallelism(6, cores=2, executor="ray") == (6, 1)
+    assert parallelism(6, cores=2, workers=2, threads=3, executor="ray") == (2, 3)
+
+
+def test_sweep_file_toml_and_json_match_the_flags(tmp_path):
+    (tmp_path / "s.toml").write_text(
+        'out = "x/norms"\nworkers = 2\n[base]\nsteps = 50\nwidth = 16\n'
+        '[grid]\nnorm = ["none", "batch"]\nseed = [0, 1]\n')
+    (tmp_path / "s.json").write_text(json.dumps(
+        {"grid": "norm=none,batch seed=0,1", "base": {"steps": 50, "width": 16}, "out": "x/norms",
+         "workers": 2}))
+    from_flags = sweep_spec("norm=none,batch seed=0,1", None, {"steps": 50, "width": 16},
+                            out="x/norms", workers=2)
+    assert sweep_spec(config_file=tmp_path / "s.toml") == from_flags
+    assert sweep_spec(config_file=tmp_path / "s.json") == from_flags
+    # flags win over the file, key by key
+    spec = sweep_spec("seed=5", tmp_path / "s.toml", {"steps": 7, "width": None}, workers=1)
+    assert spec.grid == {"norm": ("none", "batch"), "seed": (5,)}
+    assert spec.base == {"steps": 7, "width": 16} and spec.workers == 1
+    (tmp_path / "bad.toml").write_text('[grid]\nnorm = ["none", "bogus"]\n')
+    with pytest.raises(SweepError, match="norm='bogus' is not one of"):
+        sweep_spec(config_file=tmp_path / "bad.toml")
+    (tmp_path / "bad.json").write_text('{"gird": "seed=0"}')
+    with pytest.raises(SweepError, match="unknown key 'gird'"):
+        sweep_spec(config_file=tmp_path / "bad.json")
+
+
+# --- real sweeps ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_local_sweep_writes_one_run_per_point_and_skips_them_on_rerun(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["--grid", "seed=0,1", *TINY, "--steps", "3", "--out", str(out)]
+    first = sweep_cli(*args)
+    assert first.exit_code == 0, first.output
+    assert (out / "report.html").is_file() and f"report: {out / 'report.html'}" in first.stderr
+    args.append("--no-report")
+    names = ["seed-0", "seed-1"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and p.name[0] != ".") == names
+    for name in names:
+        summary = read_json(out / name / "summary.json")
+        assert summary["status"] == "completed" and summary["steps"] == 3
+        config = read_json(out / name / "config.json")["config"]
+        assert config["seed"] == int(name[-1]) and config["threads"] >= 1
+        assert name in first.stdout and (out / ".sweep" / "logs" / f"{name}.log").is_file()
+    stamps = [(out / n / "summary.json").stat().st_mtime_ns for n in names]
+    again = sweep_cli(*args)
+    assert again.exit_code == 0, again.output
+    assert "skipped  seed-0: completed" in again.stderr and "started" not in again.stderr
+    assert [(out / n / "summary.json").stat().st_mtime_ns for n in names] == stamps
+    # a different experiment in the same folder is refused, not mixed in
+    other = sweep_cli(*args[:-1], "--lr-g", "0.001", "--no-report")
+    assert other.exit_code == 2 and "holds a different run: lr_g=" in other.output
+
+
+@pytest.mark.slow
+def test_failed_run_is_retried_only_with_retry_failed(tmp_path):
+    from PIL import Image
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(64):  # 4 batches an epoch: fewer DataLoader starts than one batch an epoch
+        Image.new("RGB", (32, 32), (i * 4, 0, 255 - i * 4)).save(images / f"{i}.png")
+    out = tmp_path / "sweep"
+    common = ["--grid", "seed=0", *TINY, "--dataset", f"folder:{images}", "--out", str(out),
+              "--no-report"]
+    # a real failure: the images become unreadable while the run trains
+    process = sweep_process(*common, *SLOW_RUN)
+    wait_for_metrics([out / "seed-0"])
+    saved = {p: p.read_bytes() for p in images.iterdir()}
+    for path in saved:
+        path.write_bytes(b"not an image")
+    _, stderr = process.communicate(timeout=180)
+    assert process.returncode == 1, stderr
+    failed = read_json(out / "seed-0" / "summary.json")
+    assert failed["status"] == "failed" and "could be read" in failed["error"]
+    for path, data in saved.items():
+        path.write_bytes(data)
+    skipped = sweep_cli(*common, "--steps", "3")
+    assert skipped.exit_code == 1
+    assert "skipped  seed-0: failed earlier (pass --retry-failed" in skipped.stderr
+    assert read_json(out / "seed-0" / "summary.json") == failed
+    retried = sweep_cli(*common, "--steps", "3", "--retry-failed")
+    assert retried.exit_code == 0, retried.output
+    assert read_json(out / "seed-0" / "summary.json")["status"] == "completed"
+    assert "starting over; the previous attempt ended failed" in \
+        (out / ".sweep" / "logs" / "seed-0.log").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_every_run_and_a_rerun_resumes_them(tmp_path):
+    out = tmp_path / "sweep"
+    common = ["--grid", "seed=0,1", *TINY, "--out", str(out), "--no-report"]
+    process = sweep_process(*common, *SLOW_RUN)
+    runs = [out / "seed-0", out / "seed-1"]
+    wait_for_metrics(runs, records=2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    steps = []
+    for run in runs:
+        summary = read_json(run / "summary.json")
+        assert summary["status"] == "interrupted", summary
+        checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+        assert checkpoint["step"] == summary["steps"] > 0
+        steps.append(summary["steps"])
+    assert stdout.count("interrupted") == 2
+    target = max(steps) + 2
+    resumed = sweep_cli(*common, "--steps", str(target), "--log-every", "1")
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stderr.count("(resume: interrupted)") == 2
+    for run in runs:
+        assert read_json(run / "summary.json")["status"] == "completed"
+        logged = [r["step"] for r in read_metrics(run)]
+        assert logged == list(range(1, target + 1))
+
+
+@pytest.mark.slow
+def test_ray_executor_interrupts_and_resumes_points_as_tasks(tmp_path):
+    ray = pytest.importorskip("ray")
+    import threading
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "sweep"
+        runs = [out / "seed-0", out / "seed-1"]
+        slow = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
+        # shared storage: tasks write into OUT directly; Ctrl-C reaches runs through the driver
+        spec = SweepSpec(grid={"seed": (0, 1)}, base={**TINY_SETTINGS, **slow}, out=out,
+                         executor="ray", shared_storage=True, report=False)
+
+        def ctrl_c_once_logging():
+            wait_for_metrics(runs, records=2)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=ctrl_c_once_logging, daemon=True).start()
+        stopped = run_sweep(spec)
+        assert stopped.exit_code == 130
+        assert [r["status"] for r in stopped.rows] == ["interrupted", "interrupted"], stopped.rows
+        target = max(r["steps"] for r in stopped.rows) + 2
+        # default storage: each interrupted folder goes to its task and comes back completed
+        resumed = run_sweep(SweepSpec(grid={"seed": (0, 1)},
+                                      base={**TINY_SETTINGS, **slow, "steps": target}, out=out,
+                                      executor="ray", report=False))
+        assert [j.action for j in resumed.jobs] == ["resume", "resume"]
+        assert [(r["status"], r["steps"]) for r in resumed.rows] == [("completed", target)] * 2
+        for run in runs:
+            assert [r["step"] for r in read_metrics(run)] == list(range(1, target + 1))
+            assert f"completed: {target} steps" in (out / ".sweep" / "logs" / f"{run.name}.log").read_text()
+    finally:
+        ray.shutdown()
