@@ -1,8 +1,13 @@
 """Probe: a training hook that reads the step state and returns readings.
 
 A probe overrides only what it needs. `every` (its cadence, in steps) is fixed where it is
-registered. `on_step` returns a flat dict of tag -> float (scalars) or tag -> Tensor
-(histograms); tags follow DESIGN.md (`group/name`).
+registered. `on_step` returns a flat dict of tag -> float or 0-d tensor (scalars) or tag ->
+tensor of 1 or more dimensions (histograms); tags follow DESIGN.md (`group/name`).
+
+Probes read the `StepState` the loop filled with what it already computed and never recompute
+it; they hold no autograd graph (the Monitor detaches every tensor) and no global RNG draw.
+Module hooks, when a probe needs them, are registered in `attach` and removed in `detach`.
+The helpers below give every probe the same layer names and the same safe weight access.
 """
 from __future__ import annotations
 

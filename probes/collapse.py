@@ -440,7 +440,7 @@ class DetectorState:
             "baseline_steps": [watch.baseline_steps[0], watch.baseline_steps[-1]],
             "reference": watch.rule.reference,
             "value": extreme,
-            "last_in_band_step": previous,
+            "step_before_onset": previous,  # the last logged step before the excursion
             "detected_step": detected,
             "context": context,
         }
@@ -543,9 +543,9 @@ def format_diagnosis(diagnosis: dict, run_dir: Path | str | None = None) -> str:
 class OnlineDetector:
     """The detector inside a training loop: `update(step, scalars)` per logged step.
 
-    Keeps run_dir/diagnosis.json current (rewritten when an event appears, at the first
-    update and at `close`). On its first update it replays the run's earlier metrics
-    (a resumed run), so its diagnosis equals `diagnose_run`'s.
+    Keeps run_dir/diagnosis.json current: rewritten (atomically, about a millisecond) at
+    every update, so it is never older than metrics.jsonl. On its first update it replays the
+    run's earlier metrics (a resumed run), so its diagnosis equals `diagnose_run`'s.
     """
 
     def __init__(self, run_dir: Path | str | None = None, thresholds: Thresholds | None = None):
@@ -575,12 +575,10 @@ class OnlineDetector:
 
     def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
         """Feed one logged step; returns the new events (usually none)."""
-        first = not self._primed
-        if first:
+        if not self._primed:
             self._prime(step)
         new = self.state.update(step, scalars)
-        if new or first:
-            self.write()
+        self.write()
         return new
 
     def _prime(self, step: int) -> None:

@@ -18,17 +18,20 @@ import numpy as np
 from stabgan.runlog import CONFIG, METRICS, SAMPLES, SUMMARY, write_json
 
 ARCH_GRID = [("dcgan", 0, "none"), ("sagan", 0, "none")] + [
-    ("igan", layers, norm) for layers in (1, 2) for norm in ("none", "batch", "spectral", "softmax")]
+    ("igan", layers, norm)
+    for layers in (1, 2) for norm in ("none", "batch", "spectral", "softmax")]
 SAMPLE_STEPS = 5   # sample grids per run (the report embeds up to three)
 
 
 def _series(rng: np.random.Generator, steps: np.ndarray, onset: int | None, nan_at: int | None,
             n_layers: int) -> dict[str, np.ndarray]:
-    """tag -> values over steps; a divergence multiplies distance, losses and GP norms after onset."""
+    """tag -> values over steps; after onset, a divergence grows distance, losses, GP norms."""
     n = len(steps)
     t = steps / steps[-1]
-    blow = np.ones(n) if onset is None else np.where(steps >= onset, np.exp((steps - onset) / (0.05 * steps[-1])), 1.0)
-    blow = np.minimum(blow, 1e6)
+    blow = np.ones(n)
+    if onset is not None:
+        growth = np.exp(np.minimum((steps - onset) / (0.05 * steps[-1]), 14.0))  # ≤ ~1e6
+        blow = np.where(steps >= onset, growth, 1.0)
     noise = lambda scale=1.0: rng.normal(0, scale, n)  # noqa: E731
     distance = (2 + 3 * np.exp(-5 * t) + 0.2 * noise()) * blow
     tags = {

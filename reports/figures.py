@@ -157,7 +157,8 @@ def build_panels(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple
     if fid:
         sections.append(("FID", [Panel("FID (lower is better)",
                                        [line(t, t[4:]) for t in fid], tags=fid)]))
-    quality = [Panel(t, [line(t)], tags=[t]) for t in tags_under("coverage/") + tags_under("diversity/")]
+    quality = [Panel(t, [line(t)], tags=[t])
+               for t in tags_under("coverage/") + tags_under("diversity/")]
     if quality:
         sections.append(("Coverage and diversity", quality))
 
@@ -207,7 +208,8 @@ def build_panels(series: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple
         title = {"sigma0": "spectra σ0 (largest singular value)", "sigma1": "spectra σ1",
                  "ratio": "spectra σ0/σ1"}.get(measure, f"spectra {measure}")
         panels.append(Panel(title, lines, logy=measure.startswith("sigma"), tags=tags))
-    for group, title in (("grad", "gradient norms per layer"), ("update", "update / weight per layer")):
+    for group, title in (("grad", "gradient norms per layer"),
+                         ("update", "update / weight per layer")):
         tags = tags_under(group + "/")
         if tags:
             lines = [line(t, t.split("/", 1)[1]) for t in _sorted_layers(tags)]
@@ -324,7 +326,9 @@ class Canvas:
                 bad_steps.append(item.steps[~finite])
             s, v = downsample(item.steps, np.where(finite, item.values, np.nan))
             label = item.label if i < MAX_LEGEND else None
-            ax.plot(s, v, color=item.color, linestyle="--" if item.dashed else "-", label=label)
+            points = int(np.isfinite(v).sum())  # few points (sparse cadence): show each one
+            ax.plot(s, v, color=item.color, linestyle="--" if item.dashed else "-", label=label,
+                    marker="o" if points <= 40 else None, markersize=4 if points <= 2 else 2)
             arrays.append(v)
             xs.append(s)
         if panel.target is not None:
@@ -339,7 +343,8 @@ class Canvas:
                     va="center", color="#888888")
         x_lo = min((float(x.min()) for x in xs if x.size), default=0.0)
         x_hi = float(xmax) if xmax else max((float(x.max()) for x in xs if x.size), default=1.0)
-        ax.set_xlim(min(0.0, x_lo), max(x_hi, x_lo + 1))
+        x_lo, x_hi = min(0.0, x_lo), max(x_hi, x_lo + 1)
+        ax.set_xlim(x_lo, x_hi + 0.015 * (x_hi - x_lo))  # room for a marker on the last step
         if bad_steps:
             marks = np.unique(np.concatenate(bad_steps))
             if marks.size > 60:
@@ -388,7 +393,7 @@ def sample_uri(path: Path, max_width: int = 360) -> str | None:
     except Exception:  # PIL raises many types for truncated/garbled files
         return None
     r, g, b = image.split()
-    gray = ImageChops.difference(r, g).getbbox() is None and ImageChops.difference(r, b).getbbox() is None
+    gray = all(ImageChops.difference(r, other).getbbox() is None for other in (g, b))
     if image.width > max_width:
         image = image.resize((max_width, round(image.height * max_width / image.width)),
                              Image.LANCZOS)
@@ -415,14 +420,16 @@ def _category(value) -> str:
     return "—" if value is None else str(value)
 
 
-def aggregate_figures(rows: list[dict], fid_curves: list[tuple[str, str | None, dict]]) -> list[dict]:
+def aggregate_figures(rows: list[dict],
+                      fid_curves: list[tuple[str, str | None, dict]]) -> list[dict]:
     """Overview figures: collapse rate by (inv-layers × norm) and by arch, FID curves overlaid,
     onset steps. rows: run_row dicts with "name"; fid_curves: (name, verdict, {features: [steps,
     values]}). A figure with nothing to show is left out."""
     import matplotlib
     figures = []
     judged = [r for r in rows if r.get("verdict")]  # runs without a config are left out here
-    gridded = [r for r in judged if type(r.get("inv_layers")) is int and isinstance(r.get("norm"), str)]
+    gridded = [r for r in judged
+               if type(r.get("inv_layers")) is int and isinstance(r.get("norm"), str)]
     with matplotlib.rc_context({**STYLE, "axes.grid": False}):
         if gridded:
             figures.append(_rate_grid(gridded))

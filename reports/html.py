@@ -19,7 +19,7 @@ from reports import runs as runlib
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
 CACHE_DIR = ".stabgan-report-cache"
 PROGRESS_MIN_RUNS = 10     # show a progress bar from this many runs to render
-PARALLEL_MIN_RUNS = 8      # default workers: 1 below this many uncached runs, else up to MAX_WORKERS
+PARALLEL_MIN_RUNS = 8      # default workers: 1 below this many uncached runs, else up to...
 MAX_WORKERS = 4
 FID_CURVE_POINTS = 200     # points per run in the overview's FID overlay
 
@@ -58,9 +58,10 @@ def render_run(run_dir: Path) -> dict:
     config_items = [(k, runlib.format_value(v)) for k, v in run.config.items()]
     versions = run.config_file.get("versions")
     command = run.config_file.get("command")
+    status = run.summary.get("status")
     return _json_safe({
         "row": runlib.run_row(run),
-        "summary_status": run.summary.get("status") if isinstance(run.summary.get("status"), str) else None,
+        "summary_status": status if isinstance(status, str) else None,
         "config": config_items,
         "versions": [(str(k), runlib.format_value(v)) for k, v in versions.items()]
         if isinstance(versions, dict) else [],

@@ -263,7 +263,8 @@ def load_run(run_dir: Path) -> RunData:
     diagnosis = _read_json_file(run.path, DIAGNOSIS, warnings, required=False)
     run.diagnosis = diagnosis or None
     if diagnosis and diagnosis.get("verdict") not in VERDICTS:
-        warnings.append(f"{DIAGNOSIS} has an unknown verdict {format_value(diagnosis.get('verdict'))!s}")
+        verdict = format_value(diagnosis.get("verdict"))
+        warnings.append(f"{DIAGNOSIS} has an unknown verdict {verdict}")
     run.metrics = read_series(run.path)
     if not (run.path / METRICS).is_file():
         warnings.append(f"no {METRICS}")
@@ -317,11 +318,9 @@ def run_row(run: RunData) -> dict:
     """The overview table's values for one run (raw values; the template formats them)."""
     c, s = run.config, run.summary
     fid, features, fid_step = best_fid(run)
-    kinds = list(dict.fromkeys(e.get("kind") for e in run.events
-                               if e.get("severity") == "collapse" and isinstance(e.get("kind"), str)))
-    warn_kinds = list(dict.fromkeys(e.get("kind") for e in run.events
-                                    if e.get("severity") != "collapse"
-                                    and isinstance(e.get("kind"), str) and e.get("kind") not in kinds))
+    named = [e for e in run.events if isinstance(e.get("kind"), str)]
+    kinds = list(dict.fromkeys(e["kind"] for e in named if e.get("severity") == "collapse"))
+    warn_kinds = list(dict.fromkeys(e["kind"] for e in named if e["kind"] not in kinds))
     steps = _int(s.get("steps"))
     if steps is None:
         steps = run.metrics.last_step

@@ -21,49 +21,57 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def bench_monitor(steps: int = 100, repeats: int = 3, width: int | None = None,
-                  batch_size: int | None = None, threads: int | None = None,
+def bench_monitor(cycles: int = 3, width: int | None = None, batch_size: int | None = None,
+                  threads: int | None = None, log_every: int | None = None,
                   selections: tuple[str, ...] = ("none", "default", "all"),
                   echo: Callable[[str], object] = print) -> dict[str, float]:
-    """Step time of the real trainer with each probe selection (quick config), side by side.
+    """Training-step time of the quick config with each probe selection, side by side.
 
-    Each measurement is a fresh `steps`-step run in a temp directory; its step time is the
-    mean over the logged window (first to last log_every step: setup, the first steps and the
-    final checkpoint are outside it), so a probe's sparse readings count at their true rate
-    when `steps` covers the longest cadence (10 × log_every = 100 by default). Selections run
-    round-robin, `repeats` times; returns {selection: median s/step, "<selection>/none": ratio}.
+    One WGAN-GP loop per selection (the trainer's step, models, optimisers and data, and a
+    Monitor with the collapse detector, as `stabgan run` has) in one process, advanced
+    log_every steps at a time, round-robin (`interleaved_medians`), so load drifts on a shared
+    machine hit all selections alike. A cycle is 10 × log_every steps, the longest default
+    cadence, so every probe fires at its true rate; a selection's figure is the median over
+    `cycles` cycles of its mean s/step. Returns {selection: s/step, "<selection>/none": ratio}.
+    width, batch_size, threads, log_every: override the quick preset's (a smaller log_every
+    shortens the cycle and makes every probe fire proportionally more often).
     """
-    import contextlib
-    import os
     import tempfile
     from pathlib import Path
 
-    from probes import build_probes
-    from stabgan.runlog import read_metrics
-    from stabgan.train import prepare_run, train
+    import torch
 
-    overrides = {"steps": steps, "width": width, "batch_size": batch_size, "threads": threads}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    windows: dict[str, list[float]] = {name: [] for name in selections}
+    from stabgan.config import resolve_config
 
-    def measure(selection: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as quiet, \
-                contextlib.redirect_stderr(quiet):
-            run = prepare_run(Path(tmp) / "run", {**overrides, "probes": selection})
-            if steps < 2 * run.config.log_every:
-                raise ValueError(f"steps={steps} must be >= 2 x log_every={run.config.log_every}")
-            train(run, build_probes(run.config))
-            times = [(r["step"], r["time"]) for r in read_metrics(run.run_dir)
-                     if "time/step_s" in r]
-        (s0, t0), (s1, t1) = times[0], times[-1]
-        windows[selection].append((t1 - t0) / (s1 - s0))
+    sizes = {"width": width, "batch_size": batch_size, "threads": threads, "log_every": log_every}
+    config = resolve_config("quick", **{k: v for k, v in sizes.items() if v is not None})
+    if cycles < 1:
+        raise ValueError(f"cycles={cycles!r} must be >= 1")
+    block, cycle = config.log_every, 10 * config.log_every
+    blocks: dict[str, list[float]] = {name: [] for name in selections}
+    with tempfile.TemporaryDirectory() as tmp:
+        loops = {name: _MonitoredLoop(config, name, Path(tmp) / name) for name in selections}
 
-    interleaved_medians({name: (lambda name=name: measure(name)) for name in selections},
-                        repeats=repeats, warmup=0)
-    result = {name: statistics.median(ts) for name, ts in windows.items()}
+        def turn(name: str) -> None:
+            start = time.perf_counter()
+            loops[name].advance(block)
+            blocks[name].append(time.perf_counter() - start)
+
+        interleaved_medians({name: (lambda name=name: turn(name)) for name in selections},
+                            repeats=cycles * cycle // block, warmup=1)
+        for loop in loops.values():
+            loop.monitor.close()
+    per_cycle = cycle // block
+    result = {}
+    for name, times in blocks.items():
+        times = times[1:]  # the warm-up turn
+        result[name] = statistics.median(sum(times[i:i + per_cycle]) / cycle
+                                         for i in range(0, len(times), per_cycle))
     base = result.get("none")
-    echo(f"monitor overhead: {steps}-step quick runs, {repeats} repeats, interleaved "
-         f"(median of per-run mean s/step)")
+    echo(f"monitor overhead: quick config (width {config.width}, batch {config.batch_size}, "
+         f"{torch.get_num_threads()} threads), "
+         f"{cycles} cycles of {cycle} steps per selection, interleaved every {block} steps "
+         f"(median over cycles of mean s/step)")
     for name in selections:
         ratio = f"{result[name] / base:6.3f}" if base else "     -"
         echo(f"  probes {name:<8} {1000 * result[name]:8.1f} ms/step   ratio vs none {ratio}")
@@ -71,6 +79,74 @@ def bench_monitor(steps: int = 100, repeats: int = 3, width: int | None = None,
         result.update({f"{name}/none": result[name] / base
                        for name in selections if name != "none"})
     return result
+
+
+class _MonitoredLoop:
+    """stabgan.train's WGAN-GP step plus a Monitor, advanced a few steps at a time (bench only;
+    the trainer's per-step NaN checks, samples and checkpoints are left out: not monitor cost)."""
+
+    def __init__(self, config, selection: str, run_dir):
+        import dataclasses
+
+        import torch
+
+        from probes import build_probes
+        from probes.collapse import OnlineDetector
+        from probes.monitor import Monitor
+        from stabgan.data import BatchStream, dataset_info, load_dataset
+        from stabgan.models import build_critic, build_generator
+        from stabgan.train import resolve_device
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.config, self.step = config, 0
+        self.device = resolve_device(config.device)
+        channels = dataset_info(config.dataset).channels
+        self.stream = BatchStream(load_dataset(config.dataset, config.image_size),
+                                  config.batch_size, config.seed)
+        self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.generator = build_generator(config, channels).to(self.device)
+        self.critic = build_critic(config, channels).to(self.device)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas)
+        probes = build_probes(dataclasses.replace(config, probes=selection))
+        self.monitor = Monitor(run_dir, self.generator, self.critic, probes,
+                               log_every=config.log_every, detector=OnlineDetector(run_dir))
+
+    def advance(self, steps: int) -> None:
+        import torch
+
+        from stabgan.train import gradient_penalty
+
+        c, g, d, rng = self.config, self.generator, self.critic, self.rng
+        for _ in range(steps):
+            self.step += 1
+            d.requires_grad_(True)
+            for _ in range(c.n_critic):
+                real, labels = self.stream.next()
+                real = real.to(self.device)
+                with torch.no_grad():
+                    fake = g(torch.randn(c.batch_size, c.z_dim, generator=rng, device=self.device))
+                eps = torch.rand(c.batch_size, 1, 1, 1, generator=rng, device=self.device)
+                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+                d_real, d_fake, d_hat = d(torch.cat([real, fake, x_hat])).chunk(3)
+                gp, grad = gradient_penalty(d, x_hat, d_hat, create_graph=c.gp_lambda > 0)
+                loss_d = d_fake.mean() - d_real.mean() + c.gp_lambda * gp
+                self.opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                self.opt_d.step()
+            d.requires_grad_(False)
+            loss_g = -d(g(torch.randn(c.batch_size, c.z_dim, generator=rng,
+                                      device=self.device))).mean()
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+            self.monitor.step(self.step, real=real, fake=fake, d_real=d_real, d_fake=d_fake,
+                              x_hat=x_hat, grad_x_hat=grad, loss_critic=loss_d,
+                              loss_generator=loss_g, gp_penalty=gp, labels=labels,
+                              optimizers={"generator": self.opt_g, "critic": self.opt_d})
 
 
 # --- involution operator (issue 3) ------------------------------------------------------------
@@ -319,3 +395,49 @@ def bench_fid(n: int = 4096, dim: int = 2048, repeats: int = 3, seed: int = 0) -
     return {"n": n, "dim": dim, "ours": values["ours"], "pytorch_fid": values["pytorch-fid"],
             "rel_diff": rel, "ours_s": seconds["ours"], "pytorch_fid_s": seconds["pytorch-fid"],
             "speedup": speedup}
+
+
+# --- trainer overhead (issue 2) -----------------------------------------------------------------
+
+def bench_trainer(steps: int = 20, repeats: int = 3, overrides: dict | None = None,
+                  echo: Callable[[str], object] = print) -> dict[str, float]:
+    """`stabgan run`'s trainer (default probes, detector, logging, samples, checkpoints, bar)
+    against a bare loop of the same WganGp step, interleaved in one process.
+
+    Each repeat trains `steps` steps of each; the trainer's figure is its wall time per step
+    including start-up and shutdown in the run directory. Returns s/step and their ratio.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from probes import build_probes
+    from stabgan.config import resolve_config
+    from stabgan.data import dataset_info, load_dataset
+    from stabgan.train import Run, WganGp, train
+
+    settings = {"steps": steps, "log_every": 10, "sample_every": steps, "ckpt_every": steps,
+                **(overrides or {})}
+    config = resolve_config("quick", **settings)
+    dataset = load_dataset(config.dataset, config.image_size)
+    channels = dataset_info(config.dataset).channels
+    runs = iter(range(10 ** 6))
+    with tempfile.TemporaryDirectory() as tmp:
+        def trainer() -> None:
+            run = Run(config, Path(tmp) / f"r{next(runs)}", dataset, channels, 10, None, [])
+            train(run, build_probes(config))
+
+        def bare() -> None:
+            gan = WganGp(config, dataset, channels)
+            for _ in range(steps):
+                gan.step()
+
+        medians = interleaved_medians({"bare": bare, "trainer": trainer}, repeats=repeats)
+    result = {name: seconds / steps for name, seconds in medians.items()}
+    result["trainer/bare"] = result["trainer"] / result["bare"]
+    echo(f"trainer vs bare WGAN-GP loop: {config.arch}, width {config.width}, batch "
+         f"{config.batch_size}, {torch.get_num_threads()} threads, {steps} steps, median of {repeats}")
+    echo(f"  bare loop  {1000 * result['bare']:8.1f} ms/step")
+    echo(f"  trainer    {1000 * result['trainer']:8.1f} ms/step   ratio {result['trainer/bare']:.3f}")
+    return result

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import click
 
-from stabgan.config import ARCHS, DEVICES, INV_WHERE, PRESETS, ConfigError, RunConfig
+from stabgan.config import CHOICES, PRESETS, ConfigError, RunConfig
 from stabgan.data import DatasetError
-from stabgan.nn.involution import NORMS
 
-CHOICES = {"arch": ARCHS, "norm": NORMS, "inv_where": INV_WHERE, "device": DEVICES}
 
 
 def _config_option(field: dataclasses.Field):
@@ -192,24 +190,36 @@ def bench():
     """Side-by-side benchmarks (interleaved in one process, medians)."""
 
 
+@bench.command("trainer")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="steps per measurement")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=None,
+              help="torch CPU threads [default: torch's]")
+def bench_trainer(steps, repeats, threads):
+    """The trainer's step time against a bare loop of the same models (no logging)."""
+    from stabgan.bench import bench_trainer as run_bench
+    run_bench(steps, repeats, {"threads": threads}, echo=click.echo)
+
+
 @bench.command("monitor")
-@click.option("--steps", type=click.IntRange(min=2), default=100, show_default=True,
-              help="steps per measurement (cover the longest probe cadence, 100 by default)")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="measurements per probe selection")
+@click.option("--cycles", type=click.IntRange(min=1), default=3, show_default=True,
+              help="cycles of 10 x log-every steps (every probe fires) per probe selection")
 @click.option("--width", type=click.IntRange(min=1), default=None,
               help="model width [default: the quick preset's]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="batch size [default: the quick preset's]")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
               help="torch CPU threads [default: the quick preset's]")
+@click.option("--log-every", type=click.IntRange(min=1), default=None,
+              help="steps per turn; probe cadences derive from it [default: the quick preset's]")
 @click.pass_context
-def bench_monitor(ctx, steps, repeats, width, batch_size, threads):
+def bench_monitor(ctx, cycles, width, batch_size, threads, log_every):
     """Step time of the quick config with probes none, default and all, and their ratios."""
     from stabgan.bench import bench_monitor as run_bench
 
     try:
-        run_bench(steps, repeats, width, batch_size, threads, echo=click.echo)
+        run_bench(cycles, width, batch_size, threads, log_every, echo=click.echo)
     except (ConfigError, ValueError) as error:
         raise usage_error(error, ctx) from None
 

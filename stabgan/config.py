@@ -15,6 +15,8 @@ ARCHS = ("dcgan", "sagan", "igan")
 INV_WHERE = ("g", "d", "both")
 DEVICES = ("auto", "cpu", "cuda")
 PRESETS = ("quick", "paper")
+# RunConfig fields restricted to a fixed set of values (the CLI and the sweep grid check them).
+CHOICES = {"arch": ARCHS, "norm": NORMS, "inv_where": INV_WHERE, "device": DEVICES}
 
 
 class ConfigError(ValueError):

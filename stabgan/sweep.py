@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from stabgan.config import (ARCHS, DEVICES, FIELD_NAMES, INV_WHERE, PRESETS, RESUMABLE_FIELDS,
-                            ConfigError, RunConfig, resolve_config)
-from stabgan.nn.involution import NORMS
+from stabgan.config import (CHOICES, FIELD_NAMES, PRESETS, RESUMABLE_FIELDS, ConfigError,
+                            RunConfig, resolve_config)
 from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, LAST_CHECKPOINT, SUMMARY, is_run_dir,
                             read_json, write_json)
 
@@ -55,7 +54,6 @@ FINISHED = ("completed", "stopped_on_collapse")
 FILE_KEYS = ("grid", "points", "base", "preset", "out", "workers", "executor", "ray_address",
              "shared_storage", "retry_failed", "report")
 # Fields with a fixed set of values, so a typo in the grid is caught as a bad value.
-_CHOICES = {"arch": ARCHS, "norm": NORMS, "inv_where": INV_WHERE, "device": DEVICES}
 _TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 # The sweep sets each run's CPU share itself (see parallelism); a grid over it makes no sense.
 _NOT_GRID_KEYS = ("threads",)
@@ -98,8 +96,8 @@ def parse_value(key: str, text: str, token: str | None = None):
     except ValueError:
         kinds = {"bool": "true/false", "int": "integers", "float": "finite numbers"}
         raise SweepError(f"{where}{key} takes {kinds[kind]}, not {text!r}") from None
-    if key in _CHOICES and text not in _CHOICES[key]:
-        raise SweepError(f"{where}{key}={text!r} is not one of {', '.join(_CHOICES[key])}")
+    if key in CHOICES and text not in CHOICES[key]:
+        raise SweepError(f"{where}{key}={text!r} is not one of {', '.join(CHOICES[key])}")
     return text
 
 

@@ -189,6 +189,79 @@ def gradient_penalty(critic, x_hat: torch.Tensor, scores_hat: torch.Tensor,
     return ((norms - 1.0) ** 2).mean(), grad
 
 
+class WganGp:
+    """Models, optimisers, schedulers, data stream and noise RNG of one WGAN-GP run, and its step.
+
+    `step()` is one generator update after `n_critic` critic updates (the seed's eq. 4) and
+    returns what it computed, named as the Monitor's StepState fields. The trainer, the
+    benchmarks and notebook users all train through this one step.
+    """
+
+    def __init__(self, config: RunConfig, dataset, image_channels: int):
+        self.config = config
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        self.rng = torch.Generator(device=self.device).manual_seed(config.seed)  # noise, interpolation
+        self.stream = BatchStream(dataset, config.batch_size, config.seed,
+                                  workers=0 if isinstance(dataset, torch.utils.data.TensorDataset) else 2)
+        self.generator = build_generator(config, image_channels).to(self.device)
+        self.critic = build_critic(config, image_channels).to(self.device)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas)
+        self.sched_g = torch.optim.lr_scheduler.StepLR(self.opt_g, config.lr_decay_every, config.lr_decay)
+        self.sched_d = torch.optim.lr_scheduler.StepLR(self.opt_d, config.lr_decay_every, config.lr_decay)
+
+    def noise(self) -> torch.Tensor:
+        return torch.randn(self.config.batch_size, self.config.z_dim, generator=self.rng,
+                           device=self.device)
+
+    def step(self) -> dict[str, torch.Tensor | dict]:
+        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels, optimizers."""
+        config, generator, critic = self.config, self.generator, self.critic
+        # critic step(s): real, fake and interpolates scored in one batch (no batch norm in D)
+        critic.requires_grad_(True)
+        for _ in range(config.n_critic):
+            real, labels = self.stream.next()
+            real = real.to(self.device, non_blocking=True)
+            with torch.no_grad():
+                fake = generator(self.noise())
+            eps = torch.rand(config.batch_size, 1, 1, 1, generator=self.rng, device=self.device)
+            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+            d_real, d_fake, d_hat = critic(torch.cat([real, fake, x_hat])).chunk(3)
+            gp, grad_x_hat = gradient_penalty(critic, x_hat, d_hat, create_graph=config.gp_lambda > 0)
+            loss_d = d_fake.mean() - d_real.mean() + config.gp_lambda * gp
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+
+        # generator step (critic frozen so its gradients stay those of its own step)
+        critic.requires_grad_(False)
+        loss_g = -critic(generator(self.noise())).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.sched_g.step()
+        self.sched_d.step()
+        return {"real": real, "fake": fake, "d_real": d_real, "d_fake": d_fake, "x_hat": x_hat,
+                "grad_x_hat": grad_x_hat, "loss_critic": loss_d, "loss_generator": loss_g,
+                "gp_penalty": gp, "labels": labels,
+                "optimizers": {"generator": self.opt_g, "critic": self.opt_d}}
+
+    _PARTS = ("generator", "critic", "opt_g", "opt_d", "sched_g", "sched_d", "stream")
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, optimisers, schedulers, data, RNGs."""
+        state = {part: getattr(self, part).state_dict() for part in self._PARTS}
+        return {**state, "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for part in self._PARTS:
+            getattr(self, part).load_state_dict(state[part])
+        self.rng.set_state(state["rng"].to(self.rng.get_state().device))
+        torch.set_rng_state(state["torch_rng"])
+
+
 def train(run: Run, probes: Sequence = ()) -> dict:
     """Train per run.config into run.run_dir; returns the summary (also written to summary.json)."""
     from tqdm import tqdm
@@ -196,37 +269,19 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     from probes.monitor import Monitor
 
     config = run.config
-    # setup: seeds, device, data, models, optimisers
+    # setup: threads, models, optimisers, data, fixed noise for sample grids
     if config.threads:
         torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    rng = torch.Generator(device=device).manual_seed(config.seed)  # noise and interpolation draws
-    stream = BatchStream(run.dataset, config.batch_size, config.seed,
-                         workers=0 if isinstance(run.dataset, torch.utils.data.TensorDataset) else 2)
-    generator = build_generator(config, run.image_channels).to(device)
-    critic = build_critic(config, run.image_channels).to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
-    sched_g = torch.optim.lr_scheduler.StepLR(opt_g, config.lr_decay_every, config.lr_decay)
-    sched_d = torch.optim.lr_scheduler.StepLR(opt_d, config.lr_decay_every, config.lr_decay)
+    gan = WganGp(config, run.dataset, run.image_channels)
+    generator, critic = gan.generator, gan.critic
     fixed_z = torch.randn(SAMPLE_COUNT, config.z_dim, generator=torch.Generator().manual_seed(
-        config.seed + 1)).to(device)
+        config.seed + 1)).to(gan.device)
     start_step, elapsed = 0, 0.0
 
     # resume: weights, optimisers, schedulers, RNG and data position
     if run.checkpoint is not None:
-        ck = run.checkpoint
-        generator.load_state_dict(ck["generator"])
-        critic.load_state_dict(ck["critic"])
-        opt_g.load_state_dict(ck["opt_g"])
-        opt_d.load_state_dict(ck["opt_d"])
-        sched_g.load_state_dict(ck["sched_g"])
-        sched_d.load_state_dict(ck["sched_d"])
-        stream.load_state_dict(ck["data"])
-        rng.set_state(ck["rng"].to(rng.get_state().device))
-        torch.set_rng_state(ck["torch_rng"])
-        start_step, elapsed = ck["step"], ck["elapsed"]
+        gan.load_state_dict(run.checkpoint)
+        start_step, elapsed = run.checkpoint["step"], run.checkpoint["elapsed"]
 
     run.run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run.run_dir / CONFIG, {"config": config.to_dict(), "versions": versions(),
@@ -241,11 +296,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
 
     def checkpoint_state(step: int) -> dict:
         return {"step": step, "config": config.to_dict(), "versions": versions(),
-                "generator": generator.state_dict(), "critic": critic.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-                "data": stream.state_dict(), "rng": rng.get_state(),
-                "torch_rng": torch.get_rng_state(), "monitor": monitor.state_dict(),
+                **gan.state_dict(), "monitor": monitor.state_dict(),
                 "elapsed": elapsed + time.perf_counter() - started}
 
     def save_samples(step: int) -> None:
@@ -263,40 +314,12 @@ def train(run: Run, probes: Sequence = ()) -> dict:
         with stop:
             for step in range(start_step + 1, config.steps + 1):
                 t0 = time.perf_counter()
-                # critic step(s): real, fake and interpolates scored in one batch (no batch norm in D)
-                critic.requires_grad_(True)
-                for _ in range(config.n_critic):
-                    real, labels = stream.next()
-                    real = real.to(device, non_blocking=True)
-                    z = torch.randn(config.batch_size, config.z_dim, generator=rng, device=device)
-                    with torch.no_grad():
-                        fake = generator(z)
-                    eps = torch.rand(config.batch_size, 1, 1, 1, generator=rng, device=device)
-                    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-                    d_real, d_fake, d_hat = critic(torch.cat([real, fake, x_hat])).chunk(3)
-                    gp, grad_x_hat = gradient_penalty(critic, x_hat, d_hat,
-                                                      create_graph=config.gp_lambda > 0)
-                    loss_d = d_fake.mean() - d_real.mean() + config.gp_lambda * gp
-                    opt_d.zero_grad(set_to_none=True)
-                    loss_d.backward()
-                    opt_d.step()
-
-                # generator step (critic frozen so its gradients stay those of its own step)
-                critic.requires_grad_(False)
-                z = torch.randn(config.batch_size, config.z_dim, generator=rng, device=device)
-                loss_g = -critic(generator(z)).mean()
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                sched_g.step()
-                sched_d.step()
+                tensors = gan.step()
 
                 # probes and logging; a non-finite loss is logged and stops the run before any checkpoint
-                finite = bool(torch.isfinite(loss_d) & torch.isfinite(loss_g))
-                monitor.step(step, force=not finite, real=real, fake=fake, d_real=d_real,
-                             d_fake=d_fake, x_hat=x_hat, grad_x_hat=grad_x_hat, loss_critic=loss_d,
-                             loss_generator=loss_g, gp_penalty=gp, labels=labels,
-                             optimizers={"generator": opt_g, "critic": opt_d})
+                finite = bool(torch.isfinite(tensors["loss_critic"])
+                              & torch.isfinite(tensors["loss_generator"]))
+                monitor.step(step, force=not finite, **tensors)
                 if finite:  # an update or a probe may have written NaN/Inf weights: log it now
                     bad_weights = _nonfinite_weights(generator, critic)
                     if bad_weights:

@@ -400,9 +400,10 @@ def test_stop_on_collapse_ends_a_real_run_at_a_confirmed_divergence(tmp_path):
                                                                         "pre_collapse.pt"]
 
 
-def test_a_real_healthy_run_records_verdict_and_onset(tmp_path):
+def test_a_real_run_records_verdict_and_onset(tmp_path):
     from stabgan.train import prepare_run, train
-    summary = train(prepare_run(tmp_path / "run", dict(TINY, steps=10)))
+    # --gp-lambda 0 (the study's "no gradient penalty" run) must train, not crash
+    summary = train(prepare_run(tmp_path / "run", dict(TINY, steps=10, gp_lambda=0.0)))
     assert summary["status"] == "completed"
     saved = read_json(tmp_path / "run" / SUMMARY)
     assert (saved["verdict"], saved["onset_step"]) == ("healthy", None)

@@ -118,7 +118,7 @@ def test_probe_constructors_validate_their_arguments():
 def test_bench_monitor_command_prints_ratios():
     from stabgan.cli import cli
 
-    result = CliRunner().invoke(cli, ["bench", "monitor", "--steps", "20", "--repeats", "1",
+    result = CliRunner().invoke(cli, ["bench", "monitor", "--cycles", "1", "--log-every", "2",
                                       "--width", "8", "--batch-size", "16"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

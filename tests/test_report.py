@@ -46,13 +46,6 @@ def _section(page: str, name: str) -> str:
     return page[start:page.index("</section>", start)]
 
 
-def _write(path: Path, text: str, age_s: float = 0.0) -> None:
-    path.write_text(text)
-    if age_s:
-        stamp = time.time() - age_s
-        os.utime(path, (stamp, stamp))
-
-
 def _make_runs(root: Path) -> dict[str, str]:
     """Real runs and broken copies under root; returns {relative name: what it is}."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -94,10 +87,11 @@ def _make_runs(root: Path) -> dict[str, str]:
     (empty_metrics / "metrics.jsonl").write_text("")
     garbled = root / "broken" / "garbled"
     garbled.mkdir()
-    _write(garbled / "config.json", "{not json")
-    _write(garbled / "summary.json", "[1, 2]")
-    _write(garbled / "metrics.jsonl", 'garbage\n{"step": "x"}\n{"step": 3, "loss/critic": "oops"}\n'
-                                      '{"step": 6, "loss/critic": 0.5, "wgan/distance": {"a": 1}}\n')
+    (garbled / "config.json").write_text("{not json")
+    (garbled / "summary.json").write_text("[1, 2]")
+    (garbled / "metrics.jsonl").write_text(
+        'garbage\n{"step": "x"}\n{"step": 3, "loss/critic": "oops"}\n'
+        '{"step": 6, "loss/critic": 0.5, "wgan/distance": {"a": 1}}\n')
 
     # HTML in a folder name and in a config string
     hostile = root / HTML_NAME
@@ -196,7 +190,8 @@ def test_page_is_self_contained(report):
             (tag, name, value[:80])
     assert not {"link", "iframe", "object", "embed", "base", "frame"} & set(parser.tags)
     # CSS: no url(), no @import (inline styles included); no URL scheme anywhere in the file
-    css = "".join(re.findall(r"<style>(.*?)</style>", report["page"], re.S)) + "".join(parser.styles)
+    css = "".join(re.findall(r"<style>(.*?)</style>", report["page"], re.S))
+    css += "".join(parser.styles)
     assert "url(" not in css and "@import" not in css
     assert not re.search(r"(?:https?|ftp|wss?):", report["page"], re.IGNORECASE)
 
@@ -289,7 +284,8 @@ def test_cli_report_renders_in_chromium_without_console_errors(report, tmp_path)
     # the harness sees console errors: a page with one must be caught
     bad = tmp_path / "bad.html"
     bad.write_text("<!doctype html><p>x</p><script>console.error('e'); missing();</script>")
-    assert any("Uncaught" in line for line in _console(_chromium(bad.as_uri(), tmp_path / "b.png").stderr))
+    caught = _console(_chromium(bad.as_uri(), tmp_path / "b.png").stderr)
+    assert any("Uncaught" in line for line in caught), caught
 
     shot = tmp_path / "shot.png"
     run = _chromium(out.as_uri(), shot)
