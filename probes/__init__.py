@@ -46,6 +46,9 @@ def build_probes(config="default", **settings) -> list[Probe]:
     elif settings:
         config = dataclasses.replace(config, **settings)
     spec = config.probes.strip()
+    if config.fid_every and spec not in ("default", "all") and "fid" not in spec.split(","):
+        raise ValueError(f"--fid-every {config.fid_every} asks for the fid probe but "
+                         f"probes={spec!r} leaves it out; add fid to --probes or drop --fid-every")
     if spec == "none":
         return []
     if spec in ("default", "all"):

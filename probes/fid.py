@@ -9,7 +9,7 @@ weights for unlabelled data. The extractor and the real statistics are loaded wh
 attaches, before the first step; each reading generates `samples` images from the probe's own
 seeded noise (eval mode, global RNG untouched, involution kernels restored).
 Cost: `samples` generator and feature passes per reading (about a second per 1,000 32×32
-images with the domain classifier on 2 CPU cores), so it runs only when --fid-every > 0.
+images with the domain classifier on one CPU thread), so it runs only when --fid-every > 0.
 """
 from __future__ import annotations
 

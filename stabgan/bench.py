@@ -82,8 +82,9 @@ def bench_monitor(cycles: int = 3, width: int | None = None, batch_size: int | N
 
 
 class _MonitoredLoop:
-    """stabgan.train's WGAN-GP step plus a Monitor, advanced a few steps at a time (bench only;
-    the trainer's per-step NaN checks, samples and checkpoints are left out: not monitor cost)."""
+    """The trainer's WganGp step plus a Monitor with the collapse detector, advanced a few steps
+    at a time (bench only; the trainer's NaN checks, samples and checkpoints are not monitor
+    cost and are left out)."""
 
     def __init__(self, config, selection: str, run_dir):
         import dataclasses
@@ -93,60 +94,22 @@ class _MonitoredLoop:
         from probes import build_probes
         from probes.collapse import OnlineDetector
         from probes.monitor import Monitor
-        from stabgan.data import BatchStream, dataset_info, load_dataset
-        from stabgan.models import build_critic, build_generator
-        from stabgan.train import resolve_device
+        from stabgan.data import dataset_info, load_dataset
+        from stabgan.train import WganGp
 
         if config.threads:
             torch.set_num_threads(config.threads)
-        torch.manual_seed(config.seed)
-        self.config, self.step = config, 0
-        self.device = resolve_device(config.device)
-        channels = dataset_info(config.dataset).channels
-        self.stream = BatchStream(load_dataset(config.dataset, config.image_size),
-                                  config.batch_size, config.seed)
-        self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
-        self.generator = build_generator(config, channels).to(self.device)
-        self.critic = build_critic(config, channels).to(self.device)
-        betas = (config.beta1, config.beta2)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas)
+        self.gan = WganGp(config, load_dataset(config.dataset, config.image_size),
+                          dataset_info(config.dataset).channels)
+        self.generator, self.critic, self.step = self.gan.generator, self.gan.critic, 0
         probes = build_probes(dataclasses.replace(config, probes=selection))
         self.monitor = Monitor(run_dir, self.generator, self.critic, probes,
                                log_every=config.log_every, detector=OnlineDetector(run_dir))
 
     def advance(self, steps: int) -> None:
-        import torch
-
-        from stabgan.train import gradient_penalty
-
-        c, g, d, rng = self.config, self.generator, self.critic, self.rng
         for _ in range(steps):
             self.step += 1
-            d.requires_grad_(True)
-            for _ in range(c.n_critic):
-                real, labels = self.stream.next()
-                real = real.to(self.device)
-                with torch.no_grad():
-                    fake = g(torch.randn(c.batch_size, c.z_dim, generator=rng, device=self.device))
-                eps = torch.rand(c.batch_size, 1, 1, 1, generator=rng, device=self.device)
-                x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-                d_real, d_fake, d_hat = d(torch.cat([real, fake, x_hat])).chunk(3)
-                gp, grad = gradient_penalty(d, x_hat, d_hat, create_graph=c.gp_lambda > 0)
-                loss_d = d_fake.mean() - d_real.mean() + c.gp_lambda * gp
-                self.opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                self.opt_d.step()
-            d.requires_grad_(False)
-            loss_g = -d(g(torch.randn(c.batch_size, c.z_dim, generator=rng,
-                                      device=self.device))).mean()
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
-            self.monitor.step(self.step, real=real, fake=fake, d_real=d_real, d_fake=d_fake,
-                              x_hat=x_hat, grad_x_hat=grad, loss_critic=loss_d,
-                              loss_generator=loss_g, gp_penalty=gp, labels=labels,
-                              optimizers={"generator": self.opt_g, "critic": self.opt_d})
+            self.monitor.step(self.step, **self.gan.step())
 
 
 # --- involution operator (issue 3) ------------------------------------------------------------

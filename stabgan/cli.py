@@ -185,6 +185,35 @@ def report(runs_dir, out, no_cache, workers):
     click.echo(write_report(runs_dir, out, cache=not no_cache, workers=workers))
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--features", type=click.Choice(["domain", "inception"]), default="domain",
+              show_default=True, help="domain classifier (offline) or pytorch-fid's Inception")
+@click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="local pt_inception-2015-12-05 weights file")
+@click.option("-n", "samples", type=click.IntRange(min=2), default=5000, show_default=True,
+              help="generated samples")
+@click.option("--checkpoint", default="last", show_default=True,
+              help="last, pre_collapse, or a checkpoint file")
+@click.option("--json", "as_json", is_flag=True, help="print the readings as JSON")
+def fid(run_dir, features, inception_weights, samples, checkpoint, as_json):
+    """FID (and mode coverage) of a run's generator against its dataset."""
+    import json
+    from stabgan.fid import FIDError, measure_run
+
+    try:
+        readings = measure_run(run_dir, features, samples, checkpoint, inception_weights)
+    except (FIDError, DatasetError) as error:
+        raise click.UsageError(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(readings, indent=2))
+        return
+    click.echo(f"{run_dir} step {readings['step']} ({samples} samples):")
+    for tag, value in readings.items():
+        if "/" in tag:
+            click.echo(f"  {tag:<16} {value:.4g}")
+
+
 @cli.group()
 def bench():
     """Side-by-side benchmarks (interleaved in one process, medians)."""

@@ -26,7 +26,8 @@ from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunCon
 from stabgan.data import BatchStream, dataset_info, load_dataset
 from stabgan.models import build_critic, build_generator
 from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT,
-                            SUMMARY, RunWriter, atomic_write_bytes, read_json, write_json)
+                            SUMMARY, atomic_write_bytes, metric_series, read_json, read_metrics,
+                            write_json)
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -371,7 +372,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
         monitor.close()  # also writes the final diagnosis.json
         diagnosis = detector.diagnosis()
         summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
-                       pre_collapse_step=keeper.kept_step)
+                       pre_collapse_step=keeper.kept_step, **best_fid(run.run_dir))
         keeper.discard_aside()
         write_json(run.run_dir / SUMMARY, {**previous, **summary})
     return summary
@@ -427,6 +428,15 @@ class _PreCollapseKeeper:
         if self.aside_step is not None:
             (self.dir / self.ASIDE).unlink(missing_ok=True)
             self.aside_step = None
+
+
+def best_fid(run_dir: Path) -> dict:
+    """{"fid_min", "fid_min_step", "fid_features"} over the run's fid/<features> readings, or {}."""
+    best = min(((value, step, tag.split("/", 1)[1])
+                for tag, (steps, values) in metric_series(read_metrics(run_dir)).items()
+                if tag.startswith("fid/") for step, value in zip(steps, values)
+                if math.isfinite(value)), default=None)
+    return dict(zip(("fid_min", "fid_min_step", "fid_features"), best)) if best else {}
 
 
 def _postfix(latest: dict[str, float]) -> dict[str, str]:

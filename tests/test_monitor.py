@@ -91,21 +91,21 @@ def test_monitor_cadence_prepare_and_histogram_routing(tmp_path):
 def test_critic_probe_resumes_exactly_through_a_checkpoint(tmp_path):
     from stabgan.train import prepare_run, train
 
-    settings = {"width": 8, "z_dim": 16, "batch_size": 16, "log_every": 5, "probes": "critic",
-                "ckpt_every": 20}
+    settings = {"width": 8, "z_dim": 16, "batch_size": 16, "log_every": 2, "probes": "critic",
+                "ckpt_every": 8}
 
     def critic_series(run_dir):
         series = metric_series(read_metrics(run_dir))
         return series["critic/loss_ema"], series["critic/loss_drift_z"]
 
-    straight = prepare_run(tmp_path / "straight", {**settings, "steps": 30})
+    straight = prepare_run(tmp_path / "straight", {**settings, "steps": 12})
     train(straight, build_probes(straight.config))
-    part = prepare_run(tmp_path / "part", {**settings, "steps": 20})
+    part = prepare_run(tmp_path / "part", {**settings, "steps": 8})
     train(part, build_probes(part.config))
-    resumed = prepare_run(tmp_path / "part", {"steps": 30}, resume=True)
+    resumed = prepare_run(tmp_path / "part", {"steps": 12}, resume=True)
     train(resumed, build_probes(resumed.config))
     assert critic_series(tmp_path / "part") == critic_series(tmp_path / "straight")
-    assert critic_series(tmp_path / "part")[1][0] == [30]  # the z-score needs 5 earlier readings
+    assert critic_series(tmp_path / "part")[1][0] == [12]  # the z-score needs 5 earlier readings
 
 
 def test_probe_constructors_validate_their_arguments():
@@ -118,7 +118,7 @@ def test_probe_constructors_validate_their_arguments():
 def test_bench_monitor_command_prints_ratios():
     from stabgan.cli import cli
 
-    result = CliRunner().invoke(cli, ["bench", "monitor", "--cycles", "1", "--log-every", "2",
+    result = CliRunner().invoke(cli, ["bench", "monitor", "--cycles", "1", "--log-every", "1",
                                       "--width", "8", "--batch-size", "16"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

@@ -1,0 +1,41 @@
+"""FID during training (summary's fid_min) and `stabgan fid RUN_DIR` on a real run's checkpoint."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY, stabgan_cli
+from stabgan.fid import CACHE_ENV, INCEPTION_WEIGHTS_ENV
+from stabgan.runlog import metric_series, read_json, read_metrics
+
+
+@pytest.mark.slow
+def test_fid_probe_summary_and_fid_command(tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # trains its own domain classifier
+    monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    result = stabgan_cli("run", "--out", str(tmp_path), "--name", "f", *TINY, "--steps", "6",
+                         "--log-every", "2", "--fid-every", "3", "--fid-samples", "100",
+                         "--probes", "gp,fid")
+    assert result.returncode == 0, result.stderr
+    fids = metric_series(read_metrics(tmp_path / "f"))["fid/domain"]
+    assert fids[0] == [3, 6]
+    summary = read_json(tmp_path / "f" / "summary.json")
+    assert summary["fid_min"] == min(fids[1]) and summary["fid_features"] == "domain"
+    assert summary["fid_min_step"] == fids[0][fids[1].index(min(fids[1]))]
+
+    measured = stabgan_cli("fid", str(tmp_path / "f"), "-n", "100", "--json")
+    assert measured.returncode == 0, measured.stderr
+    readings = json.loads(measured.stdout)
+    assert readings["step"] == 6 and readings["fid/domain"] > 0
+    assert 1 <= readings["coverage/modes"] <= 10
+
+    missing = stabgan_cli("fid", str(tmp_path / "f"), "--features", "inception")
+    assert missing.returncode == 2
+    assert "pt_inception-2015-12-05-6726825d.pth" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    ignored = stabgan_cli("run", "--out", str(tmp_path), *TINY, "--fid-every", "3")
+    assert ignored.returncode == 2 and "--fid-every 3" in ignored.stderr
+    no_checkpoint = stabgan_cli("fid", str(tmp_path / "f"), "--checkpoint", "pre_collapse")
+    assert no_checkpoint.returncode == 2 and "pre_collapse.pt" in no_checkpoint.stderr
