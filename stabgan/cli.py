@@ -12,6 +12,7 @@ import click
 
 from stabgan.config import CHOICES, PRESETS, ConfigError, RunConfig
 from stabgan.data import DatasetError
+from stabgan.fid import FEATURES
 
 
 
@@ -187,7 +188,7 @@ def report(runs_dir, out, no_cache, workers):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--features", type=click.Choice(["domain", "inception"]), default="domain",
+@click.option("--features", type=click.Choice(FEATURES), default="domain",
               show_default=True, help="domain classifier (offline) or pytorch-fid's Inception")
 @click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="local pt_inception-2015-12-05 weights file")

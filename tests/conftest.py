@@ -1,6 +1,8 @@
 """Shared fixtures: small real data and helpers to run the stabgan CLI in a subprocess."""
 from __future__ import annotations
 
+import stabgan  # noqa: F401  (first: sets OpenMP's wait policy before torch loads)
+
 import os
 import subprocess
 import sys

@@ -15,6 +15,16 @@ from stabgan.runlog import metric_series, read_metrics
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine idle OpenMP
+    threads waiting for a busy core make each step many times slower; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def readme_example() -> str:
     """The python code block of README.md's `## Readings` section."""
     section = README.read_text().split("\n## Readings", 1)[1].split("\n## ", 1)[0]
