@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import build_probes  # noqa: E402
-from probes.base import Probe  # noqa: E402
+from probes.inject import InjectNaN  # noqa: E402
 from probes.collapse import (DetectorState, Thresholds, diagnose_run,  # noqa: E402
                              _by_step)
 from stabgan.runlog import DIAGNOSIS, SUMMARY, metric_series, read_json, read_metrics  # noqa: E402
@@ -37,22 +37,6 @@ from stabgan.train import prepare_run, train  # noqa: E402
 
 
 ONLINE_COPY = "online_diagnosis.json"  # the study's copy of the trainer's own diagnosis.json
-
-
-class InjectNaN(Probe):
-    """Multiplies the generator's first weight by NaN at one step (a forced `nan` collapse)."""
-
-    name = "inject_nan"
-
-    def __init__(self, at: int):
-        super().__init__(every=1)
-        self.at = at
-
-    def on_step(self, state):
-        if state.step == self.at:
-            with torch.no_grad():
-                next(state.generator.parameters()).mul_(float("nan"))
-        return {}
 
 
 @dataclass

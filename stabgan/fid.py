@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stabgan.data import DatasetError, dataset_info, load_dataset
+from stabgan.data import dataset_info, load_dataset
 
 FEATURES = ("domain", "inception")  # choices of --features; the first is the default
 DEFAULT_FEATURES = FEATURES[0]

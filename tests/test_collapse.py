@@ -12,11 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from probes.base import Probe
-from probes.collapse import (KINDS, NONFINITE_WEIGHTS, DetectorState, OnlineDetector,
-                             Thresholds, detect, diagnose_run, verdict)
+from probes.inject import InjectNaN
+from probes.collapse import (KINDS, NONFINITE_WEIGHTS, OnlineDetector, Thresholds, detect,
+                             diagnose_run, verdict)
 from stabgan.cli import cli
 from stabgan.runlog import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
-                            metric_series, read_json, read_metrics, write_json)
+                            read_json, read_metrics, write_json)
 
 LOG_EVERY = 10
 STEPS = 1200
@@ -326,22 +327,6 @@ def test_cli_diagnose_refuses_a_directory_that_is_not_a_run(tmp_path, runner):
 
 
 # --------------------------------------------------------------------------- the trainer
-
-class InjectNaN(Probe):
-    """Writes NaN into the generator's first weight at one step (off the logging cadence)."""
-
-    name = "inject_nan"
-
-    def __init__(self, at: int):
-        super().__init__(every=1)
-        self.at = at
-
-    def on_step(self, state):
-        if state.step == self.at:
-            with torch.no_grad():
-                next(state.generator.parameters()).mul_(float("nan"))
-        return {}
-
 
 TINY = dict(width=8, z_dim=16, batch_size=16, probes="none", threads=1, log_every=5,
             ckpt_every=10, sample_every=100)

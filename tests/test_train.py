@@ -1,7 +1,6 @@
 """The trainer end to end: run-directory contract, every model variant, GP value, resume, signals."""
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
