@@ -32,6 +32,7 @@ from probes import build_probes  # noqa: E402
 from probes.inject import InjectNaN  # noqa: E402
 from probes.collapse import (DetectorState, Thresholds, diagnose_run,  # noqa: E402
                              _by_step)
+from stabgan.config import RunConfig  # noqa: E402
 from stabgan.runlog import DIAGNOSIS, SUMMARY, metric_series, read_json, read_metrics  # noqa: E402
 from stabgan.train import prepare_run, train  # noqa: E402
 
@@ -231,7 +232,8 @@ def write_doc(doc: Path, runs: list[StudyRun], out: Path, args, command: str) ->
         "`--doc-only` to re-diagnose the stored runs with the current detector.",
         "",
         f"Every run: the `quick` preset (mnist5k 32×32, width {args.width}) with batch "
-        f"{args.batch_size} for {args.steps:,} steps (the preset's own are 64 and 1,200: "
+        f"{args.batch_size} for {args.steps:,} steps (the preset's own are "
+        f"{RunConfig.batch_size} and {RunConfig.steps:,}: "
         f"sized down so that the 14 runs fit in about half an hour of a shared 2-core machine), `--probes {args.probes}`, log every "
         f"{args.log_every} steps (σ0 every {args.spectra_every}, diversity every "
         f"{args.diversity_every}), {args.threads or 'default'} torch thread(s), one after another "

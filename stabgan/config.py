@@ -48,7 +48,7 @@ class RunConfig:
     dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT")
     image_size: int = _field(32, "square output size, 32 or 64")
     # optimisation (WGAN-GP, TTUR)
-    steps: int = _field(1200, "generator updates")
+    steps: int = _field(1000, "generator updates")
     batch_size: int = _field(64, "images per critic and generator batch")
     n_critic: int = _field(1, "critic updates per generator update")
     lr_g: float = _field(1e-4, "generator learning rate")
