@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tiny models and few steps keep every test run in seconds on 2 CPU cores.
 TINY = ["--width", "8", "--z-dim", "16", "--batch-size", "16", "--probes", "none"]
@@ -22,6 +23,11 @@ def stabgan_cli(*args: str, cwd: Path | None = None, timeout: float = 900,
                           capture_output=True, text=True, timeout=timeout, **popen)
 
 
-@pytest.fixture
-def cli():
-    return stabgan_cli
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a shared machine idle OpenMP
+    threads waiting for a busy core make each step many times slower; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -27,14 +27,7 @@ K = 3
 LOG_K2 = math.log(K * K)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared machine idle OpenMP
-    threads waiting for a busy core make each step many times slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_nets(**overrides):
