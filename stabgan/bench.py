@@ -388,7 +388,7 @@ def bench_trainer(steps: int = 20, repeats: int = 3, overrides: dict | None = No
     runs = iter(range(10 ** 6))
     with tempfile.TemporaryDirectory() as tmp:
         def trainer() -> None:
-            run = Run(config, Path(tmp) / f"r{next(runs)}", dataset, channels, 10, None, [])
+            run = Run(config, Path(tmp) / f"r{next(runs)}", dataset, channels, None, [])
             train(run, build_probes(config))
 
         def bare() -> None:

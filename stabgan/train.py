@@ -109,7 +109,6 @@ class Run:
     run_dir: Path
     dataset: torch.utils.data.Dataset
     image_channels: int
-    num_classes: int
     checkpoint: dict | None
     command: list[str]
     warnings: list[str] = dataclasses.field(default_factory=list)  # shown to the user at start
@@ -143,7 +142,7 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     info = dataset_info(config.dataset)
     dataset = load_dataset(config.dataset, config.image_size)
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
-    return Run(config, run_dir, dataset, info.channels, info.num_classes, checkpoint,
+    return Run(config, run_dir, dataset, info.channels, checkpoint,
                list(command), [warning] if warning else [])
 
 
