@@ -91,13 +91,13 @@ def studies(args) -> dict[str, SweepSpec]:
                   report=not args.no_report)
     table2_points = tuple({"kernel_size": k, "groups": g, "reduction": r}
                           for _, k, g, r, *_ in cases)
-    return {
-        "table2": SweepSpec(grid={"seed": seeds2}, points=table2_points,
-                            base={**base, "width": table2_width}, out=args.out / "table2", **common),
+    return {  # the stability claims first: they matter most if the study is cut short
         "stability": SweepSpec(grid={"inv_layers": layers, "norm": norms, "seed": seeds3},
                                base=base, out=args.out / "stability", **common),
         "archs": SweepSpec(grid={"arch": archs, "seed": seeds3}, base=base,
                            out=args.out / "archs", **common),
+        "table2": SweepSpec(grid={"seed": seeds2}, points=table2_points,
+                            base={**base, "width": table2_width}, out=args.out / "table2", **common),
     }
 
 

@@ -321,7 +321,8 @@ def table2_costs(channels: int = 64, batch: int = 64, size: int = 16, repeats: i
     return rows
 
 
-def bench_fid(n: int = 4096, dim: int = 2048, repeats: int = 3, seed: int = 0) -> dict:
+def bench_fid(n: int = 4096, dim: int = 2048, repeats: int = 5, seed: int = 0,
+              echo: Callable[[str], object] = print) -> dict:
     """Our Fréchet distance vs pytorch-fid's on the same statistics of n random dim-d features.
 
     The two feature sets differ in mean and (well-conditioned) covariance. Prints both values,
@@ -351,10 +352,10 @@ def bench_fid(n: int = 4096, dim: int = 2048, repeats: int = 3, seed: int = 0) -
     seconds = interleaved_medians({"ours": ours, "pytorch-fid": reference}, repeats, warmup=0)
     rel = abs(values["ours"] - values["pytorch-fid"]) / abs(values["pytorch-fid"])
     speedup = seconds["pytorch-fid"] / seconds["ours"]
-    print(f"fid: {dim}-d statistics of {n} random features, median of {repeats} interleaved runs")
+    echo(f"fid: {dim}-d statistics of {n} random features, median of {repeats} interleaved runs")
     for name in ("ours", "pytorch-fid"):
-        print(f"  {name:<12} {values[name]:.10f}  {seconds[name]:8.3f} s")
-    print(f"  relative difference {rel:.2e}; ours is {speedup:.1f}x faster")
+        echo(f"  {name:<12} {values[name]:.10f}  {seconds[name]:8.3f} s")
+    echo(f"  relative difference {rel:.2e}; ours is {speedup:.1f}x faster")
     return {"n": n, "dim": dim, "ours": values["ours"], "pytorch_fid": values["pytorch-fid"],
             "rel_diff": rel, "ours_s": seconds["ours"], "pytorch_fid_s": seconds["pytorch-fid"],
             "speedup": speedup}

@@ -254,6 +254,51 @@ def bench_monitor(ctx, cycles, width, batch_size, threads, log_every):
         raise usage_error(error, ctx) from None
 
 
+@bench.command("involution")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--size", "sizes", type=click.IntRange(min=1), multiple=True, default=(16, 32),
+              show_default=True, help="feature-map height = width (repeatable)")
+@click.option("--kernel-size", "kernel_sizes", type=click.IntRange(min=1), multiple=True,
+              default=(1, 3, 5, 7), show_default=True, help="K (repeatable, odd)")
+@click.option("--groups", type=click.IntRange(min=1), multiple=True, default=(1, 4),
+              show_default=True, help="G (repeatable, divides --channels)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True)
+@click.pass_context
+def bench_involution(ctx, repeats, sizes, kernel_sizes, groups, batch_size, channels, device):
+    """Our involution vs the paper-definition reference (time, memory), then Table 2's costs."""
+    from stabgan.bench import bench_involution as run_bench
+
+    bad_k = [k for k in kernel_sizes if k % 2 == 0]
+    if bad_k:
+        raise click.BadParameter(f"{bad_k[0]} is even; kernel sizes must be odd", ctx,
+                                 param_hint="--kernel-size")
+    bad_g = [g for g in groups if channels % g]
+    if bad_g:
+        raise click.BadParameter(f"{bad_g[0]} does not divide --channels {channels}", ctx,
+                                 param_hint="--groups")
+    import torch
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("cuda: no CUDA device on this machine; use cpu or auto", ctx,
+                                 param_hint="--device")
+    run_bench(kernel_sizes, groups, sizes, batch_size, channels, repeats,
+              device=None if device == "auto" else device, echo=click.echo)
+
+
+@bench.command("fid")
+@click.option("-n", "--samples", "n", type=click.IntRange(min=2), default=4096, show_default=True,
+              help="random feature rows behind each set of statistics")
+@click.option("--dim", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="feature dimension (Inception pool features: 2048)")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+def bench_fid(n, dim, repeats):
+    """Our Fréchet distance vs pytorch-fid's on the same statistics: values, ratio."""
+    from stabgan.bench import bench_fid as run_bench
+    run_bench(n, dim, repeats, echo=click.echo)
+
+
 @bench.command("report")
 @click.option("--runs", type=click.IntRange(min=1), default=100, show_default=True,
               help="synthetic run directories")

@@ -5,6 +5,7 @@ into pytest's temporary directories, and URL fetching is made to fail loudly.
 """
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -77,6 +78,18 @@ def test_agrees_with_pytorch_fid(d):
     y = rng.standard_normal((4 * d, d)) @ (np.eye(d) + rng.standard_normal((d, d)) / (2 * math.sqrt(d)))
     stats = (*fid.statistics(x), *fid.statistics(y + 0.3))
     assert fid.frechet_distance(*stats) == pytest.approx(reference_fid(*stats), rel=1e-9)
+
+
+def test_bench_fid_command_prints_both_values_and_the_ratio():
+    from click.testing import CliRunner
+    from stabgan.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", "fid", "-n", "128", "--dim", "32", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    ours = float(re.search(r"ours\s+([\d.]+)\s+[\d.]+ s", result.output).group(1))
+    theirs = float(re.search(r"pytorch-fid\s+([\d.]+)\s+[\d.]+ s", result.output).group(1))
+    assert ours == pytest.approx(theirs, rel=1e-6) and ours > 0
+    assert re.search(r"relative difference [\d.e+-]+; ours is [\d.]+x faster", result.output)
 
 
 @pytest.mark.parametrize("n1,n2,d", [(20, 30, 100), (10, 500, 64), (300, 40, 128)])

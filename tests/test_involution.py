@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import re
 
 import pytest
 import torch
@@ -363,3 +364,19 @@ def test_bench_involution_tiny_run():
     assert [r["case"] for r in costs] == list(range(1, 8))
     assert all(r["exact"] > 0 and r["layer_ms"] > 0 for r in costs)
     assert any("644" in line and "544" in line for line in lines)
+
+
+def test_bench_involution_command_and_its_parameter_errors():
+    from click.testing import CliRunner
+    from stabgan.cli import cli
+
+    tiny = ["bench", "involution", "--size", "6", "--kernel-size", "3", "--groups", "2",
+            "--batch-size", "2", "--channels", "4", "--repeats", "1"]
+    result = CliRunner().invoke(cli, tiny)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^ 6x6 +3 +2 \|.*x \|", result.output, flags=re.M), result.output
+    assert "seed Table 2 at C=64" in result.output
+    for flag, value, message in (("--kernel-size", "4", "4 is even"),
+                                 ("--groups", "3", "3 does not divide --channels 4")):
+        bad = CliRunner().invoke(cli, [*tiny, flag, value])
+        assert bad.exit_code == 2 and message in bad.output, bad.output
