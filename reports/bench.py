@@ -141,8 +141,7 @@ def bench_report(root: Path | str, n_runs: int = 100, steps: int = 5000,
                  echo=print) -> dict:
     """Time write_report over n_runs synthetic runs of `steps` logged steps in root (made if
     root holds no run yet): cold (cache emptied) then warm (cache reused). Seconds."""
-    import shutil
-    from reports.html import CACHE_DIR, write_report
+    from reports.html import CACHE_FILE, write_report
     from reports.runs import discover
 
     root = Path(root)
@@ -153,7 +152,8 @@ def bench_report(root: Path | str, n_runs: int = 100, steps: int = 5000,
         echo(f"made {n_runs} synthetic runs × {steps} logged steps in "
              f"{time.perf_counter() - started:.1f} s ({root})")
         found = discover(root)[0]
-    shutil.rmtree(root / CACHE_DIR, ignore_errors=True)
+    for run_dir in found:
+        (run_dir / CACHE_FILE).unlink(missing_ok=True)
     cold, cold_cpu = _timed(lambda: write_report(root, workers=workers, progress=False))
     warm, warm_cpu = _timed(lambda: write_report(root, workers=workers, progress=False))
     out = root / "report.html"

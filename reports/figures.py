@@ -1,8 +1,8 @@
 """matplotlib figures for the report, returned as base64 PNG data URIs (no file, no URL).
 
 matplotlib is used through `Figure` + the Agg canvas only, never pyplot, so rendering a report
-does not touch the caller's backend. Per-run panels share one reusable figure (`Canvas`): most
-of matplotlib's cost is building axes and ticks, so a panel costs one redraw instead.
+does not touch the caller's backend. Per-run panels share one reusable, text-free figure
+(`Canvas`); their titles, tick labels and legends are HTML text set by the page.
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import numpy as np
 
 MAX_POINTS = 400   # points per plotted series after downsampling (panels are ~330 px wide)
 MAX_LEGEND = 14    # legend entries per panel; more lines are drawn but not named
-LEGEND_INSIDE = 4  # panels with more lines get their legend in a column on the right
-PANEL_SIZE = (4.0, 2.4)   # inches at PANEL_DPI: 400 × 240 px, about the page's column width
+PLOT_SIZE = (3.6, 1.9)    # inches at PANEL_DPI: the 360 × 190 px plot area of a panel
 PANEL_DPI = 100
 AGGREGATE_SIZE = (4.0, 2.6)
 ONSET_COLOR = "#c62828"
@@ -71,7 +70,7 @@ def png_bytes(fig) -> bytes:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     image = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw",
-                             "RGBA", 0, 1).convert("RGB").quantize(colors=128)
+                             "RGBA", 0, 1).quantize(colors=128, method=Image.Quantize.FASTOCTREE)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -279,45 +278,37 @@ def _wide_positive_range(arrays: list[np.ndarray], decades: float = 1.5) -> bool
 
 
 class Canvas:
-    """One reusable Figure + Axes; `render(panel)` clears the artists, draws, returns PNG bytes."""
+    """One reusable text-free Figure for the per-run panels.
 
-    def __init__(self, size=PANEL_SIZE, dpi=PANEL_DPI):
+    The image holds only what must be drawn (bands, lines, grid, target, onset, ▼ marks); the
+    title, tick labels and legend are returned as data for the page to set as HTML text. Text
+    layout is most of matplotlib's cost per plot, and HTML text stays sharp, selectable and
+    escaped. The axes fill the image, so a tick's position is its fraction of the axis range.
+    """
+
+    def __init__(self, size=PLOT_SIZE, dpi=PANEL_DPI):
         from matplotlib.figure import Figure
-        from matplotlib import ticker
-        self._ticker = ticker
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         self.fig = Figure(figsize=size, dpi=dpi)
-        self.ax = self.fig.add_axes(self.FULL)
+        FigureCanvasAgg(self.fig)
+        self.ax = self.fig.add_axes((0, 0, 1, 1))
+        self.ax.set_axis_off()  # no matplotlib axis at all: its tick machinery is the slow part
 
-    FULL = (0.13, 0.12, 0.84, 0.78)          # axes box without / with a legend column
-    NARROW = (0.13, 0.12, 0.56, 0.78)
-
-    def render(self, panel: Panel, onset: int | None, xmax: int | None) -> bytes:
+    def render(self, panel: Panel, onset: int | None, xmax: int | None) -> dict:
+        """{"uri", "xticks", "yticks", "legend", "empty"} for one panel."""
+        import matplotlib
+        from matplotlib import ticker
         ax = self.ax
-        for artist in [*ax.lines, *ax.collections, *ax.patches, *ax.texts]:
+        for artist in [*ax.lines, *ax.collections, *ax.patches]:
             artist.remove()
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
-        ax.set_prop_cycle(color=PALETTE)
         log = panel.logy and _wide_positive_range([l.values for l in panel.lines])
-        ticker = self._ticker
         ax.set_yscale("log" if log else "linear")
-        if log:  # plain labels: mathtext is off (run names may hold "$")
-            ax.yaxis.set_major_locator(ticker.LogLocator(numticks=5))
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(compact_number))
-            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-        else:  # no offset text ("1e6" over the title): compact labels instead
-            ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=4))
-            ax.yaxis.set_major_formatter(ticker.FuncFormatter(compact_number))
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=5, integer=True))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(compact_number))
-        outside = len(panel.lines) > LEGEND_INSIDE
-        ax.set_position(self.NARROW if outside else self.FULL)
-
-        arrays, bad_steps, xs = [], [], []
+        legend, arrays, bad_steps, xs = [], [], [], []
         for steps, lo, hi, label, color in panel.bands:
             s, l = downsample(steps, np.where(np.isfinite(lo), lo, np.nan))
             _, h = downsample(steps, np.where(np.isfinite(hi), hi, np.nan))
-            ax.fill_between(s, l, h, color=color, alpha=0.18, linewidth=0, label=label)
+            ax.fill_between(s, l, h, color=color, alpha=0.18, linewidth=0)
+            legend.append({"label": label, "color": color, "style": "band"})
             arrays += [l, h]
             xs.append(s)
         for i, item in enumerate(panel.lines):
@@ -325,57 +316,80 @@ class Canvas:
             if not finite.all():
                 bad_steps.append(item.steps[~finite])
             s, v = downsample(item.steps, np.where(finite, item.values, np.nan))
-            label = item.label if i < MAX_LEGEND else None
+            color = item.color or PALETTE[i % len(PALETTE)]
             points = int(np.isfinite(v).sum())  # few points (sparse cadence): show each one
-            ax.plot(s, v, color=item.color, linestyle="--" if item.dashed else "-", label=label,
+            ax.plot(s, v, color=color, linestyle="--" if item.dashed else "-",
                     marker="o" if points <= 40 else None, markersize=4 if points <= 2 else 2)
+            legend.append({"label": item.label, "color": color,
+                           "style": "dashed" if item.dashed else "solid"})
             arrays.append(v)
             xs.append(s)
         if panel.target is not None:
             y, label = panel.target
-            ax.axhline(y, color=TARGET_COLOR, linestyle=":", linewidth=1.1, label=label)
+            ax.axhline(y, color=TARGET_COLOR, linestyle=":", linewidth=1.1)
+            legend.append({"label": label, "color": TARGET_COLOR, "style": "dotted"})
             arrays.append(np.array([y]))
 
-        ylim = _limits(arrays, log)
-        ax.set_ylim(*(ylim or ((0.1, 10) if log else (0, 1))))
-        if ylim is None:
-            ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center",
-                    va="center", color="#888888")
+        ylim = _limits(arrays, log) or ((0.1, 10) if log else (0, 1))
         x_lo = min((float(x.min()) for x in xs if x.size), default=0.0)
         x_hi = float(xmax) if xmax else max((float(x.max()) for x in xs if x.size), default=1.0)
         x_lo, x_hi = min(0.0, x_lo), max(x_hi, x_lo + 1)
-        ax.set_xlim(x_lo, x_hi + 0.015 * (x_hi - x_lo))  # room for a marker on the last step
+        xlim = (x_lo, x_hi + 0.015 * (x_hi - x_lo))  # room for a marker on the last step
+        ax.set_ylim(*ylim)
+        ax.set_xlim(*xlim)
+        y_locator = ticker.LogLocator(numticks=5) if log else ticker.MaxNLocator(nbins=4)
+        yticks = _ticks(y_locator, ylim, log)
+        xticks = _ticks(ticker.MaxNLocator(nbins=5, integer=True), xlim, False)
+        grid = {"colors": matplotlib.rcParams["grid.color"], "zorder": 0.5,
+                "linewidths": matplotlib.rcParams["grid.linewidth"]}
+        ax.hlines([t["value"] for t in yticks], 0, 1, transform=ax.get_yaxis_transform(), **grid)
+        ax.vlines([t["value"] for t in xticks], 0, 1, transform=ax.get_xaxis_transform(), **grid)
         if bad_steps:
             marks = np.unique(np.concatenate(bad_steps))
             if marks.size > 60:
                 marks = marks[np.linspace(0, marks.size - 1, 60).astype(int)]
             ax.plot(marks, np.full(marks.size, 0.96), linestyle="none", marker="v",
                     markersize=3.5, color=ONSET_COLOR, transform=ax.get_xaxis_transform(),
-                    label="non-finite", clip_on=False)
+                    clip_on=False)
+            legend.append({"label": "non-finite", "color": ONSET_COLOR, "style": "marker"})
         if onset is not None:
             ax.axvline(onset, color=ONSET_COLOR, linestyle="--", linewidth=1.1)
-        title = panel.title
-        if len(panel.lines) == 1 and panel.lines[0].label not in title:
-            title += f" · {panel.lines[0].label}"
-        ax.set_title(title, loc="left")
-        handles = ax.get_legend_handles_labels()[0]
-        if outside:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.02), frameon=False,
-                      fontsize=5.5 if len(handles) > 10 else 6)
-        elif len(handles) > 1:
-            ax.legend(loc="best")
-        return png_bytes(self.fig)
+        if len(legend) > MAX_LEGEND:
+            more = len(legend) - MAX_LEGEND + 1
+            legend = legend[:MAX_LEGEND - 1] + [{"label": f"+{more} more (drawn, not named)",
+                                                 "color": "#9e9e9e", "style": "solid"}]
+        return {"uri": data_uri(png_bytes(self.fig)), "xticks": xticks, "yticks": yticks,
+                "legend": legend, "empty": _limits(arrays, log) is None}
+
+
+def _ticks(locator, limits: tuple[float, float], log: bool) -> list[dict]:
+    """[{"value", "label", "pos"}]: the locator's ticks inside limits, pos in % of the axis."""
+    lo, hi = limits
+    to_axis = (lambda v: math.log10(v)) if log else (lambda v: v)
+    span = to_axis(hi) - to_axis(lo)
+    return [{"value": float(v), "label": compact_number(float(v)),
+             "pos": round(100 * (to_axis(v) - to_axis(lo)) / span, 2)}
+            for v in locator.tick_values(lo, hi) if lo <= v <= hi]
+
+
+_canvas: Canvas | None = None  # one per process: creating the figure costs more than a panel
 
 
 def run_figures(series, onset: int | None, xmax: int | None) -> list[dict]:
-    """[{"title": section, "figures": [{"title", "tags", "uri"}]}] for one run's series."""
+    """[{"title": section, "figures": [{"title", "tags", **Canvas.render}]}] for one run."""
     import matplotlib
+    global _canvas
     sections = []
     with matplotlib.rc_context(STYLE):
-        canvas = Canvas()
+        canvas = _canvas = _canvas or Canvas()
         for title, panels in build_panels(series):
-            figures = [{"title": p.title, "tags": p.tags,
-                        "uri": data_uri(canvas.render(p, onset, xmax))} for p in panels]
+            figures = []
+            for panel in panels:
+                caption = panel.title
+                if len(panel.lines) == 1 and panel.lines[0].label not in caption:
+                    caption += f" · {panel.lines[0].label}"
+                figures.append({"title": caption, "tags": panel.tags,
+                                **canvas.render(panel, onset, xmax)})
             sections.append({"title": title, "figures": figures})
     return sections
 

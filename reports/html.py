@@ -17,7 +17,7 @@ from pathlib import Path
 from reports import runs as runlib
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
-CACHE_DIR = ".stabgan-report-cache"
+CACHE_FILE = ".stabgan-report.json"  # in each run directory: its cached rendering
 PROGRESS_MIN_RUNS = 10     # show a progress bar from this many runs to render
 PARALLEL_MIN_RUNS = 8      # default workers: 1 below this many uncached runs, else up to...
 MAX_WORKERS = 4
@@ -103,35 +103,32 @@ def _pick_samples(samples, onset):
 
 
 class _Cache:
-    """One JSON file per run directory under cache_dir; silently off when it cannot be written."""
+    """A run's rendering in RUN_DIR/CACHE_FILE, so reports over any folder above the run share it
+    (a sweep's own report warms the cache for a later `stabgan report runs/`). Off when disabled,
+    and silently off for a run directory that cannot be written."""
 
-    def __init__(self, directory: Path | None):
-        self.dir = directory
-
-    def _path(self, run_dir: Path) -> Path:
-        digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:20]
-        return self.dir / f"{digest}.json"
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
 
     def get(self, run_dir: Path, key: dict) -> dict | None:
-        if self.dir is None:
+        if not self.enabled:
             return None
         try:
-            cached = json.loads(self._path(run_dir).read_text())
+            cached = json.loads((run_dir / CACHE_FILE).read_text())
         except (OSError, ValueError):
             return None
         return cached.get("payload") if cached.get("key") == key else None
 
     def put(self, run_dir: Path, key: dict, payload: dict) -> None:
-        if self.dir is None:
+        if not self.enabled:
             return
+        path = run_dir / CACHE_FILE
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            path = self._path(run_dir)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"key": key, "payload": payload}))
             os.replace(tmp, path)
         except OSError:
-            self.dir = None
+            tmp.unlink(missing_ok=True)
 
 
 def _code_version() -> str:
@@ -159,12 +156,12 @@ def _keep(cache: _Cache, path: Path, key: dict, payload: dict, bar) -> None:
     bar.update(1)
 
 
-def collect(runs_dir: Path, cache_dir: Path | None = None, progress: bool | None = None,
+def collect(runs_dir: Path, cache: bool = True, progress: bool | None = None,
             workers: int | None = None) -> dict:
     """Every run below runs_dir as the template's data (see write_report)."""
     runs_dir = Path(runs_dir)
     found, skipped = runlib.discover(runs_dir)
-    cache = _Cache(cache_dir)
+    cache = _Cache(cache)
     version = _code_version()
     prepared = [(path, *_prepare(path, version)) for path in found]
     payloads: dict[Path, dict] = {}
@@ -211,11 +208,11 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
                  progress: bool | None = None, workers: int | None = None) -> Path:
     """Write one self-contained HTML report over every run directory below runs_dir.
 
-    out defaults to runs_dir/report.html. With cache, per-run renderings are kept in
-    `runs_dir/.stabgan-report-cache/` keyed by the run's file stamps (no cache when runs_dir is
-    read-only). progress: a tqdm bar (default: when 10 or more runs need rendering). workers:
-    processes rendering uncached runs (default: 1, or up to 4 when 8 or more runs need
-    rendering). Returns the path written.
+    out defaults to runs_dir/report.html. With cache, each run's rendering is kept in its own
+    directory (CACHE_FILE), keyed by its files' stamps and the rendering code; a read-only run
+    is rendered every time. progress: a tqdm bar (default: when 10 or more runs need rendering). workers:
+    processes rendering uncached runs (default: 1, or one per core up to 4 when 8 or more runs
+    need rendering). Returns the path written.
     """
     from reports import figures
 
@@ -223,7 +220,7 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {runs_dir}")
     out = Path(out) if out is not None else runs_dir / "report.html"
-    data = collect(runs_dir, runs_dir / CACHE_DIR if cache else None, progress, workers)
+    data = collect(runs_dir, cache, progress, workers)
     runs = data["runs"]
     rows = [{**r["row"], "name": r["name"]} for r in runs]
     fid_curves = [(r["name"], r["row"]["verdict"], r["fid"]) for r in runs if r["fid"]]

@@ -16,16 +16,24 @@ The doc is computed from each run's summary.json, diagnosis.json and metrics.jso
 stabgan.runlog): min `fid/domain` when the FID probe ran, coverage, verdicts, onset steps,
 collapse kinds, ms/step, and the exact parameter count of our involution layer beside the
 seed's eq. 5 estimate (C/G + K*K) * C/(R*G) * G. Each claim gets a verdict by a stated rule:
-supported, contradicted or inconclusive.
+supported, contradicted or inconclusive, and a conclusion in words from the same numbers. The
+doc also says how long the study took (from the run files' times), what limits it, and shows
+each sweep's overview figures from the reports package, written as PNGs beside the doc
+(docs/reproduction/). Unfinished runs (no summary.json yet) and sweeps not started are listed,
+not counted.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import math
+import os
+import re
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 from stabgan.config import resolve_config  # noqa: E402
 from stabgan.runlog import (CONFIG, DIAGNOSIS, SUMMARY, find_runs, metric_series,  # noqa: E402
                             read_json, read_metrics)
-from stabgan.sweep import SweepSpec, format_table, run_sweep  # noqa: E402
+from stabgan.sweep import (FINISHED, SWEEP_RECORD, SweepSpec, expand, format_table,  # noqa: E402
+                           point_name, run_sweep)
 
 # The seed's Table 2 (CelebA 64x64, Inception FID, C=64): case, K, G, R, min FID, #params, s/step.
 SEED_TABLE2 = [
@@ -51,6 +60,21 @@ COVERAGE_TAG = "coverage/modes"
 NORMS = ("none", "batch", "spectral", "softmax")
 MIN_RUNS = 3  # runs with a verdict needed on each side of a stability comparison
 ARCHS = ("dcgan", "sagan", "igan")
+BEST_K = (3, 5)  # the seed: "the best K is around 4 x 4"
+SEED_STEPS = 50_000
+SEED_DATA = "CelebA 64×64"
+DEFAULT_DATASET = "mnist5k"
+SWEEP_KEYS = {"stability": ("inv_layers", "norm"), "archs": ("arch",),  # a grid point, over seeds
+              "table2": ("kernel_size", "groups", "reduction")}
+# Run fields hidden from the reports' overview figures, so that each sweep shows the figures that
+# mean something for it: the collapse-rate grid (inv-layers x norm) for stability only, verdicts
+# by arch for archs only; FID curves and collapse onsets for every sweep.
+FIGURE_HIDDEN = {"stability": ("arch",), "archs": ("inv_layers", "norm"),
+                 "table2": ("arch", "inv_layers", "norm")}
+LABEL_PREFIX = {"inv_layers": "L", "kernel_size": "K", "groups": "G", "reduction": "R",
+                "seed": "s"}  # run labels in the figures: "L2 batch s0"
+FID_FEATURES = {"fid/domain": "features of a classifier trained on the dataset, not Inception",
+                "fid/inception": "Inception features, as the seed"}
 
 
 def eq5(channels: int, k: int, g: int, r: int) -> float:
@@ -112,14 +136,30 @@ class RunRecord:
     onset: int | None
     kinds: list[str]
     fid_min: float | None
+    fid_tag: str | None
     coverage_last: float | None
     coverage_best: float | None
     ms_per_step: float | None
     steps: int | None
+    wall_s: float | None
+    started: float | None  # mtime of config.json (rewritten when a run resumes)
+    ended: float | None    # mtime of summary.json (written when a run stops)
+
+    @property
+    def finished(self) -> bool:
+        """Completed or stopped on collapse: the runs the doc counts."""
+        return self.status in FINISHED
 
 
 def _finite(values) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def read_run(run_dir: Path) -> RunRecord:
@@ -138,11 +178,12 @@ def read_run(run_dir: Path) -> RunRecord:
         name=run_dir.name, config=config, status=summary.get("status"),
         verdict=summary.get("verdict") or diagnosis.get("verdict"),
         onset=summary.get("onset_step", diagnosis.get("onset_step")), kinds=kinds,
-        fid_min=min(fid) if fid else None,
+        fid_min=min(fid) if fid else None, fid_tag=tag if fid else None,
         coverage_last=coverage[-1] if coverage else None,
         coverage_best=max(coverage) if coverage else None,
         ms_per_step=step_s * 1000 if isinstance(step_s, (int, float)) else None,
-        steps=summary.get("steps"))
+        steps=summary.get("steps"), wall_s=summary.get("wall_s"),
+        started=_mtime(run_dir / CONFIG), ended=_mtime(run_dir / SUMMARY))
 
 
 @dataclass
@@ -173,13 +214,52 @@ class Point:
         return sum(r.verdict is not None for r in self.runs)
 
 
-def group(out: Path, key_fields: tuple[str, ...]) -> dict[tuple, Point]:
+def group(records: list[RunRecord], key_fields: tuple[str, ...]) -> dict[tuple, Point]:
+    """Runs by the values of key_fields in their config."""
     points: dict[tuple, Point] = {}
-    for run_dir in find_runs(out):
-        record = read_run(run_dir)
+    for record in records:
         key = tuple(record.config.get(f) for f in key_fields)
         points.setdefault(key, Point(key)).runs.append(record)
     return points
+
+
+@dataclass
+class Sweep:
+    """One sweep of the study as found on disk: its runs, and the runs it plans."""
+    name: str
+    out: Path
+    planned: list[str]
+    records: list[RunRecord]
+
+    @property
+    def finished(self) -> list[RunRecord]:
+        return [r for r in self.records if r.finished]
+
+    @property
+    def unfinished(self) -> list[RunRecord]:
+        return [r for r in self.records if not r.finished]
+
+    @property
+    def not_started(self) -> list[str]:
+        found = {r.name for r in self.records}
+        return [name for name in self.planned if name not in found]
+
+    @cached_property
+    def points(self) -> dict[tuple, Point]:
+        """The finished runs by grid point."""
+        return group(self.finished, SWEEP_KEYS[self.name])
+
+
+def load_sweeps(args) -> dict[str, Sweep]:
+    """Every sweep of the study, with whatever runs its folder holds (none if not started)."""
+    return {name: Sweep(name, spec.out, [point_name(v) for v in expand(spec.grid, spec.points)],
+                        [read_run(d) for d in find_runs(spec.out)])
+            for name, spec in studies(args).items()}
+
+
+def config_values(records: list[RunRecord], key: str) -> list:
+    """The distinct values of a config field over records, sorted."""
+    return sorted({r.config[key] for r in records if r.config.get(key) is not None}, key=str)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -192,14 +272,17 @@ def fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
-def fmt_mean(point: Point, attr: str, digits: int = 1) -> str:
-    mean, spread = point.mean(attr), point.spread(attr)
+def fmt_mean(point: Point | None, attr: str, digits: int = 1) -> str:
+    mean = point.mean(attr) if point else None
     if mean is None:
         return "–"
+    spread = point.spread(attr)
     return fmt(mean, digits) + (f" ± {spread / 2:.{digits}f}" if spread is not None else "")
 
 
-def verdicts(point: Point) -> str:
+def verdicts(point: Point | None) -> str:
+    if point is None:
+        return "–"
     counts = {v: sum(r.verdict == v for r in point.runs) for v in ("healthy", "unstable", "collapsed")}
     missing = len(point.runs) - sum(counts.values())
     text = " / ".join(str(counts[v]) for v in counts)
@@ -211,20 +294,37 @@ def median_ms(point: Point | None) -> str:
     return fmt(statistics.median(values), 0) if values else "–"
 
 
-def onsets(point: Point) -> str:
-    values = [r.onset for r in point.runs if r.onset is not None]
+def onsets(point: Point | None) -> str:
+    values = [r.onset for r in point.runs if r.onset is not None] if point else []
     return ", ".join(map(str, values)) or "–"
 
 
-def kinds(point: Point) -> str:
-    found = list(dict.fromkeys(k for r in point.runs for k in r.kinds))
+def kinds(point: Point | None) -> str:
+    found = list(dict.fromkeys(k for r in point.runs for k in r.kinds)) if point else []
     return ", ".join(found) or "–"
+
+
+def runs_count(point: Point | None) -> str:
+    return str(len(point.runs)) if point else "0"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def join(values, empty: str = "–") -> str:
+    return ", ".join(map(str, values)) or empty
 
 
 # --------------------------------------------------------------------------- claims
@@ -237,6 +337,34 @@ RULE_RATE = ("Instability rate = runs whose verdict is unstable or collapsed / r
              "run in three (1/3).")
 
 
+@dataclass
+class Finding:
+    """A claim's verdict, its numbers for the claims table, and the same numbers in words."""
+    verdict: str   # supported | contradicted | inconclusive
+    numbers: str
+    reading: str
+    measured: bool = True  # False: the runs the rule needs are missing
+
+
+@dataclass
+class Rate:
+    """Unstable or collapsed runs among the runs with a verdict."""
+    bad: int
+    judged: int
+
+    @property
+    def value(self) -> float | None:
+        return self.bad / self.judged if self.judged else None
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f} ({self.bad}/{self.judged})"
+
+
+def _unmeasured(needs: str) -> Finding:
+    return Finding("inconclusive", f"needs {needs}", f"Not measured: the rule needs {needs}.",
+                   measured=False)
+
+
 def _compare(a: Point | None, b: Point | None, attr: str = "fid_min"):
     """(b - a, noise) or None when the study cannot tell."""
     if a is None or b is None:
@@ -247,112 +375,249 @@ def _compare(a: Point | None, b: Point | None, attr: str = "fid_min"):
     return mb - ma, max(sa, sb)
 
 
-def claim_best_k(t2: dict[tuple, Point]) -> tuple[str, str]:
-    """Cases 6, 1, 7, 3: K = 1, 3, 5, 7 at G=4, R=2."""
+def _noise(diff: float, noise: float) -> str:
+    """Where diff stands against the noise, in words."""
+    return f"{'beyond' if abs(diff) > noise else 'within'} the seed-to-seed noise of {noise:.1f}"
+
+
+def _rate(points: list[Point]) -> Rate:
+    return Rate(sum(p.bad for p in points), sum(p.judged for p in points))
+
+
+def _few(*rates: Rate) -> bool:
+    """Too few runs with a verdict on a side to judge a rate."""
+    return min(r.judged for r in rates) < MIN_RUNS
+
+
+FEW = f"; fewer than {MIN_RUNS} runs on a side"
+
+
+def claim_best_k(t2: dict[tuple, Point]) -> Finding:
+    """Cases 6, 1, 7, 3: K = 1, 3, 5, 7 at G=4, R=2. The best K within 3–5 is compared with
+    the best K outside; a best K outside 3–5 with the next best K."""
     by_k = {k: t2.get((k, 4, 2)) for k in (1, 3, 5, 7)}
-    means = {k: p.mean("fid_min") for k, p in by_k.items() if p is not None}
-    if len(means) < 4 or None in means.values() or any(by_k[k].spread("fid_min") is None for k in means):
-        return "inconclusive", "needs min FID for K = 1, 3, 5, 7 with at least two seeds each"
+    if any(p is None or p.spread("fid_min") is None for p in by_k.values()):
+        return _unmeasured("min FID for K = 1, 3, 5, 7 (G=4, R=2) over at least two seeds each")
+    means = {k: p.mean("fid_min") for k, p in by_k.items()}
     best = min(means, key=means.get)
-    other = min((k for k in means if k != best), key=means.get)
-    noise = max(by_k[best].spread("fid_min"), by_k[other].spread("fid_min"))
-    gap = means[other] - means[best]
+    rival = min((k for k in means if k not in BEST_K) if best in BEST_K else
+                (k for k in means if k != best), key=means.get)
+    gap = means[rival] - means[best]
+    noise = max(by_k[best].spread("fid_min"), by_k[rival].spread("fid_min"))
+    verdict = ("inconclusive" if gap <= noise else
+               "supported" if best in BEST_K else "contradicted")
     times = {k: statistics.median(p.values("ms_per_step")) for k, p in by_k.items()
-             if p is not None and p.values("ms_per_step")}
-    cost = (f"; ms/step K=3 {times[3]:.0f}, K=7 {times[7]:.0f}" if 3 in times and 7 in times else "")
-    detail = (f"best K = {best} (min FID {means[best]:.1f}); next K = {other}, gap {gap:.1f} vs "
-              f"noise {noise:.1f}{cost}")
-    if best in (3, 5):
-        return ("supported" if gap > noise or other in (3, 5) else "inconclusive"), detail
-    return ("contradicted" if gap > noise else "inconclusive"), detail
+             if p.values("ms_per_step")}
+    cost = 3 in times and 7 in times
+    numbers = ("mean min FID " + ", ".join(f"K={k} {m:.1f}" for k, m in means.items()) +
+               f"; K={rival} − K={best} = {gap:.1f} vs noise {noise:.1f}" +
+               (f"; ms/step K=3 {times[3]:.0f}, K=7 {times[7]:.0f}" if cost else ""))
+    rival_text = "the best K outside 3–5" if best in BEST_K else "the next best"
+    reading = (f"Mean min FID is lowest at K = {best} ({means[best]:.1f}); {rival_text}, "
+               f"K = {rival}, is {gap:.1f} higher, {_noise(gap, noise)}." +
+               (f" A step took {times[3]:.0f} ms at K = 3 and {times[7]:.0f} ms at K = 7."
+                if cost else ""))
+    return Finding(verdict, numbers, reading)
 
 
-def claim_groups(t2: dict[tuple, Point]) -> tuple[str, str]:
-    """Case 1 (G=4) vs case 5 (G=1): FID about the same; G=4 fewer parameters."""
-    a, b = t2.get((3, 4, 2)), t2.get((3, 1, 2))
-    cmp = _compare(a, b)
-    params = [exact_params(p.runs[0].config) if p and p.runs else None for p in (a, b)]
-    memory = (f"params G=4 {params[0]} vs G=1 {params[1]}" if None not in params else "params n/a")
+def claim_groups(t2: dict[tuple, Point]) -> Finding:
+    """Case 1 (G=4) vs case 5 (G=1): FID about the same."""
+    cmp = _compare(t2.get((3, 4, 2)), t2.get((3, 1, 2)))
     if cmp is None:
-        return "inconclusive", f"needs min FID of cases 1 and 5 over two seeds; {memory}"
+        return _unmeasured("min FID of cases 1 (G=4) and 5 (G=1) over at least two seeds each")
     diff, noise = cmp
-    detail = f"FID(G=1) − FID(G=4) = {diff:.1f} vs noise {noise:.1f}; {memory}"
-    if abs(diff) <= noise:
-        return "supported", detail
-    return ("contradicted" if abs(diff) > 2 * noise else "inconclusive"), detail
+    verdict = ("supported" if abs(diff) <= noise else
+               "contradicted" if abs(diff) > 2 * noise else "inconclusive")
+    reading = (f"Mean min FID with G = 1 minus G = 4 is {diff:+.1f}, {_noise(diff, noise)}" +
+               (" but not twice it." if verdict == "inconclusive" else "."))
+    return Finding(verdict, f"FID(G=1) − FID(G=4) = {diff:.1f} vs noise {noise:.1f}", reading)
 
 
-def claim_groups_memory(width: int) -> tuple[str, str]:
+def claim_groups_memory(width: int) -> Finding:
     """Exact parameter counts of our layer at K=3, R=2: G=4 vs G=1 (no training needed)."""
     base = {"arch": "igan", "width": width, "kernel_size": 3, "reduction": 2, "norm": "none"}
     g4, g1 = exact_params({**base, "groups": 4}), exact_params({**base, "groups": 1})
-    detail = f"C={width}: exact #params G=4 {g4}, G=1 {g1}; eq. 5: G=4 {eq5(width, 3, 4, 2):.0f}, " \
-             f"G=1 {eq5(width, 3, 1, 2):.0f}"
-    return ("supported" if g4 < g1 else "contradicted"), detail
+    e4, e1 = eq5(width, 3, 4, 2), eq5(width, 3, 1, 2)
+    numbers = f"C={width}: exact #params G=4 {g4}, G=1 {g1}; eq. 5: G=4 {e4:.0f}, G=1 {e1:.0f}"
+    reading = (f"At C = {width}, K = 3, R = 2 our involution layer has {g4} parameters with "
+               f"G = 4 and {g1} with G = 1 (the seed's eq. 5: {e4:.0f} and {e1:.0f}); this "
+               "count needs no training.")
+    return Finding("supported" if g4 < g1 else "contradicted", numbers, reading)
 
 
-def claim_reduction(t2: dict[tuple, Point]) -> tuple[str, str]:
+def claim_reduction(t2: dict[tuple, Point]) -> Finding:
     """Case 1 (R=2) vs case 4 (R=8) at K=3; case 3 vs 2 at K=7 reported beside."""
     k3 = _compare(t2.get((3, 4, 2)), t2.get((3, 4, 8)))
     k7 = _compare(t2.get((7, 4, 2)), t2.get((7, 4, 8)))
-    extra = f"; K=7: FID(R=8) − FID(R=2) = {k7[0]:.1f} vs noise {k7[1]:.1f}" if k7 else ""
     if k3 is None:
-        return "inconclusive", "needs min FID of cases 1 and 4 over two seeds" + extra
+        return _unmeasured("min FID of cases 1 (R=2) and 4 (R=8) over at least two seeds each")
     diff, noise = k3
-    detail = f"K=3: FID(R=8) − FID(R=2) = {diff:.1f} vs noise {noise:.1f}" + extra
-    if diff > noise:
-        return "supported", detail
-    return ("contradicted" if diff < -noise else "inconclusive"), detail
+    verdict = "supported" if diff > noise else "contradicted" if diff < -noise else "inconclusive"
+    numbers = (f"K=3: FID(R=8) − FID(R=2) = {diff:.1f} vs noise {noise:.1f}" +
+               (f"; K=7: FID(R=8) − FID(R=2) = {k7[0]:.1f} vs noise {k7[1]:.1f}" if k7 else ""))
+    reading = (f"At K = 3, mean min FID with R = 8 minus R = 2 is {diff:+.1f}, "
+               f"{_noise(diff, noise)}" +
+               (f"; at K = 7 (shown, not judged) it is {k7[0]:+.1f}, {_noise(*k7)}" if k7 else "")
+               + ".")
+    return Finding(verdict, numbers, reading)
 
 
-def _rate(points: list[Point]) -> tuple[float | None, int]:
-    judged = sum(p.judged for p in points)
-    return (sum(p.bad for p in points) / judged if judged else None), judged
+def claim_two_layers(st: dict[tuple, Point]) -> Finding:
+    one = _rate([p for (layers, _), p in st.items() if layers == 1])
+    two = _rate([p for (layers, _), p in st.items() if layers == 2])
+    if not one.judged or not two.judged:
+        return _unmeasured("finished stability runs with a verdict for both 1 and 2 layers")
+    numbers = f"instability rate 1 layer {one}, 2 layers {two}"
+    reading = (f"{two.bad} of {two.judged} two-layer runs were unstable or collapsed vs "
+               f"{one.bad} of {one.judged} one-layer runs (rates {two.value:.2f} vs "
+               f"{one.value:.2f})")
+    if _few(one, two):
+        return Finding("inconclusive", numbers + FEW, reading + FEW + ".")
+    if two.value >= one.value + 1 / 3:
+        return Finding("supported", numbers, reading + ".")
+    if two.value <= one.value:
+        return Finding("contradicted", numbers, reading + "; two layers were not less stable.")
+    return Finding("inconclusive", numbers, reading + "; higher with two layers, but by less "
+                   "than 1/3.")
 
 
-def claim_two_layers(st: dict[tuple, Point]) -> tuple[str, str]:
-    one, n1 = _rate([p for (layers, _), p in st.items() if layers == 1])
-    two, n2 = _rate([p for (layers, _), p in st.items() if layers == 2])
-    if one is None or two is None:
-        return "inconclusive", "no verdicts"
-    detail = f"instability rate 1 layer {one:.2f} (n={n1}), 2 layers {two:.2f} (n={n2})"
-    if min(n1, n2) < MIN_RUNS:
-        return "inconclusive", detail + f"; fewer than {MIN_RUNS} runs on a side"
-    if two >= one + 1 / 3:
-        return "supported", detail
-    return ("contradicted" if two <= one else "inconclusive"), detail
+def claim_norm(st: dict[tuple, Point], norm: str) -> Finding:
+    base, other = st.get((1, "none")), st.get((1, norm))
+    if base is None or other is None or not base.judged or not other.judged:
+        return _unmeasured(f"finished 1-layer runs with a verdict for norm none and {norm}")
+    rate_base, rate_norm = _rate([base]), _rate([other])
+    cmp = _compare(base, other)
+    numbers = (f"1 layer: instability rate {norm} {rate_norm} vs none {rate_base}" +
+               (f"; FID({norm}) − FID(none) = {cmp[0]:.1f} vs noise {cmp[1]:.1f}" if cmp else ""))
+    reading = (f"With one layer, {rate_norm.bad} of {rate_norm.judged} {norm}-normalized runs "
+               f"were unstable or collapsed vs {rate_base.bad} of {rate_base.judged} without "
+               f"normalization; mean min FID {norm} minus none is " +
+               (f"{cmp[0]:+.1f}, {_noise(*cmp)}" if cmp else "not measured (two seeds with FID "
+                "needed on each side)"))
+    if _few(rate_base, rate_norm):
+        return Finding("inconclusive", numbers + FEW, reading + FEW + ".")
+    if rate_norm.value >= rate_base.value + 1 / 3 or (cmp is not None and cmp[0] > cmp[1]):
+        return Finding("supported", numbers, reading + ".")
+    if rate_norm.value <= rate_base.value and cmp is not None:
+        return Finding("contradicted", numbers, reading + ".")
+    why = ("FID is not measured" if rate_norm.value <= rate_base.value
+           else "its rate is higher by less than 1/3 and its FID not worse beyond the noise")
+    return Finding("inconclusive", numbers, f"{reading}; {why}.")
 
 
-def claim_norm(st: dict[tuple, Point], norm: str) -> tuple[str, str]:
-    base, n = st.get((1, "none")), st.get((1, norm))
-    if base is None or n is None:
-        return "inconclusive", "runs missing"
-    rate_base, nb = _rate([base])
-    rate_norm, nn = _rate([n])
-    if rate_base is None or rate_norm is None:
-        return "inconclusive", "no verdicts"
-    cmp = _compare(base, n)
-    fid = f"; FID({norm}) − FID(none) = {cmp[0]:.1f} vs noise {cmp[1]:.1f}" if cmp else ""
-    detail = f"1 layer: instability rate {norm} {rate_norm:.2f} (n={nn}) vs none {rate_base:.2f} (n={nb}){fid}"
-    worse_fid = cmp is not None and cmp[0] > cmp[1]
-    if min(nb, nn) < MIN_RUNS:
-        return "inconclusive", detail + f"; fewer than {MIN_RUNS} runs on a side"
-    if rate_norm >= rate_base + 1 / 3 or worse_fid:
-        return "supported", detail
-    return ("contradicted" if rate_norm <= rate_base and cmp is not None else "inconclusive"), detail
-
-
-def claim_arch(ar: dict[tuple, Point]) -> tuple[str, str]:
+def claim_arch(ar: dict[tuple, Point]) -> Finding:
     igan = ar.get(("igan",))
-    others = [ar.get((a,)) for a in ("dcgan", "sagan")]
-    cmps = [_compare(o, igan) for o in others]
-    if None in cmps:
-        return "inconclusive", "needs min FID of all three archs over several seeds"
-    detail = "; ".join(f"FID(igan) − FID({a}) = {d:.1f} vs noise {n:.1f}"
-                       for a, (d, n) in zip(("dcgan", "sagan"), cmps))
-    if all(d <= n for d, n in cmps):
-        return "supported", detail
-    return ("contradicted" if all(d > n for d, n in cmps) else "inconclusive"), detail
+    cmps = {a: _compare(ar.get((a,)), igan) for a in ("dcgan", "sagan")}
+    if None in cmps.values():
+        return _unmeasured("min FID of igan, dcgan and sagan over at least two seeds each")
+    numbers = "; ".join(f"FID(igan) − FID({a}) = {d:.1f} vs noise {n:.1f}"
+                        for a, (d, n) in cmps.items())
+    reading = "Mean min FID of igan minus " + "; minus ".join(
+        f"{a} is {d:+.1f}, {_noise(d, n)}" for a, (d, n) in cmps.items())
+    worse = [a for a, (d, n) in cmps.items() if d > n]
+    if not worse:
+        return Finding("supported", numbers, reading + ".")
+    if len(worse) == len(cmps):
+        return Finding("contradicted", numbers, reading + ".")
+    return Finding("inconclusive", numbers, f"{reading}; igan is worse than {worse[0]} only.")
+
+
+# --------------------------------------------------------------------------- timing
+
+@dataclass
+class Timing:
+    """How long a set of runs took on this machine, from their files."""
+    runs: int
+    span_s: float | None   # last summary.json written - first config.json written
+    compute_s: float | None  # sum of the runs' own wall times
+    ms_per_step: float | None
+    peak: int              # most runs alive at once
+
+
+def peak_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals open at one time (an interval ending as another starts does not count)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    alive = peak = 0
+    for _, change in events:
+        alive += change
+        peak = max(peak, alive)
+    return peak
+
+
+def timing(records: list[RunRecord]) -> Timing:
+    starts = [r.started for r in records if r.started is not None]
+    ends = [r.ended for r in records if r.ended is not None]
+    ms = [r.ms_per_step for r in records if r.ms_per_step is not None]
+    return Timing(
+        runs=len(records), span_s=max(ends) - min(starts) if starts and ends else None,
+        compute_s=sum(walls) if (walls := _finite(r.wall_s for r in records)) else None,
+        ms_per_step=statistics.median(ms) if ms else None,
+        peak=peak_overlap([(r.started, r.ended) for r in records
+                           if r.started is not None and r.ended is not None]))
+
+
+def timing_lines(sweeps: dict[str, Sweep]) -> list[str]:
+    """The 'Time taken' section: per sweep and total, and how the runs shared the machine."""
+    records = [r for s in sweeps.values() for r in s.records]
+    total = timing(records)
+    rows = [[name, str(t.runs), fmt_duration(t.span_s), fmt_duration(t.compute_s),
+             fmt(t.ms_per_step, 0)]
+            for name, t in [*((n, timing(s.records)) for n, s in sweeps.items()), ("total", total)]]
+    executors = sorted({(read_json(s.out / SWEEP_RECORD) or {}).get("executor")
+                        for s in sweeps.values()} - {None})
+    threads = config_values(records, "threads")
+    return [
+        "## Time taken", "",
+        table(["sweep", "runs", "wall span", "compute (sum of run times)", "median ms/step"], rows),
+        "",
+        f"Wall span: from the first run's config.json to the last run's summary.json, pauses "
+        f"between invocations included. Machine: {os.cpu_count()} cores; "
+        f"{join(executors, 'unknown')} executor, at most {total.peak} runs at once (from "
+        f"overlapping run times) × {join(threads)} torch thread(s) per run (from the runs' "
+        "config).", ""]
+
+
+# --------------------------------------------------------------------------- figures
+
+def overview_figures(sweep: Sweep) -> list[dict]:
+    """The reports package's overview figures over the sweep's finished runs (FIGURE_HIDDEN)."""
+    from reports import figures, html
+    runs = [r for r in html.collect(sweep.out, progress=False)["runs"]
+            if r["row"]["status"] in FINISHED]
+    hidden = FIGURE_HIDDEN[sweep.name]
+    rows = [{**{k: v for k, v in r["row"].items() if k not in hidden},
+             "name": run_label(r["row"], sweep.name)} for r in runs]
+    fid_curves = [(row["name"], row["verdict"], r["fid"]) for row, r in zip(rows, runs) if r["fid"]]
+    return figures.aggregate_figures(rows, fid_curves)
+
+
+def run_label(row: dict, sweep: str) -> str:
+    """A legend label short enough for the figures: "L2 batch s0", "K3 G4 R2 s1", "igan s2"."""
+    return " ".join(f"{LABEL_PREFIX.get(k, '')}{row.get(k)}" for k in (*SWEEP_KEYS[sweep], "seed"))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def figure_lines(sweep: Sweep, folder: Path) -> list[str]:
+    """Write the sweep's overview figures as folder/<sweep>-<title>.png (replacing the ones of
+    an earlier doc) and return the markdown that shows them."""
+    for old in folder.glob(f"{sweep.name}-*.png"):
+        old.unlink()
+    if not sweep.finished:
+        return []
+    try:
+        figures = overview_figures(sweep)
+    except Exception as error:  # reports is another package: its failure must not cost the doc
+        return [f"_Overview figures could not be rendered: {type(error).__name__}: {error}_", ""]
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for figure in figures:
+        name = f"{sweep.name}-{slug(figure['title'])}.png"
+        (folder / name).write_bytes(base64.b64decode(figure["uri"].split(",", 1)[1]))
+        images.append(f"![{figure['title']}]({folder.name}/{name})")
+    return [" ".join(images), ""] if images else []
 
 
 # --------------------------------------------------------------------------- the doc
@@ -363,79 +628,133 @@ def table2_width(t2: dict[tuple, Point]) -> int:
     return widths[0] if widths else 64
 
 
-def write_doc(args, path: Path) -> str:
-    t2 = group(args.out / "table2", ("kernel_size", "groups", "reduction"))
-    st = group(args.out / "stability", ("inv_layers", "norm"))
-    ar = group(args.out / "archs", ("arch",))
-    all_runs = [r for pts in (t2, st, ar) for p in pts.values() for r in p.runs]
-    steps = sorted({r.config.get("steps") for r in all_runs if r.config.get("steps")})
-    datasets = sorted({r.config.get("dataset") for r in all_runs if r.config.get("dataset")})
-    lines = [
-        "# Reproduction of the seed's claims",
-        "",
-        f"Generated by `python scripts/reproduction_study.py{' --quick-check' if args.quick_check else ''}` "
-        f"on {time.strftime('%Y-%m-%d')} from the run directories under `{args.out}` "
-        f"({len(all_runs)} runs; steps {', '.join(map(str, steps)) or '–'}; dataset "
-        f"{', '.join(datasets) or '–'}). Re-running the script resumes the sweeps and rewrites this file.",
-        "",
-        "The seed measured min FID with Inception features on CelebA 64×64 after 50,000 steps; "
-        f"we report the minimum of `{FID_TAGS[0]}` (domain-classifier features; `{FID_TAGS[1]}` "
-        "for unlabeled datasets) over each run. Absolute "
-        "values are not comparable with the seed's; the claims are about differences between "
-        "settings, and those are what is judged below. FID cells are mean ± half the seed-to-seed "
-        "range; verdicts are counts healthy / unstable / collapsed.",
-        "",
-        "## Table 2: involution hyperparameters (C = 64)",
-        "",
-    ]
+def default_out(quick_check: bool) -> Path:
+    return Path("runs/reproduction-check" if quick_check else "runs/reproduction")
+
+
+def regen_command(args, steps: list, datasets: list) -> str:
+    """The command that resumes this study and rewrites this doc."""
+    words = ["python scripts/reproduction_study.py"]
+    if args.quick_check:
+        words.append("--quick-check")
+    if args.out != default_out(args.quick_check):
+        words.append(f"--out {args.out}")
+    if args.doc is not None:
+        words.append(f"--doc {args.doc}")
+    if len(datasets) == 1 and datasets[0] != DEFAULT_DATASET:
+        words.append(f"--dataset {datasets[0]}")
+    if len(steps) == 1:
+        words.append(f"--steps {steps[0]}")
+    return " ".join(words)
+
+
+def sweep_status(sweep: Sweep) -> str:
+    """Which of the sweep's runs the numbers below cover."""
+    if not sweep.records:
+        return (f"_Not started: no runs in `{sweep.out}` yet; the claims that need them are "
+                "inconclusive._")
+    text = f"{len(sweep.finished)} finished runs counted ({len(sweep.planned)} planned)"
+    if sweep.unfinished:
+        text += "; not counted, unfinished: " + ", ".join(
+            f"`{r.name}` ({r.status or 'no summary.json'})" for r in sweep.unfinished)
+    if sweep.not_started:
+        text += f"; {len(sweep.not_started)} not started"
+    report = sweep.out / "report.html"
+    return text + (f". Every run in detail: `{report}`." if report.is_file() else ".")
+
+
+def sweep_lines(title: str, sweep: Sweep, folder: Path, header: list[str],
+                rows: list[list[str]], notes: str = "") -> list[str]:
+    """A sweep's section: status, table, notes, overview figures."""
+    return ([f"## {title}", "", sweep_status(sweep), "", table(header, rows), ""] +
+            ([notes, ""] if notes else []) + figure_lines(sweep, folder))
+
+
+def table2_lines(sweep: Sweep, folder: Path) -> list[str]:
+    t2 = sweep.points
+    width = table2_width(t2)
     rows = []
     for case, k, g, r, fid, params, step_s in SEED_TABLE2:
         p = t2.get((k, g, r))
-        exact = exact_params(p.runs[0].config) if p and p.runs else None
-        channels = p.runs[0].config.get("width") if p and p.runs else 64
-        rows.append([str(case), f"{k}×{k}", str(g), str(r), f"{fid:.2f}",
-                     fmt_mean(p, "fid_min") if p else "–", str(params),
-                     f"{eq5(channels, k, g, r):.0f}", fmt(exact), f"{step_s * 1000:.0f}",
-                     median_ms(p),
-                     verdicts(p) if p else "–", fmt_mean(p, "coverage_last", 2) if p else "–",
-                     kinds(p) if p else "–"])
-    lines += [table(["case", "K", "G", "R", "seed min FID", "our min FID", "seed #params",
-                     "eq. 5", "our exact #params", "seed ms/step", "our ms/step", "verdicts",
-                     "coverage", "collapse kinds"], rows), "",
-              "`eq. 5` is the seed's estimate (C/G + K·K)·C/(R·G)·G with our C; `our exact "
-              "#params` counts one involution layer of our model (reduce 1×1 conv C→C/R and span "
-              "C/R→K·K·G, with biases, plus BatchNorm when norm=batch). The seed's ms/step is on "
-              "its hardware; ours is the median over the run on this machine.", ""]
+        rows.append([str(case), f"{k}×{k}", str(g), str(r), f"{fid:.2f}", fmt_mean(p, "fid_min"),
+                     str(params), f"{eq5(width, k, g, r):.0f}",
+                     fmt(exact_params(p.runs[0].config) if p else None), f"{step_s * 1000:.0f}",
+                     median_ms(p), verdicts(p), fmt_mean(p, "coverage_last", 2), kinds(p)])
+    return sweep_lines(
+        f"Table 2: involution hyperparameters (C = {width})", sweep, folder,
+        ["case", "K", "G", "R", "seed min FID", "our min FID", "seed #params", "eq. 5",
+         "our exact #params", "seed ms/step", "our ms/step", "verdicts", "coverage",
+         "collapse kinds"], rows,
+        "`eq. 5` is the seed's estimate (C/G + K·K)·C/(R·G)·G with our C; `our exact #params` "
+        "counts one involution layer of our model (reduce 1×1 conv C→C/R and span C/R→K·K·G, "
+        "with biases, plus BatchNorm when norm=batch). The seed's ms/step is on its hardware; "
+        "ours is the median over the run on this machine.")
 
-    lines += ["## Stability: involution layers × kernel normalization", ""]
-    rows = []
-    for layers in (1, 2):
-        for norm in NORMS:
-            p = st.get((layers, norm))
-            if p is None:
-                continue
-            rows.append([str(layers), norm, str(len(p.runs)), verdicts(p), onsets(p), kinds(p),
-                         fmt_mean(p, "fid_min"), fmt_mean(p, "coverage_last", 2),
-                         median_ms(p)])
-    lines += [table(["inv layers", "norm", "runs", "verdicts", "onset steps", "collapse kinds",
-                     "min FID", "coverage", "ms/step"], rows), ""]
 
-    lines += ["## Architectures", ""]
-    rows = []
-    for arch in ARCHS:
-        p = ar.get((arch,))
-        if p is None:
-            continue
-        rows.append([arch, str(len(p.runs)), verdicts(p), onsets(p), kinds(p),
-                     fmt_mean(p, "fid_min"), fmt_mean(p, "coverage_last", 2),
-                     median_ms(p)])
-    lines += [table(["arch", "runs", "verdicts", "onset steps", "collapse kinds", "min FID",
-                     "coverage", "ms/step"], rows), ""]
+POINT_HEADER = ["runs", "verdicts", "onset steps", "collapse kinds", "min FID", "coverage",
+                "ms/step"]
 
-    claims = [
+
+def point_cells(p: Point | None) -> list[str]:
+    """The POINT_HEADER cells of one grid point ("–" where it has no finished run)."""
+    return [runs_count(p), verdicts(p), onsets(p), kinds(p), fmt_mean(p, "fid_min"),
+            fmt_mean(p, "coverage_last", 2), median_ms(p)]
+
+
+def stability_lines(sweep: Sweep, folder: Path) -> list[str]:
+    return sweep_lines("Stability: involution layers × kernel normalization", sweep, folder,
+                       ["inv layers", "norm", *POINT_HEADER],
+                       [[str(layers), norm, *point_cells(sweep.points.get((layers, norm)))]
+                        for layers in (1, 2) for norm in NORMS])
+
+
+def archs_lines(sweep: Sweep, folder: Path) -> list[str]:
+    return sweep_lines("Architectures", sweep, folder, ["arch", *POINT_HEADER],
+                       [[arch, *point_cells(sweep.points.get((arch,)))] for arch in ARCHS])
+
+
+def conclusion(cid: str, finding: Finding, steps: int | None) -> str:
+    """A claim's verdict and its numbers in words; an inconclusive one says why."""
+    text = f"- **{cid}** — **{finding.verdict.capitalize()}.** {finding.reading}"
+    if finding.verdict == "inconclusive" and finding.measured and steps:
+        text += (f" Each run trained {steps:,} steps, {SEED_STEPS / steps:,.0f}× fewer than the "
+                 f"seed's {SEED_STEPS:,} on {SEED_DATA}: a difference that only appears later "
+                 "in training cannot show here.")
+    return text
+
+
+def limits(sweeps: dict[str, Sweep], counted: list[RunRecord]) -> str:
+    """The 'Limits of this study' paragraph, from the counted runs' configs."""
+    if not counted:
+        return "No run has finished yet: every claim that needs training is inconclusive."
+    steps = config_values(counted, "steps")
+    sizes = config_values(counted, "image_size")
+    seeds = ", ".join(f"{name} {len(config_values(s.finished, 'seed'))}"
+                      for name, s in sweeps.items() if s.finished)
+    tags = sorted({r.fid_tag for r in counted if r.fid_tag})
+    fid = ("No FID was recorded (fid_every = 0), so every FID claim is inconclusive." if not tags
+           else "Min FID is over `" + "`, `".join(tags) + "` (" +
+           "; ".join(FID_FEATURES.get(t, t) for t in tags) + f"), every "
+           f"{join(config_values(counted, 'fid_every'))} steps on "
+           f"{join(config_values(counted, 'fid_samples'))} generated images; absolute values are "
+           "not comparable with the seed's.")
+    unfinished = sum(len(s.unfinished) + len(s.not_started) for s in sweeps.values())
+    return (f"Each run trained {join(steps)} steps (the seed: {SEED_STEPS:,}, on {SEED_DATA}) on "
+            f"`{join(config_values(counted, 'dataset'))}` at "
+            f"{join(f'{s}×{s}' for s in sizes)} pixels, so verdicts and FID describe early "
+            f"training only. Seeds per grid point: {seeds}; the noise a FID difference is judged "
+            f"against is the spread of these few seeds. {fid} Verdicts are stabgan's collapse "
+            "detector's, from the logged metrics." +
+            (f" {unfinished} planned runs are unfinished or not started and not counted."
+             if unfinished else ""))
+
+
+def claims(t2, st, ar) -> list[tuple[str, str, Finding, str]]:
+    """(id, claim, finding, rule) for every claim of the seed this study judges."""
+    return [
         ("T2-K", "The best K is around 3–5; larger K costs time and memory without better FID "
                  "(Table 2, cases 6, 1, 7, 3)", claim_best_k(t2),
-         "supported if the lowest mean min-FID is at K = 3 or 5 and beats the next K outside "
+         "supported if the lowest mean min-FID is at K = 3 or 5 and beats the best K outside "
          "3–5 by more than the noise; contradicted if K = 1 or 7 is best by more than the noise"),
         ("T2-G", "G hardly affects FID (cases 1 vs 5)", claim_groups(t2),
          "supported if abs(ΔFID) ≤ noise; contradicted if abs(ΔFID) > 2 × noise"),
@@ -458,14 +777,44 @@ def write_doc(args, path: Path) -> str:
          "supported if FID(igan) is no worse than each baseline beyond the noise; "
          "contradicted if worse than both beyond the noise"),
     ]
-    lines += ["## Claims", "", RULE_NOISE, RULE_RATE, ""]
-    lines += [table(["id", "claim (seed)", "verdict", "numbers", "rule"],
-                    [[cid, text, f"**{verdict}**", detail, rule]
-                     for cid, text, (verdict, detail), rule in claims]), ""]
-    lines += ["## Conclusions", ""]
-    for cid, text, (verdict, _), _ in claims:
-        lines.append(f"- **{cid}** ({verdict}): _to be written from the numbers above._")
-    lines.append("")
+
+
+def write_doc(args, path: Path) -> str:
+    """Write the doc at path and its figures in path's folder/<path stem>/; returns the text."""
+    sweeps = load_sweeps(args)
+    counted = [r for s in sweeps.values() for r in s.finished]
+    steps = config_values(counted, "steps")
+    folder = path.parent / path.stem
+    lines = [
+        "# Reproduction of the seed's claims",
+        "",
+        f"Generated on {time.strftime('%Y-%m-%d')} from the run directories under `{args.out}` "
+        f"({len(counted)} finished runs) by "
+        f"`{regen_command(args, steps, config_values(counted, 'dataset'))}`: running it again "
+        f"resumes the sweeps (finished runs are skipped) and rewrites this file and "
+        f"`{folder.name}/`. Add `--doc-only` to rewrite them without training.",
+        "",
+        "The seed's claims are about differences between settings, and those are what is judged "
+        "below; the limits of this study are at the end. FID cells are mean ± half the "
+        "seed-to-seed range of each run's min FID; verdicts are counts healthy / unstable / "
+        "collapsed. Only finished runs are counted. The figures come from the reports package; "
+        "their collapse rate counts collapsed runs only, the instability rate below also counts "
+        "unstable ones.",
+        "",
+        *timing_lines(sweeps),
+    ]
+    lines += table2_lines(sweeps["table2"], folder)
+    lines += stability_lines(sweeps["stability"], folder)
+    lines += archs_lines(sweeps["archs"], folder)
+    found = claims(*(sweeps[n].points for n in ("table2", "stability", "archs")))
+    lines += ["## Claims", "", RULE_NOISE, RULE_RATE, "",
+              table(["id", "claim (seed)", "verdict", "numbers", "rule"],
+                    [[cid, text, f"**{f.verdict}**", f.numbers, rule]
+                     for cid, text, f, rule in found]), "",
+              "## Conclusions", "",
+              *[conclusion(cid, f, steps[0] if len(steps) == 1 else None)
+                for cid, _, f, _ in found], "",
+              "## Limits of this study", "", limits(sweeps, counted), ""]
     doc = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
@@ -481,7 +830,7 @@ def main(argv=None) -> int:
                         help="markdown to write [default: docs/reproduction.md, or "
                              "OUT/reproduction.md with --quick-check]")
     parser.add_argument("--steps", type=int, default=None, help="steps per run [default: preset quick]")
-    parser.add_argument("--dataset", default="mnist5k", help="dataset spec for every run")
+    parser.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset spec for every run")
     parser.add_argument("--quick-check", action="store_true",
                         help="tiny models, few steps, a subset of points, one seed: a smoke test")
     parser.add_argument("--doc-only", action="store_true", help="do not run; rewrite the doc")
@@ -492,7 +841,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--no-report", action="store_true", help="skip each sweep's report.html")
     args = parser.parse_args(argv)
-    args.out = args.out or Path("runs/reproduction-check" if args.quick_check else "runs/reproduction")
+    args.out = args.out or default_out(args.quick_check)
     doc = args.doc or (args.out / "reproduction.md" if args.quick_check
                        else ROOT / "docs" / "reproduction.md")
     code = 0

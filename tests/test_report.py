@@ -26,7 +26,7 @@ from PIL import Image
 from conftest import stabgan_cli
 from reports import write_report
 from reports.figures import downsample
-from reports.html import CACHE_DIR
+from reports.html import CACHE_FILE
 from stabgan.runlog import read_json
 
 RUN_FLAGS = ["--width", "16", "--z-dim", "16", "--batch-size", "16", "--steps", "30",
@@ -207,6 +207,13 @@ def test_figures_and_samples_are_embedded(report):
     for title in ("Losses", "GP: ‖∇D(x̂)‖ at interpolates", "kernel entropy"):
         assert f'alt="{escape(title)}' in section, title
     assert "start · step 10" in section and "end · step 30" in section
+    # titles, tick labels and legends are HTML text beside the (text-free) plot images
+    losses = section[section.index("<figcaption"):].split("</figure>", 1)[0]
+    assert "<figcaption" in losses and ">Losses</figcaption>" in losses
+    assert len(re.findall(r'<span style="bottom:[\d.]+%">[^<]+</span>', losses)) >= 2
+    assert len(re.findall(r'<span style="left:[\d.]+%">[^<]+</span>', losses)) >= 2
+    assert re.search(r'<li><i class="solid" style="--c:#[0-9a-f]{6}"></i>loss/critic</li>', losses)
+    assert "loss/generator</li>" in losses
     dcgan = _section(report["page"], "sweep/dcgan")
     assert 'alt="kernel' not in dcgan  # no involution layer: no kernel plot, not an empty one
     # overview figures
@@ -218,11 +225,13 @@ def test_cache_reused_and_invalidated_by_new_metrics(report, tmp_path):
     root = tmp_path / "runs"
     shutil.copytree(report["root"] / "sweep" / "dcgan", root / "dcgan")
     first = write_report(root).read_text()
-    cached = sorted((root / CACHE_DIR).glob("*.json"))
-    assert len(cached) == 1
+    cached = sorted(root.rglob(CACHE_FILE))
+    assert cached == [root / "dcgan" / CACHE_FILE]
     stamps = [p.stat().st_mtime_ns for p in cached]
     again = write_report(root).read_text()
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # nothing re-rendered
+    write_report(tmp_path, tmp_path / "parent.html")  # the cache lives with the run: shared
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
     strip = re.compile(r"generated [0-9: -]+")
     assert strip.sub("", again) == strip.sub("", first)
     # new readings make the diagnosis stale: re-diagnosed and re-rendered
