@@ -34,13 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
 from stabgan.data import dataset_info, load_dataset
 
 FEATURES = ("domain", "inception")  # choices of --features; the first is the default
 DEFAULT_FEATURES = FEATURES[0]
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID weights
 INCEPTION_WEIGHTS_ENV = "STABGAN_INCEPTION_WEIGHTS"
-CACHE_ENV = "STABGAN_CACHE"
 COVERAGE_MIN_SHARE = 0.1  # a class is covered when it gets >= 10% of its uniform share N/K
 DOMAIN_VERSION = 1  # bump when the classifier or its training changes: old caches are retrained
 DOMAIN_HELD_OUT = 1000  # fixed, seeded held-out split for the recorded accuracy
@@ -193,15 +193,6 @@ def mode_coverage(logits, num_classes: int, min_share: float = COVERAGE_MIN_SHAR
 
 # ----------------------------------------------------------------------------------------------
 # Cache locations
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: cache_dir if given, else $STABGAN_CACHE, else ~/.cache/stabgan."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path.home() / ".cache" / "stabgan"
-
 
 def _cache_key(dataset_spec: str, image_size: int) -> str:
     # Readable prefix plus a hash, so folder:/a/b and folder:/a_b never share a file.

@@ -184,7 +184,10 @@ def test_cache_root_precedence(tmp_path, monkeypatch):
     assert fid.cache_root(tmp_path / "arg") == tmp_path / "arg"
     assert fid.cache_root() == tmp_path / "stabgan-cache"
     monkeypatch.delenv(fid.CACHE_ENV)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert fid.cache_root().parts[-2:] == (".cache", "stabgan")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert fid.cache_root() == tmp_path / "xdg" / "stabgan"
 
 
 def test_unknown_features_and_unlabelled_datasets_are_refused(tmp_path):

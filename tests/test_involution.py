@@ -296,7 +296,7 @@ def test_cpp_backend_refuses_what_it_cannot_run(monkeypatch):
 def test_falls_back_to_torch_without_a_compiler(monkeypatch, tmp_path):
     monkeypatch.setattr(_involution_cpu, "_state", {})
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
-    monkeypatch.setenv("STABGAN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("STABGAN_CACHE", str(tmp_path))
     monkeypatch.setattr(_involution_cpu.tempfile, "gettempdir", lambda: str(tmp_path))
     with pytest.warns(RuntimeWarning, match="pure-torch"):
         x = torch.randn(1, 4, 5, 5)

@@ -13,7 +13,7 @@ latency when the other core was busy; see `parallel_items` in SOURCE.
 The build goes to a cache directory keyed by a hash of the source, flags, compiler and CPU, is
 written atomically (concurrent sweep workers may race), and `load()` returns None (never raises)
 when there is no compiler or the build fails, so callers fall back to the pure-torch path.
-Environment: STABGAN_CACHE_DIR overrides the cache root; CXX picks the compiler.
+Environment: STABGAN_CACHE overrides the cache root (stabgan.cache); CXX picks the compiler.
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+
+from stabgan.cache import cache_root
 
 # Three primitives on contiguous buffers (s = stride, p = (K-1)//2, g(c) = c // (C/G)):
 #   forward:     y[b,c,i,j]       = sum_{u,v} k[b,g,u,v,i,j] * x[b,c,i*s+u-p, j*s+v-p]
@@ -412,14 +414,6 @@ def _cpu_signature() -> str:
         return platform.processor() + platform.machine()
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("STABGAN_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "stabgan"
-
-
 def _compiler_version(cxx: str) -> str:
     try:
         out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
@@ -469,7 +463,7 @@ def load() -> ctypes.CDLL | None:
             errors.append("no C++ compiler found (set CXX or install g++)")
         else:
             uid = getattr(os, "getuid", lambda: 0)()
-            roots = [_cache_root() / "ext", Path(tempfile.gettempdir()) / f"stabgan-ext-{uid}"]
+            roots = [cache_root() / "ext", Path(tempfile.gettempdir()) / f"stabgan-ext-{uid}"]
             for flags in _FLAG_SETS:
                 for root in roots:
                     try:
