@@ -330,7 +330,8 @@ class Canvas:
             legend.append({"label": label, "color": TARGET_COLOR, "style": "dotted"})
             arrays.append(np.array([y]))
 
-        ylim = _limits(arrays, log) or ((0.1, 10) if log else (0, 1))
+        found = _limits(arrays, log)
+        ylim = found or ((0.1, 10) if log else (0, 1))
         x_lo = min((float(x.min()) for x in xs if x.size), default=0.0)
         x_hi = float(xmax) if xmax else max((float(x.max()) for x in xs if x.size), default=1.0)
         x_lo, x_hi = min(0.0, x_lo), max(x_hi, x_lo + 1)
@@ -359,7 +360,7 @@ class Canvas:
             legend = legend[:MAX_LEGEND - 1] + [{"label": f"+{more} more (drawn, not named)",
                                                  "color": "#9e9e9e", "style": "solid"}]
         return {"uri": data_uri(png_bytes(self.fig)), "xticks": xticks, "yticks": yticks,
-                "legend": legend, "empty": _limits(arrays, log) is None}
+                "legend": legend, "empty": found is None}
 
 
 def _ticks(locator, limits: tuple[float, float], log: bool) -> list[dict]:
