@@ -106,11 +106,36 @@ def test_every_claim_gets_a_written_conclusion(doc):
             "0 of 6 one-layer runs (rates 0.50 vs 0.00)") in conclusions
     assert "**T2-K** — **Inconclusive.** Not measured" in conclusions  # table2 not started
     batch = next(b for b in bullets if b.startswith("- **S-batch**"))
-    assert batch.startswith("- **S-batch** — **Supported.** With one layer, 0 of 3 "
-                            "batch-normalized runs were unstable or collapsed vs 0 of 3")
-    assert "batch minus none is +5.0, beyond the seed-to-seed noise of 2.0" in batch
+    assert batch == ("- **S-batch** — **Contradicted.** With two layers, 1 of 3 batch-normalized "
+                     "runs were unstable or collapsed vs 2 of 3 without normalization: batch "
+                     "normalization removed part of the instability.")
     arch = next(b for b in bullets if b.startswith("- **A-FID**"))
     assert arch.startswith("- **A-FID** — **Contradicted.**") and "igan minus dcgan is +20.0" in arch
+
+
+def test_a_normalization_is_judged_at_two_layers():
+    def point(layers, norm, bad, fids):
+        runs = [study.RunRecord(
+            name=f"{layers}{norm}{i}", config={}, status="completed",
+            verdict="collapsed" if i < bad else "healthy", onset=None, kinds=[], fid_min=fid,
+            fid_tag="fid/domain", coverage_last=None, coverage_best=None, ms_per_step=400.0,
+            steps=400, wall_s=None, started=None, ended=None) for i, fid in enumerate(fids)]
+        return study.Point((layers, norm), runs)
+
+    calm = {(2, "none"): point(2, "none", 0, [30, 32, 34]),
+            (2, "spectral"): point(2, "spectral", 0, [31, 33, 35]),
+            (1, "none"): point(1, "none", 0, [30, 31, 32]),
+            (1, "spectral"): point(1, "spectral", 0, [40, 41, 42])}
+    finding = study.claim_norm(calm, "spectral")
+    assert finding.verdict == "supported" and "made training worse" in finding.reading
+    calm[(1, "spectral")] = point(1, "spectral", 0, [30, 31, 33])
+    finding = study.claim_norm(calm, "spectral")
+    assert finding.verdict == "inconclusive" and "no instability to fix" in finding.reading
+    unstable = {**calm, (2, "none"): point(2, "none", 3, [90, 95, 99]),
+                (2, "spectral"): point(2, "spectral", 3, [90, 91, 99])}
+    finding = study.claim_norm(unstable, "spectral")
+    assert finding.verdict == "supported" and "did not make two layers more stable" in finding.reading
+    assert study.claim_norm({}, "spectral").measured is False
 
 
 def test_inconclusive_measured_claims_say_how_short_the_runs_were():
