@@ -113,14 +113,32 @@ def test_every_claim_gets_a_written_conclusion(doc):
     assert arch.startswith("- **A-FID** — **Contradicted.**") and "igan minus dcgan is +20.0" in arch
 
 
+def _point(key: tuple, bad: int, fids: list) -> "study.Point":
+    """A grid point of finished runs, the first `bad` of them collapsed, with these min FIDs."""
+    runs = [study.RunRecord(
+        name=f"{key}-{i}", config={}, status="completed",
+        verdict="collapsed" if i < bad else "healthy", onset=None, kinds=[], fid_min=fid,
+        fid_tag="fid/domain" if fid is not None else None, coverage_last=None,
+        coverage_best=None, ms_per_step=None, steps=400, wall_s=None, started=None, ended=None)
+        for i, fid in enumerate(fids)]
+    return study.Point(key, runs)
+
+
+def test_two_layers_without_any_instability_are_inconclusive():
+    def point(layers, bad):
+        return _point((layers, "none"), bad, [None] * 3)
+
+    assert study.claim_two_layers({(1, "none"): point(1, 0), (2, "none"): point(2, 0)}).verdict \
+        == "inconclusive"
+    assert study.claim_two_layers({(1, "none"): point(1, 1), (2, "none"): point(2, 1)}).verdict \
+        == "contradicted"
+    assert study.claim_two_layers({(1, "none"): point(1, 0), (2, "none"): point(2, 1)}).verdict \
+        == "supported"
+
+
 def test_a_normalization_is_judged_at_two_layers():
     def point(layers, norm, bad, fids):
-        runs = [study.RunRecord(
-            name=f"{layers}{norm}{i}", config={}, status="completed",
-            verdict="collapsed" if i < bad else "healthy", onset=None, kinds=[], fid_min=fid,
-            fid_tag="fid/domain", coverage_last=None, coverage_best=None, ms_per_step=400.0,
-            steps=400, wall_s=None, started=None, ended=None) for i, fid in enumerate(fids)]
-        return study.Point((layers, norm), runs)
+        return _point((layers, norm), bad, fids)
 
     calm = {(2, "none"): point(2, "none", 0, [30, 32, 34]),
             (2, "spectral"): point(2, "spectral", 0, [31, 33, 35]),
