@@ -556,7 +556,7 @@ def _execute_local(jobs: list[Job], spec: SweepSpec, workers: int, threads: int,
     """A pool of `workers` run subprocesses; on a signal, start nothing new and forward it."""
     pending, running = list(jobs), {}  # Popen -> [job, signals sent]
     total, done = len(jobs), 0
-    while pending or running:
+    while running or (pending and not stop.count):  # stopped: wait for the running ones only
         while pending and len(running) < workers and not stop.count:
             job = pending.pop(0)
             run_dir = spec.out / job.name
@@ -705,7 +705,7 @@ def _execute_ray(jobs: list[Job], spec: SweepSpec, workers: int, threads: int,
         shared_out = str(spec.out.resolve()) if spec.shared_storage else None
         pending, in_flight, sent = list(jobs), {}, 0
         total, done = len(jobs), 0
-        while pending or in_flight:
+        while in_flight or (pending and not stop.count):
             while pending and len(in_flight) < workers and not stop.count:
                 job = pending.pop(0)
                 run_dir = spec.out / job.name

@@ -195,14 +195,15 @@ def test_failed_run_is_retried_only_with_retry_failed(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_interrupts_every_run_and_a_rerun_resumes_them(tmp_path):
     out = tmp_path / "sweep"
-    common = ["--grid", "seed=0,1", *TINY, "--out", str(out), "--no-report"]
+    common = ["--grid", "seed=0,1,2", *TINY, "--out", str(out), "--no-report", "--workers", "2"]
     process = sweep_process(*common, *SLOW_RUN)
     runs = [out / "seed-0", out / "seed-1"]
     wait_for_metrics(runs, records=2)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=180)
+    stdout, stderr = process.communicate(timeout=180)  # seed-2 waits: it must not be waited for
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert "not started: 1 run(s)" in stdout + stderr and not (out / "seed-2").exists()
     steps = []
     for run in runs:
         summary = read_json(run / "summary.json")
@@ -215,7 +216,8 @@ def test_ctrl_c_interrupts_every_run_and_a_rerun_resumes_them(tmp_path):
     resumed = sweep_cli(*common, "--steps", str(target), "--log-every", "1")
     assert resumed.exit_code == 0, resumed.output
     assert resumed.stderr.count("(resume: interrupted)") == 2
-    for run in runs:
+    assert "started  seed-2 (run)" in resumed.stderr
+    for run in [*runs, out / "seed-2"]:
         assert read_json(run / "summary.json")["status"] == "completed"
         logged = [r["step"] for r in read_metrics(run)]
         assert logged == list(range(1, target + 1))
