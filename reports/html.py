@@ -210,9 +210,9 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
 
     out defaults to runs_dir/report.html. With cache, each run's rendering is kept in its own
     directory (CACHE_FILE), keyed by its files' stamps and the rendering code; a read-only run
-    is rendered every time. progress: a tqdm bar (default: when 10 or more runs need rendering). workers:
-    processes rendering uncached runs (default: 1, or one per core up to 4 when 8 or more runs
-    need rendering). Returns the path written.
+    is rendered every time. progress: a tqdm bar (default: when 10 or more runs need
+    rendering). workers: processes rendering uncached runs (default: 1, or one per core up to
+    4 when 8 or more runs need rendering). Returns the path written.
     """
     from reports import figures
 
