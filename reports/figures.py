@@ -532,8 +532,9 @@ def _fid_overlay(curves, features):
         ax.plot(steps, values, color=color, label=label, alpha=0.9 if named else 0.5)
     ax.set_xlabel("step")
     ax.set_title(f"FID ({features}) of every run", loc="left")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=6)
+    if ax.get_legend_handles_labels()[0]:  # run names beside the plot; verdicts (few) inside it
+        where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if named else {"loc": "best"}
+        ax.legend(frameon=not named, fontsize=6, **where)
     return {"title": f"FID ({features}) of every run", "uri": _png(fig)}
 
 
