@@ -14,8 +14,6 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import torch
-
 from probes.base import Probe, StepState
 
 WINDOW = 20      # previous readings the drift z-score compares against

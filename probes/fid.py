@@ -13,7 +13,6 @@ images with the domain classifier on one CPU thread), so it runs only when --fid
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from probes.base import Probe, StepState, sampling

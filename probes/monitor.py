@@ -124,10 +124,11 @@ class Monitor:
         """Log extra scalars for a step and feed them to the detector; returns its new events."""
         self.events = []
         if scalars:
-            self.writer.log_scalars(step, time.perf_counter() - self._start, scalars)
-            self.latest.update(scalars)
+            # the detector gets the values as written, so `stabgan diagnose` agrees with it
+            written = self.writer.log_scalars(step, time.perf_counter() - self._start, scalars)
+            self.latest.update(written)
             if self.detector is not None:
-                self.events = self.detector.update(step, scalars)
+                self.events = self.detector.update(step, written)
         return self.events
 
     def state_dict(self) -> dict:

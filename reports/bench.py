@@ -7,15 +7,15 @@ in NaN. `bench_report` times `write_report` over them, cold (no cache) and warm 
 """
 from __future__ import annotations
 
-import json
-import math
 import os
+import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from stabgan.runlog import CONFIG, METRICS, SAMPLES, SUMMARY, write_json
+from stabgan.runlog import (CONFIG, METRICS, SAMPLES, SUMMARY, logged_value, metrics_line,
+                            write_json)
 
 ARCH_GRID = [("dcgan", 0, "none"), ("sagan", 0, "none")] + [
     ("igan", layers, norm)
@@ -112,14 +112,13 @@ def make_synthetic_runs(root: Path | str, n_runs: int = 100, steps: int = 5000,
             fid_at = {}
         names = list(series)
         columns = np.column_stack([series[t] for t in names])
-        with open(run_dir / METRICS, "w", encoding="utf-8") as f:
+        with open(run_dir / METRICS, "w", encoding="utf-8") as f:  # as RunWriter writes it
             for row, step in enumerate(logged.tolist()):
-                record = {"step": step, "time": round(step * 0.09, 3)}
-                record.update((t, v if math.isfinite(v) else str(v))
-                              for t, v in zip(names, columns[row].tolist()))
+                values = dict(zip(names, columns[row].tolist()))
                 if step in fid_at:
-                    record["fid/domain"] = fid_at[step]
-                f.write(json.dumps(record) + "\n")
+                    values["fid/domain"] = fid_at[step]
+                f.write(metrics_line(step, step * 0.09,
+                                     {t: logged_value(v) for t, v in values.items()}))
         for k in range(1, SAMPLE_STEPS + 1):
             step = steps * k // SAMPLE_STEPS
             _sample_grid(rng, run_dir / SAMPLES / f"step_{step:06d}.png",
@@ -137,10 +136,10 @@ def make_synthetic_runs(root: Path | str, n_runs: int = 100, steps: int = 5000,
 
 
 def bench_report(root: Path | str, n_runs: int = 100, steps: int = 5000,
-                 workers: int | None = None,
-                 echo=print) -> dict:
+                 workers: int | None = None, repeats: int = 3, echo=print) -> dict:
     """Time write_report over n_runs synthetic runs of `steps` logged steps in root (made if
-    root holds no run yet): cold (cache emptied) then warm (cache reused). Seconds."""
+    root holds no run yet): cold (cache emptied) and warm (cache reused), each `repeats` times
+    alternately; medians in seconds, wall and CPU."""
     from reports.html import CACHE_FILE, write_report
     from reports.runs import discover
 
@@ -152,21 +151,28 @@ def bench_report(root: Path | str, n_runs: int = 100, steps: int = 5000,
         echo(f"made {n_runs} synthetic runs × {steps} logged steps in "
              f"{time.perf_counter() - started:.1f} s ({root})")
         found = discover(root)[0]
-    for run_dir in found:
-        (run_dir / CACHE_FILE).unlink(missing_ok=True)
-    cold, cold_cpu = _timed(lambda: write_report(root, workers=workers, progress=False))
-    warm, warm_cpu = _timed(lambda: write_report(root, workers=workers, progress=False))
+    render = lambda: write_report(root, workers=workers, progress=False)  # noqa: E731
+    cold, warm = [], []
+    for _ in range(repeats):
+        for run_dir in found:
+            (run_dir / CACHE_FILE).unlink(missing_ok=True)
+        cold.append(_timed(render))
+        warm.append(_timed(render))
+    (cold_s, cold_cpu), (warm_s, warm_cpu) = (
+        [statistics.median(column) for column in zip(*times)] for times in (cold, warm))
     out = root / "report.html"
     size = os.path.getsize(out)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    result = {"runs": len(found), "cold_s": round(cold, 2), "cold_cpu_s": round(cold_cpu, 2),
-              "warm_s": round(warm, 2), "warm_cpu_s": round(warm_cpu, 2),
+    result = {"runs": len(found), "repeats": repeats, "cold_s": round(cold_s, 2),
+              "cold_cpu_s": round(cold_cpu, 2), "cold_all_s": [round(w, 2) for w, _ in cold],
+              "warm_s": round(warm_s, 2), "warm_cpu_s": round(warm_cpu, 2),
               "html_mb": round(size / 1e6, 1), "workers": workers, "load_avg": round(load, 1),
               "report": str(out)}
     how = "default workers" if workers is None else f"{workers} worker{'s' * (workers != 1)}"
-    echo(f"report over {len(found)} runs: cold {cold:.1f} s wall / {cold_cpu:.1f} s CPU "
-         f"(no cache, {how}); warm {warm:.1f} s wall / {warm_cpu:.1f} s CPU (cache); "
-         f"{size / 1e6:.1f} MB; load average {load:.1f} -> {out}")
+    each = ", ".join(f"{w:.1f}" for w, _ in cold)
+    echo(f"report over {len(found)} runs, median of {repeats}: cold {cold_s:.1f} s wall / "
+         f"{cold_cpu:.1f} s CPU (no cache, {how}; each: {each} s); warm {warm_s:.1f} s wall / "
+         f"{warm_cpu:.1f} s CPU (cache); {size / 1e6:.1f} MB; load average {load:.1f} -> {out}")
     return result
 
 

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from reports import runs as runlib
+from reports import figures, runs as runlib
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
 CACHE_FILE = ".stabgan-report.json"  # in each run directory: its cached rendering
@@ -37,8 +37,6 @@ def _json_safe(value):
 
 def render_run(run_dir: Path) -> dict:
     """Everything the page shows about one run that depends only on its files (cacheable)."""
-    from reports import figures
-
     run = runlib.load_run(run_dir)
     onset = run.onset_step
     last = run.metrics.last_step
@@ -214,8 +212,6 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
     rendering). workers: processes rendering uncached runs (default: 1, or one per core up to
     4 when 8 or more runs need rendering). Returns the path written.
     """
-    from reports import figures
-
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {runs_dir}")

@@ -12,12 +12,14 @@ import re
 import statistics
 import time
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stabgan.runlog import CHECKPOINTS, CONFIG, DIAGNOSIS, METRICS, SAMPLES, SUMMARY, read_json
+from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, METRICS, SAMPLES, SUMMARY, read_json,
+                            to_float)
 
 VERDICTS = ("healthy", "unstable", "collapsed")  # diagnosis.json's values (DESIGN.md)
 RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
@@ -107,17 +109,6 @@ def refresh_diagnosis(run_dir: Path) -> str | None:
 
 # --------------------------------------------------------------------------- metrics
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, (int, float)):  # bool included: a flag logged as a scalar
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)  # "nan", "inf", "-inf": how runlog writes non-finite values
-        except ValueError:
-            return None
-    return None
-
-
 @dataclass
 class Metrics:
     series: dict[str, tuple[np.ndarray, np.ndarray]]  # tag -> (steps int64, values float64)
@@ -130,41 +121,61 @@ def read_series(run_dir: Path) -> Metrics:
     """metrics.jsonl as numpy columns; tolerant like runlog.read_metrics, and counts what it
     skipped. One json.loads over the whole file when it is clean (fast), line by line if not."""
     try:
-        text = (run_dir / METRICS).read_text(encoding="utf-8", errors="replace")
+        text = (run_dir / METRICS).read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return Metrics({})
-    lines = [line for line in text.splitlines() if line.strip()]
-    try:
-        parsed = json.loads("[" + ",".join(lines) + "]")
+    try:  # a blank or truncated line makes this fail, and the slow path below skips it
+        parsed = json.loads("[" + text.replace("\n", ",") + "]")
     except ValueError:
         parsed = []
-        for line in lines:
-            try:
-                parsed.append(json.loads(line))
-            except ValueError:
-                parsed.append(None)
+        for line in text.splitlines():
+            if line.strip():
+                try:
+                    parsed.append(json.loads(line))
+                except ValueError:
+                    parsed.append(None)
     records = [r for r in parsed if isinstance(r, dict) and type(r.get("step")) is int]
     bad = len(parsed) - len(records)
     if any(records[i]["step"] > records[i + 1]["step"] for i in range(len(records) - 1)):
         records.sort(key=lambda r: r["step"])
-    tags: dict[str, None] = {}
-    for record in records:
-        tags.update(dict.fromkeys(record))
-    series = {}
-    for tag in tags:
-        if tag in ("step", "time"):
-            continue
-        steps = [r["step"] for r in records if tag in r]
-        raw = [r[tag] for r in records if tag in r]
+    return Metrics(_columns(records), len(records), bad, records[-1]["step"] if records else None)
+
+
+def _columns(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """tag -> (steps, values) in record order. Records are grouped by their key set (a run logs
+    a few cadences), and each group becomes one 2-D array at once: that is the fast part."""
+    groups: dict[tuple, list[int]] = {}
+    for i, record in enumerate(records):
+        groups.setdefault(tuple(record), []).append(i)
+    pieces: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for keys, index in groups.items():
+        rows = [records[i] for i in index]
+        steps = np.array([r["step"] for r in rows], dtype=np.int64)
         try:
-            values = np.array(raw, dtype=np.float64)
-        except (TypeError, ValueError):
-            kept = [(s, _as_float(v)) for s, v in zip(steps, raw)]
-            kept = [(s, v) for s, v in kept if v is not None]
-            steps, values = [s for s, _ in kept], np.array([v for _, v in kept], dtype=np.float64)
+            table = np.fromiter(chain.from_iterable(r.values() for r in rows), np.float64,
+                                len(rows) * len(keys)).reshape(len(rows), len(keys))
+        except (TypeError, ValueError):  # a list or a non-number string among the values
+            table = None
+        for j, tag in enumerate(keys):
+            if tag in ("step", "time"):
+                continue
+            kept = np.ones(len(rows), dtype=bool)
+            if table is not None:
+                values = table[:, j]
+            else:  # null is NaN here too, as numpy makes it above
+                converted = [math.nan if r[tag] is None else to_float(r[tag]) for r in rows]
+                kept = np.array([v is not None for v in converted])
+                values = np.array([v for v in converted if v is not None], dtype=np.float64)
+            pieces.setdefault(tag, []).append((np.asarray(index)[kept], steps[kept], values))
+    series = {}
+    for tag, parts in pieces.items():
+        index, steps, values = (np.concatenate(column) for column in zip(*parts))
+        if len(parts) > 1:
+            order = np.argsort(index, kind="stable")
+            steps, values = steps[order], values[order]
         if len(steps):
-            series[tag] = (np.array(steps, dtype=np.int64), values)
-    return Metrics(series, len(records), bad, records[-1]["step"] if records else None)
+            series[tag] = (steps, values)
+    return series
 
 
 # --------------------------------------------------------------------------- one run
@@ -174,8 +185,7 @@ def _dict(value: Any) -> dict:
 
 
 def _number(value: Any) -> float | None:
-    number = _as_float(value) if not isinstance(value, bool) else None
-    return number
+    return to_float(value) if not isinstance(value, bool) else None
 
 
 def _int(value: Any) -> int | None:

@@ -308,7 +308,9 @@ def bench_fid(n, dim, repeats):
               help="folder for the runs, reused when it already holds some [default: a temp folder]")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="processes rendering uncached runs [default: as `stabgan report`]")
-def bench_report(runs, steps, root, workers):
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="cold and warm renders each; the medians are reported")
+def bench_report(runs, steps, root, workers, repeats):
     """Render time of `stabgan report` over synthetic runs: cold (no cache), then warm."""
     import shutil
     import tempfile
@@ -316,7 +318,7 @@ def bench_report(runs, steps, root, workers):
 
     temp = None if root else Path(tempfile.mkdtemp(prefix="stabgan-bench-report-"))
     try:
-        run_bench(root or temp, runs, steps, workers, echo=click.echo)
+        run_bench(root or temp, runs, steps, workers, repeats, echo=click.echo)
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)

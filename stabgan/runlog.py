@@ -22,6 +22,7 @@ SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 PRE_COLLAPSE_CHECKPOINT = "pre_collapse.pt"
+LOGGED_DIGITS = 9  # significant digits of a metrics.jsonl value: float32 round-trips
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,6 +47,21 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def logged_value(value: float) -> float:
+    """value to LOGGED_DIGITS significant digits: float32 readings round-trip exactly
+    (TensorBoard keeps float32 too), and the file is shorter and faster to read than with
+    float64's 17 digits."""
+    return float(f"{float(value):.{LOGGED_DIGITS}g}")
+
+
+def metrics_line(step: int, wall_time: float, values: dict[str, float]) -> str:
+    """One metrics.jsonl line: step, wall time in seconds, then tag: value (NaN/Inf as text).
+    values should already be logged_value()s."""
+    record = {"step": step, "time": round(wall_time, 3)}
+    record.update({tag: _json_value(v) for tag, v in values.items()})
+    return json.dumps(record) + "\n"
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomically write obj as indented JSON (non-finite floats as "nan"/"inf")."""
     text = json.dumps(_sanitize(obj), indent=2, default=str, ensure_ascii=False)
@@ -68,10 +84,9 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def _to_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
+def to_float(value: Any) -> float | None:
+    """A logged scalar as a float ("nan"/"inf" strings included), or None when it is not one."""
+    if isinstance(value, (int, float)):  # bool included: a flag logged as a scalar
         return float(value)
     if isinstance(value, str):
         try:
@@ -107,7 +122,7 @@ def metric_series(records: Iterable[dict]) -> dict[str, tuple[list[int], list[fl
         for tag, raw in record.items():
             if tag in ("step", "time"):
                 continue
-            value = _to_float(raw)
+            value = to_float(raw)
             if value is None:
                 continue
             steps, values = series.setdefault(tag, ([], []))
@@ -147,14 +162,16 @@ class RunWriter:
         purge = None if purge_after_step is None else purge_after_step + 1
         self.tensorboard = SummaryWriter(str(self.dir), purge_step=purge)
 
-    def log_scalars(self, step: int, wall_time: float, scalars: dict[str, float]) -> None:
-        """One metrics.jsonl record (flushed now) and the same tags as TensorBoard scalars."""
-        record = {"step": step, "time": round(wall_time, 3)}
-        record.update({tag: _json_value(float(v)) for tag, v in scalars.items()})
-        self._metrics.write(json.dumps(record) + "\n")
+    def log_scalars(self, step: int, wall_time: float,
+                    scalars: dict[str, float]) -> dict[str, float]:
+        """One metrics.jsonl record (flushed now) and the same tags as TensorBoard scalars.
+        Returns the values as written (logged_value), which is what a reader gets back."""
+        written = {tag: logged_value(v) for tag, v in scalars.items()}
+        self._metrics.write(metrics_line(step, wall_time, written))
         self._metrics.flush()
-        for tag, value in scalars.items():
+        for tag, value in written.items():
             self.tensorboard.add_scalar(tag, value, step)
+        return written
 
     def log_histogram(self, tag: str, values, step: int) -> None:
         """A TensorBoard histogram of a tensor's values (non-finite values dropped)."""

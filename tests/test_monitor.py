@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -89,6 +90,37 @@ def test_monitor_cadence_prepare_and_histogram_routing(tmp_path):
     assert records[4]["t/float"] == 1.5 and records[4]["t/zero_d"] == 2.0
     assert "t/hist" not in records[4] and "loss/critic" not in records[4]
     assert records[10]["loss/critic"] == 10.0
+
+
+def test_logged_values_are_what_the_detector_saw_and_what_readers_get_back(tmp_path):
+    from probes.collapse import OnlineDetector
+    from stabgan.runlog import LOGGED_DIGITS
+
+    class Recording(OnlineDetector):  # the real detector, keeping what it was given
+        seen: list[dict] = []
+
+        def update(self, step, scalars):
+            self.seen.append(dict(scalars))
+            return super().update(step, scalars)
+
+    net = nn.Linear(2, 2)
+    detector = Recording()
+    monitor = Monitor(tmp_path / "r", generator=net, critic=net, probes=[], log_every=1,
+                      detector=detector)
+    raw = {"loss/critic": 1 / 3, "wgan/distance": float(torch.tensor(0.1)),
+           "big": 123456789012.345, "gone": float("nan"), "up": float("inf")}
+    monitor.record(1, raw)
+    monitor.close()
+    record = read_metrics(tmp_path / "r")[0]
+    assert record["loss/critic"] == 0.333333333 and record["big"] == 123456789000.0
+    assert np.float32(record["wgan/distance"]) == torch.tensor(0.1).item()  # float32 round-trips
+    assert record["gone"] == "nan" and record["up"] == "inf"
+    digits = [repr(abs(v)).split("e")[0].replace(".", "").strip("0")
+              for v in record.values() if isinstance(v, float)]
+    assert max(map(len, digits)) == LOGGED_DIGITS
+    written = detector.seen[0]
+    assert written["loss/critic"] == record["loss/critic"] and written["big"] == record["big"]
+    assert np.isnan(written["gone"]) and written["up"] == float("inf")
 
 
 def test_critic_probe_resumes_exactly_through_a_checkpoint(tmp_path):
