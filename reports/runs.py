@@ -134,7 +134,8 @@ def read_series(run_dir: Path) -> Metrics:
                     parsed.append(json.loads(line))
                 except ValueError:
                     parsed.append(None)
-    records = [r for r in parsed if isinstance(r, dict) and type(r.get("step")) is int]
+    records = [r for r in parsed
+               if isinstance(r, dict) and type(r.get("step")) is int and abs(r["step"]) < 2 ** 63]
     bad = len(parsed) - len(records)
     if any(records[i]["step"] > records[i + 1]["step"] for i in range(len(records) - 1)):
         records.sort(key=lambda r: r["step"])
@@ -154,7 +155,7 @@ def _columns(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         try:
             table = np.fromiter(chain.from_iterable(r.values() for r in rows), np.float64,
                                 len(rows) * len(keys)).reshape(len(rows), len(keys))
-        except (TypeError, ValueError):  # a list or a non-number string among the values
+        except (TypeError, ValueError, OverflowError):  # a list, text or a huge integer
             table = None
         for j, tag in enumerate(keys):
             if tag in ("step", "time"):

@@ -87,7 +87,10 @@ def read_json(path: Path) -> dict | None:
 def to_float(value: Any) -> float | None:
     """A logged scalar as a float ("nan"/"inf" strings included), or None when it is not one."""
     if isinstance(value, (int, float)):  # bool included: a flag logged as a scalar
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond float64's range
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
         try:
             return float(value)  # "nan", "inf", "-inf"

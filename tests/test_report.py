@@ -271,15 +271,17 @@ def test_read_series_handles_cadences_order_and_odd_values(tmp_path):
              '{"step": 2, "a": 5.0}',
              '{"step": 1.5, "a": 1}',
              '[1]',
+             '{"step": 1' + '0' * 30 + ', "a": 1}',  # a step beyond int64
              '{"step": 4, "b": null, "a": {"k": 1}}',
              '{"step": 5, "a": 1e400, "b": "-inf"}',
-             '{"step": 6, "a": 7']  # truncated: the run is still writing
+             '{"step": 6, "a": -1' + '0' * 400 + '}',  # an integer beyond float64
+             '{"step": 7, "a": 7']  # truncated: the run is still writing
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
     metrics = read_series(tmp_path)
-    assert (metrics.records, metrics.bad_lines, metrics.last_step) == (6, 4, 5)
+    assert (metrics.records, metrics.bad_lines, metrics.last_step) == (7, 5, 6)
     got = {tag: (s.tolist(), v.tolist()) for tag, (s, v) in metrics.series.items()}
     assert set(got) == {"a", "b"}  # a list is not a reading; "time" is not a tag
-    assert got["a"] == ([1, 2, 3, 5], [2.0, 5.0, 1.0, float("inf")])
+    assert got["a"] == ([1, 2, 3, 5, 6], [2.0, 5.0, 1.0, float("inf"), -float("inf")])
     steps, values = got["b"]
     assert steps == [2, 3, 4, 5] and values[0] == 1.0 and values[3] == -float("inf")
     assert np.isnan(values[1]) and np.isnan(values[2])  # "nan" and null
