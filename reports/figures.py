@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image, ImageChops
 
-MAX_POINTS = 400   # points per plotted series after downsampling (panels are ~330 px wide)
+MAX_POINTS = 400   # points per plotted series after downsampling (plots are 360 px wide)
 MAX_LEGEND = 14    # legend entries per panel; more lines are drawn but not named
 PLOT_SIZE = (3.6, 1.9)    # inches at PANEL_DPI: the 360 × 190 px plot area of a panel
 PANEL_DPI = 100
@@ -261,7 +261,7 @@ def _limits(arrays: list[np.ndarray], log: bool) -> tuple[float, float] | None:
     return (10 ** lo, 10 ** hi) if log else (lo, hi)
 
 
-def compact_number(value: float, _position=None) -> str:
+def compact_number(value: float) -> str:
     """Tick label: 1.2M, 350k, 0.0035, 12 (no scientific offset text)."""
     size = abs(value)
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e4, "k")):
