@@ -5,65 +5,21 @@ probe instances; `Monitor` runs them for any training loop.
 """
 from __future__ import annotations
 
-from probes.base import Probe, StepState
-from probes.critic import CriticProbe
-from probes.diversity import DiversityProbe
-from probes.fid import FidProbe
-from probes.gp import GradientPenaltyProbe
-from probes.gradients import GradientProbe
-from probes.kernels import KernelProbe
-from probes.monitor import Monitor
-from probes.spectra import SpectraProbe
+import importlib
 
-# name -> (probe class, in the default set), in the order probes run within a step.
-# The default set is what the collapse detector reads; `gradients` (two tags per layer, a
-# weight copy per reading) is for finding the layer that went wrong, so only in `all`.
-# `fid` joins `default` and `all` only when --fid-every > 0 (its `enabled`).
-REGISTRY: dict[str, tuple[type[Probe], bool]] = {
-    probe.name: (probe, default) for probe, default in (
-        (GradientPenaltyProbe, True),
-        (CriticProbe, True),
-        (KernelProbe, True),
-        (SpectraProbe, True),
-        (DiversityProbe, True),
-        (FidProbe, True),
-        (GradientProbe, False),
-    )}
+# Names are imported on first use, so that `import probes.collapse` (the detector: pure Python
+# over metric files) does not load torch with the probes: `stabgan diagnose` starts at once.
+_EXPORTS = {
+    "Monitor": "probes.monitor", "Probe": "probes.base", "StepState": "probes.base",
+    "REGISTRY": "probes.registry", "build_probes": "probes.registry",
+    "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity", "FidProbe": "probes.fid",
+    "GradientPenaltyProbe": "probes.gp", "GradientProbe": "probes.gradients",
+    "KernelProbe": "probes.kernels", "SpectraProbe": "probes.spectra",
+}
+__all__ = list(_EXPORTS)
 
 
-def build_probes(config="default", **settings) -> list[Probe]:
-    """Probe instances for config.probes; ValueError naming an unknown probe and the known ones.
-
-    config is a RunConfig, or a selection string for loops without one: then cadences and
-    sizes come from RunConfig's defaults and `settings`, e.g.
-    `build_probes("default", z_dim=64, log_every=10)`.
-    """
-    import dataclasses
-    from stabgan.config import RunConfig
-
-    if isinstance(config, str):
-        config = RunConfig(probes=config, **settings)
-    elif settings:
-        config = dataclasses.replace(config, **settings)
-    spec = config.probes.strip()
-    if config.fid_every and spec not in ("default", "all") and "fid" not in spec.split(","):
-        raise ValueError(f"--fid-every {config.fid_every} asks for the fid probe but "
-                         f"probes={spec!r} leaves it out; add fid to --probes or drop --fid-every")
-    if spec == "none":
-        return []
-    if spec in ("default", "all"):
-        names = [n for n, (cls, default) in REGISTRY.items()
-                 if (spec == "all" or default) and cls.enabled(config)]
-    else:
-        names = [n.strip() for n in spec.split(",") if n.strip()]
-        unknown = [n for n in names if n not in REGISTRY]
-        if unknown or not names:
-            known = ", ".join(["default", "all", "none", *REGISTRY])
-            raise ValueError(f"probes={spec!r}: unknown probe {unknown[0] if unknown else ''!r}; "
-                             f"choose from {known}")
-    return [REGISTRY[n][0].from_config(config) for n in names]
-
-
-__all__ = ["Monitor", "Probe", "StepState", "REGISTRY", "build_probes", "CriticProbe",
-           "DiversityProbe", "FidProbe", "GradientPenaltyProbe", "GradientProbe", "KernelProbe",
-           "SpectraProbe"]
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'probes' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -14,11 +14,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+
 
 
 @dataclass(frozen=True)
@@ -130,40 +132,3 @@ def weight_of(module: nn.Module) -> torch.Tensor:
     if parametrize.is_parametrized(module, "weight"):
         return module.parametrizations.weight.original
     return module.weight
-
-
-def named_layers(net: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
-    """(short stable name, module) for every module owning parameters, in definition order.
-
-    Names are `<prefix>.<module path>`; the i-th Involution2d of the net and its sub-layers are
-    `<prefix>.inv<i>` and `<prefix>.inv<i>.reduce`, so kernel, spectra and gradient tags of one
-    involution layer share a name. Spectral-norm parametrization containers are folded into the
-    layer they belong to.
-    """
-    from stabgan.nn.involution import Involution2d
-
-    renames: dict[str, str] = {}
-    for path, module in net.named_modules():
-        if isinstance(module, Involution2d):
-            renames[path] = f"inv{len(renames)}"
-    for path, module in net.named_modules():
-        if ".parametrizations" in f".{path}" or not _owns_parameters(module):
-            continue
-        short = path
-        for inv_path, inv_name in renames.items():
-            if path == inv_path or path.startswith(inv_path + "."):
-                short = inv_name + path[len(inv_path):]
-                break
-        yield (f"{prefix}.{short}" if short else prefix), module
-
-
-def layer_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """The parameters of one layer: its own plus the originals of its parametrizations."""
-    params = list(module.parameters(recurse=False))
-    if parametrize.is_parametrized(module):
-        params += [p.original for p in module.parametrizations.values()]
-    return params
-
-
-def _owns_parameters(module: nn.Module) -> bool:
-    return bool(layer_parameters(module))

@@ -52,7 +52,7 @@ class FidProbe(Probe):
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
         from stabgan import fid
-        from stabgan.data import dataset_info
+        from stabgan.config import dataset_info
 
         self.z_dim = self.z_dim or getattr(generator, "z_dim", None)
         if not self.z_dim:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState, layer_parameters, named_layers
+from probes.base import Probe, StepState
+from stabgan.models import layer_parameters, named_layers
 
 
 class GradientProbe(Probe):

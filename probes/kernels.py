@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, weight_of
+from stabgan.models import involution_layers
 
 HISTOGRAM_VALUES = 8192  # taps in the histogram, an even stride through the kernel tensor
 NEAR_ZERO = 0.01       # a tap is near zero below this fraction of its kernel's largest |tap|
@@ -67,9 +68,8 @@ class KernelProbe(Probe):
         return cls(every=config.probe_every or config.log_every)
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
-        from stabgan.nn.involution import Involution2d
         self.layers = [(name, module) for net, prefix in ((generator, "g"), (critic, "d"))
-                       for name, module in _involutions(net, prefix, Involution2d)]
+                       for name, module in involution_layers(net, prefix)]
 
     def on_step(self, state: StepState) -> dict[str, float | torch.Tensor]:
         readings: dict[str, float | torch.Tensor] = {}
@@ -89,8 +89,3 @@ class KernelProbe(Probe):
     def detach(self) -> None:
         self.layers = []
 
-
-def _involutions(net: nn.Module, prefix: str, kind: type) -> list[tuple[str, nn.Module]]:
-    """(g.inv0, layer), ...: numbered in module order, as `named_layers` numbers them."""
-    layers = [m for m in net.modules() if isinstance(m, kind)]
-    return [(f"{prefix}.inv{i}", m) for i, m in enumerate(layers)]

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState, named_layers, weight_of
+from probes.base import Probe, StepState, weight_of
+from stabgan.models import named_layers
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor | None:

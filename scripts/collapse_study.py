@@ -159,10 +159,10 @@ def diagnosis_write_cost(out: Path) -> float:
 def weights_check_cost(arch: str = "igan") -> float:
     """ms of the trainer's per-step non-finite-weights check on the quick model."""
     from stabgan.config import resolve_config
-    from stabgan.models import build_critic, build_generator
+    from stabgan.models import Critic, Generator
     from stabgan.train import _nonfinite_weights
     config = resolve_config("quick", arch=arch)
-    g, d = build_generator(config, 1), build_critic(config, 1)
+    g, d = Generator(config, 1), Critic(config, 1)
     times = []
     for _ in range(200):
         t0 = time.perf_counter()

@@ -86,9 +86,9 @@ def exact_params(config: dict) -> int | None:
     """Parameters of one involution layer of our model for this config (weights, biases, norm)."""
     if config.get("arch") != "igan":
         return None
-    from stabgan.models import count_parameters, involution_channels
+    from stabgan.models import count_parameters
     from stabgan.nn.involution import Involution2d
-    layer = Involution2d(involution_channels(config["width"]), config["kernel_size"], 1,
+    layer = Involution2d(config["width"], config["kernel_size"], 1,
                          config["groups"], config["reduction"], config["norm"])
     return count_parameters(layer)
 

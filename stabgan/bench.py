@@ -94,7 +94,8 @@ class _MonitoredLoop:
         from probes import build_probes
         from probes.collapse import OnlineDetector
         from probes.monitor import Monitor
-        from stabgan.data import dataset_info, load_dataset
+        from stabgan.config import dataset_info
+        from stabgan.data import load_dataset
         from stabgan.train import WganGp
 
         if config.threads:
@@ -378,7 +379,8 @@ def bench_trainer(steps: int = 20, repeats: int = 3, overrides: dict | None = No
 
     from probes import build_probes
     from stabgan.config import resolve_config
-    from stabgan.data import dataset_info, load_dataset
+    from stabgan.config import dataset_info
+    from stabgan.data import load_dataset
     from stabgan.train import Run, WganGp, train
 
     settings = {"steps": steps, "log_every": 10, "sample_every": steps, "ckpt_every": steps,

@@ -10,10 +10,7 @@ from pathlib import Path
 
 import click
 
-from stabgan.config import CHOICES, PRESETS, ConfigError, RunConfig
-from stabgan.data import DatasetError
-from stabgan.fid import FEATURES
-
+from stabgan.config import CHOICES, FEATURES, PRESETS, ConfigError, DatasetError, RunConfig
 
 
 def _config_option(field: dataclasses.Field):
@@ -59,15 +56,19 @@ def cli():
 @click.pass_context
 def run(ctx, preset, out, name, resume, **overrides):
     """Train one GAN into OUT/NAME (embedded default: iGAN, 1 involution layer, mnist5k)."""
-    from probes import build_probes
-    from stabgan.config import resolve_config
-    from stabgan.train import RunError, fresh_run_dir, prepare_run, train
+    from stabgan.config import resolve_config, run_name
+    from stabgan.runlog import fresh_run_dir
 
     if resume and not name:
         raise click.UsageError("--resume needs --name NAME of the run to continue")
+    try:  # settings are checked before torch loads, so a typo is reported at once
+        run_dir = out / name if name else fresh_run_dir(
+            out, run_name(resolve_config(preset or "quick", **overrides)))
+    except (ConfigError, DatasetError) as error:
+        raise usage_error(error, ctx) from None
+    from probes import build_probes
+    from stabgan.train import RunError, prepare_run, train
     try:
-        run_dir = out / name if name else fresh_run_dir(out, resolve_config(preset or "quick",
-                                                                             **overrides))
         prepared = prepare_run(run_dir, overrides, preset, resume, command=sys.argv)
     except (ConfigError, RunError, DatasetError) as error:
         raise usage_error(error, ctx) from None
@@ -82,10 +83,37 @@ def run(ctx, preset, out, name, resume, **overrides):
         summary = train(prepared, probes)
     except Exception as error:  # the summary already records it; show one line, not a traceback
         raise click.ClickException(f"run failed: {type(error).__name__}: {error}") from None
-    click.echo(f"{summary['status']}: {summary['steps']} steps in {summary['wall_s']:.1f} s "
-               f"({run_dir})", err=True)
+    click.echo(end_of_run(summary, run_dir), err=True)
     if summary.get("exit_signal"):
         ctx.exit(128 + summary["exit_signal"])
+
+
+def end_of_run(summary: dict, run_dir: Path) -> str:
+    """What `stabgan run` prints when it ends: status, verdict (with onset, kind and the
+    evidence when not healthy), the run directory and the commands to look at it."""
+    from stabgan.runlog import DIAGNOSIS, read_json
+
+    lines = [f"{summary['status']}: {summary['steps']:,} steps in {summary['wall_s']:.1f} s"]
+    verdict = summary.get("verdict") or "unknown"
+    events = (read_json(run_dir / DIAGNOSIS) or {}).get("events", [])
+    if verdict == "collapsed":
+        onset = summary.get("onset_step")
+        first = next((e for e in events if e.get("severity") == "collapse"
+                      and e.get("step") == onset), None)
+        lines.append(f"verdict: collapsed at step {onset:,}" +
+                     (f" ({first['kind']}): {first['message']}" if first else ""))
+    elif verdict == "unstable" and events:
+        lines.append(f"verdict: unstable ({events[0]['kind']}): {events[0]['message']}")
+    else:
+        lines.append(f"verdict: {verdict}")
+    if summary.get("fid_min") is not None:
+        lines.append(f"best FID ({summary['fid_features']}): {summary['fid_min']:.4g} at step "
+                     f"{summary['fid_min_step']:,}")
+    lines += [f"run directory: {run_dir}",
+              f"next: stabgan report {run_dir}      (one HTML file: curves, samples, evidence)",
+              f"      tensorboard --logdir {run_dir}",
+              f"      stabgan diagnose {run_dir}"]
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -139,7 +167,7 @@ def sweep(ctx, preset, grid, sweep_file, out, workers, executor, ray_address, sh
 def inspect(ctx, preset, **overrides):
     """Print the generator and critic layer tables with parameter counts."""
     from stabgan.config import resolve_config
-    from stabgan.data import dataset_info
+    from stabgan.config import dataset_info
     from stabgan.models import layer_table
 
     try:

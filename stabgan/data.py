@@ -9,43 +9,15 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT")
+from stabgan.config import DatasetError, parse_spec
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-class DatasetError(ValueError):
-    """The dataset spec names something that is not there or not usable."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the models need to know about a dataset."""
-    channels: int
-    num_classes: int  # 0 when the dataset has no labels
-
-
-def parse_spec(spec: str) -> tuple[str, str | None]:
-    """Split `kind:PATH` into (kind, path); raise DatasetError naming the accepted forms."""
-    kind, _, path = spec.partition(":")
-    if kind == "mnist5k" and not path:
-        return kind, None
-    if kind in ("folder", "celeba", "mnist") and path:
-        return kind, path
-    raise DatasetError(f"dataset {spec!r} is not one of {', '.join(DATASET_KINDS)}")
-
-
-def dataset_info(spec: str) -> DatasetInfo:
-    """Channels and class count of a dataset spec, without loading it."""
-    kind, _ = parse_spec(spec)
-    return {"mnist5k": DatasetInfo(1, 10), "mnist": DatasetInfo(1, 10),
-            "folder": DatasetInfo(3, 0), "celeba": DatasetInfo(3, 0)}[kind]
 
 
 def _to_unit_range(images: torch.Tensor) -> torch.Tensor:

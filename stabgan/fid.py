@@ -19,26 +19,25 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import math
 import os
 import re
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
-from stabgan.data import dataset_info, load_dataset
+from stabgan.config import FEATURES, dataset_info
+from stabgan.data import load_dataset
 
-FEATURES = ("domain", "inception")  # choices of --features; the first is the default
-DEFAULT_FEATURES = FEATURES[0]
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID weights
 INCEPTION_WEIGHTS_ENV = "STABGAN_INCEPTION_WEIGHTS"
 COVERAGE_MIN_SHARE = 0.1  # a class is covered when it gets >= 10% of its uniform share N/K
@@ -48,7 +47,12 @@ DOMAIN_MAX_TRAIN = 20_000  # larger datasets are subsampled: training is step-bo
 DOMAIN_STEPS = 300  # ≈ 10 epochs of mnist5k's 4,000 training images at batch 128
 REAL_STATS_MAX = 10_000  # real images used for the statistics (all of them when fewer)
 
-log = logging.getLogger(__name__)
+
+
+def progress_bar(total: int, desc: str, unit: str):
+    """A progress bar on stderr for long silent work; it disappears when the work is done."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=1.0, leave=False,
+                dynamic_ncols=True)
 
 
 class FIDError(ValueError):
@@ -418,8 +422,7 @@ def _dataset_tensors(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torc
 
 
 def train_domain_classifier(dataset_spec: str, image_size: int, seed: int = 0,
-                            steps: int = DOMAIN_STEPS, batch_size: int = 128,
-                            progress: Callable[[str], None] | None = None
+                            steps: int = DOMAIN_STEPS, batch_size: int = 128
                             ) -> tuple[DomainClassifier, dict]:
     """Train the domain classifier on a labelled dataset; returns (model, record).
 
@@ -449,6 +452,7 @@ def train_domain_classifier(dataset_spec: str, image_size: int, seed: int = 0,
         shift = 2 if image_size >= 16 else 1  # random translation, the one augmentation
         model.train()
         batch_order = torch.zeros(0, dtype=torch.long)
+        bar = progress_bar(steps, "domain classifier", "step")
         for step in range(steps):
             if len(batch_order) < batch_size:
                 batch_order = torch.cat([batch_order, torch.randperm(len(train_x), generator=generator)])
@@ -461,8 +465,10 @@ def train_domain_classifier(dataset_spec: str, image_size: int, seed: int = 0,
             loss.backward()
             optimizer.step()
             schedule.step()
-            if progress and (step + 1) % 100 == 0:
-                progress(f"domain classifier step {step + 1}/{steps} loss {loss.item():.3f}")
+            bar.update(1)
+            if (step + 1) % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.close()
         model.eval()
         with torch.no_grad():
             predicted = torch.cat([model(held_x[i:i + 500])[1].argmax(1)
@@ -491,16 +497,13 @@ def domain_extractor(dataset_spec: str, image_size: int, cache_dir=None, device=
         if record and (record.get("version") != DOMAIN_VERSION or record.get("dataset") != dataset_spec):
             record = None
     if record is None:
-        log.info("training the domain classifier for %s at %dpx (cached in %s)",
-                 dataset_spec, image_size, root)
-        model, record = train_domain_classifier(dataset_spec, image_size, progress=log.info)
+        model, record = train_domain_classifier(dataset_spec, image_size)
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
         data = buffer.getvalue()
         record["fingerprint"] = _sha256(data)
         _write_atomic(weights_file, data)
         _write_atomic(record_file, (json.dumps(record, indent=2) + "\n").encode())
-        log.info("domain classifier held-out accuracy %.4f", record["accuracy"])
     else:
         data = weights_file.read_bytes()
         model = DomainClassifier(record["channels"], record["num_classes"], image_size)
@@ -548,9 +551,12 @@ def real_statistics(extractor: FeatureExtractor, dataset_spec: str, image_size: 
     if len(dataset) > max_images:
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:max_images]
     chunks = []
+    bar = progress_bar(len(indices), f"real statistics ({extractor.name})", "img")
     for start in range(0, len(indices), 1000):
         images, _ = _dataset_tensors(dataset, indices[start:start + 1000])
         chunks.append(extractor.features(images))
+        bar.update(len(images))
+    bar.close()
     mu, sigma = statistics(torch.cat(chunks))
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, sigma=sigma, fingerprint=np.array(extractor.fingerprint),
@@ -613,8 +619,7 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
     checkpoint: `last`, `pre_collapse`, or a path to a checkpoint file. Raises FIDError (or
     MissingWeightsError) with a one-line reason when something needed is absent.
     """
-    from stabgan.data import dataset_info
-    from stabgan.models import build_generator
+    from stabgan.models import Generator
     from stabgan.runlog import CHECKPOINTS
     from stabgan.train import RunError, load_checkpoint
     from stabgan.config import RunConfig
@@ -626,7 +631,7 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
     except RunError as error:
         raise FIDError(str(error).replace("cannot resume", "cannot measure")) from None
     config = RunConfig(**state["config"])
-    generator = build_generator(config, dataset_info(config.dataset).channels)
+    generator = Generator(config, dataset_info(config.dataset).channels)
     generator.load_state_dict(state["generator"])
     extractor = get_extractor(features, config.dataset, config.image_size, inception_weights,
                               cache_dir)

@@ -1,39 +1,52 @@
 """Generators and critics for dcgan | sagan | igan, built from a RunConfig.
 
 Layout for image size S (32 or 64): the generator maps z to 4x4 and doubles the size with
-transposed convs, channel count halving each time down to `width` at S/2, then to the image.
-The critic mirrors it. Involution blocks (igan) and self-attention (sagan) sit at S/2, where the
-channel count is `width` (64 in the seed's Table 2 with `--width 64`).
+transposed convs, the channel count halving each time down to `width` at S/2, then to the image.
+The critic mirrors it: a strided conv to S/2 with `width` channels, then halving the size and
+doubling the channels down to 4x4, then a linear score.
+
+Involution blocks (igan) and self-attention (sagan) go where `inv_stack` says:
+  successive  `inv_layers` blocks back to back at S/2 (where the channel count is `width`);
+  stages      one block after each of the last `inv_layers` stages: S/2, then S/4, ... in the
+              generator (where SAGAN puts attention), the mirrored S/2, S/4, ... in the critic.
+`inv_where` puts involution in the generator, the critic or both; SAGAN has attention in both.
+`spectral_norm` puts spectral norm on the backbone convs of G (projection and transposed convs
+but the last), of D (every conv but the score), or both, as the SAGAN codebase does.
+
+Layers are named as the probes, metrics, TensorBoard and `stabgan inspect` name them
+(`named_layers`): `g.<module path>`, with the i-th involution layer of a network `g.inv<i>`.
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from stabgan.nn.layers import SelfAttention2d, down_block, involution_block, up_block
-
-
-def involution_channels(width: int) -> int:
-    """Channel count at the involution / attention position."""
-    return width
-
-
-def _widths(width: int, image_size: int) -> list[int]:
-    """Channel counts from 4x4 up to S/2, e.g. [4w, 2w, w] for S=32."""
-    doublings = (image_size // 4).bit_length() - 1
-    return [width * 2 ** (doublings - 1 - i) for i in range(doublings)]
+from stabgan.config import stage_widths
+from stabgan.nn.involution import Involution2d
+from stabgan.nn.layers import (SelfAttention2d, down_block, involution_block, maybe_spectral,
+                               up_block)
 
 
-def _middle_blocks(config, generator: bool) -> list[nn.Module]:
-    """Involution or attention blocks placed at S/2 for this network, per the config."""
-    channels = involution_channels(config.width)
+def _blocks(config, generator: bool, channels: int, count: int) -> list[nn.Module]:
+    """`count` involution or attention blocks for one position of this network, per the config."""
     if config.arch == "sagan":
-        return [SelfAttention2d(channels)]
+        return [SelfAttention2d(channels) for _ in range(count)]
     side = "g" if generator else "d"
     if config.arch == "igan" and config.inv_where in (side, "both"):
         return [involution_block(channels, config.kernel_size, config.groups, config.reduction,
-                                 config.norm, generator) for _ in range(config.inv_layers)]
+                                 config.norm, generator, config.inv_block) for _ in range(count)]
     return []
+
+
+def _per_stage(config, n_stages: int) -> list[int]:
+    """Blocks after each stage, the stage nearest S/2 first."""
+    layers = config.inv_layers if config.arch in ("igan", "sagan") else 0
+    if config.inv_stack == "successive":
+        return [layers] + [0] * (n_stages - 1)
+    return [1 if i < layers else 0 for i in range(n_stages)]
 
 
 class Generator(nn.Module):
@@ -41,13 +54,17 @@ class Generator(nn.Module):
 
     def __init__(self, config, image_channels: int):
         super().__init__()
-        widths = _widths(config.width, config.image_size)
+        widths = stage_widths(config.width, config.image_size)
+        spectral = config.spectral_norm in ("g", "both")
         self.z_dim = config.z_dim
-        self.project = nn.Sequential(nn.Linear(config.z_dim, widths[0] * 16, bias=False),
-                                     nn.Unflatten(1, (widths[0], 4, 4)),
-                                     nn.BatchNorm2d(widths[0]), nn.ReLU())
-        self.body = nn.Sequential(*[up_block(a, b) for a, b in zip(widths, widths[1:])],
-                                  *_middle_blocks(config, generator=True))
+        self.project = nn.Sequential(
+            maybe_spectral(nn.Linear(config.z_dim, widths[0] * 16, bias=False), spectral),
+            nn.Unflatten(1, (widths[0], 4, 4)), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        counts = _per_stage(config, len(widths))[::-1]  # stage 4x4 first
+        body = _blocks(config, True, widths[0], counts[0])
+        for i, (a, b) in enumerate(zip(widths, widths[1:]), start=1):
+            body += [up_block(a, b, spectral), *_blocks(config, True, b, counts[i])]
+        self.body = nn.Sequential(*body)
         self.to_image = nn.Sequential(nn.ConvTranspose2d(widths[-1], image_channels, 4, 2, 1),
                                       nn.Tanh())
 
@@ -56,29 +73,25 @@ class Generator(nn.Module):
 
 
 class Critic(nn.Module):
-    """image (B, C, S, S) -> score (B,); no batch norm (the gradient penalty is per sample)."""
+    """image (B, C, S, S) -> score (B,); no batch norm in the backbone (the gradient penalty
+    is per sample)."""
 
     def __init__(self, config, image_channels: int):
         super().__init__()
-        widths = _widths(config.width, config.image_size)[::-1]
-        self.from_image = nn.Sequential(nn.Conv2d(image_channels, widths[0], 4, 2, 1),
-                                        nn.LeakyReLU(0.2))
-        self.body = nn.Sequential(*_middle_blocks(config, generator=False),
-                                  *[down_block(a, b) for a, b in zip(widths, widths[1:])])
+        widths = stage_widths(config.width, config.image_size)[::-1]
+        spectral = config.spectral_norm in ("d", "both")
+        self.from_image = nn.Sequential(
+            maybe_spectral(nn.Conv2d(image_channels, widths[0], 4, 2, 1), spectral),
+            nn.LeakyReLU(0.2))
+        counts = _per_stage(config, len(widths))  # stage S/2 first
+        body = _blocks(config, False, widths[0], counts[0])
+        for i, (a, b) in enumerate(zip(widths, widths[1:]), start=1):
+            body += [down_block(a, b, spectral), *_blocks(config, False, b, counts[i])]
+        self.body = nn.Sequential(*body)
         self.score = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * 16, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.score(self.body(self.from_image(x))).squeeze(1)
-
-
-def build_generator(config, image_channels: int) -> Generator:
-    """The generator for config.arch."""
-    return Generator(config, image_channels)
-
-
-def build_critic(config, image_channels: int) -> Critic:
-    """The critic for config.arch."""
-    return Critic(config, image_channels)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -86,31 +99,79 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def layer_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters of one layer: its own plus the originals of its parametrizations."""
+    params = list(module.parameters(recurse=False))
+    if parametrize.is_parametrized(module):
+        params += [p.original for p in module.parametrizations.values()]
+    return params
+
+
+def _names(net: nn.Module, prefix: str) -> Iterator[tuple[str, str, nn.Module]]:
+    """(module path, display name, module) for every named module but parametrization
+    containers; the i-th Involution2d and its sub-layers become `<prefix>.inv<i>[.sub]`."""
+    renames: dict[str, str] = {}
+    for path, module in net.named_modules():
+        if isinstance(module, Involution2d):
+            renames[path] = f"inv{len(renames)}"
+    for path, module in net.named_modules():
+        if not path or ".parametrizations" in f".{path}":
+            continue
+        short = path
+        for inv_path, inv_name in renames.items():
+            if path == inv_path or path.startswith(inv_path + "."):
+                short = inv_name + path[len(inv_path):]
+                break
+        yield path, f"{prefix}.{short}", module
+
+
+def named_layers(net: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    """(short stable name, module) for every module owning parameters, in definition order.
+
+    Names are `<prefix>.<module path>`; the i-th Involution2d of the net and its sub-layers are
+    `<prefix>.inv<i>` and `<prefix>.inv<i>.reduce`, so kernel, spectra and gradient tags of one
+    involution layer share a name. Spectral-norm parametrization containers are folded into the
+    layer they belong to.
+    """
+    for _, name, module in _names(net, prefix):
+        if layer_parameters(module):
+            yield name, module
+
+
+def involution_layers(net: nn.Module, prefix: str) -> list[tuple[str, Involution2d]]:
+    """(`<prefix>.inv<i>`, layer) for every involution layer of net, in module order."""
+    return [(name, m) for _, name, m in _names(net, prefix) if isinstance(m, Involution2d)]
+
+
 def layer_table(config, image_channels: int) -> str:
-    """Text table of both networks: layer, type, output shape, parameters (what `inspect` prints)."""
-    from stabgan.nn.involution import Involution2d
+    """Text table of both networks: layer, type, output shape, parameters (what `inspect`
+    prints), with the layer names of metrics and TensorBoard (g.inv0, d.body.1.0, ...)."""
     lines = []
-    for title, net, example in (
-            ("generator", build_generator(config, image_channels), torch.zeros(2, config.z_dim)),
-            ("critic", build_critic(config, image_channels),
+    for title, prefix, net, example in (
+            ("generator", "g", Generator(config, image_channels), torch.zeros(2, config.z_dim)),
+            ("critic", "d", Critic(config, image_channels),
              torch.zeros(2, image_channels, config.image_size, config.image_size))):
+        rows = [(name, m) for _, name, m in _names(net, prefix)
+                if isinstance(m, Involution2d) or not list(m.children())
+                or list(m.parameters(recurse=False)) or parametrize.is_parametrized(m)]
+        rows = [(name, m) for name, m in rows  # an involution layer's parts are in its row
+                if not any(name.startswith(inv + ".") for inv, _ in involution_layers(net, prefix))]
         shapes: dict[str, tuple] = {}
-        leaves = [(name, m) for name, m in net.named_modules()
-                  if name and (not list(m.children()) or isinstance(m, Involution2d))]
         handles = [m.register_forward_hook(
             lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
-            for name, m in leaves]
+            for name, m in rows]
         net.eval()
         with torch.no_grad():
             net(example)
         for handle in handles:
             handle.remove()
         lines.append(f"{title}: {count_parameters(net):,} parameters")
-        lines.append(f"  {'layer':<28}{'type':<20}{'output':<18}{'params':>10}")
-        for name, module in leaves:
-            if any(name.startswith(inv + ".") for inv, m in leaves if isinstance(m, Involution2d)):
-                continue  # counted in its involution layer's row
-            lines.append(f"  {name:<28}{type(module).__name__:<20}{str(shapes.get(name, '')):<18}"
-                         f"{count_parameters(module):>10,}")
+        lines.append(f"  {'layer':<28}{'type':<24}{'output':<18}{'params':>10}")
+        for name, module in rows:
+            kind = type(module).__name__.removeprefix("Parametrized") + (
+                "+SN" if parametrize.is_parametrized(module) else "")
+            params = (count_parameters(module) if isinstance(module, Involution2d)
+                      else sum(p.numel() for p in layer_parameters(module)))
+            lines.append(f"  {name:<28}{kind:<24}{str(shapes.get(name, '')):<18}{params:>10,}")
         lines.append("")
     return "\n".join(lines)

@@ -146,6 +146,15 @@ def find_runs(root: Path) -> list[Path]:
                    if p.is_file() and CHECKPOINTS not in p.parts})
 
 
+def fresh_run_dir(out: Path, base: str) -> Path:
+    """OUT/BASE, with -1, -2 ... appended when that directory exists already."""
+    candidate, n = Path(out) / base, 0
+    while candidate.exists():
+        n += 1
+        candidate = Path(out) / f"{base}-{n}"
+    return candidate
+
+
 class RunWriter:
     """Writes one run directory; see DESIGN.md for the contract."""
 

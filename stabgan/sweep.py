@@ -362,7 +362,7 @@ def _mismatch(saved: Mapping, config: RunConfig) -> str | None:
 def _check_machine(jobs: list[Job], executor: str) -> None:
     """Dataset folders exist and (local runs) the device is there: cheap checks that would
     otherwise fail every run of the night one by one."""
-    from stabgan.data import parse_spec
+    from stabgan.config import parse_spec
     from stabgan.train import resolve_device
 
     for dataset in dict.fromkeys(j.config.dataset for j in jobs):

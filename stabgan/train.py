@@ -22,9 +22,9 @@ import torch
 
 import stabgan
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
-                            resolve_config, validate)
-from stabgan.data import BatchStream, dataset_info, load_dataset
-from stabgan.models import build_critic, build_generator
+                            dataset_info, resolve_config, validate)
+from stabgan.data import BatchStream, load_dataset
+from stabgan.models import Critic, Generator
 from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT,
                             SUMMARY, atomic_write_bytes, metric_series, read_json, read_metrics,
                             write_json)
@@ -67,26 +67,6 @@ def resume_config(saved: dict, overrides: dict) -> RunConfig:
     config = RunConfig(**values)
     validate(config)
     return config
-
-
-def run_name(config: RunConfig) -> str:
-    """A readable directory name from the settings that define the experiment."""
-    parts = [config.arch]
-    if config.arch == "igan":
-        where = "" if config.inv_where == "g" else config.inv_where
-        parts += [f"inv{config.inv_layers}{where}", config.norm,
-                  f"k{config.kernel_size}g{config.groups}r{config.reduction}"]
-    return "-".join(parts + [f"s{config.seed}"])
-
-
-def fresh_run_dir(out: Path, config: RunConfig) -> Path:
-    """OUT/<run_name>, with -1, -2 ... appended when that directory exists already."""
-    base = run_name(config)
-    candidate, n = Path(out) / base, 0
-    while candidate.exists():
-        n += 1
-        candidate = Path(out) / f"{base}-{n}"
-    return candidate
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -182,11 +162,35 @@ class _StopFlag:
 def gradient_penalty(critic, x_hat: torch.Tensor, scores_hat: torch.Tensor,
                      create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean of (‖∇D(x̂)‖₂ − 1)², ∇D(x̂)) with per-sample norms over all pixels and channels."""
-    # the critic loss still backpropagates through scores_hat's graph: keep it (λ = 0 too)
-    grad, = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=create_graph,
-                                retain_graph=True)
+    grad, = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=create_graph)
     norms = grad.flatten(1).norm(dim=1)
     return ((norms - 1.0) ** 2).mean(), grad
+
+
+def interpolate_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                        create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x̂ = eps·real + (1 − eps)·fake, its penalty, ∇D(x̂)), x̂ scored in a critic call of its own.
+
+    Scoring x̂ apart from real and fake keeps the penalty's gradient and its double backward to
+    the B samples that have one (a joint call of 3B samples runs them over all 3B). For a critic
+    without batch statistics the two are the same function; with batch norm inside the critic
+    (`--norm batch` with involution in D) x̂ is normalised as a batch of its own, and the
+    norm's running statistics get one more update per critic pass.
+    """
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    gp, grad_x_hat = gradient_penalty(critic, x_hat, critic(x_hat), create_graph=create_graph)
+    return x_hat, gp, grad_x_hat
+
+
+def critic_loss(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
+                gp_lambda: float) -> dict[str, torch.Tensor]:
+    """The critic loss of the seed's eq. 4, E[D(fake)] − E[D(real)] + λ·GP, and its terms;
+    real and fake are scored in one critic call, x̂ in another (`interpolate_penalty`)."""
+    d_real, d_fake = critic(torch.cat([real, fake])).chunk(2)
+    x_hat, gp, grad_x_hat = interpolate_penalty(critic, real, fake, eps, gp_lambda > 0)
+    w_loss = d_fake.mean() - d_real.mean()
+    return {"d_real": d_real, "d_fake": d_fake, "x_hat": x_hat, "grad_x_hat": grad_x_hat,
+            "gp_penalty": gp, "loss": w_loss + gp_lambda * gp}
 
 
 class WganGp:
@@ -204,8 +208,8 @@ class WganGp:
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)  # noise, interpolation
         self.stream = BatchStream(dataset, config.batch_size, config.seed,
                                   workers=0 if isinstance(dataset, torch.utils.data.TensorDataset) else 2)
-        self.generator = build_generator(config, image_channels).to(self.device)
-        self.critic = build_critic(config, image_channels).to(self.device)
+        self.generator = Generator(config, image_channels).to(self.device)
+        self.critic = Critic(config, image_channels).to(self.device)
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas)
@@ -217,9 +221,13 @@ class WganGp:
                            device=self.device)
 
     def step(self) -> dict[str, torch.Tensor | dict]:
-        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels, optimizers."""
+        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels, optimizers.
+
+        gp_update joint makes one critic Adam step on W-loss + λ·GP; separate makes two, as the
+        SAGAN codebase does: on the W-loss, then on λ·GP alone (the interpolates scored by the
+        updated critic). λ = 0 leaves nothing for the second step, so it is skipped.
+        """
         config, generator, critic = self.config, self.generator, self.critic
-        # critic step(s): real, fake and interpolates scored in one batch (no batch norm in D)
         critic.requires_grad_(True)
         for _ in range(config.n_critic):
             real, labels = self.stream.next()
@@ -227,13 +235,20 @@ class WganGp:
             with torch.no_grad():
                 fake = generator(self.noise())
             eps = torch.rand(config.batch_size, 1, 1, 1, generator=self.rng, device=self.device)
-            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-            d_real, d_fake, d_hat = critic(torch.cat([real, fake, x_hat])).chunk(3)
-            gp, grad_x_hat = gradient_penalty(critic, x_hat, d_hat, create_graph=config.gp_lambda > 0)
-            loss_d = d_fake.mean() - d_real.mean() + config.gp_lambda * gp
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
+            if config.gp_update == "joint":
+                terms = critic_loss(critic, real, fake, eps, config.gp_lambda)
+                self._critic_update(terms["loss"])
+            else:
+                d_real, d_fake = critic(torch.cat([real, fake])).chunk(2)
+                w_loss = d_fake.mean() - d_real.mean()
+                self._critic_update(w_loss)
+                x_hat, gp, grad_x_hat = interpolate_penalty(critic, real, fake, eps,
+                                                            config.gp_lambda > 0)
+                if config.gp_lambda > 0:
+                    self._critic_update(config.gp_lambda * gp)
+                terms = {"d_real": d_real, "d_fake": d_fake, "x_hat": x_hat,
+                         "grad_x_hat": grad_x_hat, "gp_penalty": gp,
+                         "loss": w_loss.detach() + config.gp_lambda * gp.detach()}
 
         # generator step (critic frozen so its gradients stay those of its own step)
         critic.requires_grad_(False)
@@ -243,10 +258,15 @@ class WganGp:
         self.opt_g.step()
         self.sched_g.step()
         self.sched_d.step()
-        return {"real": real, "fake": fake, "d_real": d_real, "d_fake": d_fake, "x_hat": x_hat,
-                "grad_x_hat": grad_x_hat, "loss_critic": loss_d, "loss_generator": loss_g,
-                "gp_penalty": gp, "labels": labels,
+        return {"real": real, "fake": fake, "d_real": terms["d_real"], "d_fake": terms["d_fake"],
+                "x_hat": terms["x_hat"], "grad_x_hat": terms["grad_x_hat"], "loss_critic": terms["loss"],
+                "loss_generator": loss_g, "gp_penalty": terms["gp_penalty"], "labels": labels,
                 "optimizers": {"generator": self.opt_g, "critic": self.opt_d}}
+
+    def _critic_update(self, loss: torch.Tensor) -> None:
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
 
     _PARTS = ("generator", "critic", "opt_g", "opt_d", "sched_g", "sched_d", "stream")
 
@@ -308,6 +328,8 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     status, error, step, step_times = "completed", None, start_step, []
     stop = _StopFlag()
     started = time.perf_counter()
+    if start_step == 0:
+        save_samples(0)  # the untrained generator: the user sees at once that training started
     bar = tqdm(total=config.steps, initial=start_step, desc=run.run_dir.name, unit="step",
                mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
     try:

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from stabgan.data import BatchStream, DatasetError, dataset_info, load_dataset, parse_spec
+from stabgan.config import DatasetError, dataset_info, parse_spec
+from stabgan.data import BatchStream, load_dataset
 
 
 def test_mnist5k_is_embedded_balanced_and_scaled():

@@ -9,8 +9,9 @@ import re
 import pytest
 import torch
 
+from stabgan.config import NORMS
 from stabgan.nn import _involution_cpu
-from stabgan.nn.involution import (NORMS, Involution2d, eq5_parameter_estimate, involution,
+from stabgan.nn.involution import (Involution2d, eq5_parameter_estimate, involution,
                                    involution_reference)
 
 TOL = dict(rtol=1e-5, atol=1e-5)

@@ -11,7 +11,8 @@ from torch import nn
 
 from probes import (REGISTRY, CriticProbe, DiversityProbe, FidProbe, GradientPenaltyProbe,
                     GradientProbe, KernelProbe, SpectraProbe, StepState, build_probes)
-from probes.base import named_layers, weight_of
+from probes.base import weight_of
+from stabgan.models import named_layers
 from probes.diversity import diversity_stats
 from probes.kernels import kernel_stats
 from probes.monitor import core_readings
@@ -19,7 +20,7 @@ from probes.spectra import top_singular_values, weight_matrix
 from stabgan import fid
 from stabgan.config import resolve_config
 from stabgan.data import load_dataset
-from stabgan.models import build_critic, build_generator
+from stabgan.models import Critic, Generator
 from stabgan.nn.involution import Involution2d
 from stabgan.runlog import metric_series, read_json, read_metrics
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_nets(**overrides):
     config = resolve_config(width=8, z_dim=16, **overrides)
     torch.manual_seed(0)
-    return config, build_generator(config, 1), build_critic(config, 1)
+    return config, Generator(config, 1), Critic(config, 1)
 
 
 # --------------------------------------------------------------------- exact answers
@@ -116,7 +117,7 @@ def test_layer_names_are_short_and_stable():
     assert {"g.inv0.reduce", "g.inv0.span", "g.inv1.span", "g.project.0"} <= set(g_names)
     assert {"d.inv0.reduce", "d.inv1.span", "d.score.1"} <= set(d_names)
     assert not any("parametrizations" in n for n in g_names + d_names)
-    assert g_names == [name for name, _ in named_layers(build_generator(resolve_config(
+    assert g_names == [name for name, _ in named_layers(Generator(resolve_config(
         width=8, z_dim=16, norm="spectral", inv_where="both", inv_layers=2), 1), "g")]
 
 

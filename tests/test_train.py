@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import TINY, stabgan_cli
-from stabgan.config import ARCHS, resolve_config
-from stabgan.models import build_critic
-from stabgan.nn.involution import NORMS
+from stabgan.config import ARCHS, NORMS, resolve_config
+from stabgan.models import Critic
 from stabgan.runlog import metric_series, read_json, read_metrics
 from stabgan.train import gradient_penalty, prepare_run, train
 
@@ -39,7 +38,8 @@ def test_run_writes_the_whole_contract(tmp_path):
     assert summary["step_s_median"] > 0
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     pngs = sorted((run_dir / "samples").glob("step_*.png"))
-    assert [p.name for p in pngs] == ["step_000010.png", "step_000020.png", "step_000030.png"]
+    assert [p.name for p in pngs] == ["step_000000.png", "step_000010.png", "step_000020.png",
+                                      "step_000030.png"]
     with Image.open(pngs[-1]) as image:
         assert image.size[0] > 32 and image.size[1] > 32
 
@@ -53,7 +53,7 @@ def test_run_writes_the_whole_contract(tmp_path):
 
 def _valid_variants():
     yield "dcgan", 0, "none"
-    yield "sagan", 0, "none"
+    yield "sagan", 1, "none"
     for norm in NORMS:
         for layers in (1, 2):
             yield "igan", layers, norm
@@ -73,7 +73,7 @@ def test_every_model_variant_trains(tmp_path, arch, inv_layers, norm):
 
 def test_gradient_penalty_matches_independent_autograd():
     torch.manual_seed(0)
-    critic = build_critic(resolve_config(**TINY_OVERRIDES), 1).double()
+    critic = Critic(resolve_config(**TINY_OVERRIDES), 1).double()
     x_hat = torch.randn(6, 1, 32, 32, dtype=torch.float64, requires_grad=True)
     penalty, grad = gradient_penalty(critic, x_hat, critic(x_hat), create_graph=False)
     expected = []

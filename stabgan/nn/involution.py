@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stabgan.config import NORMS
 from stabgan.nn import _involution_cpu
 
-NORMS = ("none", "batch", "spectral", "softmax")
 
 
 def _check(x: torch.Tensor, kernel: torch.Tensor, stride: int) -> tuple[int, int, int]:

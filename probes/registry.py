@@ -1,0 +1,58 @@
+"""The probe registry: `--probes` names -> probe classes, and `build_probes`."""
+from __future__ import annotations
+
+import dataclasses
+
+from probes.critic import CriticProbe
+from probes.diversity import DiversityProbe
+from probes.fid import FidProbe
+from probes.gp import GradientPenaltyProbe
+from probes.gradients import GradientProbe
+from probes.kernels import KernelProbe
+from probes.spectra import SpectraProbe
+from stabgan.config import RunConfig
+
+# name -> (probe class, in the default set), in the order probes run within a step.
+# The default set is what the collapse detector reads; `gradients` (two tags per layer, a
+# weight copy per reading) is for finding the layer that went wrong, so only in `all`.
+# `fid` joins `default` and `all` only when --fid-every > 0 (its `enabled`).
+REGISTRY: dict[str, tuple[type, bool]] = {
+    probe.name: (probe, default) for probe, default in (
+        (GradientPenaltyProbe, True),
+        (CriticProbe, True),
+        (KernelProbe, True),
+        (SpectraProbe, True),
+        (DiversityProbe, True),
+        (FidProbe, True),
+        (GradientProbe, False),
+    )}
+
+
+def build_probes(config="default", **settings) -> list:
+    """Probe instances for config.probes; ValueError naming an unknown probe and the known ones.
+
+    config is a RunConfig, or a selection string for loops without one: then cadences and
+    sizes come from RunConfig's defaults and `settings`, e.g.
+    `build_probes("default", z_dim=64, log_every=10)`.
+    """
+    if isinstance(config, str):
+        config = RunConfig(probes=config, **settings)
+    elif settings:
+        config = dataclasses.replace(config, **settings)
+    spec = config.probes.strip()
+    if config.fid_every and spec not in ("default", "all") and "fid" not in spec.split(","):
+        raise ValueError(f"--fid-every {config.fid_every} asks for the fid probe but "
+                         f"probes={spec!r} leaves it out; add fid to --probes or drop --fid-every")
+    if spec == "none":
+        return []
+    if spec in ("default", "all"):
+        names = [n for n, (cls, default) in REGISTRY.items()
+                 if (spec == "all" or default) and cls.enabled(config)]
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        unknown = [n for n in names if n not in REGISTRY]
+        if unknown or not names:
+            known = ", ".join(["default", "all", "none", *REGISTRY])
+            raise ValueError(f"probes={spec!r}: unknown probe {unknown[0] if unknown else ''!r}; "
+                             f"choose from {known}")
+    return [REGISTRY[n][0].from_config(config) for n in names]
