@@ -2,7 +2,7 @@
 
 A probe overrides only what it needs. `every` (its cadence, in steps) is fixed where it is
 registered. `on_step` returns a flat dict of tag -> float or 0-d tensor (scalars) or tag ->
-tensor of 1 or more dimensions (histograms); tags follow DESIGN.md (`group/name`).
+tensor of 1 or more dimensions (histograms); tags follow docs/design.md (`group/name`).
 
 Probes read the `StepState` the loop filled with what it already computed and never recompute
 it; they hold no autograd graph (the Monitor detaches every tensor) and no global RNG draw.

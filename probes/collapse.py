@@ -6,7 +6,7 @@
 
 An event is `{"kind", "step", "severity": "warning"|"collapse", "evidence", "message"}`; `step`
 is the onset (the first logged step of the sustained excursion), `evidence["detected_step"]`
-the step at which it was confirmed. Kinds (DESIGN.md): nan, divergence, gp_blowup,
+the step at which it was confirmed. Kinds (docs/design.md): nan, divergence, gp_blowup,
 mode_collapse, kernel_collapse, spectral_explosion.
 
 Every detector but `nan` judges a tag against the run's own early baseline: the median and MAD

@@ -69,7 +69,7 @@ class Monitor:
         self.log_every = log_every
         self.hparams = dict(hparams or {})
         self.latest: dict[str, float] = {}
-        # collapse detection (issue 5): events confirmed at the latest logged step
+        # collapse detection: events confirmed at the latest logged step
         self.detector = detector
         self.events: list[dict] = []
         if detector is not None and detector.run_dir is None:

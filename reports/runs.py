@@ -21,7 +21,7 @@ import numpy as np
 from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, METRICS, SAMPLES, SUMMARY, read_json,
                             to_float)
 
-VERDICTS = ("healthy", "unstable", "collapsed")  # diagnosis.json's values (DESIGN.md)
+VERDICTS = ("healthy", "unstable", "collapsed")  # diagnosis.json's values (docs/design.md)
 RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
 MAX_EVENTS = 50         # events listed per run; a pathological run can log thousands
 _SAMPLE_NAME = re.compile(r"step_(\d+)\.png$")

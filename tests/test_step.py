@@ -195,3 +195,16 @@ def test_every_option_trains_round_trips_and_resumes(tmp_path, option):
     summary = read_json(tmp_path / "r" / "summary.json")
     assert summary["status"] == "completed" and summary["steps"] == 6
     assert read_json(tmp_path / "r" / "config.json")["config"] == saved | {"steps": 6}
+
+
+def test_bench_trainer_prints_ours_against_the_minimal_loop():
+    from click.testing import CliRunner
+    from stabgan.cli import cli
+
+    result = CliRunner().invoke(cli, ["bench", "trainer", "--steps", "1", "--repeats", "1",
+                                      "--arch", "dcgan"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("dcgan: width 32, batch 64, 1 thread(s)")
+    assert "minimal loop" in lines[1] and "WganGp.step" in lines[2] and "ratio" in lines[2]
+    assert float(lines[2].split("ratio")[1]) > 0
