@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stabgan.config import resolve_config  # noqa: E402
+from stabgan.study import seed_study  # noqa: E402
 from stabgan.runlog import (CONFIG, DIAGNOSIS, SUMMARY, find_runs, metric_series,  # noqa: E402
                             read_json, read_metrics)
 from stabgan.sweep import (FINISHED, SWEEP_RECORD, SweepSpec, expand, format_table,  # noqa: E402
@@ -64,13 +65,19 @@ BEST_K = (3, 5)  # the seed: "the best K is around 4 x 4"
 SEED_STEPS = 50_000
 SEED_DATA = "CelebA 64×64"
 DEFAULT_DATASET = "mnist5k"
+SEED_SWEEPS = ("faithful", "successive", "norms")  # stabgan.study: the long, seed-faithful runs
 SWEEP_KEYS = {"stability": ("inv_layers", "norm"), "archs": ("arch",),  # a grid point, over seeds
-              "table2": ("kernel_size", "groups", "reduction")}
+              "table2": ("kernel_size", "groups", "reduction"),
+              **{name: ("inv_layers", "norm") for name in SEED_SWEEPS}}
 # Run fields hidden from the reports' overview figures, so that each sweep shows the figures that
 # mean something for it: the collapse-rate grid (inv-layers x norm) for stability only, verdicts
 # by arch for archs only; FID curves and collapse onsets for every sweep.
 FIGURE_HIDDEN = {"stability": ("arch",), "archs": ("inv_layers", "norm"),
-                 "table2": ("arch", "inv_layers", "norm")}
+                 "table2": ("arch", "inv_layers", "norm"), **{name: ("arch",) for name in SEED_SWEEPS}}
+# what a seed-study row is, beyond its grid point: the sweep's fixed settings, in words
+SEED_SETTING = {"faithful": "seed layout: stages (S/2, S/4), residual γ, SN in G and D, separate GP step",
+                "successive": "stacked at S/2 with nothing between (plain), SN in G and D, separate GP step",
+                "norms": "seed layout (as faithful), with kernel normalization"}
 LABEL_PREFIX = {"inv_layers": "L", "kernel_size": "K", "groups": "G", "reduction": "R",
                 "seed": "s"}  # run labels in the figures: "L2 batch s0"
 FID_FEATURES = {"fid/domain": "features of a classifier trained on the dataset, not Inception",
@@ -118,7 +125,15 @@ def studies(args) -> dict[str, SweepSpec]:
     order = {1: 0, 6: 1, 7: 2, 3: 3, 4: 4, 5: 5, 2: 6}
     table2_points = tuple({"kernel_size": k, "groups": g, "reduction": r}
                           for _, k, g, r, *_ in sorted(cases, key=lambda c: order[c[0]]))
-    return {  # the stability claims first: they matter most if the study is cut short
+    seed_base, seed_seeds = None, (0, 1, 2)
+    if args.quick_check:
+        seed_base = {k: v for k, v in base.items() if k not in ("dataset", "steps")}
+        seed_seeds = (0,)
+    long_runs = seed_study(args.seed_out, args.seed_steps or (4 if args.quick_check else 5000),
+                           args.workers, seed_seeds, seed_base, executor=args.executor,
+                           ray_address=args.ray_address, report=not args.no_report)
+    return {  # the long seed-faithful sweeps first, then the short ones of the first round
+        **long_runs,
         "stability": SweepSpec(grid={"inv_layers": layers, "norm": norms, "seed": seeds3},
                                base=base, out=args.out / "stability", **common),
         "archs": SweepSpec(grid={"arch": archs, "seed": seeds3}, base=base,
@@ -147,6 +162,8 @@ class RunRecord:
     wall_s: float | None
     started: float | None  # mtime of config.json (rewritten when a run resumes)
     ended: float | None    # mtime of summary.json (written when a run stops)
+    path: Path | None = None
+    events: list = field(default_factory=list)  # diagnosis.json's events
 
     @property
     def finished(self) -> bool:
@@ -186,7 +203,8 @@ def read_run(run_dir: Path) -> RunRecord:
         coverage_best=max(coverage) if coverage else None,
         ms_per_step=step_s * 1000 if isinstance(step_s, (int, float)) else None,
         steps=summary.get("steps"), wall_s=summary.get("wall_s"),
-        started=_mtime(run_dir / CONFIG), ended=_mtime(run_dir / SUMMARY))
+        started=_mtime(run_dir / CONFIG), ended=_mtime(run_dir / SUMMARY), path=run_dir,
+        events=events)
 
 
 @dataclass
@@ -655,13 +673,17 @@ def default_out(quick_check: bool) -> Path:
     return Path("runs/reproduction-check" if quick_check else "runs/reproduction")
 
 
-def regen_command(args, steps: list, datasets: list) -> str:
+def regen_command(args, steps: list, seed_steps: list, datasets: list) -> str:
     """The command that resumes this study and rewrites this doc."""
     words = ["python scripts/reproduction_study.py"]
     if args.quick_check:
         words.append("--quick-check")
     if args.out != default_out(args.quick_check):
         words.append(f"--out {args.out}")
+    if args.seed_out != args.out.parent / ("seed-study-check" if args.quick_check else "seed-study"):
+        words.append(f"--seed-out {args.seed_out}")
+    if len(seed_steps) == 1 and seed_steps[0] != 5000:
+        words.append(f"--seed-steps {seed_steps[0]}")
     if args.doc is not None:
         words.append(f"--doc {args.doc}")
     if len(datasets) == 1 and datasets[0] != DEFAULT_DATASET:
@@ -772,9 +794,22 @@ def limits(sweeps: dict[str, Sweep], counted: list[RunRecord]) -> str:
              if unfinished else ""))
 
 
-def claims(t2, st, ar) -> list[tuple[str, str, Finding, str]]:
-    """(id, claim, finding, rule) for every claim of the seed this study judges."""
+def claims(t2, st, ar, seed=None, stacked=None) -> list[tuple[str, str, Finding, str]]:
+    """(id, claim, finding, rule) for every claim of the seed this study judges: on the
+    long seed-faithful runs (seed: faithful and norms points; stacked: the successive reading)
+    and on the first round's short runs."""
+    seed, stacked = seed or {}, stacked or {}
+    rule_2l = ("supported if the 2-layer instability rate exceeds the 1-layer one by ≥ 1/3; "
+               "contradicted if it is not higher while some runs were unstable; inconclusive "
+               "when no run was; at least 3 runs a side")
     return [
+        ("L-2L", "Two successive involution layers are unstable — seed layout (two stages), "
+                 "long runs", claim_two_layers(seed), rule_2l),
+        ("L-2L-stacked", "Two successive involution layers are unstable — stacked at one "
+                         "resolution, long runs", claim_two_layers(stacked), rule_2l),
+        *[(f"L-{norm}", f"{norm} normalization of the kernels does not work — seed layout, "
+                        "long runs", claim_norm(seed, norm),
+           "as S-norm below, on the long runs (2 layers vs none)") for norm in NORMS[1:]],
         ("T2-K", "The best K is around 3–5; larger K costs time and memory without better FID "
                  "(Table 2, cases 6, 1, 7, 3)", claim_best_k(t2),
          "supported if the lowest mean min-FID is at K = 3 or 5 and beats the best K outside "
@@ -805,18 +840,178 @@ def claims(t2, st, ar) -> list[tuple[str, str, Finding, str]]:
     ]
 
 
+# --------------------------------------------------------------------------- the seed study
+
+SEED_ROWS = [("faithful", 1, "none"), ("faithful", 2, "none"), ("successive", 1, "none"),
+             ("successive", 2, "none"), *[("norms", 2, n) for n in NORMS[1:]]]
+
+
+def closest_readings(run_dir: Path) -> dict[str, float]:
+    """How near a run came to instability, from its metrics: the largest gradient norm at x̂
+    (p95), the largest |distance| after the first tenth of the run, and the largest growth of an
+    involution kernel's max |h| and of a layer's σ0 over their first logged values."""
+    series = metric_series(read_metrics(run_dir))
+    out: dict[str, float] = {}
+    p95 = _finite(series.get("gp/norm_p95", ((), ()))[1])
+    if p95:
+        out["gp_p95_max"] = max(p95)
+    steps, values = series.get("wgan/distance", ((), ()))
+    late = _finite(v for st, v in zip(steps, values) if steps and st > steps[-1] / 10)
+    if late:
+        out["distance_late_max"] = max(abs(v) for v in late)
+
+    def growth(suffix: str) -> float | None:
+        ratios = []
+        for tag, (_, vals) in series.items():
+            vals = _finite(vals)
+            if tag.endswith(suffix) and len(vals) > 3 and statistics.median(vals[:3]) > 0:
+                ratios.append(max(vals) / statistics.median(vals[:3]))
+        return max(ratios) if ratios else None
+
+    for key, suffix in (("kernel_growth", "/max_abs"), ("sigma0_growth", "/sigma0")):
+        value = growth(suffix)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _closest_cell(p: Point | None) -> str:
+    """The largest of each closest reading over the point's runs."""
+    if p is None:
+        return "–"
+    found = [closest_readings(r.path) for r in p.runs if r.path is not None]
+    labels = (("gp_p95_max", "‖∇D‖ p95 ≤ {:.2f}"), ("distance_late_max", "|distance| ≤ {:.1f}"),
+              ("kernel_growth", "kernel max ×{:.1f}"), ("sigma0_growth", "σ0 ×{:.1f}"))
+    return "; ".join(text.format(max(f[key] for f in found if key in f))
+                     for key, text in labels if any(key in f for f in found)) or "–"
+
+
+def seed_points(sweeps: dict[str, Sweep], name: str) -> dict[tuple, Point]:
+    return sweeps[name].points if name in sweeps else {}
+
+
+def seed_study_lines(sweeps: dict[str, Sweep], folder: Path) -> list[str]:
+    """The seed-faithful study: one row per setting, with how close its runs came to trouble,
+    then the seed's Fig. 7/8 analogue for every run that collapsed."""
+    rows = [[name, str(layers), norm, SEED_SETTING[name],
+             *point_cells(seed_points(sweeps, name).get((layers, norm))),
+             _closest_cell(seed_points(sweeps, name).get((layers, norm)))]
+            for name, layers, norm in SEED_ROWS]
+    status = [f"- `{name}`: {sweep_status(sweeps[name])}" for name in SEED_SWEEPS]
+    records = [r for name in SEED_SWEEPS for r in sweeps[name].finished]
+    size = ", ".join(f"{s}×{s}" for s in config_values(records, "image_size")) or "–"
+    lines = ["## The seed-faithful study (long runs)", "",
+             "The seed's iGAN is most likely the public SAGAN codebase whose defaults are its "
+             "Table 1, with involution in place of attention (`--preset seed`). Its runs here: "
+             f"mnist5k at {size}, width {join(config_values(records, 'width'))}, "
+             f"{join(config_values(records, 'steps'))} steps, every probe, domain FID every "
+             f"{join(config_values(records, 'fid_every'))} steps on "
+             f"{join(config_values(records, 'fid_samples'))} samples, no early stop.", "",
+             *status, "",
+             table(["sweep", "inv layers", "norm", "setting", *POINT_HEADER,
+                    "closest to instability (max over runs)"], rows), "",
+             "`closest to instability`: the largest p95 of ‖∇D(x̂)‖ (healthy near 1), the largest "
+             "|E[D(real)] − E[D(fake)]| after the first tenth of the run, and the largest growth of "
+             "an involution kernel's max |h| and of a layer's σ0 over their first readings.", ""]
+    lines += collapse_figure_lines([r for r in records if r.verdict == "collapsed"], folder)
+    for name in SEED_SWEEPS:
+        lines += figure_lines(sweeps[name], folder)
+    return lines
+
+
+def collapse_figure_lines(records: list[RunRecord], folder: Path) -> list[str]:
+    """The seed's Fig. 7/8 analogue for each collapsed run: its distance and critic loss with
+    the onset marked, and its sample grids before the onset and at the end."""
+    for old in folder.glob("collapse-*"):
+        old.unlink()
+    if not records:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["### Collapsed runs (the seed's Fig. 7 and 8)", ""]
+    for record in records:
+        series = metric_series(read_metrics(record.path))
+        figure = Figure(figsize=(7, 2.6))
+        for axis, tag in zip(figure.subplots(1, 2), ("wgan/distance", "loss/critic")):
+            steps, values = series.get(tag, ([], []))
+            axis.plot(steps, values, lw=0.8)
+            axis.axvline(record.onset, color="red", ls="--", lw=1, label=f"onset {record.onset:,}")
+            axis.set_title(tag, fontsize=9)
+            axis.set_xlabel("step", fontsize=8)
+            axis.tick_params(labelsize=7)
+            axis.legend(fontsize=7)
+        figure.tight_layout()
+        stem = f"collapse-{slug(record.path.parent.name)}-{slug(record.name)}"
+        figure.savefig(folder / f"{stem}-curves.png", dpi=110)
+        grids = sorted((record.path / "samples").glob("step_*.png"))
+        before = [g for g in grids if int(g.stem.split("_")[1]) < record.onset]
+        shown = [g for g in (before[-1] if before else None, grids[-1] if grids else None) if g]
+        for grid in dict.fromkeys(shown):
+            (folder / f"{stem}-{grid.name}").write_bytes(grid.read_bytes())
+        event = next((e for e in record.events if e.get("severity") == "collapse"
+                      and e.get("step") == record.onset), {})
+        lines += [f"**{record.path.parent.name}/{record.name}** — "
+                  f"{event.get('message', f'collapsed at step {record.onset:,}')}", "",
+                  f"![curves]({folder.name}/{stem}-curves.png) " +
+                  " ".join(f"![{g.stem}]({folder.name}/{stem}-{g.name})"
+                           for g in dict.fromkeys(shown)), ""]
+    return lines
+
+
+def seed_answer(sweeps: dict[str, Sweep]) -> str:
+    """The study's answer in one paragraph: does the seed's instability appear here, under
+    which setting, and what did the detector see; or the strongest negative result."""
+    records = [r for name in SEED_SWEEPS for r in sweeps[name].finished]
+    if not records:
+        return ("No seed-faithful run has finished yet, so the seed's instability is neither "
+                "reproduced nor refuted here.")
+    bad = [r for r in records if r.verdict in ("unstable", "collapsed")]
+    steps = join(config_values(records, "steps"))
+    settings = {(r.path.parent.name, r.config.get("inv_layers"), r.config.get("norm"))
+                for r in records}
+    seeds = len(config_values(records, "seed"))
+    if not bad:
+        closest = _closest_cell(Point(("all",), records))
+        return (f"**Not reproduced.** {len(records)} finished runs ({len(settings)} settings × "
+                f"up to {seeds} seed{'s' * (seeds != 1)} × {steps} steps) stayed healthy, two successive involution "
+                f"layers included, in the seed's layout and stacked. The nearest any came to "
+                f"instability: {closest}. At the seed's full scale (CelebA 64×64, width 64, "
+                "50,000 steps) a GPU user tests it with `stabgan sweep --preset seed --grid "
+                "\"inv_layers=1,2 seed=0,1,2\" --dataset celeba:ROOT --fid-every 1000`.")
+    parts = []
+    for record in bad:
+        event = next((e for e in record.events if e.get("step") == record.onset), None) or (
+            record.events[0] if record.events else {})
+        signs = event.get("first_signs") or []
+        sign = (f"; first sign at step {signs[0]['step']:,}: {signs[0]['tag']}" if signs
+                and isinstance(signs[0], dict) and "tag" in signs[0] else "")
+        parts.append(f"`{record.path.parent.name}/{record.name}` {record.verdict}"
+                     + (f" at step {record.onset:,}" if record.onset is not None else "")
+                     + (f" ({event.get('kind')})" if event.get("kind") else "") + sign)
+    return (f"**{len(bad)} of {len(records)} seed-study runs went bad** ({steps} steps): "
+            + "; ".join(parts) + ".")
+
+
 def write_doc(args, path: Path) -> str:
     """Write the doc at path and its figures in path's folder/<path stem>/; returns the text."""
     sweeps = load_sweeps(args)
     counted = [r for s in sweeps.values() for r in s.finished]
     steps = config_values(counted, "steps")
+    long_runs = [r for n in SEED_SWEEPS for r in sweeps[n].finished]
+    short_steps = config_values([r for n, s in sweeps.items() if n not in SEED_SWEEPS
+                                 for r in s.finished], "steps")
+    datasets = config_values(counted, "dataset")
     folder = path.parent / path.stem
     lines = [
         "# Reproduction of the seed's claims",
         "",
         f"Generated on {time.strftime('%Y-%m-%d')} from the run directories under `{args.out}` "
         f"({len(counted)} finished runs) by "
-        f"`{regen_command(args, steps, config_values(counted, 'dataset'))}`: running it again "
+        f"`{regen_command(args, short_steps, config_values(long_runs, 'steps'), datasets)}`: "
+        f"running it again "
         f"resumes the sweeps (finished runs are skipped) and rewrites this file and "
         f"`{folder.name}/`. Add `--doc-only` to rewrite them without training.",
         "",
@@ -829,10 +1024,14 @@ def write_doc(args, path: Path) -> str:
         "",
         *timing_lines(sweeps),
     ]
+    lines += ["## The answer", "", seed_answer(sweeps), ""]
+    lines += seed_study_lines(sweeps, folder)
     lines += table2_lines(sweeps["table2"], folder)
     lines += stability_lines(sweeps["stability"], folder)
     lines += archs_lines(sweeps["archs"], folder)
-    found = claims(*(sweeps[n].points for n in ("table2", "stability", "archs")))
+    long_points = {**seed_points(sweeps, "faithful"), **seed_points(sweeps, "norms")}
+    found = claims(*(sweeps[n].points for n in ("table2", "stability", "archs")), long_points,
+                   seed_points(sweeps, "successive"))
     lines += ["## Claims", "", RULE_NOISE, RULE_RATE, "",
               table(["id", "claim (seed)", "verdict", "numbers", "rule"],
                     [[cid, text, f"**{f.verdict}**", f.numbers, rule]
@@ -860,7 +1059,12 @@ def main(argv=None) -> int:
     parser.add_argument("--quick-check", action="store_true",
                         help="tiny models, few steps, a subset of points, one seed: a smoke test")
     parser.add_argument("--doc-only", action="store_true", help="do not run; rewrite the doc")
-    parser.add_argument("--only", choices=("table2", "stability", "archs"), action="append",
+    parser.add_argument("--seed-out", type=Path, default=None,
+                        help="folder of the seed study's sweeps [default: OUT's sibling seed-study]")
+    parser.add_argument("--seed-steps", type=int, default=None,
+                        help="steps per seed-study run [default: 5000]")
+    parser.add_argument("--only", choices=(*SEED_SWEEPS, "table2", "stability", "archs"),
+                        action="append",
                         help="run only these sweeps (repeatable)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
@@ -868,6 +1072,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-report", action="store_true", help="skip each sweep's report.html")
     args = parser.parse_args(argv)
     args.out = args.out or default_out(args.quick_check)
+    args.seed_out = args.seed_out or args.out.parent / (
+        "seed-study-check" if args.quick_check else "seed-study")
     doc = args.doc or (args.out / "reproduction.md" if args.quick_check
                        else ROOT / "docs" / "reproduction.md")
     code = 0

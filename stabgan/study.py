@@ -26,9 +26,11 @@ STUDY_BASE = {"image_size": 32, "width": 32, "probes": "all", "fid_samples": 100
 
 
 def seed_study(out: Path, steps: int = 5000, workers: int | None = 2,
-               seeds: tuple[int, ...] = STUDY_SEEDS, **spec) -> dict[str, SweepSpec]:
-    """The study's sweeps, in the order its questions need them, each into OUT/<name>."""
-    base = {**STUDY_BASE, "steps": steps, "fid_every": max(1, steps // 50)}
+               seeds: tuple[int, ...] = STUDY_SEEDS, base: dict | None = None,
+               **spec) -> dict[str, SweepSpec]:
+    """The study's sweeps, in the order its questions need them, each into OUT/<name>.
+    `base` overrides run settings of every sweep (a smoke test shrinks the models with it)."""
+    base = {**STUDY_BASE, "steps": steps, "fid_every": max(1, steps // 50), **(base or {})}
     common = {"preset": "seed", "workers": workers, **spec}
     return {
         "faithful": SweepSpec(grid={"inv_layers": (1, 2), "seed": seeds}, base=base,

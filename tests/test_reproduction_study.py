@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduction_study.py"
 STEPS = 50
@@ -76,6 +77,17 @@ def study_dir(tmp_path_factory) -> Path:
     _write_run(out / "stability" / "inv_layers-1_norm-spectral_seed-0",
                {"arch": "igan", "inv_layers": 1, "norm": "spectral", "seed": 0},
                "healthy", 40.0, start=T0 + 100 * len(jobs), finished=False)
+    # the seed study (a sibling folder): 2 of 3 two-layer runs collapsed, none of the one-layer
+    for i, (layers, seed) in enumerate((l, s) for l in (1, 2) for s in range(3)):
+        run_dir = out / "seed-study" / "faithful" / f"inv_layers-{layers}_seed-{seed}"
+        collapsed = layers == 2 and seed < 2
+        _write_run(run_dir, {"arch": "igan", "inv_layers": layers, "norm": "none", "seed": seed,
+                             "inv_stack": "stages", "spectral_norm": "both"},
+                   "collapsed" if collapsed else "healthy", 35.0 + seed,
+                   start=T0 + 100 * (9 + i // 2))
+        (run_dir / "samples").mkdir()
+        for step in (0, 20, 50):
+            Image.new("L", (16, 16), step).save(run_dir / "samples" / f"step_{step:06d}.png")
     (out / "stability" / ".sweep").mkdir()
     (out / "stability" / ".sweep" / "sweep.json").write_text(json.dumps({"executor": "local"}))
     return out
@@ -84,7 +96,8 @@ def study_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def doc(study_dir) -> dict:
     path = study_dir.parent / "docs" / "reproduction.md"
-    assert study.main(["--doc-only", "--out", str(study_dir), "--doc", str(path)]) == 0
+    assert study.main(["--doc-only", "--out", str(study_dir), "--doc", str(path),
+                       "--seed-out", str(study_dir / "seed-study")]) == 0
     return {"path": path, "text": path.read_text()}
 
 
@@ -98,7 +111,7 @@ def test_every_claim_gets_a_written_conclusion(doc):
     conclusions = _section(doc["text"], "Conclusions")
     assert "to be written" not in doc["text"]
     bullets = [line for line in conclusions.splitlines() if line.startswith("- **")]
-    assert len(bullets) == 9
+    assert len(bullets) == 14
     for bullet in bullets:
         assert re.match(r"- \*\*[\w-]+\*\* — \*\*(Supported|Contradicted|Inconclusive)\.\*\* \S",
                         bullet), bullet
@@ -175,10 +188,11 @@ def test_time_taken_and_regeneration_command(doc, study_dir):
     timing = _section(text, "Time taken")
     total = next(line for line in timing.splitlines() if line.startswith("| total"))
     # 18 finished runs of 60 s each; started two by two every 100 s, 90 s each; one still going
-    assert total == "| total | 19 | 15 min | 18 min | 400 |"
+    assert total == "| total | 25 | 20 min | 24 min | 400 |"
     assert f"{os.cpu_count()} cores; local executor, at most 2 runs at once" in timing
     assert "× 1 torch thread(s) per run" in timing
-    assert f"--out {study_dir} --doc {doc['path']} --steps {STEPS}`" in text
+    assert (f"--out {study_dir} --seed-out {study_dir / 'seed-study'} --seed-steps {STEPS} "
+            f"--doc {doc['path']} --steps {STEPS}`") in text
 
 
 def test_partial_study_is_marked(doc):
@@ -213,6 +227,25 @@ def test_empty_study_gives_a_doc(tmp_path):
     stale.write_bytes(b"old")
     assert study.main(["--doc-only", "--out", str(tmp_path / "none"), "--doc", str(path)]) == 0
     text = path.read_text()
-    assert text.count("_Not started: no runs in") == 3
+    assert text.count("_Not started: no runs in") == 6
+    assert "No seed-faithful run has finished yet" in text
     assert "No run has finished yet" in text
     assert "![" not in text and not stale.exists()
+
+
+def test_the_seed_study_answers_with_its_collapsed_runs(doc):
+    text = doc["text"]
+    answer = _section(text, "The answer")
+    assert "\n**2 of 6 seed-study runs went bad** (50 steps): " in answer
+    assert "`faithful/inv_layers-2_seed-0` collapsed at step 30 (divergence)" in answer
+    long = _section(text, "The seed-faithful study (long runs)")
+    assert "| faithful | 2 | none | seed layout" in long
+    assert "| 3 | 1 / 0 / 2 | 30, 30 | divergence |" in long
+    claim = next(line for line in text.splitlines() if line.startswith("| L-2L |"))
+    assert "**supported**" in claim and "2 layers 0.67 (2/3)" in claim
+    folder = doc["path"].parent / "reproduction"
+    # Fig. 7/8: the curves with the onset, the grid before the onset (step 20) and the last
+    for run in ("inv-layers-2-seed-0", "inv-layers-2-seed-1"):
+        for part in ("curves.png", "step_000020.png", "step_000050.png"):
+            assert (folder / f"collapse-faithful-{run}-{part}").is_file()
+    assert "![curves](reproduction/collapse-faithful-inv-layers-2-seed-0-curves.png)" in long
