@@ -411,6 +411,8 @@ def bench_trainer(steps: int = 8, repeats: int = 5, overrides: dict | None = Non
     (`MinimalWganGp`), interleaved in one process, `steps` steps per measurement, median of
     `repeats`; then the whole trainer (`stabgan run`: default probes, detector, logging,
     samples, checkpoints, bar) per step including start-up. Returns s/step and ratios."""
+    import contextlib
+    import io
     import tempfile
     from pathlib import Path
 
@@ -438,7 +440,7 @@ def bench_trainer(steps: int = 8, repeats: int = 5, overrides: dict | None = Non
 
             def trainer() -> None:
                 run = Run(config, Path(tmp) / f"r{next(runs)}", dataset, channels, None, [])
-                with _QuietStderr():
+                with contextlib.redirect_stderr(io.StringIO()):  # the run's progress bar
                     train(run, build_probes(config))
 
             medians = interleaved_medians({
