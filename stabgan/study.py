@@ -13,6 +13,7 @@ curves after the onset are there to see.
   norms       kernel normalization {batch, spectral, softmax} on two faithful layers
 
 Each sweep is resumable: running it again skips finished runs and resumes interrupted ones.
+`scripts/reproduction_study.py` runs them (`--only faithful`, ...) and writes docs/reproduction.md.
 """
 from __future__ import annotations
 
