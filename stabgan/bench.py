@@ -115,11 +115,6 @@ class _MonitoredLoop:
 
 # --- involution operator ------------------------------------------------------------------
 
-# The seed's Table 2 (C=64): case -> (K, G, R, #parameters as printed by the seed).
-TABLE2_CASES = {1: (3, 4, 2, 800), 2: (7, 4, 8, 520), 3: (7, 4, 2, 2080), 4: (3, 4, 8, 200),
-                5: (3, 1, 2, 2336), 6: (1, 4, 2, 644), 7: (5, 4, 2, 1312)}
-
-
 def _resolve_device(device: str | None) -> str:
     import torch
     if device in (None, "auto"):
@@ -284,9 +279,10 @@ def table2_costs(channels: int = 64, batch: int = 64, size: int = 16, repeats: i
     """
     import torch
     from stabgan.nn.involution import Involution2d, eq5_parameter_estimate
+    from stabgan.study import SEED_TABLE2
     device = _resolve_device(device)
     rows, fns = [], {}
-    for case, (k, g, r, printed) in TABLE2_CASES.items():
+    for case, k, g, r, _, printed, _ in SEED_TABLE2:
         torch.manual_seed(0)
         layer = Involution2d(channels, kernel_size=k, groups=g, reduction=r).to(device)
         x = torch.randn(batch, channels, size, size, device=device, requires_grad=True)

@@ -1,4 +1,4 @@
-"""scripts/reproduction_study.py --doc-only on hand-made run directories: no training."""
+"""scripts/reproduction_study.py --doc-only (stabgan.study) on hand-made run directories: no training."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from stabgan.study.claims import Finding, claim_norm, claim_two_layers
+from stabgan.study.doc import conclusion
+from stabgan.study.records import Point, RunRecord
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduction_study.py"
 STEPS = 50
@@ -126,26 +130,26 @@ def test_every_claim_gets_a_written_conclusion(doc):
     assert arch.startswith("- **A-FID** — **Contradicted.**") and "igan minus dcgan is +20.0" in arch
 
 
-def _point(key: tuple, bad: int, fids: list) -> "study.Point":
+def _point(key: tuple, bad: int, fids: list) -> Point:
     """A grid point of finished runs, the first `bad` of them collapsed, with these min FIDs."""
-    runs = [study.RunRecord(
+    runs = [RunRecord(
         name=f"{key}-{i}", config={}, status="completed",
         verdict="collapsed" if i < bad else "healthy", onset=None, kinds=[], fid_min=fid,
         fid_tag="fid/domain" if fid is not None else None, coverage_last=None,
         coverage_best=None, ms_per_step=None, steps=400, wall_s=None, started=None, ended=None)
         for i, fid in enumerate(fids)]
-    return study.Point(key, runs)
+    return Point(key, runs)
 
 
 def test_two_layers_without_any_instability_are_inconclusive():
     def point(layers, bad):
         return _point((layers, "none"), bad, [None] * 3)
 
-    assert study.claim_two_layers({(1, "none"): point(1, 0), (2, "none"): point(2, 0)}).verdict \
+    assert claim_two_layers({(1, "none"): point(1, 0), (2, "none"): point(2, 0)}).verdict \
         == "inconclusive"
-    assert study.claim_two_layers({(1, "none"): point(1, 1), (2, "none"): point(2, 1)}).verdict \
+    assert claim_two_layers({(1, "none"): point(1, 1), (2, "none"): point(2, 1)}).verdict \
         == "contradicted"
-    assert study.claim_two_layers({(1, "none"): point(1, 0), (2, "none"): point(2, 1)}).verdict \
+    assert claim_two_layers({(1, "none"): point(1, 0), (2, "none"): point(2, 1)}).verdict \
         == "supported"
 
 
@@ -157,21 +161,21 @@ def test_a_normalization_is_judged_at_two_layers():
             (2, "spectral"): point(2, "spectral", 0, [31, 33, 35]),
             (1, "none"): point(1, "none", 0, [30, 31, 32]),
             (1, "spectral"): point(1, "spectral", 0, [40, 41, 42])}
-    finding = study.claim_norm(calm, "spectral")
+    finding = claim_norm(calm, "spectral")
     assert finding.verdict == "supported" and "made training worse" in finding.reading
     calm[(1, "spectral")] = point(1, "spectral", 0, [30, 31, 33])
-    finding = study.claim_norm(calm, "spectral")
+    finding = claim_norm(calm, "spectral")
     assert finding.verdict == "inconclusive" and "no instability to fix" in finding.reading
     unstable = {**calm, (2, "none"): point(2, "none", 3, [90, 95, 99]),
                 (2, "spectral"): point(2, "spectral", 3, [90, 91, 99])}
-    finding = study.claim_norm(unstable, "spectral")
+    finding = claim_norm(unstable, "spectral")
     assert finding.verdict == "supported" and "did not make two layers more stable" in finding.reading
-    assert study.claim_norm({}, "spectral").measured is False
+    assert claim_norm({}, "spectral").measured is False
 
 
 def test_inconclusive_measured_claims_say_how_short_the_runs_were():
-    finding = study.Finding("inconclusive", "n", "Rates differ by less than 1/3.")
-    text = study.conclusion("S-2L", finding, 400)
+    finding = Finding("inconclusive", "n", "Rates differ by less than 1/3.")
+    text = conclusion("S-2L", finding, 400)
     assert "400 steps, 125× fewer than the seed's 50,000 on CelebA 64×64" in text
 
 

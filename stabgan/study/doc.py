@@ -1,0 +1,357 @@
+"""docs/reproduction.md, written from the study's run directories, section by section.
+
+The doc is computed from each run's summary.json, diagnosis.json and metrics.jsonl: min
+`fid/domain` when the FID probe ran, coverage, verdicts, onset steps, collapse kinds, ms/step,
+and the exact parameter count of our involution layer beside the seed's eq. 5 estimate. Each
+claim gets a verdict by a stated rule and a conclusion in words from the same numbers. The doc
+also says how long the study took (from the run files' times), what limits it, and shows each
+sweep's overview figures from the reports package, written as PNGs beside the doc. Unfinished
+runs (no summary.json yet) and sweeps not started are listed, not counted.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from stabgan.config import ARCHS, NORMS
+from stabgan.nn.involution import eq5_parameter_estimate as eq5
+from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_params,
+                                  table2_width)
+from stabgan.study.markdown import (figure_lines, fmt, fmt_duration, fmt_mean, join, kinds,
+                                    median_ms, onsets, runs_count, slug, table, verdicts)
+from stabgan.study.records import (Point, RunRecord, Sweep, closest_readings, config_values,
+                                   load_sweeps, timing)
+from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, SEED_TABLE2, StudyOptions,
+                                  default_out, default_seed_out)
+from stabgan.sweep import SWEEP_RECORD
+
+SEED_STEPS = 50_000
+SEED_DATA = "CelebA 64×64"
+# what a seed-study row is, beyond its grid point: the sweep's fixed settings, in words
+SEED_SETTING = {"faithful": "seed layout: stages (S/2, S/4), residual γ, SN in G and D, separate GP step",
+                "successive": "stacked at S/2 with nothing between (plain), SN in G and D, separate GP step",
+                "norms": "seed layout (as faithful), with kernel normalization"}
+FID_FEATURES = {"fid/domain": "features of a classifier trained on the dataset, not Inception",
+                "fid/inception": "Inception features, as the seed"}
+
+
+def timing_lines(sweeps: dict[str, Sweep]) -> list[str]:
+    """The 'Time taken' section: per sweep and total, and how the runs shared the machine."""
+    records = [r for s in sweeps.values() for r in s.records]
+    total = timing(records)
+    rows = [[name, str(t.runs), fmt_duration(t.span_s), fmt_duration(t.compute_s),
+             fmt(t.ms_per_step, 0)]
+            for name, t in [*((n, timing(s.records)) for n, s in sweeps.items()), ("total", total)]]
+    executors = sorted({(read_json(s.out / SWEEP_RECORD) or {}).get("executor")
+                        for s in sweeps.values()} - {None})
+    threads = config_values(records, "threads")
+    return [
+        "## Time taken", "",
+        table(["sweep", "runs", "wall span", "compute (sum of run times)", "median ms/step"], rows),
+        "",
+        f"Wall span: from the first run's config.json to the last run's summary.json, pauses "
+        f"between invocations included. Machine: {os.cpu_count()} cores; "
+        f"{join(executors, 'unknown')} executor, at most {total.peak} runs at once (from "
+        f"overlapping run times) × {join(threads)} torch thread(s) per run (from the runs' "
+        "config).", ""]
+
+
+
+def regen_command(args: StudyOptions, steps: list, seed_steps: list, datasets: list) -> str:
+    """The command that resumes this study and rewrites this doc."""
+    words = ["python scripts/reproduction_study.py"]
+    if args.quick_check:
+        words.append("--quick-check")
+    if args.out != default_out(args.quick_check):
+        words.append(f"--out {args.out}")
+    if args.seed_out != default_seed_out(args.out, args.quick_check):
+        words.append(f"--seed-out {args.seed_out}")
+    if len(seed_steps) == 1 and seed_steps[0] != 5000:
+        words.append(f"--seed-steps {seed_steps[0]}")
+    if args.doc is not None:
+        words.append(f"--doc {args.doc}")
+    if len(datasets) == 1 and datasets[0] != DEFAULT_DATASET:
+        words.append(f"--dataset {datasets[0]}")
+    if len(steps) == 1:
+        words.append(f"--steps {steps[0]}")
+    return " ".join(words)
+
+
+def sweep_status(sweep: Sweep) -> str:
+    """Which of the sweep's runs the numbers below cover."""
+    if not sweep.records:
+        return (f"_Not started: no runs in `{sweep.out}` yet; the claims that need them are "
+                "inconclusive._")
+    text = f"{len(sweep.finished)} finished runs counted ({len(sweep.planned)} planned)"
+    if sweep.unfinished:
+        text += "; not counted, unfinished: " + ", ".join(
+            f"`{r.name}` ({r.status or 'no summary.json'})" for r in sweep.unfinished)
+    if sweep.not_started:
+        text += f"; {len(sweep.not_started)} not started"
+    report = sweep.out / "report.html"
+    return text + (f". Every run in detail: `{report}`." if report.is_file() else ".")
+
+
+def sweep_lines(title: str, sweep: Sweep, folder: Path, header: list[str],
+                rows: list[list[str]], notes: str = "") -> list[str]:
+    """A sweep's section: status, table, notes, overview figures."""
+    return ([f"## {title}", "", sweep_status(sweep), "", table(header, rows), ""] +
+            ([notes, ""] if notes else []) + figure_lines(sweep, folder))
+
+
+def table2_lines(sweep: Sweep, folder: Path) -> list[str]:
+    t2 = sweep.points
+    width = table2_width(t2)
+    rows = []
+    for case, k, g, r, fid, params, step_s in SEED_TABLE2:
+        p = t2.get((k, g, r))
+        rows.append([str(case), f"{k}×{k}", str(g), str(r), f"{fid:.2f}", fmt_mean(p, "fid_min"),
+                     str(params), f"{eq5(width, k, g, r):.0f}",
+                     fmt(exact_params(p.runs[0].config) if p else None), f"{step_s * 1000:.0f}",
+                     median_ms(p), verdicts(p), fmt_mean(p, "coverage_last", 2), kinds(p)])
+    return sweep_lines(
+        f"Table 2: involution hyperparameters (C = {width})", sweep, folder,
+        ["case", "K", "G", "R", "seed min FID", "our min FID", "seed #params", "eq. 5",
+         "our exact #params", "seed ms/step", "our ms/step", "verdicts", "coverage",
+         "collapse kinds"], rows,
+        "`eq. 5` is the seed's estimate (C/G + K·K)·C/(R·G)·G with our C; `our exact #params` "
+        "counts one involution layer of our model (reduce 1×1 conv C→C/R and span C/R→K·K·G, "
+        "with biases, plus BatchNorm when norm=batch). The seed's ms/step is on its hardware; "
+        "ours is the median over the run on this machine.")
+
+
+POINT_HEADER = ["runs", "verdicts", "onset steps", "collapse kinds", "min FID", "coverage",
+                "ms/step"]
+
+
+def point_cells(p: Point | None) -> list[str]:
+    """The POINT_HEADER cells of one grid point ("–" where it has no finished run)."""
+    return [runs_count(p), verdicts(p), onsets(p), kinds(p), fmt_mean(p, "fid_min"),
+            fmt_mean(p, "coverage_last", 2), median_ms(p)]
+
+
+def stability_lines(sweep: Sweep, folder: Path) -> list[str]:
+    return sweep_lines("Stability: involution layers × kernel normalization", sweep, folder,
+                       ["inv layers", "norm", *POINT_HEADER],
+                       [[str(layers), norm, *point_cells(sweep.points.get((layers, norm)))]
+                        for layers in (1, 2) for norm in NORMS])
+
+
+def archs_lines(sweep: Sweep, folder: Path) -> list[str]:
+    return sweep_lines("Architectures", sweep, folder, ["arch", *POINT_HEADER],
+                       [[arch, *point_cells(sweep.points.get((arch,)))] for arch in ARCHS])
+
+
+def conclusion(cid: str, finding: Finding, steps: int | None) -> str:
+    """A claim's verdict and its numbers in words; an inconclusive one says why."""
+    text = f"- **{cid}** — **{finding.verdict.capitalize()}.** {finding.reading}"
+    if finding.verdict == "inconclusive" and finding.measured and steps:
+        text += (f" Each run trained {steps:,} steps, {SEED_STEPS / steps:,.0f}× fewer than the "
+                 f"seed's {SEED_STEPS:,} on {SEED_DATA}: a difference that only appears later "
+                 "in training cannot show here.")
+    return text
+
+
+def limits(sweeps: dict[str, Sweep], counted: list[RunRecord]) -> str:
+    """The 'Limits of this study' paragraph, from the counted runs' configs."""
+    if not counted:
+        return "No run has finished yet: every claim that needs training is inconclusive."
+    steps = config_values(counted, "steps")
+    sizes = config_values(counted, "image_size")
+    seeds = ", ".join(f"{name} {len(config_values(s.finished, 'seed'))}"
+                      for name, s in sweeps.items() if s.finished)
+    tags = sorted({r.fid_tag for r in counted if r.fid_tag})
+    fid = ("No FID was recorded (fid_every = 0), so every FID claim is inconclusive." if not tags
+           else "Min FID is over `" + "`, `".join(tags) + "` (" +
+           "; ".join(FID_FEATURES.get(t, t) for t in tags) + f"), every "
+           f"{join(config_values(counted, 'fid_every'))} steps on "
+           f"{join(config_values(counted, 'fid_samples'))} generated images; absolute values are "
+           "not comparable with the seed's.")
+    unfinished = sum(len(s.unfinished) + len(s.not_started) for s in sweeps.values())
+    return (f"Each run trained {join(steps)} steps (the seed: {SEED_STEPS:,}, on {SEED_DATA}) on "
+            f"`{join(config_values(counted, 'dataset'))}` at "
+            f"{join(f'{s}×{s}' for s in sizes)} pixels, so verdicts and FID describe early "
+            f"training only. Seeds per grid point: {seeds}; the noise a FID difference is judged "
+            f"against is the spread of these few seeds. {fid} Verdicts are stabgan's collapse "
+            "detector's, from the logged metrics." +
+            (f" {unfinished} planned runs are unfinished or not started and not counted."
+             if unfinished else ""))
+
+
+
+SEED_ROWS = [("faithful", 1, "none"), ("faithful", 2, "none"), ("successive", 1, "none"),
+             ("successive", 2, "none"), *[("norms", 2, n) for n in NORMS[1:]]]
+
+
+def _closest_cell(p: Point | None) -> str:
+    """The largest of each closest reading over the point's runs."""
+    if p is None:
+        return "–"
+    found = [closest_readings(r.path) for r in p.runs if r.path is not None]
+    labels = (("gp_p95_max", "‖∇D‖ p95 ≤ {:.2f}"), ("distance_late_max", "abs(distance) ≤ {:.1f}"),
+              ("kernel_growth", "kernel max ×{:.1f}"), ("sigma0_growth", "σ0 ×{:.1f}"))
+    return "; ".join(text.format(max(f[key] for f in found if key in f))
+                     for key, text in labels if any(key in f for f in found)) or "–"
+
+
+def seed_points(sweeps: dict[str, Sweep], name: str) -> dict[tuple, Point]:
+    return sweeps[name].points if name in sweeps else {}
+
+
+def seed_study_lines(sweeps: dict[str, Sweep], folder: Path) -> list[str]:
+    """The seed-faithful study: one row per setting, with how close its runs came to trouble,
+    then the seed's Fig. 7/8 analogue for every run that collapsed."""
+    rows = [[name, str(layers), norm, SEED_SETTING[name],
+             *point_cells(seed_points(sweeps, name).get((layers, norm))),
+             _closest_cell(seed_points(sweeps, name).get((layers, norm)))]
+            for name, layers, norm in SEED_ROWS]
+    status = [f"- `{name}`: {sweep_status(sweeps[name])}" for name in SEED_SWEEPS]
+    records = [r for name in SEED_SWEEPS for r in sweeps[name].finished]
+    size = ", ".join(f"{s}×{s}" for s in config_values(records, "image_size")) or "–"
+    lines = ["## The seed-faithful study (long runs)", "",
+             "The seed's iGAN is most likely the public SAGAN codebase whose defaults are its "
+             "Table 1, with involution in place of attention (`--preset seed`). Its runs here: "
+             f"mnist5k at {size}, width {join(config_values(records, 'width'))}, "
+             f"{join(config_values(records, 'steps'))} steps, every probe, domain FID every "
+             f"{join(config_values(records, 'fid_every'))} steps on "
+             f"{join(config_values(records, 'fid_samples'))} samples, no early stop.", "",
+             *status, "",
+             table(["sweep", "inv layers", "norm", "setting", *POINT_HEADER,
+                    "closest to instability (max over runs)"], rows), "",
+             "`closest to instability`: the largest p95 of ‖∇D(x̂)‖ (healthy near 1), the largest "
+             "|E[D(real)] − E[D(fake)]| after the first tenth of the run, and the largest growth of "
+             "an involution kernel's max |h| and of a layer's σ0 over their first readings.", ""]
+    lines += collapse_figure_lines([r for r in records if r.verdict == "collapsed"], folder)
+    for name in SEED_SWEEPS:
+        lines += figure_lines(sweeps[name], folder)
+    return lines
+
+
+def collapse_figure_lines(records: list[RunRecord], folder: Path) -> list[str]:
+    """The seed's Fig. 7/8 analogue for each collapsed run: its distance and critic loss with
+    the onset marked, and its sample grids before the onset and at the end."""
+    for old in folder.glob("collapse-*"):
+        old.unlink()
+    if not records:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["### Collapsed runs (the seed's Fig. 7 and 8)", ""]
+    for record in records:
+        series = metric_series(read_metrics(record.path))
+        figure = Figure(figsize=(7, 2.6))
+        for axis, tag in zip(figure.subplots(1, 2), ("wgan/distance", "loss/critic")):
+            steps, values = series.get(tag, ([], []))
+            axis.plot(steps, values, lw=0.8)
+            axis.axvline(record.onset, color="red", ls="--", lw=1, label=f"onset {record.onset:,}")
+            axis.set_title(tag, fontsize=9)
+            axis.set_xlabel("step", fontsize=8)
+            axis.tick_params(labelsize=7)
+            axis.legend(fontsize=7)
+        figure.tight_layout()
+        stem = f"collapse-{slug(record.path.parent.name)}-{slug(record.name)}"
+        figure.savefig(folder / f"{stem}-curves.png", dpi=110)
+        grids = sorted((record.path / "samples").glob("step_*.png"))
+        before = [g for g in grids if int(g.stem.split("_")[1]) < record.onset]
+        shown = [g for g in (before[-1] if before else None, grids[-1] if grids else None) if g]
+        for grid in dict.fromkeys(shown):
+            (folder / f"{stem}-{grid.name}").write_bytes(grid.read_bytes())
+        event = next((e for e in record.events if e.get("severity") == "collapse"
+                      and e.get("step") == record.onset), {})
+        lines += [f"**{record.path.parent.name}/{record.name}** — "
+                  f"{event.get('message', f'collapsed at step {record.onset:,}')}", "",
+                  f"![curves]({folder.name}/{stem}-curves.png) " +
+                  " ".join(f"![{g.stem}]({folder.name}/{stem}-{g.name})"
+                           for g in dict.fromkeys(shown)), ""]
+    return lines
+
+
+def seed_answer(sweeps: dict[str, Sweep]) -> str:
+    """The study's answer in one paragraph: does the seed's instability appear here, under
+    which setting, and what did the detector see; or the strongest negative result."""
+    records = [r for name in SEED_SWEEPS for r in sweeps[name].finished]
+    if not records:
+        return ("No seed-faithful run has finished yet, so the seed's instability is neither "
+                "reproduced nor refuted here.")
+    bad = [r for r in records if r.verdict in ("unstable", "collapsed")]
+    steps = join(config_values(records, "steps"))
+    settings = {(r.path.parent.name, r.config.get("inv_layers"), r.config.get("norm"))
+                for r in records}
+    seeds = len(config_values(records, "seed"))
+    if not bad:
+        closest = _closest_cell(Point(("all",), records))
+        return (f"**Not reproduced.** {len(records)} finished runs ({len(settings)} settings × "
+                f"up to {seeds} seed{'s' * (seeds != 1)} × {steps} steps) stayed healthy, two successive involution "
+                f"layers included, in the seed's layout and stacked. The nearest any came to "
+                f"instability: {closest}. At the seed's full scale (CelebA 64×64, width 64, "
+                "50,000 steps) a GPU user tests it with `stabgan sweep --preset seed --grid "
+                "\"inv_layers=1,2 seed=0,1,2\" --dataset celeba:ROOT --fid-every 1000`.")
+    parts = []
+    for record in bad:
+        event = next((e for e in record.events if e.get("step") == record.onset), None) or (
+            record.events[0] if record.events else {})
+        signs = event.get("first_signs") or []
+        sign = (f"; first sign at step {signs[0]['step']:,}: {signs[0]['tag']}" if signs
+                and isinstance(signs[0], dict) and "tag" in signs[0] else "")
+        parts.append(f"`{record.path.parent.name}/{record.name}` {record.verdict}"
+                     + (f" at step {record.onset:,}" if record.onset is not None else "")
+                     + (f" ({event.get('kind')})" if event.get("kind") else "") + sign)
+    return (f"**{len(bad)} of {len(records)} seed-study runs went bad** ({steps} steps): "
+            + "; ".join(parts) + ".")
+
+
+def write_doc(args: StudyOptions, path: Path) -> str:
+    """Write the doc at path and its figures in path's folder/<path stem>/; returns the text."""
+    sweeps = load_sweeps(args)
+    counted = [r for s in sweeps.values() for r in s.finished]
+    steps = config_values(counted, "steps")
+    long_runs = [r for n in SEED_SWEEPS for r in sweeps[n].finished]
+    short_steps = config_values([r for n, s in sweeps.items() if n not in SEED_SWEEPS
+                                 for r in s.finished], "steps")
+    datasets = config_values(counted, "dataset")
+    folder = path.parent / path.stem
+    lines = [
+        "# Reproduction of the seed's claims",
+        "",
+        f"Generated on {time.strftime('%Y-%m-%d')} from the run directories under `{args.out}` "
+        f"({len(counted)} finished runs) by "
+        f"`{regen_command(args, short_steps, config_values(long_runs, 'steps'), datasets)}`: "
+        f"running it again "
+        f"resumes the sweeps (finished runs are skipped) and rewrites this file and "
+        f"`{folder.name}/`. Add `--doc-only` to rewrite them without training.",
+        "",
+        "The seed's claims are about differences between settings, and those are what is judged "
+        "below; the limits of this study are at the end. FID cells are mean ± half the "
+        "seed-to-seed range of each run's min FID; verdicts are counts healthy / unstable / "
+        "collapsed. Only finished runs are counted. The figures come from the reports package; "
+        "their collapse rate counts collapsed runs only, the instability rate below also counts "
+        "unstable ones.",
+        "",
+        *timing_lines(sweeps),
+    ]
+    lines += ["## The answer", "", seed_answer(sweeps), ""]
+    lines += seed_study_lines(sweeps, folder)
+    lines += table2_lines(sweeps["table2"], folder)
+    lines += stability_lines(sweeps["stability"], folder)
+    lines += archs_lines(sweeps["archs"], folder)
+    long_points = {**seed_points(sweeps, "faithful"), **seed_points(sweeps, "norms")}
+    found = claims(*(sweeps[n].points for n in ("table2", "stability", "archs")), long_points,
+                   seed_points(sweeps, "successive"))
+    lines += ["## Claims", "", RULE_NOISE, RULE_RATE, "",
+              table(["id", "claim (seed)", "verdict", "numbers", "rule"],
+                    [[cid, text, f"**{f.verdict}**", f.numbers, rule]
+                     for cid, text, f, rule in found]), "",
+              "## Conclusions", "",
+              *[conclusion(cid, f, steps[0] if len(steps) == 1 else None)
+                for cid, _, f, _ in found], "",
+              "## Limits of this study", "", limits(sweeps, counted), ""]
+    doc = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)
+    return doc
+

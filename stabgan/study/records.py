@@ -1,0 +1,218 @@
+"""What a study's runs left: one record per run directory, grouped into grid points over seeds."""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from stabgan.runlog import CONFIG, DIAGNOSIS, SUMMARY, find_runs, metric_series, read_json, read_metrics
+from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
+from stabgan.sweep import FINISHED, expand, point_name
+
+FID_TAGS = ("fid/domain", "fid/inception")  # the first one a run has is used
+COVERAGE_TAG = "coverage/modes"
+
+
+@dataclass
+class RunRecord:
+    name: str
+    config: dict
+    status: str | None
+    verdict: str | None
+    onset: int | None
+    kinds: list[str]
+    fid_min: float | None
+    fid_tag: str | None
+    coverage_last: float | None
+    coverage_best: float | None
+    ms_per_step: float | None
+    steps: int | None
+    wall_s: float | None
+    started: float | None  # mtime of config.json (rewritten when a run resumes)
+    ended: float | None    # mtime of summary.json (written when a run stops)
+    path: Path | None = None
+    events: list = field(default_factory=list)  # diagnosis.json's events
+
+    @property
+    def finished(self) -> bool:
+        """Completed or stopped on collapse: the runs the doc counts."""
+        return self.status in FINISHED
+
+
+def _finite(values) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def read_run(run_dir: Path) -> RunRecord:
+    config = (read_json(run_dir / CONFIG) or {}).get("config") or {}
+    summary = read_json(run_dir / SUMMARY) or {}
+    diagnosis = read_json(run_dir / DIAGNOSIS) or {}
+    series = metric_series(read_metrics(run_dir))
+    tag = next((t for t in FID_TAGS if t in series), None)
+    fid = _finite(series[tag][1]) if tag else []
+    coverage = _finite(series.get(COVERAGE_TAG, ((), ()))[1])
+    events = diagnosis.get("events") or []
+    kinds = list(dict.fromkeys(e.get("kind") for e in events
+                               if e.get("severity") == "collapse" and e.get("kind")))
+    step_s = summary.get("step_s_median")
+    return RunRecord(
+        name=run_dir.name, config=config, status=summary.get("status"),
+        verdict=summary.get("verdict") or diagnosis.get("verdict"),
+        onset=summary.get("onset_step", diagnosis.get("onset_step")), kinds=kinds,
+        fid_min=min(fid) if fid else None, fid_tag=tag if fid else None,
+        coverage_last=coverage[-1] if coverage else None,
+        coverage_best=max(coverage) if coverage else None,
+        ms_per_step=step_s * 1000 if isinstance(step_s, (int, float)) else None,
+        steps=summary.get("steps"), wall_s=summary.get("wall_s"),
+        started=_mtime(run_dir / CONFIG), ended=_mtime(run_dir / SUMMARY), path=run_dir,
+        events=events)
+
+
+@dataclass
+class Point:
+    """The runs of one grid point over seeds."""
+    key: tuple
+    runs: list[RunRecord] = field(default_factory=list)
+
+    def values(self, attr: str) -> list[float]:
+        return _finite(getattr(r, attr) for r in self.runs)
+
+    def mean(self, attr: str) -> float | None:
+        values = self.values(attr)
+        return statistics.fmean(values) if values else None
+
+    def spread(self, attr: str) -> float | None:
+        """Max - min over seeds: the seed-to-seed noise this study can see."""
+        values = self.values(attr)
+        return max(values) - min(values) if len(values) > 1 else None
+
+    @property
+    def bad(self) -> int:
+        """Runs whose verdict is not healthy (unstable or collapsed)."""
+        return sum(r.verdict in ("unstable", "collapsed") for r in self.runs)
+
+    @property
+    def judged(self) -> int:
+        return sum(r.verdict is not None for r in self.runs)
+
+
+def group(records: list[RunRecord], key_fields: tuple[str, ...]) -> dict[tuple, Point]:
+    """Runs by the values of key_fields in their config."""
+    points: dict[tuple, Point] = {}
+    for record in records:
+        key = tuple(record.config.get(f) for f in key_fields)
+        points.setdefault(key, Point(key)).runs.append(record)
+    return points
+
+
+@dataclass
+class Sweep:
+    """One sweep of the study as found on disk: its runs, and the runs it plans."""
+    name: str
+    out: Path
+    planned: list[str]
+    records: list[RunRecord]
+
+    @property
+    def finished(self) -> list[RunRecord]:
+        return [r for r in self.records if r.finished]
+
+    @property
+    def unfinished(self) -> list[RunRecord]:
+        return [r for r in self.records if not r.finished]
+
+    @property
+    def not_started(self) -> list[str]:
+        found = {r.name for r in self.records}
+        return [name for name in self.planned if name not in found]
+
+    @cached_property
+    def points(self) -> dict[tuple, Point]:
+        """The finished runs by grid point."""
+        return group(self.finished, SWEEP_KEYS[self.name])
+
+
+def load_sweeps(args: StudyOptions) -> dict[str, Sweep]:
+    """Every sweep of the study, with whatever runs its folder holds (none if not started)."""
+    return {name: Sweep(name, spec.out, [point_name(v) for v in expand(spec.grid, spec.points)],
+                        [read_run(d) for d in find_runs(spec.out)])
+            for name, spec in reproduction_sweeps(args).items()}
+
+
+def config_values(records: list[RunRecord], key: str) -> list:
+    """The distinct values of a config field over records, sorted."""
+    return sorted({r.config[key] for r in records if r.config.get(key) is not None}, key=str)
+
+
+
+def closest_readings(run_dir: Path) -> dict[str, float]:
+    """How near a run came to instability, from its metrics: the largest gradient norm at x̂
+    (p95), the largest |distance| after the first tenth of the run, and the largest growth of an
+    involution kernel's max |h| and of a layer's σ0 over their first logged values."""
+    series = metric_series(read_metrics(run_dir))
+    out: dict[str, float] = {}
+    p95 = _finite(series.get("gp/norm_p95", ((), ()))[1])
+    if p95:
+        out["gp_p95_max"] = max(p95)
+    steps, values = series.get("wgan/distance", ((), ()))
+    late = _finite(v for st, v in zip(steps, values) if steps and st > steps[-1] / 10)
+    if late:
+        out["distance_late_max"] = max(abs(v) for v in late)
+
+    def growth(suffix: str) -> float | None:
+        ratios = []
+        for tag, (_, vals) in series.items():
+            vals = _finite(vals)
+            if tag.endswith(suffix) and len(vals) > 3 and statistics.median(vals[:3]) > 0:
+                ratios.append(max(vals) / statistics.median(vals[:3]))
+        return max(ratios) if ratios else None
+
+    for key, suffix in (("kernel_growth", "/max_abs"), ("sigma0_growth", "/sigma0")):
+        value = growth(suffix)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+
+@dataclass
+class Timing:
+    """How long a set of runs took on this machine, from their files."""
+    runs: int
+    span_s: float | None   # last summary.json written - first config.json written
+    compute_s: float | None  # sum of the runs' own wall times
+    ms_per_step: float | None
+    peak: int              # most runs alive at once
+
+
+def peak_overlap(intervals: list[tuple[float, float]]) -> int:
+    """Most intervals open at one time (an interval ending as another starts does not count)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    alive = peak = 0
+    for _, change in events:
+        alive += change
+        peak = max(peak, alive)
+    return peak
+
+
+def timing(records: list[RunRecord]) -> Timing:
+    starts = [r.started for r in records if r.started is not None]
+    ends = [r.ended for r in records if r.ended is not None]
+    ms = [r.ms_per_step for r in records if r.ms_per_step is not None]
+    return Timing(
+        runs=len(records), span_s=max(ends) - min(starts) if starts and ends else None,
+        compute_s=sum(walls) if (walls := _finite(r.wall_s for r in records)) else None,
+        ms_per_step=statistics.median(ms) if ms else None,
+        peak=peak_overlap([(r.started, r.ended) for r in records
+                           if r.started is not None and r.ended is not None]))
+
+

@@ -1,0 +1,131 @@
+"""The study's sweeps. The seed study: does "two successive involution layers" make WGAN-GP training collapse?
+
+Sweeps of seed-faithful iGANs (`--preset seed`: spectral norm in G and D, one involution block
+at each of the last stages, the attention block's residual form, the penalty in its own Adam
+step, Table 1's optimiser), scaled to what two CPU cores train in a session: mnist5k at 32x32
+with width 32 (the seed: CelebA 64x64, width 64, 50,000 steps). Every run logs every probe,
+domain FID on 1,000 samples every 2% of the run, and keeps going after a collapse, so the
+curves after the onset are there to see.
+
+  faithful    inv_layers {1, 2} x 3 seeds: the seed's central comparison
+  successive  the other reading of "two successive layers": blocks stacked at S/2 with nothing
+              between them (--inv-stack successive --inv-block plain), inv_layers {1, 2}
+  norms       kernel normalization {batch, spectral, softmax} on two faithful layers
+
+The first round's short sweeps (`reproduction_sweeps`) are the seed's Table 2, its
+stability claims over inv_layers x norm, and dcgan / sagan / igan.
+
+Each sweep is resumable: running it again skips finished runs and resumes interrupted ones.
+`scripts/reproduction_study.py` runs them (`--only faithful`, ...) and writes docs/reproduction.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stabgan.config import ARCHS, NORMS, resolve_config
+from stabgan.sweep import SweepSpec
+
+DEFAULT_DATASET = "mnist5k"
+SEED_SWEEPS = ("faithful", "successive", "norms")  # the long, seed-faithful runs
+SWEEP_KEYS = {"stability": ("inv_layers", "norm"), "archs": ("arch",),  # a grid point, over seeds
+              "table2": ("kernel_size", "groups", "reduction"),
+              **{name: ("inv_layers", "norm") for name in SEED_SWEEPS}}
+# The seed's Table 2 (CelebA 64x64, Inception FID, C=64 at the involution layer):
+# case, K, G, R, min FID, #parameters as printed, seconds per step.
+SEED_TABLE2 = (
+    (1, 3, 4, 2, 61.51, 800, 0.154),
+    (2, 7, 4, 8, 76.00, 520, 0.333),
+    (3, 7, 4, 2, 112.85, 2080, 0.342),
+    (4, 3, 4, 8, 76.01, 200, 0.152),
+    (5, 3, 1, 2, 62.34, 2336, 0.152),
+    (6, 1, 4, 2, 68.73, 644, 0.120),
+    (7, 5, 4, 2, 63.37, 1312, 0.230),
+)
+STUDY_SEEDS = (0, 1, 2)
+STUDY_BASE = {"image_size": 32, "width": 32, "probes": "all", "fid_samples": 1000,
+              "log_every": 10, "sample_every": 250, "ckpt_every": 250}
+
+
+def seed_study(out: Path, steps: int = 5000, workers: int | None = 2,
+               seeds: tuple[int, ...] = STUDY_SEEDS, base: dict | None = None,
+               **spec) -> dict[str, SweepSpec]:
+    """The study's sweeps, in the order its questions need them, each into OUT/<name>.
+    `base` overrides run settings of every sweep (a smoke test shrinks the models with it)."""
+    base = {**STUDY_BASE, "steps": steps, "fid_every": max(1, steps // 50), **(base or {})}
+    common = {"preset": "seed", "workers": workers, **spec}
+    return {
+        "faithful": SweepSpec(grid={"inv_layers": (1, 2), "seed": seeds}, base=base,
+                              out=Path(out) / "faithful", **common),
+        "successive": SweepSpec(grid={"inv_layers": (1, 2), "seed": seeds},
+                                base={**base, "inv_stack": "successive", "inv_block": "plain"},
+                                out=Path(out) / "successive", **common),
+        "norms": SweepSpec(grid={"norm": ("batch", "spectral", "softmax"), "seed": seeds},
+                           base={**base, "inv_layers": 2}, out=Path(out) / "norms", **common),
+    }
+
+
+@dataclass
+class StudyOptions:
+    """What a study run asks for (scripts/reproduction_study.py's options)."""
+    out: Path                      # folder of the first round's sweeps
+    seed_out: Path                 # folder of the seed study's sweeps
+    doc: Path | None = None        # None: docs/reproduction.md
+    steps: int | None = None       # first round: None is the quick preset's
+    seed_steps: int | None = None  # seed study: None is 5,000
+    dataset: str = DEFAULT_DATASET
+    quick_check: bool = False      # tiny models, few steps, one seed: a smoke test
+    workers: int | None = None
+    executor: str = "local"
+    ray_address: str | None = None
+    no_report: bool = False
+
+
+def default_out(quick_check: bool) -> Path:
+    return Path("runs/reproduction-check" if quick_check else "runs/reproduction")
+
+
+def default_seed_out(out: Path, quick_check: bool) -> Path:
+    return Path(out).parent / ("seed-study-check" if quick_check else "seed-study")
+
+
+def reproduction_sweeps(args: StudyOptions) -> dict[str, SweepSpec]:
+    """Every sweep of the study, the long seed-faithful ones first; quick_check shrinks each
+    to a few tiny runs."""
+    base = {"dataset": args.dataset}
+    if args.steps:
+        base["steps"] = args.steps
+    fid_every = max(1, (args.steps or resolve_config().steps) // 10)
+    base["fid_every"] = fid_every
+    seeds2, seeds3 = (0, 1), (0, 1, 2)
+    cases = SEED_TABLE2
+    norms, layers, archs = NORMS, (1, 2), ARCHS
+    table2_width = 64
+    if args.quick_check:
+        base.update(steps=args.steps or 4, width=8, z_dim=16, batch_size=16, probes="none",
+                    fid_every=0, log_every=1, sample_every=1000, ckpt_every=1000)
+        seeds2 = seeds3 = (0,)
+        cases, norms, table2_width = SEED_TABLE2[:2], ("none", "batch"), 8
+    common = dict(workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                  report=not args.no_report)
+    # cases the claims compare first (K = 1, 5, 7 beside case 1; then R = 8; then G = 1); the
+    # slow case 2 (K = 7, R = 8), which no claim needs, last
+    order = {1: 0, 6: 1, 7: 2, 3: 3, 4: 4, 5: 5, 2: 6}
+    table2_points = tuple({"kernel_size": k, "groups": g, "reduction": r}
+                          for _, k, g, r, *_ in sorted(cases, key=lambda c: order[c[0]]))
+    seed_base, seed_seeds = None, (0, 1, 2)
+    if args.quick_check:
+        seed_base = {k: v for k, v in base.items() if k not in ("dataset", "steps")}
+        seed_seeds = (0,)
+    long_runs = seed_study(args.seed_out, args.seed_steps or (4 if args.quick_check else 5000),
+                           args.workers, seed_seeds, seed_base, executor=args.executor,
+                           ray_address=args.ray_address, report=not args.no_report)
+    return {  # the long seed-faithful sweeps first, then the short ones of the first round
+        **long_runs,
+        "stability": SweepSpec(grid={"inv_layers": layers, "norm": norms, "seed": seeds3},
+                               base=base, out=args.out / "stability", **common),
+        "archs": SweepSpec(grid={"arch": archs, "seed": seeds3}, base=base,
+                           out=args.out / "archs", **common),
+        "table2": SweepSpec(grid={"seed": seeds2}, points=table2_points,
+                            base={**base, "width": table2_width}, out=args.out / "table2", **common),
+    }
