@@ -106,14 +106,11 @@ def wants_prepare(probe: Probe) -> bool:
 
 @contextmanager
 def sampling(generator: nn.Module):
-    """Run the generator for a probe: eval mode and no_grad inside; afterwards every module's
-    train/eval mode and every involution layer's `last_kernel` are as before, so training and
-    the kernel probe never see the probe's forward pass. Uses no random numbers itself."""
-    from stabgan.nn.involution import Involution2d
-
+    """Run the generator for a probe: eval mode and no_grad inside (so the kernel probe, which
+    keeps grad-enabled passes only, never sees it); afterwards every module's train/eval mode
+    is as before. Uses no random numbers itself."""
     modules = list(generator.modules())
     modes = [m.training for m in modules]
-    kernels = [(m, m.last_kernel) for m in modules if isinstance(m, Involution2d)]
     generator.eval()
     try:
         with torch.no_grad():
@@ -121,8 +118,6 @@ def sampling(generator: nn.Module):
     finally:
         for module, mode in zip(modules, modes):
             module.training = mode
-        for module, kernel in kernels:
-            module.last_kernel = kernel
 
 
 def weight_of(module: nn.Module) -> torch.Tensor:

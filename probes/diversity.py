@@ -11,8 +11,8 @@ sample is a near-duplicate when another sample of the batch is within DUP_RMS = 
 
 The samples are generated in eval mode under no_grad from the probe's own noise, drawn once
 from a private torch.Generator: the global RNG and the training state are never touched (so
-training is identical with or without the probe, and resume stays exact), and the involution
-layers' `last_kernel` is restored for the kernel probe. Cost: one generator forward pass of
+training is identical with or without the probe, and resume stays exact), and the kernel
+probe, which keeps grad-enabled passes only, does not see them. Cost: one generator forward pass of
 `samples` images and a samples² distance matrix, on a sparse cadence.
 """
 from __future__ import annotations

@@ -6,9 +6,10 @@ across positions (`spatial_var` → 0: the layer has become a plain depthwise co
 samples (`sample_var` → 0: it ignores its input); kernels that concentrate on one tap
 (`entropy` → 0, `near_zero` → 1: a shift, or saturation of the softmax); and kernel magnitudes
 that grow without bound (`max_abs`, `span_norm`), which feeds the critic's Lipschitz budget or
-the generator's activations. Reads `Involution2d.last_kernel` (kept detached by the layer, so no
-hook and no recomputation). In G that is the kernel of the generator update; in D, of the critic
-pass of the generator update (fakes). Cost: a few reductions over one kernel tensor per layer.
+the generator's activations. A forward hook on each layer's `kernel_tap` keeps the kernels of
+its last pass with autograd on (no recomputation): in G the generator update's, in D the critic
+pass of the generator update (fakes); the no-grad passes of other probes (FID, diversity) and of
+the fakes the critic is trained on do not replace them. Cost: a few reductions over one kernel tensor per layer.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ class KernelProbe(Probe):
     def __init__(self, every: int = 10):
         super().__init__(every)
         self.layers: list[tuple[str, nn.Module]] = []
+        self.kernels: dict[str, torch.Tensor] = {}  # layer name -> its last kernels, detached
+        self._hooks: list = []
 
     @classmethod
     def from_config(cls, config) -> "KernelProbe":
@@ -71,10 +74,19 @@ class KernelProbe(Probe):
         self.layers = [(name, module) for net, prefix in ((generator, "g"), (critic, "d"))
                        for name, module in involution_layers(net, prefix)]
 
+        def keep(name):
+            def hook(module, inputs, kernel):
+                if torch.is_grad_enabled():
+                    self.kernels[name] = kernel.detach()
+            return hook
+
+        self._hooks = [layer.kernel_tap.register_forward_hook(keep(name))
+                       for name, layer in self.layers]
+
     def on_step(self, state: StepState) -> dict[str, float | torch.Tensor]:
         readings: dict[str, float | torch.Tensor] = {}
         for name, layer in self.layers:
-            kernel = layer.last_kernel
+            kernel = self.kernels.get(name)
             if kernel is None:
                 continue
             for stat, value in kernel_stats(kernel).items():
@@ -87,5 +99,7 @@ class KernelProbe(Probe):
         return readings
 
     def detach(self) -> None:
-        self.layers = []
+        for handle in self._hooks:
+            handle.remove()
+        self.layers, self.kernels, self._hooks = [], {}, []
 

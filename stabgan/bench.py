@@ -279,7 +279,7 @@ def table2_costs(channels: int = 64, batch: int = 64, size: int = 16, repeats: i
     """
     import torch
     from stabgan.nn.involution import Involution2d, eq5_parameter_estimate
-    from stabgan.study import SEED_TABLE2
+    from stabgan.study.sweeps import SEED_TABLE2
     device = _resolve_device(device)
     rows, fns = [], {}
     for case, k, g, r, _, printed, _ in SEED_TABLE2:

@@ -115,14 +115,14 @@ def _names(net: nn.Module, prefix: str) -> Iterator[tuple[str, str, nn.Module]]:
         if isinstance(module, Involution2d):
             renames[path] = f"inv{len(renames)}"
     for path, module in net.named_modules():
-        if not path or ".parametrizations" in f".{path}":
+        if ".parametrizations" in f".{path}":
             continue
         short = path
         for inv_path, inv_name in renames.items():
             if path == inv_path or path.startswith(inv_path + "."):
                 short = inv_name + path[len(inv_path):]
                 break
-        yield path, f"{prefix}.{short}", module
+        yield path, f"{prefix}.{short}" if short else prefix, module
 
 
 def named_layers(net: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -151,9 +151,9 @@ def layer_table(config, image_channels: int) -> str:
             ("generator", "g", Generator(config, image_channels), torch.zeros(2, config.z_dim)),
             ("critic", "d", Critic(config, image_channels),
              torch.zeros(2, image_channels, config.image_size, config.image_size))):
-        rows = [(name, m) for _, name, m in _names(net, prefix)
-                if isinstance(m, Involution2d) or not list(m.children())
-                or list(m.parameters(recurse=False)) or parametrize.is_parametrized(m)]
+        rows = [(name, m) for path, name, m in _names(net, prefix) if path and (
+                isinstance(m, Involution2d) or not list(m.children())
+                or list(m.parameters(recurse=False)) or parametrize.is_parametrized(m))]
         rows = [(name, m) for name, m in rows  # an involution layer's parts are in its row
                 if not any(name.startswith(inv + ".") for inv, _ in involution_layers(net, prefix))]
         shapes: dict[str, tuple] = {}

@@ -12,7 +12,6 @@ from torch import nn
 from probes import (REGISTRY, CriticProbe, DiversityProbe, FidProbe, GradientPenaltyProbe,
                     GradientProbe, KernelProbe, SpectraProbe, StepState, build_probes)
 from probes.base import weight_of
-from stabgan.models import named_layers
 from probes.diversity import diversity_stats
 from probes.kernels import kernel_stats
 from probes.monitor import core_readings
@@ -20,7 +19,7 @@ from probes.spectra import top_singular_values, weight_matrix
 from stabgan import fid
 from stabgan.config import resolve_config
 from stabgan.data import load_dataset
-from stabgan.models import Critic, Generator
+from stabgan.models import Critic, Generator, named_layers
 from stabgan.nn.involution import Involution2d
 from stabgan.runlog import metric_series, read_json, read_metrics
 
@@ -72,10 +71,10 @@ def test_kernel_stats_of_hand_built_kernels():
 
 def test_softmax_kernels_have_entropy_at_most_log_k2():
     layer = Involution2d(8, kernel_size=K, groups=2, norm="softmax")
-    layer(torch.randn(4, 8, 6, 6))
-    stats = kernel_stats(layer.last_kernel)
+    kernel = layer.generate_kernel(torch.randn(4, 8, 6, 6)).detach()
+    stats = kernel_stats(kernel)
     assert 0 < stats["entropy"] <= LOG_K2 + 1e-6
-    assert layer.last_kernel.sum(dim=(2, 3)).allclose(torch.ones(4, 2, 6, 6))
+    assert kernel.sum(dim=(2, 3)).allclose(torch.ones(4, 2, 6, 6))
 
 
 def test_singular_values_of_a_known_matrix():
@@ -174,9 +173,10 @@ def test_diversity_of_known_images():
 
 def test_diversity_probe_leaves_rng_modes_and_kernels_untouched():
     _, generator, critic = tiny_nets(norm="batch")
+    kernels = KernelProbe(every=1)
+    kernels.attach(generator, critic)
     generator(torch.randn(2, 16))
-    inv = next(m for m in generator.modules() if isinstance(m, Involution2d))
-    kernel, rng = inv.last_kernel, torch.get_rng_state()
+    kernel, rng = kernels.kernels["g.inv0"], torch.get_rng_state()
     bn_stats = [b.clone() for b in generator.buffers()]
     probe = DiversityProbe(every=1, samples=8)
     probe.attach(generator, critic)
@@ -185,7 +185,7 @@ def test_diversity_probe_leaves_rng_modes_and_kernels_untouched():
     assert first == second and 0 < first["diversity/pairwise"] <= 2
     assert torch.equal(torch.get_rng_state(), rng)
     assert generator.training and all(m.training for m in generator.modules())
-    assert inv.last_kernel is kernel
+    assert kernels.kernels["g.inv0"] is kernel  # its no-grad passes are not the training's
     assert all(torch.equal(a, b) for a, b in zip(generator.buffers(), bn_stats))
 
 
@@ -383,7 +383,7 @@ def test_tensorboard_holds_scalars_histograms_images_layout_and_hparams(run_dir)
     assert [e.step for e in acc.Scalars("gp/norm_p95")] == [10, 20, 30, 40, 50, 60]
     assert {"gp/norm", "kernel/g.inv0/taps", "kernel/d.inv0/taps"} <= set(tags["histograms"])
     assert acc.Histograms("gp/norm")[-1].histogram_value.num == 16  # one per interpolate
-    assert "samples" in tags["images"] and [e.step for e in acc.Images("samples")] == [30, 60]
+    assert "samples" in tags["images"] and [e.step for e in acc.Images("samples")] == [0, 30, 60]
 
     layout = layout_pb2.Layout.FromString(
         acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])

@@ -266,7 +266,8 @@ class Involution2d(nn.Module):
 
     `norm` acts on kernel generation: none (ReLU only), batch (BatchNorm after reduce),
     spectral (spectral norm on reduce and span), softmax (softmax of each kernel over its taps).
-    The last generated kernel is kept, detached, in `last_kernel` for probes.
+    The generated kernels pass through `kernel_tap`, an identity with no parameters, so that a
+    forward hook on it sees them (the kernel probe's) without recomputing anything.
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 4,
@@ -292,7 +293,7 @@ class Involution2d(nn.Module):
             self.span = nn.utils.parametrizations.spectral_norm(self.span)
         self.bn = nn.BatchNorm2d(hidden) if norm == "batch" else nn.Identity()
         self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
-        self.last_kernel: torch.Tensor | None = None
+        self.kernel_tap = nn.Identity()
 
     def generate_kernel(self, x: torch.Tensor) -> torch.Tensor:
         """Kernels (B, G, K, K, H_out, W_out) generated from x (or its stride x stride average)."""
@@ -305,9 +306,7 @@ class Involution2d(nn.Module):
         return h.view(b, self.groups, k, k, h_out, w_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.generate_kernel(x)
-        self.last_kernel = kernel.detach()
-        return involution(x, kernel, self.stride)
+        return involution(x, self.kernel_tap(self.generate_kernel(x)), self.stride)
 
     def extra_repr(self) -> str:
         return (f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
