@@ -237,14 +237,6 @@ class RunWriter:
         atomic_write_bytes(path, buffer.getvalue())
         return path
 
-    def write(self, name: str, obj: dict) -> None:
-        """Atomically write a JSON file (config, summary, diagnosis) in the run directory."""
-        write_json(self.dir / name, obj)
-
-    def flush(self) -> None:
-        self._metrics.flush()
-        self.tensorboard.flush()
-
     def close(self) -> None:
         self._metrics.close()
         self.tensorboard.close()
