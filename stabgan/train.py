@@ -26,15 +26,15 @@ from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunCon
 from stabgan.data import BatchStream, load_dataset
 from stabgan.models import Critic, Generator
 from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT,
-                            SUMMARY, atomic_write_bytes, metric_series, read_json, read_metrics,
-                            write_json)
+                            SUMMARY, CheckpointError, atomic_write_bytes, metric_series, read_json,
+                            read_metrics, safe_load, write_json)
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class RunError(ValueError):
-    """A run cannot start as asked (existing run, corrupt checkpoint, changed config)."""
+    """A run cannot start as asked (existing run, corrupt or refused checkpoint, changed config)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,7 +48,7 @@ def resolve_device(name: str) -> torch.device:
 
 def versions() -> dict[str, str]:
     """Versions recorded with every run."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
             "stabgan": stabgan.__version__}
 
 
@@ -70,15 +70,16 @@ def resume_config(saved: dict, overrides: dict) -> RunConfig:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint dict, or RunError naming the file when it is missing or unreadable."""
+    """A checkpoint dict, loaded without running code (`runlog.safe_load`); RunError naming the
+    file when it is missing, unreadable, refused by the safe loader or not a stabgan checkpoint."""
     if not path.is_file():
-        raise RunError(f"cannot resume: no checkpoint at {str(path)!r}")
+        raise RunError(f"no checkpoint at {str(path)!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for corrupt files
-        raise RunError(f"cannot resume: checkpoint {str(path)!r} is unreadable ({type(error).__name__})") from None
+        state = safe_load(path, path)
+    except CheckpointError as error:
+        raise RunError(str(error)) from None
     if not isinstance(state, dict) or "step" not in state or "generator" not in state:
-        raise RunError(f"cannot resume: {str(path)!r} is not a stabgan checkpoint")
+        raise RunError(f"{str(path)!r} is not a stabgan checkpoint")
     return state
 
 
@@ -105,7 +106,13 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     run_dir = Path(run_dir)
     checkpoint = None
     if resume:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINTS / LAST_CHECKPOINT)
+        path = run_dir / CHECKPOINTS / LAST_CHECKPOINT
+        checkpoint = load_checkpoint(path)
+        missing = [key for key in (*WganGp.STATE_KEYS, "elapsed") if key not in checkpoint]
+        if missing:
+            raise RunError(f"cannot resume: checkpoint {str(path)!r} has no {', '.join(missing)} "
+                           f"(written by an earlier stabgan); start a new run, or measure this "
+                           f"one with `stabgan fid`")
         explicit = dict(PRESET_VALUES[preset]) if preset else {}
         explicit.update({k: v for k, v in overrides.items() if v is not None})
         config = resume_config(checkpoint.get("config", {}), explicit)
@@ -269,6 +276,7 @@ class WganGp:
         self.opt_d.step()
 
     _PARTS = ("generator", "critic", "opt_g", "opt_d", "sched_g", "sched_d", "stream")
+    STATE_KEYS = (*_PARTS, "rng", "torch_rng")  # what state_dict returns
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, optimisers, schedulers, data, RNGs."""

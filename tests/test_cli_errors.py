@@ -4,11 +4,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from conftest import TINY
 from stabgan.cli import cli
+from stabgan.train import load_checkpoint
 
 
 def _snapshot(root):
@@ -33,6 +35,11 @@ def _bad_inputs(tmp, finished):
     corrupt = tmp / "corrupt"
     shutil.copytree(finished, corrupt)
     (corrupt / "done" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    old = tmp / "old"  # the checkpoint layout of an earlier stabgan: "data" for "stream"
+    shutil.copytree(finished, old)
+    state = load_checkpoint(old / "done" / "checkpoints" / "last.pt")
+    state["data"] = state.pop("stream")
+    torch.save(state, old / "done" / "checkpoints" / "last.pt")
     run = ["run", "--out", str(tmp / "out"), "--steps", "3"]
     return {
         "unknown norm": (run + ["--norm", "layer"], "layer"),
@@ -71,13 +78,15 @@ def _bad_inputs(tmp, finished):
         "resume below the saved step": (["run", "--out", str(finished), "--name", "done",
                                          "--resume", "--steps", "1"], "steps"),
         "existing run without resume": (["run", "--out", str(finished), "--name", "done"], "done"),
+        "checkpoint of an earlier layout": (["run", "--out", str(old), "--name", "done",
+                                             "--resume", "--steps", "8"], "earlier stabgan"),
     }
 
 
 def test_bad_inputs_fail_cleanly(tmp_path, finished_run):
     cases = _bad_inputs(tmp_path, finished_run)
     assert len(cases) >= 12
-    before = {d: _snapshot(d) for d in (finished_run, tmp_path / "corrupt")}
+    before = {d: _snapshot(d) for d in (finished_run, tmp_path / "corrupt", tmp_path / "old")}
     for label, (args, named) in cases.items():
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2, f"{label}: exit {result.exit_code}\n{result.output}"

@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from conftest import TINY
 from stabgan.cli import cli
 from stabgan.runlog import read_json, read_metrics
+from stabgan.train import load_checkpoint
 from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_grid, point_name,
                            run_sweep, sweep_spec)
 
@@ -208,7 +208,7 @@ def test_ctrl_c_interrupts_every_run_and_a_rerun_resumes_them(tmp_path):
     for run in runs:
         summary = read_json(run / "summary.json")
         assert summary["status"] == "interrupted", summary
-        checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+        checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
         assert checkpoint["step"] == summary["steps"] > 0
         steps.append(summary["steps"])
     assert stdout.count("interrupted") == 2
