@@ -81,11 +81,20 @@ def run(ctx, preset, out, name, resume, **overrides):
     click.echo(f"run directory: {run_dir}", err=True)
     try:
         summary = train(prepared, probes)
-    except Exception as error:  # the summary already records it; show one line, not a traceback
-        raise click.ClickException(f"run failed: {type(error).__name__}: {error}") from None
+    except Exception as error:  # summary.json and error.log keep it; show one line, not a traceback
+        raise click.ClickException(failure_line(error, run_dir)) from None
     click.echo(end_of_run(summary, run_dir), err=True)
     if summary.get("exit_signal"):
         ctx.exit(128 + summary["exit_signal"])
+
+
+def failure_line(error: Exception, run_dir: Path) -> str:
+    """`run failed: Type: message`, and where the traceback is when this failure wrote one."""
+    from stabgan.runlog import SUMMARY, error_line, read_json
+
+    line, summary = error_line(error), read_json(run_dir / SUMMARY) or {}
+    log = summary.get("error_log") if summary.get("error") == line else None  # not an older one
+    return f"run failed: {line}" + (f"; traceback in {run_dir / log}" if log else "")
 
 
 def end_of_run(summary: dict, run_dir: Path) -> str:

@@ -23,6 +23,7 @@ SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 PRE_COLLAPSE_CHECKPOINT = "pre_collapse.pt"
+ERROR_LOG = "error.log"  # a failed run's full traceback; summary.json names it
 LOGGED_DIGITS = 9  # significant digits of a metrics.jsonl value: float32 round-trips
 
 
@@ -70,6 +71,14 @@ def safe_load(source: Path | bytes, name: str | Path, what: str = "checkpoint") 
                                   f"stabgan loads {what}s without running code") from None
         raise CheckpointError(f"{what} {str(name)!r} is unreadable "
                               f"({type(error).__name__})") from None
+
+
+def error_line(error: BaseException) -> str:
+    """`Type: message` on one line; of a message of several lines (a DataLoader worker's holds
+    the worker's traceback, whose last line is the worker's error) the first and the last."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " … ".join(dict.fromkeys(lines[:1] + lines[-1:]))
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _json_value(value: Any) -> Any:

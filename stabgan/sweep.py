@@ -15,6 +15,7 @@ resume from their checkpoint, failed ones run again only with `retry_failed`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import importlib.util
@@ -38,8 +39,8 @@ from typing import Callable, Iterable, Mapping
 
 from stabgan.config import (CHOICES, FIELD_NAMES, PRESETS, RESUMABLE_FIELDS, ConfigError,
                             RunConfig, resolve_config)
-from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, LAST_CHECKPOINT, SUMMARY, is_run_dir,
-                            read_json, write_json)
+from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, LAST_CHECKPOINT, SUMMARY,
+                            error_line, is_run_dir, read_json, write_json)
 
 EXECUTORS = ("local", "ray")
 DEFAULT_OUT = Path("runs/sweep")
@@ -514,7 +515,8 @@ def start_run(command: list[str], log_file: Path, threads: int) -> subprocess.Po
 
 
 def _prepare_dir(run_dir: Path, job: Job) -> None:
-    """Before a restart: drop the old directory (it has no checkpoint), keeping its error in the log."""
+    """Before a restart: drop the old directory (it has no checkpoint), keeping its error and
+    traceback in the log."""
     if job.action != "restart" or not run_dir.exists():
         return
     summary = read_json(run_dir / SUMMARY) or {}
@@ -523,6 +525,9 @@ def _prepare_dir(run_dir: Path, job: Job) -> None:
     with open(log, "a") as f:
         f.write(f"\n# starting over; the previous attempt ended {summary.get('status', 'without a summary')}"
                 f"{': ' + summary['error'] if summary.get('error') else ''}\n")
+        if summary.get("error_log"):
+            with contextlib.suppress(OSError):
+                f.write(f"# its {ERROR_LOG}:\n{(run_dir / ERROR_LOG).read_text(errors='replace')}")
     shutil.rmtree(run_dir)
 
 
@@ -725,8 +730,7 @@ def _execute_ray(jobs: list[Job], spec: SweepSpec, workers: int, threads: int,
                     result = ray.get(ref)
                 except Exception as error:  # the task itself died (node lost, worker crash)
                     job.returncode = -1
-                    echo(f"finished {job.name}: Ray task failed: {type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''}")
+                    echo(f"finished {job.name}: Ray task failed: {error_line(error)}")
                     continue
                 job.returncode = result["returncode"]
                 if not shared_out:
@@ -774,11 +778,13 @@ def run_row(run_dir: Path) -> dict:
             "verdict": summary.get("verdict") or diagnosis.get("verdict"),
             "onset": summary.get("onset_step", diagnosis.get("onset_step")),
             "steps": summary.get("steps"), "target_steps": summary.get("target_steps"),
-            "wall_s": summary.get("wall_s")}
+            "wall_s": summary.get("wall_s"), "error": summary.get("error"),
+            "error_log": str(run_dir / ERROR_LOG) if summary.get("error_log") else None}
 
 
 def format_table(rows: list[dict]) -> str:
-    """The terminal table: name, status, verdict, onset, steps, wall s."""
+    """The terminal table: name, status, verdict, onset, steps, wall s; then, for each run that
+    failed, its one-line error and the file holding its traceback."""
     def cell(value, fmt="{}"):
         return "-" if value is None else fmt.format(value)
 
@@ -793,6 +799,10 @@ def format_table(rows: list[dict]) -> str:
     for line in (header, *body):
         lines.append("  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(line, widths))).rstrip())
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['name']}: {r['error']}" +
+                         (f" (traceback: {r['error_log']})" if r.get("error_log") else ""))
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ import signal
 import statistics
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,9 +26,10 @@ from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunCon
                             dataset_info, resolve_config, validate)
 from stabgan.data import BatchStream, load_dataset
 from stabgan.models import Critic, Generator
-from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT,
-                            SUMMARY, CheckpointError, atomic_write_bytes, metric_series, read_json,
-                            read_metrics, safe_load, write_json)
+from stabgan.runlog import (CHECKPOINTS, CONFIG, ERROR_LOG, LAST_CHECKPOINT,
+                            PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError, atomic_write_bytes,
+                            error_line, metric_series, read_json, read_metrics, safe_load,
+                            write_json)
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -333,7 +335,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
             monitor.writer.save_samples(step, generator(fixed_z))
         generator.train()
 
-    status, error, step, step_times = "completed", None, start_step, []
+    status, error, error_log, step, step_times = "completed", None, None, start_step, []
     stop = _StopFlag()
     started = time.perf_counter()
     if start_step == 0:
@@ -385,7 +387,8 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     except KeyboardInterrupt:
         status = "interrupted"
     except Exception as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        status, error = "failed", error_line(exc)
+        error_log = _write_error_log(run.run_dir / ERROR_LOG)
         raise
     finally:
         bar.close()
@@ -394,9 +397,8 @@ def train(run: Run, probes: Sequence = ()) -> dict:
             "wall_s": round(elapsed + time.perf_counter() - started, 3),
             "step_s_median": statistics.median(step_times) if step_times else None,
             "exit_signal": stop.signum if status == "interrupted" else None,
+            "error": error, "error_log": error_log,  # None unless this attempt failed
         }
-        if error:
-            summary["error"] = error
         previous = read_json(run.run_dir / SUMMARY) or {}
         monitor.close()  # also writes the final diagnosis.json
         diagnosis = detector.diagnosis()
@@ -405,6 +407,16 @@ def train(run: Run, probes: Sequence = ()) -> dict:
         keeper.discard_aside()
         write_json(run.run_dir / SUMMARY, {**previous, **summary})
     return summary
+
+
+def _write_error_log(path: Path) -> str | None:
+    """The traceback being handled into path; its name, or None when even that cannot be
+    written (a full disk): the summary then keeps the one-line message alone."""
+    try:
+        atomic_write_bytes(path, traceback.format_exc().encode())
+    except OSError:
+        return None
+    return path.name
 
 
 # --- collapse detection: the weights check and pre_collapse.pt ---

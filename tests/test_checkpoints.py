@@ -1,18 +1,23 @@
 """Faults around checkpoints, each in a real `stabgan` process: a malicious checkpoint never runs
-code; a write killed by SIGKILL leaves the previous checkpoint intact."""
+code; a write killed by SIGKILL or refused by the kernel leaves the previous checkpoint intact;
+a run that fails keeps its traceback in error.log."""
 from __future__ import annotations
 
 import os
 import pickle
+import resource
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import TINY, metrics_without_time, stabgan_cli
+from stabgan.runlog import read_json, read_metrics
 from stabgan.train import load_checkpoint
 
 QUIET = ["--sample-every", "100000"]  # one sample grid: the run's other files stay small
@@ -147,3 +152,64 @@ def test_a_checkpoint_write_killed_leaves_the_previous_one_and_resume_is_exact(
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt"]
     assert metrics_without_time(tmp_path / "killed") == metrics_without_time(uninterrupted_run)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_write_the_kernel_refuses_fails_the_run_and_keeps_the_previous(tmp_path):
+    """The file-size limit (RLIMIT_FSIZE) makes the kernel refuse the checkpoint's write as a
+    full disk would (EFBIG rather than ENOSPC); smaller files can still be written."""
+    run_dir = tmp_path / "r"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stabgan.cli", "run", "--out", str(tmp_path), "--name", "r",
+         *TINY, *QUIET, "--steps", "100000", "--log-every", "5", "--ckpt-every", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = run_dir / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), "the run never wrote its first checkpoint"
+    limit = last.stat().st_size - 1  # every later checkpoint is as large
+    resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (limit, limit))
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "failed" and "File too large" in summary["error"]
+    assert summary["error_log"] == "error.log"
+    assert f"Error: run failed: {summary['error']}; traceback in {run_dir / 'error.log'}" in stderr
+    traceback = (run_dir / "error.log").read_text()
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert "save_checkpoint" in traceback and "File too large" in traceback
+    kept = load_checkpoint(last)["step"]
+    assert kept % 20 == 0 and 0 < kept < summary["steps"]
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt"]
+
+
+def test_a_failure_inside_the_loop_keeps_its_traceback(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(32):
+        Image.new("RGB", (32, 32), (i * 8, 0, 255 - i * 8)).save(images / f"{i}.png")
+    run_dir = tmp_path / "r"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stabgan.cli", "run", "--out", str(tmp_path), "--name", "r",
+         *TINY, *QUIET, "--dataset", f"folder:{images}", "--steps", "100000", "--log-every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not read_metrics(run_dir) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    for path in images.iterdir():  # the images become unreadable while the run trains
+        path.write_bytes(b"not an image")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "failed" and summary["error_log"] == "error.log"
+    assert summary["error"].startswith("DatasetError: ") and "\n" not in summary["error"]
+    assert summary["error"].endswith("no image in the folder could be read")
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: run failed: {summary['error']}; traceback in "
+                      f"{run_dir / 'error.log'}"]
+    traceback = (run_dir / "error.log").read_text()
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert "stream.next()" in traceback and "no image in the folder could be read" in traceback

@@ -11,8 +11,10 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
 
 from conftest import TINY
+from reports import write_report
 from stabgan.cli import cli
 from stabgan.runlog import read_json, read_metrics
 from stabgan.train import load_checkpoint
@@ -175,10 +177,15 @@ def test_failed_run_is_retried_only_with_retry_failed(tmp_path):
     saved = {p: p.read_bytes() for p in images.iterdir()}
     for path in saved:
         path.write_bytes(b"not an image")
-    _, stderr = process.communicate(timeout=180)
+    stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 1, stderr
     failed = read_json(out / "seed-0" / "summary.json")
     assert failed["status"] == "failed" and "could be read" in failed["error"]
+    # the table and the report show the error and where its traceback is
+    error_log = out / "seed-0" / "error.log"
+    assert f"seed-0: {failed['error']} (traceback: {error_log})" in stdout.splitlines()
+    page = write_report(out, tmp_path / "report.html").read_text()
+    assert escape(failed["error"]) in page and escape(error_log.read_text()) in page
     for path, data in saved.items():
         path.write_bytes(data)
     skipped = sweep_cli(*common, "--steps", "3")
@@ -188,8 +195,9 @@ def test_failed_run_is_retried_only_with_retry_failed(tmp_path):
     retried = sweep_cli(*common, "--steps", "3", "--retry-failed")
     assert retried.exit_code == 0, retried.output
     assert read_json(out / "seed-0" / "summary.json")["status"] == "completed"
-    assert "starting over; the previous attempt ended failed" in \
-        (out / ".sweep" / "logs" / "seed-0.log").read_text()
+    log = (out / ".sweep" / "logs" / "seed-0.log").read_text()
+    assert "starting over; the previous attempt ended failed" in log
+    assert "# its error.log:\nTraceback (most recent call last):" in log
 
 
 @pytest.mark.slow
