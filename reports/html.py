@@ -217,6 +217,7 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {runs_dir}")
     out = Path(out) if out is not None else runs_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)  # before rendering: a bad path fails at once
     data = collect(runs_dir, cache, progress, workers)
     runs = data["runs"]
     rows = [{**r["row"], "name": r["name"]} for r in runs]
@@ -228,7 +229,6 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
         aggregates=figures.aggregate_figures(rows, fid_curves),
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), version=_version(),
         verdict_colors=figures.VERDICT_COLORS, error_log=runlib.ERROR_LOG)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, out)

@@ -73,6 +73,19 @@ def safe_load(source: Path | bytes, name: str | Path, what: str = "checkpoint") 
                               f"({type(error).__name__})") from None
 
 
+def unwritable_reason(folder: Path) -> str | None:
+    """Why folder (existing or to be made) cannot be written, or None: its nearest existing
+    ancestor is a file, or is not writable."""
+    existing = Path(folder)
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"output path {str(existing)!r} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"output directory {str(existing)!r} is not writable"
+    return None
+
+
 def error_line(error: BaseException) -> str:
     """`Type: message` on one line; of a message of several lines (a DataLoader worker's holds
     the worker's traceback, whose last line is the worker's error) the first and the last."""

@@ -29,7 +29,7 @@ from stabgan.models import Critic, Generator
 from stabgan.runlog import (CHECKPOINTS, CONFIG, ERROR_LOG, LAST_CHECKPOINT,
                             PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError, atomic_write_bytes,
                             error_line, metric_series, read_json, read_metrics, safe_load,
-                            write_json)
+                            unwritable_reason, write_json)
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -126,24 +126,15 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"run directory {str(run_dir)!r} already exists; pass --resume to "
                            f"continue it or choose another --name")
-    _check_writable(run_dir)
+    unwritable = unwritable_reason(run_dir)
+    if unwritable:
+        raise RunError(unwritable)
     resolve_device(config.device)
     info = dataset_info(config.dataset)
     dataset = load_dataset(config.dataset, config.image_size)
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
     return Run(config, run_dir, dataset, info.channels, checkpoint,
                list(command), [warning] if warning else [])
-
-
-def _check_writable(run_dir: Path) -> None:
-    existing = run_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunError(f"output path {str(existing)!r} is not a directory")
-    import os
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(f"output directory {str(existing)!r} is not writable")
 
 
 class _StopFlag:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from markupsafe import escape
 
-from conftest import TINY
+from conftest import TINY, stabgan_cli
 from reports import write_report
 from stabgan.cli import cli
 from stabgan.runlog import read_json, read_metrics
@@ -264,3 +264,21 @@ def test_ray_executor_interrupts_and_resumes_points_as_tasks(tmp_path):
             assert f"completed: {target} steps" in (out / ".sweep" / "logs" / f"{run.name}.log").read_text()
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_address_without_a_cluster_is_a_one_line_error_in_bounded_time(tmp_path):
+    pytest.importorskip("ray")
+    from stabgan.sweep import RAY_JOIN_TIMEOUT_S
+    out = tmp_path / "sweep"
+    started = time.time()
+    result = stabgan_cli("sweep", "--grid", "seed=0", *TINY, "--steps", "2", "--out", str(out),
+                         "--executor", "ray", "--ray-address", "127.0.0.1:1",
+                         timeout=RAY_JOIN_TIMEOUT_S + 60)
+    assert time.time() - started < RAY_JOIN_TIMEOUT_S + 30
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "'127.0.0.1:1'" in errors[0], result.stderr
+    assert f"no answer within {RAY_JOIN_TIMEOUT_S} s" in errors[0] and "auto" in errors[0]
+    assert not out.exists()
