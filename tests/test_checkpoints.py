@@ -154,31 +154,44 @@ def test_a_checkpoint_write_killed_leaves_the_previous_one_and_resume_is_exact(
     assert metrics_without_time(tmp_path / "killed") == metrics_without_time(uninterrupted_run)
 
 
+def _long_run(out, *args: str, until) -> subprocess.Popen:
+    """A `stabgan run` of OUT/r for 100,000 steps, returned once until() holds."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stabgan.cli", "run", "--out", str(out), "--name", "r", *TINY,
+         *QUIET, "--steps", "100000", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.time() + 300
+    while not until() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert until(), process.stderr.read() if process.poll() is not None else "timed out"
+    return process
+
+
+def _failed_with_traceback(process: subprocess.Popen, run_dir) -> tuple[dict, str]:
+    """(summary, error.log) of a run that failed: exit 1 and one error line naming error.log."""
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "failed" and summary["error_log"] == "error.log"
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: run failed: {summary['error']}; traceback in "
+                      f"{run_dir / 'error.log'}"]
+    traceback = (run_dir / "error.log").read_text()
+    assert traceback.startswith("Traceback (most recent call last):")
+    return summary, traceback
+
+
 @pytest.mark.slow
 def test_a_checkpoint_write_the_kernel_refuses_fails_the_run_and_keeps_the_previous(tmp_path):
     """The file-size limit (RLIMIT_FSIZE) makes the kernel refuse the checkpoint's write as a
     full disk would (EFBIG rather than ENOSPC); smaller files can still be written."""
-    run_dir = tmp_path / "r"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stabgan.cli", "run", "--out", str(tmp_path), "--name", "r",
-         *TINY, *QUIET, "--steps", "100000", "--log-every", "5", "--ckpt-every", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = run_dir / "checkpoints" / "last.pt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert last.exists(), "the run never wrote its first checkpoint"
+    last = tmp_path / "r" / "checkpoints" / "last.pt"
+    process = _long_run(tmp_path, "--log-every", "5", "--ckpt-every", "20", until=last.exists)
     limit = last.stat().st_size - 1  # every later checkpoint is as large
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (limit, limit))
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 1, stderr
-    assert "Traceback" not in stderr
-    summary = read_json(run_dir / "summary.json")
-    assert summary["status"] == "failed" and "File too large" in summary["error"]
-    assert summary["error_log"] == "error.log"
-    assert f"Error: run failed: {summary['error']}; traceback in {run_dir / 'error.log'}" in stderr
-    traceback = (run_dir / "error.log").read_text()
-    assert traceback.startswith("Traceback (most recent call last):")
+    summary, traceback = _failed_with_traceback(process, tmp_path / "r")
+    assert "File too large" in summary["error"]
     assert "save_checkpoint" in traceback and "File too large" in traceback
     kept = load_checkpoint(last)["step"]
     assert kept % 20 == 0 and 0 < kept < summary["steps"]
@@ -190,26 +203,11 @@ def test_a_failure_inside_the_loop_keeps_its_traceback(tmp_path):
     images.mkdir()
     for i in range(32):
         Image.new("RGB", (32, 32), (i * 8, 0, 255 - i * 8)).save(images / f"{i}.png")
-    run_dir = tmp_path / "r"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stabgan.cli", "run", "--out", str(tmp_path), "--name", "r",
-         *TINY, *QUIET, "--dataset", f"folder:{images}", "--steps", "100000", "--log-every", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not read_metrics(run_dir) and time.time() < deadline and process.poll() is None:
-        time.sleep(0.1)
+    process = _long_run(tmp_path, "--dataset", f"folder:{images}", "--log-every", "1",
+                        until=lambda: read_metrics(tmp_path / "r"))
     for path in images.iterdir():  # the images become unreadable while the run trains
         path.write_bytes(b"not an image")
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 1, stderr
-    assert "Traceback" not in stderr
-    summary = read_json(run_dir / "summary.json")
-    assert summary["status"] == "failed" and summary["error_log"] == "error.log"
+    summary, traceback = _failed_with_traceback(process, tmp_path / "r")
     assert summary["error"].startswith("DatasetError: ") and "\n" not in summary["error"]
     assert summary["error"].endswith("no image in the folder could be read")
-    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
-    assert errors == [f"Error: run failed: {summary['error']}; traceback in "
-                      f"{run_dir / 'error.log'}"]
-    traceback = (run_dir / "error.log").read_text()
-    assert traceback.startswith("Traceback (most recent call last):")
     assert "stream.next()" in traceback and "no image in the folder could be read" in traceback
