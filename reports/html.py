@@ -2,8 +2,8 @@
 
 Per run: refresh diagnosis.json when it is missing or older than metrics.jsonl, then render its
 panels and sample grids, or take them from the cache when none of the run's files changed
-(key: mtime and size of config/metrics/summary/diagnosis and of every sample grid). The page
-embeds everything as data URIs: no file beside it, no URL, readable without JavaScript.
+(key: mtime and size of config/metrics/summary/diagnosis/error.log and of every sample grid).
+The page embeds everything as data URIs: no file beside it, no URL, readable without JavaScript.
 """
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def render_run(run_dir: Path) -> dict:
         "sections": figures.run_figures(run.metrics.series, onset, last),
         "samples": shown,
         "fid": fid,
+        "traceback": run.traceback,
         "warnings": run.warnings,
     })
 
@@ -82,7 +83,7 @@ def _render_safely(run_dir: Path) -> dict:
         bare = runlib.RunData(Path(run_dir))
         return {"row": runlib.run_row(bare), "summary_status": None, "config": [],
                 "versions": [], "command": None, "events": [], "records": 0, "last_step": None,
-                "sections": [], "samples": [], "fid": {}, "failed": True,
+                "sections": [], "samples": [], "fid": {}, "traceback": None, "failed": True,
                 "warnings": [f"could not be rendered: {type(error).__name__}: {error}"]}
 
 
@@ -216,6 +217,7 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {runs_dir}")
     out = Path(out) if out is not None else runs_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)  # before rendering: a bad path fails at once
     data = collect(runs_dir, cache, progress, workers)
     runs = data["runs"]
     rows = [{**r["row"], "name": r["name"]} for r in runs]
@@ -226,8 +228,7 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
         title=str(runs_dir), runs=runs, skipped=data["skipped"], counts=counts,
         aggregates=figures.aggregate_figures(rows, fid_curves),
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), version=_version(),
-        verdict_colors=figures.VERDICT_COLORS)
-    out.parent.mkdir(parents=True, exist_ok=True)
+        verdict_colors=figures.VERDICT_COLORS, error_log=runlib.ERROR_LOG)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, out)

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, METRICS, SAMPLES, SUMMARY, read_json,
-                            to_float)
+from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, SAMPLES, SUMMARY,
+                            read_json, to_float)
 
 VERDICTS = ("healthy", "unstable", "collapsed")  # diagnosis.json's values (docs/design.md)
 RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
 MAX_EVENTS = 50         # events listed per run; a pathological run can log thousands
+MAX_TRACEBACK_CHARS = 20_000  # of a failed run's error.log shown (its end: the error itself)
 _SAMPLE_NAME = re.compile(r"step_(\d+)\.png$")
 
 
@@ -84,7 +85,7 @@ def sample_files(run_dir: Path) -> list[tuple[int, Path]]:
 def run_stamp(run_dir: Path) -> dict:
     """Everything a run's rendering depends on, as file stamps (cache key)."""
     return {"files": {name: file_stamp(run_dir / name)
-                      for name in (CONFIG, METRICS, SUMMARY, DIAGNOSIS)},
+                      for name in (CONFIG, METRICS, SUMMARY, DIAGNOSIS, ERROR_LOG)},
             "samples": [[p.name, *(file_stamp(p) or [])] for _, p in sample_files(run_dir)]}
 
 
@@ -232,6 +233,7 @@ class RunData:
     diagnosis: dict | None = None
     metrics: Metrics = field(default_factory=lambda: Metrics({}))
     samples: list[tuple[int, Path]] = field(default_factory=list)
+    traceback: str | None = None  # a failed run's error.log, when summary.json names it
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -291,6 +293,11 @@ def load_run(run_dir: Path) -> RunData:
         warnings.append(f"non-finite values in {len(nonfinite)} tag"
                         f"{'s' * (len(nonfinite) != 1)}: {shown}")
     run.samples = sample_files(run.path)
+    if run.summary.get("error_log"):
+        try:
+            run.traceback = (run.path / ERROR_LOG).read_text(errors="replace")[-MAX_TRACEBACK_CHARS:]
+        except OSError as error:
+            warnings.append(f"{SUMMARY} names {ERROR_LOG}, which is unreadable: {error.strerror}")
     return run
 
 
@@ -344,6 +351,7 @@ def run_row(run: RunData) -> dict:
         "reduction": c.get("reduction"), "seed": c.get("seed"),
         "steps": steps, "target_steps": target,
         "status": s.get("status") if isinstance(s.get("status"), str) else None,
+        "error": s.get("error") if isinstance(s.get("error"), str) else None,
         "verdict": run.verdict, "onset_step": run.onset_step,
         "kinds": kinds, "warning_kinds": warn_kinds,
         "fid": fid, "fid_features": features, "fid_step": fid_step,

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from stabgan.config import CHOICES, FEATURES, PRESETS, ConfigError, DatasetError, RunConfig
+from stabgan.sweep import RAY_JOIN_TIMEOUT_S
 
 
 def _config_option(field: dataclasses.Field):
@@ -81,11 +82,20 @@ def run(ctx, preset, out, name, resume, **overrides):
     click.echo(f"run directory: {run_dir}", err=True)
     try:
         summary = train(prepared, probes)
-    except Exception as error:  # the summary already records it; show one line, not a traceback
-        raise click.ClickException(f"run failed: {type(error).__name__}: {error}") from None
+    except Exception as error:  # summary.json and error.log keep it; show one line, not a traceback
+        raise click.ClickException(failure_line(error, run_dir)) from None
     click.echo(end_of_run(summary, run_dir), err=True)
     if summary.get("exit_signal"):
         ctx.exit(128 + summary["exit_signal"])
+
+
+def failure_line(error: Exception, run_dir: Path) -> str:
+    """`run failed: Type: message`, and where the traceback is when this failure wrote one."""
+    from stabgan.runlog import SUMMARY, error_line, read_json
+
+    line, summary = error_line(error), read_json(run_dir / SUMMARY) or {}
+    log = summary.get("error_log") if summary.get("error") == line else None  # not an older one
+    return f"run failed: {line}" + (f"; traceback in {run_dir / log}" if log else "")
 
 
 def end_of_run(summary: dict, run_dir: Path) -> str:
@@ -129,7 +139,10 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
               help="runs at a time [default: min(runs, CPUs); threads per run = CPUs // workers]")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
               help="local process pool (default) or Ray tasks")
-@click.option("--ray-address", default=None, help="Ray cluster to join [default: start a local one]")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join: its head's HOST:PORT, or auto for the cluster started on "
+                   "this node (`ray start --head`, then --ray-address auto); gives up after "
+                   f"{RAY_JOIN_TIMEOUT_S} s without an answer [default: start a local one]")
 @click.option("--shared-storage", is_flag=True, default=None,
               help="Ray: OUT is at the same path on every node (else runs come back as files)")
 @click.option("--retry-failed", is_flag=True, default=None, help="run failed runs again")
@@ -207,11 +220,20 @@ def diagnose(ctx, run_dir, as_json, fail_on_collapse):
 @click.option("--no-cache", is_flag=True, help="re-render every run, ignoring the figure cache")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="processes rendering uncached runs [default: 1, up to 4 from 8 runs]")
-def report(runs_dir, out, no_cache, workers):
+@click.pass_context
+def report(ctx, runs_dir, out, no_cache, workers):
     """Write one self-contained HTML report over every run directory below RUNS_DIR."""
     from reports import write_report
+    from stabgan.runlog import unwritable_reason
 
-    click.echo(write_report(runs_dir, out, cache=not no_cache, workers=workers))
+    unwritable = unwritable_reason(out.parent if out else runs_dir)
+    if unwritable:  # checked before rendering, which can take minutes
+        raise click.BadParameter(unwritable, ctx=ctx, param_hint="'-o' / '--out'")
+    try:
+        click.echo(write_report(runs_dir, out, cache=not no_cache, workers=workers))
+    except OSError as error:  # a folder that refuses the file after all
+        raise click.BadParameter(f"cannot write the report to {error.filename!r}: "
+                                 f"{error.strerror}", ctx=ctx, param_hint="'-o' / '--out'") from None
 
 
 @cli.command()

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
 from stabgan.config import FEATURES, dataset_info
 from stabgan.data import load_dataset
+from stabgan.runlog import CheckpointError, safe_load
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID weights
 INCEPTION_WEIGHTS_ENV = "STABGAN_INCEPTION_WEIGHTS"
@@ -313,9 +314,10 @@ def _fid_inception(data: bytes, path: Path) -> nn.Module:
     def read_local_file(url, *args, **kwargs):
         used.append(url)
         try:
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle, zip and torch errors all mean "not a state dict"
-            raise FIDError(f"{str(path)!r} is not a readable PyTorch state dict: {error}") from None
+            return safe_load(data, path, what="weights file")
+        except CheckpointError as error:
+            raise FIDError(f"{error}; pytorch-fid's FID Inception weights are "
+                           f"{INCEPTION_WEIGHTS_FILE}") from None
 
     with _INCEPTION_LOCK:
         original = pf.load_state_dict_from_url
@@ -492,7 +494,9 @@ def domain_extractor(dataset_spec: str, image_size: int, cache_dir=None, device=
     if not retrain and weights_file.is_file() and record_file.is_file():
         try:
             record = json.loads(record_file.read_text())
-        except (OSError, json.JSONDecodeError):
+            data = weights_file.read_bytes()
+            state = safe_load(data, weights_file)
+        except (OSError, ValueError):  # unreadable or refused (CheckpointError): train anew
             record = None
         if record and (record.get("version") != DOMAIN_VERSION or record.get("dataset") != dataset_spec):
             record = None
@@ -505,9 +509,8 @@ def domain_extractor(dataset_spec: str, image_size: int, cache_dir=None, device=
         _write_atomic(weights_file, data)
         _write_atomic(record_file, (json.dumps(record, indent=2) + "\n").encode())
     else:
-        data = weights_file.read_bytes()
         model = DomainClassifier(record["channels"], record["num_classes"], image_size)
-        model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+        model.load_state_dict(state)
     return DomainExtractor(model, _sha256(data), record, device=device)
 
 
@@ -629,7 +632,7 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
     try:
         state = load_checkpoint(path)
     except RunError as error:
-        raise FIDError(str(error).replace("cannot resume", "cannot measure")) from None
+        raise FIDError(str(error)) from None
     config = RunConfig(**state["config"])
     generator = Generator(config, dataset_info(config.dataset).channels)
     generator.load_state_dict(state["generator"])

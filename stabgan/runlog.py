@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,7 @@ SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 PRE_COLLAPSE_CHECKPOINT = "pre_collapse.pt"
+ERROR_LOG = "error.log"  # a failed run's full traceback; summary.json names it
 LOGGED_DIGITS = 9  # significant digits of a metrics.jsonl value: float32 round-trips
 
 
@@ -38,6 +40,58 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class CheckpointError(ValueError):
+    """A .pt file that cannot be loaded safely: unreadable, or holding what the safe loader refuses."""
+
+
+def safe_load(source: Path | bytes, name: str | Path, what: str = "checkpoint") -> Any:
+    """torch.load of a file (or its bytes) that runs no code: `weights_only=True` builds only
+    tensors and plain containers (dict, list, str, int, float, bool, None), whoever wrote it.
+
+    name and what say which file it is in the one-line CheckpointError raised for a file that
+    is unreadable or that holds anything else (a malicious pickle's `os.system`, for one).
+    """
+    import io
+    import torch
+    from torch.torch_version import TorchVersion
+
+    # The one global allowed beyond torch's own: stabgan before safe loading stored
+    # torch.__version__, a TorchVersion (a str subclass with comparison methods; rebuilding
+    # one runs str.__new__ only), in every checkpoint's "versions". Now it stores a str.
+    try:
+        with torch.serialization.safe_globals([TorchVersion]):
+            return torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
+                              map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt files
+        refused = re.search(r"\bGLOBAL (\S+) ", str(error))  # how torch names what it refused
+        if refused:
+            raise CheckpointError(f"refused: {what} {str(name)!r} contains {refused.group(1)}; "
+                                  f"stabgan loads {what}s without running code") from None
+        raise CheckpointError(f"{what} {str(name)!r} is unreadable "
+                              f"({type(error).__name__})") from None
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why folder (existing or to be made) cannot be written, or None: its nearest existing
+    ancestor is a file, or is not writable."""
+    existing = Path(folder)
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"output path {str(existing)!r} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"output directory {str(existing)!r} is not writable"
+    return None
+
+
+def error_line(error: BaseException) -> str:
+    """`Type: message` on one line; of a message of several lines (a DataLoader worker's holds
+    the worker's traceback, whose last line is the worker's error) the first and the last."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " … ".join(dict.fromkeys(lines[:1] + lines[-1:]))
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _json_value(value: Any) -> Any:
@@ -166,6 +220,10 @@ class RunWriter:
         self.dir = Path(run_dir)
         (self.dir / SAMPLES).mkdir(parents=True, exist_ok=True)
         (self.dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        # a writer killed between writing a checkpoint's temp file and renaming it leaves the
+        # temp file (the checkpoint before it is intact); only this writer writes checkpoints/
+        for stale in (self.dir / CHECKPOINTS).glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         if purge_after_step is not None:
             kept = [r for r in read_metrics(self.dir) if r["step"] <= purge_after_step]
             atomic_write_bytes(self.dir / METRICS,

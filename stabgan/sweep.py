@@ -15,6 +15,7 @@ resume from their checkpoint, failed ones run again only with `retry_failed`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import importlib.util
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +40,8 @@ from typing import Callable, Iterable, Mapping
 
 from stabgan.config import (CHOICES, FIELD_NAMES, PRESETS, RESUMABLE_FIELDS, ConfigError,
                             RunConfig, resolve_config)
-from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, LAST_CHECKPOINT, SUMMARY, is_run_dir,
-                            read_json, write_json)
+from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, LAST_CHECKPOINT, SUMMARY,
+                            error_line, is_run_dir, read_json, unwritable_reason, write_json)
 
 EXECUTORS = ("local", "ray")
 DEFAULT_OUT = Path("runs/sweep")
@@ -58,6 +60,7 @@ _TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 # The sweep sets each run's CPU share itself (see parallelism); a grid over it makes no sense.
 _NOT_GRID_KEYS = ("threads",)
 _POLL_S = 0.2
+RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
 
 
 class SweepError(ValueError):
@@ -408,6 +411,9 @@ def plan_sweep(spec: SweepSpec) -> list[Job]:
                          f"was run: {first}: {message}{more}; fix the grid, or split it into "
                          f"sweeps that share --out")
     _check_machine(jobs, spec.executor)
+    unwritable = unwritable_reason(spec.out)
+    if unwritable:
+        raise SweepError(unwritable, "--out")
     problems = []
     for job in jobs:
         run_dir = spec.out / job.name
@@ -514,7 +520,8 @@ def start_run(command: list[str], log_file: Path, threads: int) -> subprocess.Po
 
 
 def _prepare_dir(run_dir: Path, job: Job) -> None:
-    """Before a restart: drop the old directory (it has no checkpoint), keeping its error in the log."""
+    """Before a restart: drop the old directory (it has no checkpoint), keeping its error and
+    traceback in the log."""
     if job.action != "restart" or not run_dir.exists():
         return
     summary = read_json(run_dir / SUMMARY) or {}
@@ -523,6 +530,9 @@ def _prepare_dir(run_dir: Path, job: Job) -> None:
     with open(log, "a") as f:
         f.write(f"\n# starting over; the previous attempt ended {summary.get('status', 'without a summary')}"
                 f"{': ' + summary['error'] if summary.get('error') else ''}\n")
+        if summary.get("error_log"):
+            with contextlib.suppress(OSError):
+                f.write(f"# its {ERROR_LOG}:\n{(run_dir / ERROR_LOG).read_text(errors='replace')}")
     shutil.rmtree(run_dir)
 
 
@@ -533,13 +543,8 @@ class _Signals:
         self.count, self.signum, self._previous = 0, None, {}
 
     def __enter__(self):
-        return self.install()
-
-    def install(self):
-        """(Re)take SIGINT and SIGTERM; called again after ray.init, which sets its own."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.signal(sig, self._handle)
-            self._previous.setdefault(sig, previous)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which sets its own
+            self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -673,71 +678,100 @@ def _receive(out: Path, name: str, result: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def ray_session(address: str | None):
+    """Ray for a sweep: one already initialised (from Python) as it is; else the cluster at
+    address, joined within RAY_JOIN_TIMEOUT_S (`_join_ray`), or without one a local instance;
+    one started here is shut down at the end."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if address:
+        _join_ray(ray, address)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _join_ray(ray, address: str) -> None:
+    """ray.init(address=address), or a SweepError naming the address when Ray refuses or gives
+    no answer within RAY_JOIN_TIMEOUT_S. ray.init has no timeout of its own, so it runs in a
+    daemon thread that is abandoned when it hangs (the sweep then stops)."""
+    outcome: list[BaseException | None] = []
+
+    def join():
+        try:
+            ray.init(address=address, log_to_driver=False)
+            outcome.append(None)
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=join, name="ray-join", daemon=True)
+    thread.start()
+    thread.join(RAY_JOIN_TIMEOUT_S)
+    if outcome == [None]:
+        return
+    reason = error_line(outcome[0]) if outcome else f"no answer within {RAY_JOIN_TIMEOUT_S} s"
+    raise SweepError(f"cannot join a Ray cluster at {address!r} ({reason}); give the head's "
+                     f"HOST:PORT (the port of `ray start --head`, 6379 by default), or `auto` "
+                     f"for the cluster started on this node", "--ray-address")
+
+
 def _execute_ray(jobs: list[Job], spec: SweepSpec, workers: int, threads: int,
                  stop: _Signals, echo: Callable[[str], None]) -> None:
-    """Each run a Ray task with num_cpus = threads; uses a running Ray, or starts/joins one."""
-    try:
-        import ray
-    except ImportError:
-        raise SweepError("the ray executor needs Ray: pip install 'stabgan[ray]'", "--executor") from None
+    """Each run a Ray task with num_cpus = threads, in the Ray of `ray_session`."""
+    import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        if spec.ray_address:
-            ray.init(address=spec.ray_address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
-    stop.install()
-    try:
-        @ray.remote(num_cpus=0)
-        class Stopper:
-            def __init__(self):
-                self.state = (0, None)
+    @ray.remote(num_cpus=0)
+    class Stopper:
+        def __init__(self):
+            self.state = (0, None)
 
-            def set(self, count, signum):
-                self.state = (count, signum)
+        def set(self, count, signum):
+            self.state = (count, signum)
 
-            def get(self):
-                return self.state
+        def get(self):
+            return self.state
 
-        stopper = Stopper.remote()
-        task = ray.remote(ray_run).options(num_cpus=threads, max_retries=0)
-        shared_out = str(spec.out.resolve()) if spec.shared_storage else None
-        pending, in_flight, sent = list(jobs), {}, 0
-        total, done = len(jobs), 0
-        while in_flight or (pending and not stop.count):
-            while pending and len(in_flight) < workers and not stop.count:
-                job = pending.pop(0)
-                run_dir = spec.out / job.name
-                _prepare_dir(run_dir, job)
-                bundle = _pack(run_dir) if job.action == "resume" and not shared_out else None
-                ref = task.remote(job.name, job.settings, spec.preset, job.action == "resume",
-                                  threads, shared_out, bundle, stopper)
-                in_flight[ref] = job
-                echo(f"submitted {job.name} ({job.action}{': ' + job.reason if job.reason else ''})")
-            if stop.count > sent:
-                sent = stop.count
-                stopper.set.remote(stop.count, stop.signum)
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=_POLL_S * 5)
-            for ref in ready:
-                job = in_flight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as error:  # the task itself died (node lost, worker crash)
-                    job.returncode = -1
-                    echo(f"finished {job.name}: Ray task failed: {type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''}")
-                    continue
-                job.returncode = result["returncode"]
-                if not shared_out:
-                    _receive(spec.out, job.name, result)
-                done += 1
-                echo(f"finished {job.name}: {_outcome(spec.out / job.name, job)} [{done}/{total}]")
-        if pending:
-            echo(f"not started: {len(pending)} run(s) (the sweep was stopped)")
-    finally:
-        if started_here:
-            ray.shutdown()
+    stopper = Stopper.remote()
+    task = ray.remote(ray_run).options(num_cpus=threads, max_retries=0)
+    shared_out = str(spec.out.resolve()) if spec.shared_storage else None
+    pending, in_flight, sent = list(jobs), {}, 0
+    total, done = len(jobs), 0
+    while in_flight or (pending and not stop.count):
+        while pending and len(in_flight) < workers and not stop.count:
+            job = pending.pop(0)
+            run_dir = spec.out / job.name
+            _prepare_dir(run_dir, job)
+            bundle = _pack(run_dir) if job.action == "resume" and not shared_out else None
+            ref = task.remote(job.name, job.settings, spec.preset, job.action == "resume",
+                              threads, shared_out, bundle, stopper)
+            in_flight[ref] = job
+            echo(f"submitted {job.name} ({job.action}{': ' + job.reason if job.reason else ''})")
+        if stop.count > sent:
+            sent = stop.count
+            stopper.set.remote(stop.count, stop.signum)
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=_POLL_S * 5)
+        for ref in ready:
+            job = in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as error:  # the task itself died (node lost, worker crash)
+                job.returncode = -1
+                echo(f"finished {job.name}: Ray task failed: {error_line(error)}")
+                continue
+            job.returncode = result["returncode"]
+            if not shared_out:
+                _receive(spec.out, job.name, result)
+            done += 1
+            echo(f"finished {job.name}: {_outcome(spec.out / job.name, job)} [{done}/{total}]")
+    if pending:
+        echo(f"not started: {len(pending)} run(s) (the sweep was stopped)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -774,11 +808,13 @@ def run_row(run_dir: Path) -> dict:
             "verdict": summary.get("verdict") or diagnosis.get("verdict"),
             "onset": summary.get("onset_step", diagnosis.get("onset_step")),
             "steps": summary.get("steps"), "target_steps": summary.get("target_steps"),
-            "wall_s": summary.get("wall_s")}
+            "wall_s": summary.get("wall_s"), "error": summary.get("error"),
+            "error_log": str(run_dir / ERROR_LOG) if summary.get("error_log") else None}
 
 
 def format_table(rows: list[dict]) -> str:
-    """The terminal table: name, status, verdict, onset, steps, wall s."""
+    """The terminal table: name, status, verdict, onset, steps, wall s; then, for each run that
+    failed, its one-line error and the file holding its traceback."""
     def cell(value, fmt="{}"):
         return "-" if value is None else fmt.format(value)
 
@@ -793,6 +829,10 @@ def format_table(rows: list[dict]) -> str:
     for line in (header, *body):
         lines.append("  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
                                for i, (v, w) in enumerate(zip(line, widths))).rstrip())
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['name']}: {r['error']}" +
+                         (f" (traceback: {r['error_log']})" if r.get("error_log") else ""))
     return "\n".join(lines)
 
 
@@ -817,6 +857,26 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None] = _stderr) -> SweepRe
                                    spec.executor)
     for job in jobs:
         job.settings = {**spec.base, **job.values, "threads": threads}
+    session = (ray_session(spec.ray_address) if spec.executor == "ray" and todo
+               else contextlib.nullcontext())
+    with session:  # Ray is joined before anything is written: a wrong address writes nothing
+        signum = _run_jobs(spec, jobs, todo, workers, threads, echo)
+    result = SweepResult(spec.out, jobs, [run_row(spec.out / j.name) for j in jobs], signum)
+    for job in todo:  # a run that exited before writing a summary shows why in the table
+        row = next(r for r in result.rows if r["name"] == job.name)
+        if job.returncode not in (None, 0) and row["status"] in ("not started", "no summary"):
+            row["status"] = f"error (exit {job.returncode})"
+    if spec.report and not result.signum:
+        try:
+            result.report = write_sweep_report(spec.out)
+        except Exception as error:  # the table still stands; say clearly what is missing
+            result.report_error = f"{type(error).__name__}: {error}"
+    return result
+
+
+def _run_jobs(spec: SweepSpec, jobs: list[Job], todo: list[Job], workers: int, threads: int,
+              echo: Callable[[str], None]) -> int | None:
+    """Record the sweep in DIR/.sweep, run `todo` under DIR's lock; the signal that stopped it."""
     (spec.out / SWEEP_DIR).mkdir(parents=True, exist_ok=True)
     with open(spec.out / LOCK, "a+") as lock:
         try:
@@ -841,14 +901,4 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None] = _stderr) -> SweepRe
             if todo:
                 execute = _execute_ray if spec.executor == "ray" else _execute_local
                 execute(todo, spec, workers, threads, stop, echo)
-    result = SweepResult(spec.out, jobs, [run_row(spec.out / j.name) for j in jobs], stop.signum)
-    for job in todo:  # a run that exited before writing a summary shows why in the table
-        row = next(r for r in result.rows if r["name"] == job.name)
-        if job.returncode not in (None, 0) and row["status"] in ("not started", "no summary"):
-            row["status"] = f"error (exit {job.returncode})"
-    if spec.report and not result.signum:
-        try:
-            result.report = write_sweep_report(spec.out)
-        except Exception as error:  # the table still stands; say clearly what is missing
-            result.report_error = f"{type(error).__name__}: {error}"
-    return result
+    return stop.signum

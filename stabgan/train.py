@@ -14,6 +14,7 @@ import signal
 import statistics
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,16 +26,17 @@ from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunCon
                             dataset_info, resolve_config, validate)
 from stabgan.data import BatchStream, load_dataset
 from stabgan.models import Critic, Generator
-from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT,
-                            SUMMARY, atomic_write_bytes, metric_series, read_json, read_metrics,
-                            write_json)
+from stabgan.runlog import (CHECKPOINTS, CONFIG, ERROR_LOG, LAST_CHECKPOINT,
+                            PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError, atomic_write_bytes,
+                            error_line, metric_series, read_json, read_metrics, safe_load,
+                            unwritable_reason, write_json)
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class RunError(ValueError):
-    """A run cannot start as asked (existing run, corrupt checkpoint, changed config)."""
+    """A run cannot start as asked (existing run, corrupt or refused checkpoint, changed config)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,7 +50,7 @@ def resolve_device(name: str) -> torch.device:
 
 def versions() -> dict[str, str]:
     """Versions recorded with every run."""
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
             "stabgan": stabgan.__version__}
 
 
@@ -70,15 +72,16 @@ def resume_config(saved: dict, overrides: dict) -> RunConfig:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint dict, or RunError naming the file when it is missing or unreadable."""
+    """A checkpoint dict, loaded without running code (`runlog.safe_load`); RunError naming the
+    file when it is missing, unreadable, refused by the safe loader or not a stabgan checkpoint."""
     if not path.is_file():
-        raise RunError(f"cannot resume: no checkpoint at {str(path)!r}")
+        raise RunError(f"no checkpoint at {str(path)!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for corrupt files
-        raise RunError(f"cannot resume: checkpoint {str(path)!r} is unreadable ({type(error).__name__})") from None
+        state = safe_load(path, path)
+    except CheckpointError as error:
+        raise RunError(str(error)) from None
     if not isinstance(state, dict) or "step" not in state or "generator" not in state:
-        raise RunError(f"cannot resume: {str(path)!r} is not a stabgan checkpoint")
+        raise RunError(f"{str(path)!r} is not a stabgan checkpoint")
     return state
 
 
@@ -105,7 +108,13 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     run_dir = Path(run_dir)
     checkpoint = None
     if resume:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINTS / LAST_CHECKPOINT)
+        path = run_dir / CHECKPOINTS / LAST_CHECKPOINT
+        checkpoint = load_checkpoint(path)
+        missing = [key for key in (*WganGp.STATE_KEYS, "elapsed") if key not in checkpoint]
+        if missing:
+            raise RunError(f"cannot resume: checkpoint {str(path)!r} has no {', '.join(missing)} "
+                           f"(written by an earlier stabgan); start a new run, or measure this "
+                           f"one with `stabgan fid`")
         explicit = dict(PRESET_VALUES[preset]) if preset else {}
         explicit.update({k: v for k, v in overrides.items() if v is not None})
         config = resume_config(checkpoint.get("config", {}), explicit)
@@ -117,24 +126,15 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"run directory {str(run_dir)!r} already exists; pass --resume to "
                            f"continue it or choose another --name")
-    _check_writable(run_dir)
+    unwritable = unwritable_reason(run_dir)
+    if unwritable:
+        raise RunError(unwritable)
     resolve_device(config.device)
     info = dataset_info(config.dataset)
     dataset = load_dataset(config.dataset, config.image_size)
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
     return Run(config, run_dir, dataset, info.channels, checkpoint,
                list(command), [warning] if warning else [])
-
-
-def _check_writable(run_dir: Path) -> None:
-    existing = run_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise RunError(f"output path {str(existing)!r} is not a directory")
-    import os
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(f"output directory {str(existing)!r} is not writable")
 
 
 class _StopFlag:
@@ -269,6 +269,7 @@ class WganGp:
         self.opt_d.step()
 
     _PARTS = ("generator", "critic", "opt_g", "opt_d", "sched_g", "sched_d", "stream")
+    STATE_KEYS = (*_PARTS, "rng", "torch_rng")  # what state_dict returns
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, optimisers, schedulers, data, RNGs."""
@@ -325,7 +326,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
             monitor.writer.save_samples(step, generator(fixed_z))
         generator.train()
 
-    status, error, step, step_times = "completed", None, start_step, []
+    status, error, error_log, step, step_times = "completed", None, None, start_step, []
     stop = _StopFlag()
     started = time.perf_counter()
     if start_step == 0:
@@ -377,7 +378,8 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     except KeyboardInterrupt:
         status = "interrupted"
     except Exception as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        status, error = "failed", error_line(exc)
+        error_log = _write_error_log(run.run_dir / ERROR_LOG)
         raise
     finally:
         bar.close()
@@ -386,9 +388,8 @@ def train(run: Run, probes: Sequence = ()) -> dict:
             "wall_s": round(elapsed + time.perf_counter() - started, 3),
             "step_s_median": statistics.median(step_times) if step_times else None,
             "exit_signal": stop.signum if status == "interrupted" else None,
+            "error": error, "error_log": error_log,  # None unless this attempt failed
         }
-        if error:
-            summary["error"] = error
         previous = read_json(run.run_dir / SUMMARY) or {}
         monitor.close()  # also writes the final diagnosis.json
         diagnosis = detector.diagnosis()
@@ -397,6 +398,16 @@ def train(run: Run, probes: Sequence = ()) -> dict:
         keeper.discard_aside()
         write_json(run.run_dir / SUMMARY, {**previous, **summary})
     return summary
+
+
+def _write_error_log(path: Path) -> str | None:
+    """The traceback being handled into path; its name, or None when even that cannot be
+    written (a full disk): the summary then keeps the one-line message alone."""
+    try:
+        atomic_write_bytes(path, traceback.format_exc().encode())
+    except OSError:
+        return None
+    return path.name
 
 
 # --- collapse detection: the weights check and pre_collapse.pt ---

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from stabgan.runlog import read_metrics
+
 # Tiny models and few steps keep every test run in seconds on 2 CPU cores.
 TINY = ["--width", "8", "--z-dim", "16", "--batch-size", "16", "--probes", "none"]
 
@@ -21,6 +23,11 @@ def stabgan_cli(*args: str, cwd: Path | None = None, timeout: float = 900,
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "stabgan.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def metrics_without_time(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's records without their timings: what two equal runs share exactly."""
+    return [{k: v for k, v in r.items() if not k.startswith("time")} for r in read_metrics(run_dir)]
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from conftest import TINY
 from stabgan.cli import cli
+from stabgan.train import load_checkpoint
 
 
 def _snapshot(root):
@@ -33,7 +35,15 @@ def _bad_inputs(tmp, finished):
     corrupt = tmp / "corrupt"
     shutil.copytree(finished, corrupt)
     (corrupt / "done" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    old = tmp / "old"  # the checkpoint layout of an earlier stabgan: "data" for "stream"
+    shutil.copytree(finished, old)
+    state = load_checkpoint(old / "done" / "checkpoints" / "last.pt")
+    state["data"] = state.pop("stream")
+    torch.save(state, old / "done" / "checkpoints" / "last.pt")
+    bad_sweep_file = tmp / "night.toml"
+    bad_sweep_file.write_text('[grid]\nseed = [0, 1\n')
     run = ["run", "--out", str(tmp / "out"), "--steps", "3"]
+    sweep = ["sweep", "--out", str(tmp / "out"), "--steps", "3"]
     return {
         "unknown norm": (run + ["--norm", "layer"], "layer"),
         "unknown arch": (run + ["--arch", "vit"], "vit"),
@@ -71,13 +81,22 @@ def _bad_inputs(tmp, finished):
         "resume below the saved step": (["run", "--out", str(finished), "--name", "done",
                                          "--resume", "--steps", "1"], "steps"),
         "existing run without resume": (["run", "--out", str(finished), "--name", "done"], "done"),
+        "checkpoint of an earlier layout": (["run", "--out", str(old), "--name", "done",
+                                             "--resume", "--steps", "8"], "earlier stabgan"),
+        "sweep file with a syntax error": (sweep + ["--config", str(bad_sweep_file)], "night.toml"),
+        "grid key with a typo": (sweep + ["--grid", "sed=0,1"], "'sed'"),
+        "sweep out is a file": (["sweep", "--grid", "seed=0", "--out", str(not_a_dir)],
+                                str(not_a_dir)),
+        "report of a file": (["report", str(not_a_dir)], str(not_a_dir)),
+        "report out below a file": (["report", str(finished), "-o", str(not_a_dir / "r.html")],
+                                    str(not_a_dir)),
     }
 
 
 def test_bad_inputs_fail_cleanly(tmp_path, finished_run):
     cases = _bad_inputs(tmp_path, finished_run)
     assert len(cases) >= 12
-    before = {d: _snapshot(d) for d in (finished_run, tmp_path / "corrupt")}
+    before = {d: _snapshot(d) for d in (finished_run, tmp_path / "corrupt", tmp_path / "old")}
     for label, (args, named) in cases.items():
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2, f"{label}: exit {result.exit_code}\n{result.output}"
@@ -87,7 +106,7 @@ def test_bad_inputs_fail_cleanly(tmp_path, finished_run):
         assert named in errors[0], f"{label}: {errors[0]!r} does not name {named!r}"
         assert "Traceback" not in result.output, label
         assert not (tmp_path / "out").exists(), f"{label} left a run directory behind"
-    assert {d: _snapshot(d) for d in before} == before, "a refused resume touched the run"
+    assert {d: _snapshot(d) for d in before} == before, "a refused command touched a run"
 
 
 def test_unreadable_images_are_skipped_with_a_warning(tmp_path):

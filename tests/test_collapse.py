@@ -333,7 +333,7 @@ TINY = dict(width=8, z_dim=16, batch_size=16, probes="none", threads=1, log_ever
 
 
 def test_a_real_run_stops_on_an_injected_nan_with_a_pre_collapse_checkpoint(tmp_path):
-    from stabgan.train import prepare_run, train
+    from stabgan.train import load_checkpoint, prepare_run, train
     run_dir = tmp_path / "run"
     run = prepare_run(run_dir, dict(TINY, steps=30, stop_on_collapse=True))
     summary = train(run, [InjectNaN(13)])
@@ -344,7 +344,7 @@ def test_a_real_run_stops_on_an_injected_nan_with_a_pre_collapse_checkpoint(tmp_
     diagnosis = read_json(run_dir / DIAGNOSIS)
     assert [(e["kind"], e["step"], e["severity"]) for e in diagnosis["events"]] == [
         ("nan", 13, "collapse")]
-    checkpoint = torch.load(run_dir / CHECKPOINTS / PRE_COLLAPSE_CHECKPOINT, weights_only=False)
+    checkpoint = load_checkpoint(run_dir / CHECKPOINTS / PRE_COLLAPSE_CHECKPOINT)
     assert checkpoint["step"] == 10
     assert all(torch.isfinite(v).all() for v in checkpoint["generator"].values()
                if v.is_floating_point())
@@ -368,7 +368,7 @@ class FakeDivergence(Probe):
 
 
 def test_stop_on_collapse_ends_a_real_run_at_a_confirmed_divergence(tmp_path):
-    from stabgan.train import prepare_run, train
+    from stabgan.train import load_checkpoint, prepare_run, train
     run_dir = tmp_path / "run"
     config = dict(TINY, steps=60, log_every=1, ckpt_every=5, stop_on_collapse=True)
     summary = train(prepare_run(run_dir, config), [FakeDivergence(24)])
@@ -377,8 +377,7 @@ def test_stop_on_collapse_ends_a_real_run_at_a_confirmed_divergence(tmp_path):
     assert (summary["status"], summary["steps"], summary["onset_step"]) == (
         "stopped_on_collapse", 24 + T.sustain_points - 1, 24)
     assert summary["pre_collapse_step"] == 20
-    assert torch.load(run_dir / CHECKPOINTS / PRE_COLLAPSE_CHECKPOINT,
-                      weights_only=False)["step"] == 20
+    assert load_checkpoint(run_dir / CHECKPOINTS / PRE_COLLAPSE_CHECKPOINT)["step"] == 20
     [event] = read_json(run_dir / DIAGNOSIS)["events"]
     assert (event["kind"], event["severity"], event["step"]) == ("divergence", "collapse", 24)
     assert sorted(p.name for p in (run_dir / CHECKPOINTS).iterdir()) == ["last.pt",

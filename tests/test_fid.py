@@ -274,7 +274,7 @@ def test_a_file_that_is_not_the_inception_state_dict_is_refused(tmp_path):
         fid.get_extractor("inception", "mnist5k", 32, inception_weights=wrong)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(fid.FIDError, match="not a readable PyTorch state dict"):
+    with pytest.raises(fid.FIDError, match="garbage.pth' is unreadable"):
         fid.get_extractor("inception", "mnist5k", 32, inception_weights=garbage)
 
 

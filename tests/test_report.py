@@ -38,6 +38,9 @@ RUN_FLAGS = ["--width", "16", "--z-dim", "16", "--batch-size", "16", "--steps", 
 HTML_NAME = "<img src=x onerror=alert(1)>"       # a run folder whose name is HTML
 HTML_CONFIG = "<script>alert('pwned')</script>"  # and a config string that is HTML
 ROW = re.compile(r'<tr data-run="([^"]*)" data-verdict="([^"]*)">')
+FAILED_ERROR = "OSError: [Errno 28] No space left on device"
+FAILED_TRACEBACK = ('Traceback (most recent call last):\n  File "stabgan/runlog.py", line 35, in '
+                    'atomic_write_bytes\n    f.write(data)\n' + FAILED_ERROR + "\n")
 
 
 def _section(page: str, name: str) -> str:
@@ -95,6 +98,14 @@ def _make_runs(root: Path) -> dict[str, str]:
         'garbage\n{"step": "x"}\n{"step": 3, "loss/critic": "oops"}\n'
         '{"step": 6, "loss/critic": 0.5, "wgan/distance": {"a": 1}}\n')
 
+    # failed: summary.json's one-line error, error.log's traceback
+    failed = root / "broken" / "failed"
+    shutil.copytree(real, failed)
+    summary = read_json(failed / "summary.json")
+    summary.update(status="failed", error=FAILED_ERROR, error_log="error.log")
+    (failed / "summary.json").write_text(json.dumps(summary))
+    (failed / "error.log").write_text(FAILED_TRACEBACK)
+
     # HTML in a folder name and in a config string
     hostile = root / HTML_NAME
     shutil.copytree(real, hostile)
@@ -109,7 +120,7 @@ def _make_runs(root: Path) -> dict[str, str]:
     return {"sweep/dcgan": "real", "sweep/igan": "real", "broken/running": "running",
             "broken/nan": "nan", "broken/noconfig": "noconfig",
             "broken/empty-metrics": "empty-metrics", "broken/garbled": "garbled",
-            HTML_NAME: "real"}
+            "broken/failed": "failed", HTML_NAME: "real"}
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +166,16 @@ def test_broken_runs_carry_warnings_not_crashes(report):
     assert "Collapsed at step" in nan and "collapse · nan" in nan
     assert "before onset" in nan  # the grid just before the onset is shown
     assert 'class="badge warn"' not in _section(page, "sweep/dcgan")
+
+
+def test_a_failed_run_shows_its_error_and_traceback(report):
+    page, failed = report["page"], report["root"] / "broken" / "failed"
+    assert f'<td title="{escape(FAILED_ERROR)}">failed</td>' in page
+    section = _section(page, "broken/failed")
+    assert f"<b>failed:</b> {escape(FAILED_ERROR)}" in section
+    assert f"<code>{escape(str(failed / 'error.log'))}</code>" in section
+    assert f"<pre>{escape(FAILED_TRACEBACK)}</pre>" in section
+    assert "error.log" not in _section(page, "sweep/dcgan")
 
 
 def test_page_is_escaped(report):

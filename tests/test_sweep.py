@@ -10,12 +10,14 @@ import sys
 import time
 
 import pytest
-import torch
 from click.testing import CliRunner
+from markupsafe import escape
 
-from conftest import TINY
+from conftest import TINY, stabgan_cli
+from reports import write_report
 from stabgan.cli import cli
 from stabgan.runlog import read_json, read_metrics
+from stabgan.train import load_checkpoint
 from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_grid, point_name,
                            run_sweep, sweep_spec)
 
@@ -175,10 +177,15 @@ def test_failed_run_is_retried_only_with_retry_failed(tmp_path):
     saved = {p: p.read_bytes() for p in images.iterdir()}
     for path in saved:
         path.write_bytes(b"not an image")
-    _, stderr = process.communicate(timeout=180)
+    stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 1, stderr
     failed = read_json(out / "seed-0" / "summary.json")
     assert failed["status"] == "failed" and "could be read" in failed["error"]
+    # the table and the report show the error and where its traceback is
+    error_log = out / "seed-0" / "error.log"
+    assert f"seed-0: {failed['error']} (traceback: {error_log})" in stdout.splitlines()
+    page = write_report(out, tmp_path / "report.html").read_text()
+    assert escape(failed["error"]) in page and escape(error_log.read_text()) in page
     for path, data in saved.items():
         path.write_bytes(data)
     skipped = sweep_cli(*common, "--steps", "3")
@@ -188,8 +195,9 @@ def test_failed_run_is_retried_only_with_retry_failed(tmp_path):
     retried = sweep_cli(*common, "--steps", "3", "--retry-failed")
     assert retried.exit_code == 0, retried.output
     assert read_json(out / "seed-0" / "summary.json")["status"] == "completed"
-    assert "starting over; the previous attempt ended failed" in \
-        (out / ".sweep" / "logs" / "seed-0.log").read_text()
+    log = (out / ".sweep" / "logs" / "seed-0.log").read_text()
+    assert "starting over; the previous attempt ended failed" in log
+    assert "# its error.log:\nTraceback (most recent call last):" in log
 
 
 @pytest.mark.slow
@@ -208,7 +216,7 @@ def test_ctrl_c_interrupts_every_run_and_a_rerun_resumes_them(tmp_path):
     for run in runs:
         summary = read_json(run / "summary.json")
         assert summary["status"] == "interrupted", summary
-        checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+        checkpoint = load_checkpoint(run / "checkpoints" / "last.pt")
         assert checkpoint["step"] == summary["steps"] > 0
         steps.append(summary["steps"])
     assert stdout.count("interrupted") == 2
@@ -256,3 +264,21 @@ def test_ray_executor_interrupts_and_resumes_points_as_tasks(tmp_path):
             assert f"completed: {target} steps" in (out / ".sweep" / "logs" / f"{run.name}.log").read_text()
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_ray_address_without_a_cluster_is_a_one_line_error_in_bounded_time(tmp_path):
+    pytest.importorskip("ray")
+    from stabgan.sweep import RAY_JOIN_TIMEOUT_S
+    out = tmp_path / "sweep"
+    started = time.time()
+    result = stabgan_cli("sweep", "--grid", "seed=0", *TINY, "--steps", "2", "--out", str(out),
+                         "--executor", "ray", "--ray-address", "127.0.0.1:1",
+                         timeout=RAY_JOIN_TIMEOUT_S + 60)
+    assert time.time() - started < RAY_JOIN_TIMEOUT_S + 30
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "'127.0.0.1:1'" in errors[0], result.stderr
+    assert f"no answer within {RAY_JOIN_TIMEOUT_S} s" in errors[0] and "auto" in errors[0]
+    assert not out.exists()

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, stabgan_cli
+from conftest import TINY, metrics_without_time, stabgan_cli
 from stabgan.config import ARCHS, NORMS, resolve_config
 from stabgan.models import Critic
 from stabgan.runlog import metric_series, read_json, read_metrics
-from stabgan.train import gradient_penalty, prepare_run, train
+from stabgan.train import gradient_penalty, load_checkpoint, prepare_run, train
 
 TINY_OVERRIDES = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
 
@@ -85,10 +85,6 @@ def test_gradient_penalty_matches_independent_autograd():
     assert torch.allclose(penalty, torch.stack(expected).mean(), atol=1e-12)
 
 
-def _metrics_without_time(run_dir):
-    return [{k: v for k, v in r.items() if not k.startswith("time")} for r in read_metrics(run_dir)]
-
-
 def test_resume_equals_uninterrupted_run(tmp_path):
     common = ["--out", str(tmp_path), *TINY, "--log-every", "2", "--ckpt-every", "6",
               "--sample-every", "100", "--seed", "3", "--inv-layers", "2", "--norm", "batch"]
@@ -99,7 +95,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     second = stabgan_cli("run", "--name", "parts", "--resume", "--steps", "20",
                          "--out", str(tmp_path))
     assert second.returncode == 0, second.stderr
-    a, b = _metrics_without_time(tmp_path / "whole"), _metrics_without_time(tmp_path / "parts")
+    a, b = metrics_without_time(tmp_path / "whole"), metrics_without_time(tmp_path / "parts")
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(2, 21, 2))
     for ra, rb in zip(a, b):
         for tag in ra:
@@ -124,7 +120,7 @@ def test_signal_finishes_step_and_leaves_a_resumable_run(tmp_path, sig, code):
     assert "Traceback" not in stderr
     summary = read_json(tmp_path / "s" / "summary.json")
     assert summary["status"] == "interrupted"
-    checkpoint = torch.load(tmp_path / "s" / "checkpoints" / "last.pt", weights_only=False)
+    checkpoint = load_checkpoint(tmp_path / "s" / "checkpoints" / "last.pt")
     assert checkpoint["step"] == summary["steps"] > 0
     resumed = stabgan_cli("run", "--name", "s", "--resume", "--steps",
                           str(summary["steps"] + 2), "--out", str(tmp_path))
