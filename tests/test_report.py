@@ -229,7 +229,7 @@ def test_figures_and_samples_are_embedded(report):
             assert image.width >= 200 and image.height >= 150
     for title in ("Losses", "GP: ‖∇D(x̂)‖ at interpolates", "kernel entropy"):
         assert f'alt="{escape(title)}' in section, title
-    assert "start · step 10" in section and "end · step 30" in section
+    assert "start · step 0" in section and "end · step 30" in section
     # titles, tick labels and legends are HTML text beside the (text-free) plot images
     losses = section[section.index("<figcaption"):].split("</figure>", 1)[0]
     assert "<figcaption" in losses and ">Losses</figcaption>" in losses
