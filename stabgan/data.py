@@ -150,6 +150,9 @@ class BatchStream:
             raise DatasetError(f"dataset has {len(dataset)} images, fewer than batch size {batch_size}")
         self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
         self.epoch, self.batch = 0, 0
+        # images -> images applied to every batch (probes.inject's data fault); part of the
+        # state, so a module-level function survives a checkpoint
+        self.transform = None
         self._iterator = None
 
     def _start(self):
@@ -167,11 +170,15 @@ class BatchStream:
         self.batch += 1
         if self.batch == len(self.dataset) // self.batch_size:
             self.epoch, self.batch = self.epoch + 1, 0
+        if self.transform is not None:
+            images = self.transform(images)
         return images, torch.as_tensor(labels)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
+                "transform": self.transform}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batch, self.seed = state["epoch"], state["batch"], state["seed"]
+        self.transform = state.get("transform")
         self._iterator = None

@@ -221,7 +221,8 @@ class WganGp:
                            device=self.device)
 
     def step(self) -> dict[str, torch.Tensor | dict]:
-        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels, optimizers.
+        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels,
+        optimizers and the data stream.
 
         gp_update joint makes one critic Adam step on W-loss + λ·GP; separate makes two, as the
         SAGAN codebase does: on the W-loss, then on λ·GP alone (the interpolates scored by the
@@ -261,7 +262,8 @@ class WganGp:
         return {"real": real, "fake": fake, "d_real": terms["d_real"], "d_fake": terms["d_fake"],
                 "x_hat": terms["x_hat"], "grad_x_hat": terms["grad_x_hat"], "loss_critic": terms["loss"],
                 "loss_generator": loss_g, "gp_penalty": terms["gp_penalty"], "labels": labels,
-                "optimizers": {"generator": self.opt_g, "critic": self.opt_d}}
+                "optimizers": {"generator": self.opt_g, "critic": self.opt_d},
+                "stream": self.stream}
 
     def _critic_update(self, loss: torch.Tensor) -> None:
         self.opt_d.zero_grad(set_to_none=True)
