@@ -352,8 +352,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
                 step_times.append(time.perf_counter() - t0)
                 bar.update(1)
                 if step % config.log_every == 0 or not finite:
-                    bar.set_postfix({**_postfix(monitor.latest), "verdict": detector.verdict},
-                                    refresh=False)
+                    bar.set_postfix(_postfix(monitor.latest, detector), refresh=False)
 
                 # collapse: keep the last checkpoint from before the onset; stop if asked
                 if detector.collapsed:
@@ -462,7 +461,16 @@ def best_fid(run_dir: Path) -> dict:
     return dict(zip(("fid_min", "fid_min_step", "fid_features"), best)) if best else {}
 
 
-def _postfix(latest: dict[str, float]) -> dict[str, str]:
+def _postfix(latest: dict[str, float], detector) -> dict[str, str]:
+    """The progress bar's readings: distance, GP norm, verdict and the first sign to look at
+    (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band since that step)."""
+    from probes.collapse import sign_text
+
     shown = {"D": "wgan/distance", "gp": "gp/norm_mean"}
-    return {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
-            if tag in latest and math.isfinite(latest[tag])}
+    postfix = {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
+               if tag in latest and math.isfinite(latest[tag])}
+    postfix["verdict"] = detector.verdict
+    sign = detector.first_sign()
+    if sign is not None:
+        postfix["sign"] = f"{sign_text(sign)} @{sign['step']:,}"
+    return postfix
