@@ -86,12 +86,12 @@ class Thresholds:
     #                               |x − band| ≥ (factor − 1)·its typical |value|)
     scale_floor: float = 0.05     # robust std floor: ln units for positive tags, else this
     #                               fraction of the tag's typical |value|
+    untracked: tuple[str, ...] = ("time/", "weights/")  # tag prefixes with no band (no rule)
     # events
     sustain_points: int = 5       # out-of-band points before an event ...
     sustain_gaps: int = 1         # ... among which this many in-band ones may fall (if >= 4)
     # first signs: tags out of band at an event's onset, since a step at or before it
     sign_points: int = 3          # out-of-band points before an excursion counts as a sign
-    sign_ignore: tuple[str, ...] = ("time/", "weights/")  # tag prefixes without a band
     # nan: any non-finite value in these tag groups (plus weights/nonfinite > 0), at once
     nan_groups: tuple[str, ...] = ("loss", "wgan", "gp", "weights", "grad", "spectra")
     # divergence: |x − band| in multiples of |band| (two-sided)
@@ -585,7 +585,7 @@ class DetectorState:
         confirmed = []
         for tag in sorted(values):
             x = values[tag]
-            if not math.isfinite(x) or tag.startswith(t.sign_ignore):
+            if not math.isfinite(x) or tag.startswith(t.untracked):
                 continue
             track = self._track_for(tag)
             if track.band is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,8 +101,8 @@ def run_rows(scores: list[zoo.RunScore]) -> list[str]:
             check = " ✓" if s.caught else " ✗ missed"
         elif s.recipe.layer:
             check = " ✓" if s.layer_event and s.verdict != "collapsed" else " ✗"
-        else:  # a fault the FID says did no harm: the detector should be quiet
-            check = " ✓" if s.verdict == "healthy" else " (false alarm)"
+        elif s.injected is not None:  # a fault the FID says did no harm: best said quietly
+            check = " ✓" if s.verdict == "healthy" else " (no failure by the FID)"
         rows.append(
             f"| {s.recipe.name} | {s.seed} ({split}) | {truth_cell(s)} | {_step(s.fid_onset)} | "
             f"**{s.verdict}**{check} | {event_cell(caught)} | {_signed(s.latency)} | "
@@ -281,6 +282,9 @@ def main(argv=None) -> int:
     command = command_line(args)
     code = 0
     if not args.doc_only:
+        # the runs are `python -m stabgan.cli` processes: they import this checkout's code
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         started = time.time()
         spec = zoo.zoo_sweep(args.out, args.steps, args.workers,
                              tuple(n for n in args.only.split(",") if n),
