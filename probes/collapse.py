@@ -80,7 +80,7 @@ class Thresholds:
     warmup_points: int = 1        # skipped: the first reading is taken before training settles
     baseline_points: int = 20     # points whose median/MAD are the band
     baseline_lag: int = 10        # a point joins the band this many points after it is read
-    rebase_points: int = 50       # an excursion this long that no rule minds: the new level
+    rebase_points: int = 30       # an excursion this long that no rule minds: the new level
     robust_z: float = 4.0         # out of band: this many robust std (1.4826·MAD) from the median
     band_factor: float = 2.0      # ... and by this factor (x/band; for a tag of any sign,
     #                               |x − band| ≥ (factor − 1)·its typical |value|)

@@ -78,35 +78,42 @@ def event_cell(event: dict | None) -> str:
     return f"{event['kind']} {event['severity']}{graded} @ {event['step']:,}"
 
 
-def sign_cell(score: zoo.RunScore) -> str:
-    sign = score.first_sign
-    if sign is None:
+def shown_event(score: zoo.RunScore) -> dict | None:
+    """The event a run's row and timeline show: the catch, else the layer's, else the first."""
+    return score.caught or score.layer_event or (score.events[0] if score.events else None)
+
+
+def sign_cell(event: dict | None) -> str:
+    signs = (event or {}).get("first_signs") or []
+    if not signs:
         return "—"
+    sign = signs[0]
     layer = f" [{sign['layer']}]" if sign.get("layer") else ""
     return f"{sign['step']:,}: `{sign_text(sign)}`{layer}, lead {sign['lead']:,}"
 
 
 def run_rows(scores: list[zoo.RunScore]) -> list[str]:
-    rows = ["| recipe | seed | ground truth onset | FID rule | verdict | detected (first event "
-            "near the truth) | latency | first sign: step, tag, lead | other events | run |",
+    rows = ["| recipe | seed | ground truth onset | FID rule | verdict | event (the catch, else "
+            "the first) | latency | its first sign: step, tag, lead | other events | run |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in scores:
         split = "held out" if s.held_out else "tuning"
-        caught = s.caught or s.layer_event
-        others = [e for e in s.events if e is not caught]
+        shown = shown_event(s)
+        others = [e for e in s.events if e is not shown]
         check = ""
         if s.recipe.group == "healthy":
             check = " ✓" if s.verdict != "collapsed" else " ✗"
         elif s.failed:
-            check = " ✓" if s.caught else " ✗ missed"
+            check = (" ✓" if s.caught else " ✗ early" if s.early
+                     else " ✗ late" if s.events else " ✗ missed")
         elif s.recipe.layer:
             check = " ✓" if s.layer_event and s.verdict != "collapsed" else " ✗"
         elif s.injected is not None:  # a fault the FID says did no harm: best said quietly
             check = " ✓" if s.verdict == "healthy" else " (no failure by the FID)"
         rows.append(
             f"| {s.recipe.name} | {s.seed} ({split}) | {truth_cell(s)} | {_step(s.fid_onset)} | "
-            f"**{s.verdict}**{check} | {event_cell(caught)} | {_signed(s.latency)} | "
-            f"{sign_cell(s)} | {'; '.join(event_cell(e) for e in others) or '—'} | "
+            f"**{s.verdict}**{check} | {event_cell(shown)} | {_signed(s.latency)} | "
+            f"{sign_cell(shown)} | {'; '.join(event_cell(e) for e in others) or '—'} | "
             f"{s.status}, {(s.wall_s or 0) / 60:.0f} min |")
     return rows
 
@@ -130,7 +137,8 @@ def recipe_rows(scores: list[zoo.RunScore], summary: dict) -> list[str]:
 
 
 def timeline_figure(scores: list[zoo.RunScore], path: Path) -> bool:
-    """One row per run with a failure or a broken layer: truth, first sign, detected onset."""
+    """One row per run with a failure or a broken layer: its truth, every event, and the first
+    sign of the event that caught it (else of its first event)."""
     rows = [s for s in scores if s.failed or s.layer_event]
     if not rows:
         return False
@@ -139,19 +147,22 @@ def timeline_figure(scores: list[zoo.RunScore], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.28 * len(rows)), dpi=110)
+    labels: set[str] = set()
     for y, s in enumerate(rows):
         ax.plot([0, s.steps or 0], [y, y], color="#dddddd", linewidth=1, zorder=0)
         truth = s.truth_onset if s.failed else s.injected  # a layer fault the FID shrugs off
         ax.plot(truth, y, "|", color="black", markersize=12, label="ground truth" if y == 0 else None)
-        event = s.caught or s.layer_event
-        if s.first_sign:
-            ax.plot(s.first_sign["step"], y, "D", color="#e69f00", markersize=5,
-                    label="first sign" if y == 0 else None)
-        if event:
+        for event in s.events:
             color = "#d62728" if event["severity"] == "collapse" else "#ff7f0e"
-            ax.plot(event["step"], y, "o", color=color, markersize=6)
-    ax.plot([], [], "o", color="#d62728", label="detected: collapse")
-    ax.plot([], [], "o", color="#ff7f0e", label="detected: warning")
+            ax.plot(event["step"], y, "o", color=color, markersize=6, alpha=0.85)
+        signs = (shown_event(s) or {}).get("first_signs") or []
+        if signs:
+            ax.plot(signs[0]["step"], y, "D", color="#e69f00", markersize=5,
+                    markeredgecolor="black", markeredgewidth=0.5,
+                    label="first sign" if "first sign" not in labels else None)
+            labels.add("first sign")
+    ax.plot([], [], "o", color="#d62728", label="collapse event")
+    ax.plot([], [], "o", color="#ff7f0e", label="warning event")
     ax.set_yticks(range(len(rows)), [f"{s.recipe.name} s{s.seed}" for s in rows], fontsize=7)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
@@ -187,6 +198,7 @@ def write_doc(args, command: str) -> str:
     cost = zoo.detector_cost([args.out / s.name for s in scores])
     sessions = (read_json(args.out / SESSIONS) or {}).get("sessions", [])
     wall_h = sum(s["wall_s"] for s in sessions) / 3600
+    run_h = sum(s.wall_s or 0 for s in scores) / 3600
     planned = sum(len(zoo.SEEDS) for _ in zoo.recipes())
     folder = args.doc.parent / "collapse"
     folder.mkdir(parents=True, exist_ok=True)
@@ -205,12 +217,14 @@ def write_doc(args, command: str) -> str:
         f"Generated by `{command}` (scripts/failure_zoo.py, recipes in `stabgan/zoo.py`); rerun "
         f"it to run what is missing, or with `--doc-only` to re-diagnose the stored runs with "
         f"the current detector. Wall time of the script on this 2-core machine so far: "
-        f"{wall_h:.2f} h over {len(sessions)} session(s), {len(scores)} of {planned} runs "
-        f"finished (budget: 2 h).", "",
+        f"{wall_h:.2f} h over {len(sessions)} session(s) (budget: 2 h); {len(scores)} of "
+        f"{planned} runs finished, {run_h:.2f} h of training in all (each run's own wall "
+        f"time).", "",
         f"Every run: the quick preset (mnist5k 32×32, width 32, batch 64) for {args.steps:,} "
         f"steps, `--probes all` (every layer's kernel, spectra and gradient readings) logged "
         f"every 10 steps, domain FID on 1,000 samples every {max(1, args.steps // 50)} steps "
-        f"(the ground truth), one torch thread, {args.workers} runs at a time. Runs keep going "
+        f"(the ground truth), {args.threads} torch thread(s) a run, {args.workers} run(s) at a "
+        f"time. Runs keep going "
         f"after a collapse so that the FID says what happened. Thresholds were tuned on seed "
         f"{', '.join(map(str, zoo.TUNE_SEEDS))} and are reported unchanged on held-out seed "
         f"{', '.join(map(str, zoo.HELD_OUT_SEEDS))}.", "",
@@ -228,7 +242,8 @@ def write_doc(args, command: str) -> str:
         f"{len(warned)}{' (' + '; '.join(f'{s.name}: ' + ', '.join(event_cell(e) for e in s.events) for s in warned) + ')' if warned else ''} |",
         f"| every failure caught, onset within {zoo.ONSET_TOLERANCE:.0%} | {summary['caught']} "
         f"of {failures} (held out: {summary['caught_held_out']} of "
-        f"{summary['failures_held_out']}) |",
+        f"{summary['failures_held_out']}); median latency "
+        f"{_signed(summary['median_latency'])} steps |",
         f"| a first sign for ≥ 80 % of caught failures | {summary['signs']} of "
         f"{summary['caught']} ({summary['signs_ahead']} ahead of the onset) |",
         f"| detector cost negligible | "

@@ -253,6 +253,7 @@ def summarize(scores: list[RunScore]) -> dict:
         "failures": len(failures), "caught": len(caught),
         "caught_held_out": sum(s.held_out for s in caught),
         "failures_held_out": sum(s.held_out for s in failures),
+        "median_latency": _median([s.latency for s in caught]),
         "signs": len(signs), "signs_ahead": sum(s.first_sign["lead"] > 0 for s in signs),
         "per_recipe": per_recipe,
     }

@@ -555,7 +555,7 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     assert postfix["D"] == f"{detector.state.latest['wgan/distance']:.3g}"
     assert postfix["sign"].startswith("kernel/g.inv1/max_abs ×") and postfix["sign"].endswith(
         " @1,520")
-    diverged = modify(series, "wgan/distance", 1840, lambda v, d: v * 40)
+    diverged = modify(series, "wgan/distance", 1760, lambda v, d: v * 40)
     for step, scalars in sorted(_by_step(diverged).items()):
         if step > 1600:
             detector.update(step, scalars)
