@@ -622,7 +622,8 @@ class DetectorState:
         return new
 
     def _samples_unhurt(self) -> bool:
-        """The sample readings (coverage, diversity) are logged and all in band now."""
+        """The sample readings (coverage, diversity) are logged and all in band now, and none
+        has raised a mode-collapse warning."""
         watches = [w for ws in self._watches.values() for w in ws
                    if w.rule.kind == "mode_collapse"]
         if not watches or ("mode_collapse", WARNING) in self._emitted:
@@ -631,7 +632,6 @@ class DetectorState:
 
     def first_signs(self, onset: int) -> list[dict]:
         """Every tag out of its band at `onset` since a step at or before it, earliest first."""
-        t = self.thresholds
         signs = [s for track in self._tracks.values() if track.band is not None
                  for s in [track.sign(onset)] if s is not None]
         return sorted(signs, key=lambda s: (s["step"], -s["z"], s["tag"]))

@@ -246,7 +246,7 @@ def write_doc(args, command: str) -> str:
         f"{_signed(summary['median_latency'])} steps |",
         f"| a first sign for ≥ 80 % of caught failures | {summary['signs']} of "
         f"{summary['caught']} ({summary['signs_ahead']} ahead of the onset) |",
-        f"| detector cost negligible | "
+        "| detector cost negligible | "
         + (f"{cost['median_ms']:.2f} ms CPU per logged step (median; p99 {cost['p99_ms']:.2f} ms, "
            f"max {cost['max_ms']:.2f} ms) with every tag tracked ({cost['tags_median']:.0f} tags "
            f"a step, up to {cost['tags_max']}), over {cost['updates']:,} logged steps |"
