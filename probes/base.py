@@ -43,6 +43,7 @@ class StepState:
     gp_penalty: torch.Tensor | None = None    # λ-free mean of (‖∇D(x̂)‖ − 1)²
     labels: torch.Tensor | None = None        # labels of the real batch, when the data has them
     optimizers: dict[str, Any] | None = None  # {"generator": opt, "critic": opt}
+    stream: Any = None                        # the real-batch source (stabgan.data.BatchStream)
 
     @cached_property
     def grad_norms(self) -> torch.Tensor | None:

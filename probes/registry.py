@@ -8,6 +8,7 @@ from probes.diversity import DiversityProbe
 from probes.fid import FidProbe
 from probes.gp import GradientPenaltyProbe
 from probes.gradients import GradientProbe
+from probes.inject import build_fault
 from probes.kernels import KernelProbe
 from probes.spectra import SpectraProbe
 from stabgan.config import RunConfig
@@ -29,7 +30,8 @@ REGISTRY: dict[str, tuple[type, bool]] = {
 
 
 def build_probes(config="default", **settings) -> list:
-    """Probe instances for config.probes; ValueError naming an unknown probe and the known ones.
+    """Probe instances for config.probes, then config.fault's fault (probes.inject), if any;
+    ValueError naming an unknown probe and the known ones.
 
     config is a RunConfig, or a selection string for loops without one: then cadences and
     sizes come from RunConfig's defaults and `settings`, e.g.
@@ -43,8 +45,10 @@ def build_probes(config="default", **settings) -> list:
     if config.fid_every and spec not in ("default", "all") and "fid" not in spec.split(","):
         raise ValueError(f"--fid-every {config.fid_every} asks for the fid probe but "
                          f"probes={spec!r} leaves it out; add fid to --probes or drop --fid-every")
+    fault = build_fault(config.fault)
+    faults = [fault] if fault else []
     if spec == "none":
-        return []
+        return faults
     if spec in ("default", "all"):
         names = [n for n, (cls, default) in REGISTRY.items()
                  if (spec == "all" or default) and cls.enabled(config)]
@@ -55,4 +59,4 @@ def build_probes(config="default", **settings) -> list:
             known = ", ".join(["default", "all", "none", *REGISTRY])
             raise ValueError(f"probes={spec!r}: unknown probe {unknown[0] if unknown else ''!r}; "
                              f"choose from {known}")
-    return [REGISTRY[n][0].from_config(config) for n in names]
+    return [REGISTRY[n][0].from_config(config) for n in names] + faults

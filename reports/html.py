@@ -65,6 +65,7 @@ def render_run(run_dir: Path) -> dict:
         if isinstance(versions, dict) else [],
         "command": " ".join(map(str, command)) if isinstance(command, list) else None,
         "events": runlib.run_events(run),
+        "timeline": runlib.run_timeline(run),
         "records": run.metrics.records, "last_step": last,
         "sections": figures.run_figures(run.metrics.series, onset, last),
         "samples": shown,
@@ -82,8 +83,9 @@ def _render_safely(run_dir: Path) -> dict:
     except Exception as error:
         bare = runlib.RunData(Path(run_dir))
         return {"row": runlib.run_row(bare), "summary_status": None, "config": [],
-                "versions": [], "command": None, "events": [], "records": 0, "last_step": None,
-                "sections": [], "samples": [], "fid": {}, "traceback": None, "failed": True,
+                "versions": [], "command": None, "events": [], "timeline": None, "records": 0,
+                "last_step": None, "sections": [], "samples": [], "fid": {}, "traceback": None,
+                "failed": True,
                 "warnings": [f"could not be rendered: {type(error).__name__}: {error}"]}
 
 

@@ -373,6 +373,52 @@ def run_events(run: RunData) -> list[dict]:
     return shown
 
 
+def _sign_label(sign: dict) -> str:
+    from probes.collapse import sign_text
+    try:
+        return sign_text(sign)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a hand-edited diagnosis
+        return str(sign["tag"])
+
+
+def run_timeline(run: RunData) -> dict | None:
+    """The run's first signs and events in time order, placed on its step axis ("pos": % of
+    the last step), for the report's timeline; None for a run without events. A sign listed
+    by several events appears once, with its lead over the first of them."""
+    items, seen = [], set()
+    for event in run.events[:MAX_EVENTS]:
+        step, kind = _int(event.get("step")), event.get("kind")
+        if step is None or not isinstance(kind, str):
+            continue
+        severity = "collapse" if event.get("severity") == "collapse" else "warning"
+        signs = event.get("first_signs")
+        for sign in signs if isinstance(signs, list) else []:
+            if not isinstance(sign, dict) or _int(sign.get("step")) is None \
+                    or not isinstance(sign.get("tag"), str):
+                continue
+            if (sign["tag"], sign["step"]) in seen:
+                continue
+            seen.add((sign["tag"], sign["step"]))
+            items.append({"step": sign["step"], "what": "sign", "label": _sign_label(sign),
+                          "layer": sign.get("layer") if isinstance(sign.get("layer"), str) else None,
+                          "note": f"{step - sign['step']:,} steps before the {kind} {severity}"
+                          if sign["step"] < step else f"at the {kind} {severity} onset"})
+        evidence = event.get("evidence") if isinstance(event.get("evidence"), dict) else {}
+        detected = _int(evidence.get("detected_step"))
+        layer = evidence.get("layer")
+        items.append({"step": step, "what": severity, "label": f"{kind} {severity}",
+                      "layer": layer if isinstance(layer, str) else None,
+                      "note": f"onset; confirmed at step {detected:,}" if detected is not None
+                      else "onset"})
+    if not items:
+        return None
+    items.sort(key=lambda item: (item["step"], item["what"] != "sign"))
+    last = max([run.metrics.last_step or 0] + [item["step"] for item in items]) or 1
+    for item in items:
+        item["pos"] = round(100 * min(max(item["step"], 0), last) / last, 2)
+    return {"items": items, "last_step": last}
+
+
 def live_status(stamp: dict, summary_status: str | None) -> tuple[str, str | None]:
     """(status shown, warning) from summary.json or, without it, from metrics.jsonl's age."""
     if summary_status:

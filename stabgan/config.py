@@ -7,6 +7,7 @@ every checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 
 ARCHS = ("dcgan", "sagan", "igan")
@@ -123,6 +124,11 @@ class RunConfig:
     fid_every: int = _field(0, "FID probe cadence in steps (0: off)")
     fid_samples: int = _field(1000, "generated samples per FID measurement")
     threads: int = _field(0, "torch CPU threads (0: torch's default)")
+    # validating the collapse detector
+    fault: str = _field("", "a fault injected at the end of step S, to check the detector: "
+                            "nan@S, lr@S:F (both learning rates xF), data@S (real images "
+                            "rescaled to [0, 1]), saturate@S:F (G's involution kernel logits "
+                            "xF), collapse@S:K (G maps every z to one of K codes); empty: none")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -157,6 +163,42 @@ RESUMABLE_FIELDS = frozenset({"steps", "device", "log_every", "sample_every", "c
                               "probe_every", "spectra_every", "diversity_every"})
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+
+# --fault NAME@STEP[:VALUE]: name -> what its value is (None: it takes none). The faults
+# themselves are probes.inject's; this is their grammar, checked before torch loads.
+FAULTS = {"nan": None, "lr": "factor", "data": None, "saturate": "factor", "collapse": "codes"}
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    name: str
+    step: int
+    value: float | None
+
+
+def parse_fault(spec: str) -> FaultSpec | None:
+    """`lr@800:10` -> FaultSpec("lr", 800, 10.0); "" -> None; ConfigError naming the forms."""
+    if not spec:
+        return None
+    forms = ", ".join(f"{n}@STEP" + (f":{v.upper()}" if v else "") for n, v in FAULTS.items())
+    name, at, rest = spec.partition("@")
+    step_text, colon, value_text = rest.partition(":")
+    if name not in FAULTS or not at or not step_text.isdigit() or int(step_text) < 1:
+        raise ConfigError("fault", f"fault={spec!r} is not one of {forms} (STEP >= 1)")
+    kind = FAULTS[name]
+    if (kind is None) != (not colon):
+        raise ConfigError("fault", f"fault={spec!r}: {name} takes "
+                                   f"{'no value' if kind is None else 'a ' + kind} ({forms})")
+    value = None
+    if kind is not None:
+        try:
+            value = float(value_text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0) or (kind == "codes" and value != int(value)):
+            raise ConfigError("fault", f"fault={spec!r}: the {kind} must be a positive "
+                                       f"{'integer' if kind == 'codes' else 'number'}")
+    return FaultSpec(name, int(step_text), value)
 
 
 def resolve_config(preset: str = "quick", **overrides) -> RunConfig:
@@ -236,6 +278,14 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("inv_layers", f"inv-layers={config.inv_layers} with inv-stack=stages "
                                         f"needs as many stages; a {config.image_size}x"
                                         f"{config.image_size} model has {stages} (S/2 ... 4x4)")
+    fault = parse_fault(config.fault)
+    if fault and fault.step > config.steps:
+        raise ConfigError("fault", f"fault={config.fault!r} is at step {fault.step:,}, after the "
+                                   f"run's last step {config.steps:,}: it would never act")
+    if config.fault.startswith("saturate@") and not (config.arch == "igan"
+                                                      and config.inv_where in ("g", "both")):
+        raise ConfigError("fault", f"fault={config.fault!r} acts on the generator's involution "
+                                   f"layers; use --arch igan with --inv-where g or both")
     if config.kernel_size % 2 == 0:
         raise ConfigError("kernel_size", f"kernel-size={config.kernel_size} must be odd")
     # every involution position has a multiple of width channels; width is the fewest

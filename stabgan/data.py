@@ -138,6 +138,15 @@ class _BatchOrder:
             epoch, first = epoch + 1, 0
 
 
+def _unit_range(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images as [0, 1] ones: a normalisation step dropped from the data pipeline."""
+    return images * 0.5 + 0.5
+
+
+# Transforms a BatchStream can apply to every batch, by name (a corrupted data stream).
+BATCH_TRANSFORMS = {"unit_range": _unit_range}
+
+
 class BatchStream:
     """Endless shuffled batches whose position (epoch, batch) can be saved and restored exactly.
 
@@ -150,6 +159,9 @@ class BatchStream:
             raise DatasetError(f"dataset has {len(dataset)} images, fewer than batch size {batch_size}")
         self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
         self.epoch, self.batch = 0, 0
+        # the name of a BATCH_TRANSFORMS entry applied to every batch (probes.inject's data
+        # fault), or None; a name, so that the stream's state (and a checkpoint) holds no code
+        self.transform: str | None = None
         self._iterator = None
 
     def _start(self):
@@ -167,11 +179,15 @@ class BatchStream:
         self.batch += 1
         if self.batch == len(self.dataset) // self.batch_size:
             self.epoch, self.batch = self.epoch + 1, 0
+        if self.transform is not None:
+            images = BATCH_TRANSFORMS[self.transform](images)
         return images, torch.as_tensor(labels)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed,
+                "transform": self.transform}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batch, self.seed = state["epoch"], state["batch"], state["seed"]
+        self.transform = state.get("transform")
         self._iterator = None

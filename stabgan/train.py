@@ -221,7 +221,8 @@ class WganGp:
                            device=self.device)
 
     def step(self) -> dict[str, torch.Tensor | dict]:
-        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels, optimizers.
+        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels,
+        optimizers and the data stream.
 
         gp_update joint makes one critic Adam step on W-loss + λ·GP; separate makes two, as the
         SAGAN codebase does: on the W-loss, then on λ·GP alone (the interpolates scored by the
@@ -261,7 +262,8 @@ class WganGp:
         return {"real": real, "fake": fake, "d_real": terms["d_real"], "d_fake": terms["d_fake"],
                 "x_hat": terms["x_hat"], "grad_x_hat": terms["grad_x_hat"], "loss_critic": terms["loss"],
                 "loss_generator": loss_g, "gp_penalty": terms["gp_penalty"], "labels": labels,
-                "optimizers": {"generator": self.opt_g, "critic": self.opt_d}}
+                "optimizers": {"generator": self.opt_g, "critic": self.opt_d},
+                "stream": self.stream}
 
     def _critic_update(self, loss: torch.Tensor) -> None:
         self.opt_d.zero_grad(set_to_none=True)
@@ -351,8 +353,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
                 step_times.append(time.perf_counter() - t0)
                 bar.update(1)
                 if step % config.log_every == 0 or not finite:
-                    bar.set_postfix({**_postfix(monitor.latest), "verdict": detector.verdict},
-                                    refresh=False)
+                    bar.set_postfix(_postfix(monitor.latest, detector), refresh=False)
 
                 # collapse: keep the last checkpoint from before the onset; stop if asked
                 if detector.collapsed:
@@ -471,7 +472,16 @@ def best_fid(run_dir: Path) -> dict:
     return dict(zip(("fid_min", "fid_min_step", "fid_features"), best)) if best else {}
 
 
-def _postfix(latest: dict[str, float]) -> dict[str, str]:
+def _postfix(latest: dict[str, float], detector) -> dict[str, str]:
+    """The progress bar's readings: distance, GP norm, verdict and the first sign to look at
+    (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band since that step)."""
+    from probes.collapse import sign_text
+
     shown = {"D": "wgan/distance", "gp": "gp/norm_mean"}
-    return {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
-            if tag in latest and math.isfinite(latest[tag])}
+    postfix = {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
+               if tag in latest and math.isfinite(latest[tag])}
+    postfix["verdict"] = detector.verdict
+    sign = detector.first_sign()
+    if sign is not None:
+        postfix["sign"] = f"{sign_text(sign)} @{sign['step']:,}"
+    return postfix

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from probes.base import Probe
 from probes.inject import InjectNaN
-from probes.collapse import (KINDS, NONFINITE_WEIGHTS, OnlineDetector, Thresholds, detect,
-                             diagnose_run, verdict)
+from probes.collapse import (KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, DetectorState, _by_step,
+                             OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
+                             make_diagnosis, verdict)
 from stabgan.cli import cli
 from stabgan.runlog import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
                             read_json, read_metrics, write_json)
@@ -85,6 +86,11 @@ def only(events, severity="collapse"):
     return [e for e in events if e["severity"] == severity]
 
 
+def without_samples(series: dict) -> dict:
+    """series without the sample readings (coverage, diversity): the samples are not measured."""
+    return {tag: s for tag, s in series.items() if not tag.startswith(("coverage/", "diversity/"))}
+
+
 # --------------------------------------------------------------------------- healthy: no event
 
 @pytest.mark.parametrize("seed", range(12))
@@ -144,7 +150,10 @@ CASES = {
 def test_every_kind_is_detected_at_its_onset(case, seed):
     build, gradual = CASES[case]
     kind = case.split(" ")[0]
-    events = detect(build(healthy_series(seed)))
+    series = healthy_series(seed)
+    if kind in LAYER_KINDS:  # with the samples unmeasured, a degenerate layer is the run's collapse
+        series = without_samples(series)
+    events = detect(build(series))
     collapses = only(events)
     assert [e["kind"] for e in collapses] == [kind], [e["message"] for e in events]
     event = collapses[0]
@@ -190,8 +199,9 @@ def test_divergence_message_names_tags_and_numbers():
     evidence = divergence["evidence"]
     assert evidence["tag"] == "wgan/distance" and evidence["value"] == 412.0
     assert evidence["context"]["gp/norm_p95"] == 9.7
-    assert evidence["baseline_steps"] == [(T.warmup_points + 1) * LOG_EVERY,
-                                          (T.warmup_points + T.baseline_points) * LOG_EVERY]
+    # the band at confirmation: the 10 points that had joined it, `baseline_lag` points behind
+    last = evidence["detected_step"] - T.baseline_lag * LOG_EVERY
+    assert evidence["baseline_steps"] == [last - (T.baseline_points - 1) * LOG_EVERY, last]
 
 
 def test_a_moderate_sustained_excursion_is_a_warning_only():
@@ -230,6 +240,106 @@ def test_thresholds_are_frozen_validated_and_used():
     assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
     assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
                           "spectral_explosion"}
+
+
+# --------------------------------------------------------------------------- the tracking band
+
+def transient_series(seed: int, steps: int = 2400) -> dict:
+    """A quick run's shape: wgan/distance climbs to ~40 by step 50 and decays to ~3 by step
+    1,000 (the critic loss mirrors it), GP norms settle from ~2 to ~1.1; 5 % noise."""
+    rng = random.Random(seed)
+    series: dict[str, tuple[list, list]] = {}
+
+    def add(tag, step, value):
+        steps_, values = series.setdefault(tag, ([], []))
+        steps_.append(step)
+        values.append(value * math.exp(rng.gauss(0, 0.05)))
+
+    for step in range(LOG_EVERY, steps + 1, LOG_EVERY):
+        level = 3 + 37 * min(1.0, step / 50) * math.exp(-max(0, step - 50) / 250)
+        add("wgan/distance", step, level)
+        add("loss/critic", step, -level)
+        add("gp/norm_mean", step, 1.1 + 0.9 * math.exp(-step / 300))
+        add("kernel/g.inv1/max_abs", step, 1.5)
+        add("grad/d.body.1.0", step, 0.8)
+    return series
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_band_follows_the_transient_and_judges_a_late_failure_against_the_run_before(seed):
+    assert detect(transient_series(seed)) == []  # the transient itself raises nothing
+    # late, the distance leaves ~3 for ~20: under 3× the transient's early level (the old
+    # fixed baseline of points 2–11 saw nothing), ×6 of the run just before
+    late = modify(transient_series(seed), "wgan/distance", 1800, lambda v, d: v * 6)
+    [event] = detect(late)
+    assert (event["kind"], event["severity"], event["step"]) == ("divergence", "warning", 1800)
+    evidence = event["evidence"]
+    assert 2.5 < evidence["baseline"] < 3.6  # the band the run had just before
+    assert 1800 - 400 < evidence["baseline_steps"][0] < evidence["baseline_steps"][1] < 1800
+    far = modify(transient_series(seed), "wgan/distance", 1800, lambda v, d: v * 15)
+    assert verdict(detect(far)) == ("collapsed", 1800)
+
+
+def test_first_signs_are_the_precursors_in_time_order_with_layer_lead_and_size():
+    series = transient_series(5)
+    series = modify(series, "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 12)
+    series = modify(series, "grad/d.body.1.0", 1700, lambda v, d: v * 5)
+    series = modify(series, "wgan/distance", 1840, lambda v, d: v * 40)
+    [collapse] = only(detect(series))
+    assert (collapse["kind"], collapse["step"]) == ("divergence", 1840)
+    signs = collapse["first_signs"]
+    assert [(s["tag"], s["step"], s["layer"], s["lead"]) for s in signs] == [
+        ("kernel/g.inv1/max_abs", 1520, "g.inv1", 320),
+        ("grad/d.body.1.0", 1700, "d.body.1.0", 140),
+        ("wgan/distance", 1840, None, 0)]
+    assert signs[0]["factor"] == pytest.approx(12, rel=0.25)
+    assert signs[1]["factor"] == pytest.approx(5, rel=0.25)
+    assert collapse["message"].startswith("collapsed at step 1,840: critic divergence (")
+    assert "; first sign at step 1,520: kernel/g.inv1/max_abs ×1" in collapse["message"]
+    text = format_diagnosis(make_diagnosis(detect(series)))
+    assert ("first signs: step 1,520 kernel/g.inv1/max_abs ×" in text
+            and "[g.inv1], 320 steps before; step 1,700 grad/d.body.1.0 ×" in text)
+
+
+def test_a_tag_back_in_band_or_at_a_new_level_is_no_first_sign():
+    series = transient_series(6)
+    # a blip that ended before the failure, and a level shift long before it
+    series = modify(series, "kernel/g.inv1/max_abs", 1300, lambda v, d: v * 12 if d < 50 else v)
+    series = modify(series, "grad/d.body.1.0", 900, lambda v, d: v * 5)
+    series = modify(series, "wgan/distance", 1840, lambda v, d: v * 40)
+    [collapse] = only(detect(series))
+    assert [s["tag"] for s in collapse["first_signs"]] == ["wgan/distance"]
+    assert "first sign" not in collapse["message"]  # its own tag at the onset: nothing new
+
+
+def test_a_degenerate_layer_is_a_warning_while_the_samples_are_fine():
+    series = modify(healthy_series(14), "kernel/g.inv0/near_zero", ONSET, lambda v, d: 0.999)
+    [event] = detect(series)
+    assert (event["kind"], event["severity"], event["step"]) == ("kernel_collapse", "warning",
+                                                                 ONSET)
+    assert event["evidence"]["layer"] == "g.inv0" and "graded" in event["evidence"]
+    assert "kernel saturation in g.inv0 (" in event["message"] and "samples unaffected" in \
+        event["message"]
+    assert verdict([event]) == ("unstable", None)
+    # the same layer while the samples lose their diversity: a collapse
+    hurt = modify(dict(series), "diversity/pairwise", ONSET - 100, lambda v, d: v * 0.5)
+    kinds = {(e["kind"], e["severity"]) for e in detect(hurt)}
+    assert {("kernel_collapse", "collapse"), ("mode_collapse", "warning")} <= kinds
+
+
+def test_every_tag_is_tracked_at_a_cost_of_o_tags():
+    series = healthy_series(15)
+    for i in range(160):  # a `--probes all` run's per-layer readings
+        steps, values = series["gp/norm_mean"]
+        series[f"grad/g.layer{i}"] = (steps, [v * (1 + i) for v in values])
+    by_step = _by_step(series)
+    state = DetectorState()
+    started = time.thread_time()
+    for step in sorted(by_step):
+        state.update(step, by_step[step])
+    per_update_ms = 1e3 * (time.thread_time() - started) / len(by_step)
+    assert len(state._tracks) == len(series) - 1  # all but time/step_s
+    assert per_update_ms < 10, per_update_ms  # measured ≈ 2 ms for 180 tags
 
 
 def test_online_updates_equal_offline_detect_and_are_cheap():
@@ -431,3 +541,22 @@ def test_pre_collapse_keeper_sets_aside_the_checkpoint_from_before_the_onset(tmp
     assert (ckpt / keeper.ASIDE).read_text() == "600"
     keeper.before_save(pending_onset=None)
     assert not (ckpt / keeper.ASIDE).exists()
+
+
+def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
+    from stabgan.train import _postfix
+    series = modify(transient_series(7), "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 6)
+    detector = OnlineDetector()
+    for step, scalars in sorted(_by_step(truncate(series, 1600)).items()):
+        detector.update(step, scalars)
+    postfix = _postfix(detector.state.latest, detector)
+    assert postfix["verdict"] == "healthy"  # out of its band, under any rule's threshold
+    assert postfix["D"] == f"{detector.state.latest['wgan/distance']:.3g}"
+    assert postfix["sign"].startswith("kernel/g.inv1/max_abs ×") and postfix["sign"].endswith(
+        " @1,520")
+    diverged = modify(series, "wgan/distance", 1760, lambda v, d: v * 40)
+    for step, scalars in sorted(_by_step(diverged).items()):
+        if step > 1600:
+            detector.update(step, scalars)
+    postfix = _postfix(detector.state.latest, detector)
+    assert postfix["verdict"] == "collapsed" and postfix["sign"].endswith(" @1,520")

@@ -178,6 +178,24 @@ def test_a_failed_run_shows_its_error_and_traceback(report):
     assert "error.log" not in _section(page, "sweep/dcgan")
 
 
+def test_a_run_with_first_signs_gets_a_timeline(tmp_path):
+    from probes.collapse import diagnose_run
+    from test_collapse import modify, transient_series, write_metrics
+
+    series = modify(transient_series(3), "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 6)
+    series = modify(series, "wgan/distance", 1840, lambda v, d: v * 40)
+    write_metrics(tmp_path / "run", series)
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"config": {"arch": "igan"}}))
+    diagnose_run(tmp_path / "run")
+    page = write_report(tmp_path).read_text()
+    section = _section(page, "run")
+    assert "Timeline: first signs, then events" in section
+    items = re.findall(r'<li class="(sign|warning|collapse)"><b>step ([\d,]+)</b>', section)
+    assert items[0] == ("sign", "1,520") and ("collapse", "1,840") in items
+    assert "layer <code>g.inv1</code> · 320 steps before the divergence collapse" in section
+    assert re.search(r'<i class="sign" style="left:6[0-9.]+%"', section)  # 1,520 of 2,400
+
+
 def test_page_is_escaped(report):
     page = report["page"]
     assert HTML_NAME not in page and HTML_CONFIG not in page

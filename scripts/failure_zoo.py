@@ -1,0 +1,324 @@
+"""The failure zoo (stabgan.zoo): run it through stabgan's sweep, diagnose, write docs/collapse.md.
+
+    python scripts/failure_zoo.py                       # runs what is missing (resumable), writes the doc
+    python scripts/failure_zoo.py --doc-only            # re-diagnose the stored runs, rewrite the doc
+    python scripts/failure_zoo.py --only healthy,lr-raise   # some recipes (or groups) only
+    python scripts/failure_zoo.py --seeds 0             # the tuning seed only
+
+Every run is a point of one `stabgan sweep` into OUT (2 at a time by default, one torch thread
+each): running the script again skips finished runs and resumes interrupted ones, so the zoo
+can be spread over several sessions. Each invocation's wall time is appended to
+OUT/.zoo-sessions.json, and the doc states their sum. The doc re-diagnoses every run with the
+current detector (`diagnose_run`), so `--doc-only` after a detector change rewrites it in
+seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from probes.collapse import Thresholds, diagnose_run, sign_text  # noqa: E402
+from stabgan import zoo  # noqa: E402
+from stabgan.runlog import read_json, write_json  # noqa: E402
+from stabgan.sweep import format_table, run_sweep  # noqa: E402
+
+SESSIONS = ".zoo-sessions.json"
+
+
+def _shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def command_line(args) -> str:
+    words = ["python scripts/failure_zoo.py", "--out", _shown(args.out), "--steps", str(args.steps),
+             "--workers", str(args.workers), "--threads", str(args.threads)]
+    return " ".join(words + (["--only", args.only] if args.only else [])
+                    + (["--seeds", args.seeds] if args.seeds != ",".join(map(str, zoo.SEEDS))
+                       else []))
+
+
+def record_session(out: Path, started: float, command: str) -> None:
+    sessions = read_json(out / SESSIONS) or {"sessions": []}
+    sessions["sessions"].append({"start": time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                        time.localtime(started)),
+                                 "wall_s": round(time.time() - started, 1), "command": command})
+    write_json(out / SESSIONS, sessions)
+
+
+# --------------------------------------------------------------------------- the doc
+
+def _step(value) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def _signed(value) -> str:
+    return "—" if value is None else f"{value:+,}"
+
+
+def truth_cell(score: zoo.RunScore) -> str:
+    if score.truth_onset is None:
+        fault = f"; fault at {score.injected:,}" if score.injected is not None else ""
+        return f"no failure{fault}"
+    how = "fault" if score.truth_onset == score.injected else "FID"
+    return f"{score.truth_onset:,} ({how})"
+
+
+def event_cell(event: dict | None) -> str:
+    if event is None:
+        return "—"
+    graded = " (layer)" if "graded" in event.get("evidence", {}) else ""
+    return f"{event['kind']} {event['severity']}{graded} @ {event['step']:,}"
+
+
+def shown_event(score: zoo.RunScore) -> dict | None:
+    """The event a run's row and timeline show: the catch, else the layer's, else the first."""
+    return score.caught or score.layer_event or (score.events[0] if score.events else None)
+
+
+def sign_cell(event: dict | None) -> str:
+    signs = (event or {}).get("first_signs") or []
+    if not signs:
+        return "—"
+    sign = signs[0]
+    layer = f" [{sign['layer']}]" if sign.get("layer") else ""
+    return f"{sign['step']:,}: `{sign_text(sign)}`{layer}, lead {sign['lead']:,}"
+
+
+def run_rows(scores: list[zoo.RunScore]) -> list[str]:
+    rows = ["| recipe | seed | ground truth onset | FID rule | verdict | event (the catch, else "
+            "the first) | latency | its first sign: step, tag, lead | other events | run |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in scores:
+        split = "held out" if s.held_out else "tuning"
+        shown = shown_event(s)
+        others = [e for e in s.events if e is not shown]
+        check = ""
+        if s.recipe.group == "healthy":
+            check = " ✓" if s.verdict != "collapsed" else " ✗"
+        elif s.failed:
+            check = (" ✓" if s.caught else " ✗ early" if s.early
+                     else " ✗ late" if s.events else " ✗ missed")
+        elif s.recipe.layer:
+            check = " ✓" if s.layer_event and s.verdict != "collapsed" else " ✗"
+        elif s.injected is not None:  # a fault the FID says did no harm: best said quietly
+            check = " ✓" if s.verdict == "healthy" else " (no failure by the FID)"
+        rows.append(
+            f"| {s.recipe.name} | {s.seed} ({split}) | {truth_cell(s)} | {_step(s.fid_onset)} | "
+            f"**{s.verdict}**{check} | {event_cell(shown)} | {_signed(s.latency)} | "
+            f"{sign_cell(shown)} | {'; '.join(event_cell(e) for e in others) or '—'} | "
+            f"{s.status}, {(s.wall_s or 0) / 60:.0f} min |")
+    return rows
+
+
+def recipe_rows(scores: list[zoo.RunScore], summary: dict) -> list[str]:
+    rows = ["| recipe | what | onset from | runs | failed (truth) | caught | recall | "
+            "median latency | first signs | median lead |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for recipe in zoo.recipes():
+        runs = [s for s in scores if s.recipe.name == recipe.name]
+        if not runs or recipe.group == "healthy":
+            continue
+        r = summary["per_recipe"][recipe.name]
+        recall = f"{r['caught'] / r['failed']:.0%}" if r["failed"] else "—"
+        onset_from = "fault step" if recipe.fault_at is not None else "FID"
+        rows.append(f"| {recipe.name} | {recipe.what} | {onset_from} | {len(runs)} | "
+                    f"{r['failed']} | {r['caught']} | {recall} | "
+                    f"{_signed(r['median_latency'])} | {r['signs']} of {r['caught']} | "
+                    f"{_step(r['median_lead'])} |")
+    return rows
+
+
+def timeline_figure(scores: list[zoo.RunScore], path: Path) -> bool:
+    """One row per run with a failure or a broken layer: its truth, every event, and the first
+    sign of the event that caught it (else of its first event)."""
+    rows = [s for s in scores if s.failed or s.layer_event]
+    if not rows:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.28 * len(rows)), dpi=110)
+    labels: set[str] = set()
+    for y, s in enumerate(rows):
+        ax.plot([0, s.steps or 0], [y, y], color="#dddddd", linewidth=1, zorder=0)
+        truth = s.truth_onset if s.failed else s.injected  # a layer fault the FID shrugs off
+        ax.plot(truth, y, "|", color="black", markersize=12, label="ground truth" if y == 0 else None)
+        for event in s.events:
+            color = "#d62728" if event["severity"] == "collapse" else "#ff7f0e"
+            ax.plot(event["step"], y, "o", color=color, markersize=6, alpha=0.85)
+        signs = (shown_event(s) or {}).get("first_signs") or []
+        if signs:
+            ax.plot(signs[0]["step"], y, "D", color="#e69f00", markersize=5,
+                    markeredgecolor="black", markeredgewidth=0.5,
+                    label="first sign" if "first sign" not in labels else None)
+            labels.add("first sign")
+    ax.plot([], [], "o", color="#d62728", label="collapse event")
+    ax.plot([], [], "o", color="#ff7f0e", label="warning event")
+    ax.set_yticks(range(len(rows)), [f"{s.recipe.name} s{s.seed}" for s in rows], fontsize=7)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("Ground truth, first sign and detection of every failure", fontsize=9, loc="left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def report_figures(out: Path, folder: Path) -> list[str]:
+    """The HTML report's overview figures over the zoo, as PNGs beside the doc."""
+    from reports import figures, html
+
+    runs = html.collect(out, progress=False)["runs"]
+    rows = [{**r["row"], "name": r["name"]} for r in runs]
+    curves = [(r["name"], r["row"]["verdict"], r["fid"]) for r in runs if r["fid"]]
+    images = []
+    for figure in figures.aggregate_figures(rows, curves):
+        name = "zoo-" + "".join(c if c.isalnum() else "-" for c in figure["title"].lower()) + ".png"
+        (folder / name).write_bytes(base64.b64decode(figure["uri"].split(",", 1)[1]))
+        images.append(f"![{figure['title']}]({folder.name}/{name})")
+    return images
+
+
+def write_doc(args, command: str) -> str:
+    scores = zoo.score_zoo(args.out, args.steps)
+    summary = zoo.summarize(scores)
+    cost = zoo.detector_cost([args.out / s.name for s in scores])
+    sessions = (read_json(args.out / SESSIONS) or {}).get("sessions", [])
+    wall_h = sum(s["wall_s"] for s in sessions) / 3600
+    run_h = sum(s.wall_s or 0 for s in scores) / 3600
+    planned = sum(len(zoo.SEEDS) for _ in zoo.recipes())
+    folder = args.doc.parent / "collapse"
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = []
+    if timeline_figure(scores, folder / "zoo-timeline.png"):
+        figures.append(f"![Ground truth, first sign and detection]({folder.name}/zoo-timeline.png)")
+    try:
+        figures += report_figures(args.out, folder)
+    except Exception as error:  # the report package failing must not cost the doc
+        figures.append(f"_Report figures could not be rendered: {type(error).__name__}: {error}_")
+    failures = summary["failures"]
+    warned = summary["healthy_warnings"]
+    t = Thresholds()
+    lines = [
+        "# Collapse detection: the failure zoo", "",
+        f"Generated by `{command}` (scripts/failure_zoo.py, recipes in `stabgan/zoo.py`); rerun "
+        f"it to run what is missing, or with `--doc-only` to re-diagnose the stored runs with "
+        f"the current detector. Wall time of the script on this 2-core machine so far: "
+        f"{wall_h:.2f} h over {len(sessions)} session(s) (budget: 2 h); {len(scores)} of "
+        f"{planned} runs finished, {run_h:.2f} h of training in all (each run's own wall "
+        f"time).", "",
+        f"Every run: the quick preset (mnist5k 32×32, width 32, batch 64) for {args.steps:,} "
+        f"steps, `--probes all` (every layer's kernel, spectra and gradient readings) logged "
+        f"every 10 steps, domain FID on 1,000 samples every {max(1, args.steps // 50)} steps "
+        f"(the ground truth), {args.threads} torch thread(s) a run, {args.workers} run(s) at a "
+        f"time. Runs keep going "
+        f"after a collapse so that the FID says what happened. Thresholds were tuned on seed "
+        f"{', '.join(map(str, zoo.TUNE_SEEDS))} and are reported unchanged on held-out seed "
+        f"{', '.join(map(str, zoo.HELD_OUT_SEEDS))}.", "",
+        "Ground truth never comes from the detector's own readings: a run failed when its FID "
+        f"rises ×{zoo.FID_RISE:g} over its best so far or a loss goes non-finite; the onset is "
+        "the fault's step for a recipe with a fault (the cause: the FID sees it a reading "
+        "later), else that first FID step. A fault the FID shrugs off is no failure (the "
+        "detector should stay quiet, or for a layer fault name the layer). A failure is caught "
+        f"when an event (warning or collapse) starts within {zoo.ONSET_TOLERANCE:.0%} of the "
+        "run length of the truth.", "",
+        "## Targets", "",
+        "| target | measured |", "|---|---|",
+        f"| 0 collapse verdicts over the healthy runs | {len(summary['healthy_collapsed'])} of "
+        f"{summary['healthy']} ({', '.join(summary['healthy_collapsed']) or 'none'}); warnings: "
+        f"{len(warned)}{' (' + '; '.join(f'{s.name}: ' + ', '.join(event_cell(e) for e in s.events) for s in warned) + ')' if warned else ''} |",
+        f"| every failure caught, onset within {zoo.ONSET_TOLERANCE:.0%} | {summary['caught']} "
+        f"of {failures} (held out: {summary['caught_held_out']} of "
+        f"{summary['failures_held_out']}); median latency "
+        f"{_signed(summary['median_latency'])} steps |",
+        f"| a first sign for ≥ 80 % of caught failures | {summary['signs']} of "
+        f"{summary['caught']} ({summary['signs_ahead']} ahead of the onset) |",
+        "| detector cost negligible | "
+        + (f"{cost['median_ms']:.2f} ms CPU per logged step (median; p99 {cost['p99_ms']:.2f} ms, "
+           f"max {cost['max_ms']:.2f} ms) with every tag tracked ({cost['tags_median']:.0f} tags "
+           f"a step, up to {cost['tags_max']}), over {cost['updates']:,} logged steps |"
+           if cost else "no runs yet |"), "",
+        "## Recipes", "", *recipe_rows(scores, summary), "",
+        "## Every run", "", *run_rows(scores), "",
+        "## Figures", "", *[f"{f}\n" for f in figures], "",
+        "## How the detector decides", "",
+        f"Every logged tag but `time/` and `weights/` has a band that follows the run: the median "
+        f"and MAD of its latest {t.baseline_points} in-band points, each joining "
+        f"{t.baseline_lag} logged points after it was read (ln x for positive magnitudes). A "
+        f"point is out of band when it is {t.robust_z:g} robust standard deviations away *and* "
+        f"×{t.band_factor:g} away (a tag of any sign: by its typical magnitude), or when a "
+        f"rule finds it out of band; out-of-band points never join, so a failure after the "
+        f"transient is judged against the run as it was just before, and the transient, "
+        f"followed point by point, raises nothing. An excursion that lasts "
+        f"{t.rebase_points} points without a rule minding it is the run's new level. The rules "
+        f"(divergence, gp_blowup, mode_collapse, kernel_collapse, spectral_explosion) grade a "
+        f"point by a size threshold with a meaning of its own on top of that band, and need "
+        f"{t.sustain_points} such points (one in-band gap allowed); `nan` fires at once.", "",
+        f"First signs: each event lists the tags that were out of their band at its onset and "
+        f"since a step at or before it ({t.sign_points} out-of-band points at least), earliest "
+        f"first, with step, lead, size and layer. A degenerate layer (kernel_collapse, "
+        f"spectral_explosion) is a collapse of the run only when the samples show it: with "
+        f"coverage and diversity logged and all in band at its confirmation, it is a warning "
+        f"about that layer.", "",
+        "## Thresholds (defaults, `probes.collapse.Thresholds`)", "",
+        "| field | default |", "|---|---|",
+        *[f"| {k} | {', '.join(v) if isinstance(v, (list, tuple)) else v} |"
+          for k, v in t.to_dict().items()], ""]
+    text = "\n".join(lines)
+    args.doc.write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "collapse.md")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--only", default="", help="comma-separated recipe names or groups")
+    parser.add_argument("--seeds", default=",".join(map(str, zoo.SEEDS)),
+                        help="comma-separated seeds to run (the doc covers every run found)")
+    parser.add_argument("--doc-only", action="store_true", help="run nothing; rewrite the doc")
+    args = parser.parse_args(argv)
+    command = command_line(args)
+    code = 0
+    if not args.doc_only:
+        # the runs are `python -m stabgan.cli` processes: they import this checkout's code
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        started = time.time()
+        spec = zoo.zoo_sweep(args.out, args.steps, args.workers,
+                             tuple(n for n in args.only.split(",") if n),
+                             seeds=tuple(int(s) for s in args.seeds.split(",")),
+                             base={"threads": args.threads})
+        try:
+            result = run_sweep(spec)
+        finally:
+            record_session(args.out, started, command)
+        print(format_table(result.rows), flush=True)
+        if result.signum:
+            return result.exit_code
+        code = result.exit_code
+    for score in zoo.score_zoo(args.out, args.steps):
+        diagnose_run(args.out / score.name)
+    write_doc(args, command)
+    print(f"wrote {args.doc}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
