@@ -33,6 +33,9 @@ SEED_DATA = "CelebA 64×64"
 SEED_SETTING = {"faithful": "seed layout: stages (S/2, S/4), residual γ, SN in G and D, separate GP step",
                 "successive": "stacked at S/2 with nothing between (plain), SN in G and D, separate GP step",
                 "norms": "seed layout (as faithful), with kernel normalization"}
+SEED_READING = {"faithful": "at two resolutions in the seed's layout",
+                "successive": "stacked at one resolution",
+                "norms": "with normalized kernels"}
 FID_FEATURES = {"fid/domain": "features of a classifier trained on the dataset, not Inception",
                 "fid/inception": "Inception features, as the seed"}
 
@@ -285,12 +288,14 @@ def seed_answer(sweeps: dict[str, Sweep]) -> str:
     seeds = len(config_values(records, "seed"))
     if not bad:
         closest = _closest_cell(Point(("all",), records))
+        readings = [f"{SEED_READING[name]}" for name in SEED_SWEEPS
+                    if any(r.config.get("inv_layers") == 2 for r in sweeps[name].finished)]
         return (f"**Not reproduced.** {len(records)} finished runs ({len(settings)} settings × "
-                f"up to {seeds} seed{'s' * (seeds != 1)} × {steps} steps) stayed healthy, two successive involution "
-                f"layers included, in the seed's layout and stacked. The nearest any came to "
-                f"instability: {closest}. At the seed's full scale (CelebA 64×64, width 64, "
-                "50,000 steps) a GPU user tests it with `stabgan sweep --preset seed --grid "
-                "\"inv_layers=1,2 seed=0,1,2\" --dataset celeba:ROOT --fid-every 1000`.")
+                f"up to {seeds} seed{'s' * (seeds != 1)} × {steps} steps) stayed healthy, "
+                f"two involution layers included ({join(readings, 'none yet')}). The nearest "
+                f"any came to instability: {closest}. At the seed's full scale (CelebA 64×64, "
+                "width 64, 50,000 steps) a GPU user tests it with `stabgan sweep --preset seed "
+                "--grid \"inv_layers=1,2 seed=0,1,2\" --dataset celeba:ROOT --fid-every 1000`.")
     parts = []
     for record in bad:
         event = next((e for e in record.events if e.get("step") == record.onset), None) or (

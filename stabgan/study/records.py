@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from stabgan.runlog import CONFIG, DIAGNOSIS, SUMMARY, find_runs, metric_series, read_json, read_metrics
+from stabgan.runlog import (CONFIG, DIAGNOSIS, METRICS, SUMMARY, find_runs, metric_series,
+                            read_json, read_metrics)
 from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
 
@@ -31,7 +32,8 @@ class RunRecord:
     steps: int | None
     wall_s: float | None
     started: float | None  # mtime of config.json (rewritten when a run resumes)
-    ended: float | None    # mtime of summary.json (written when a run stops)
+    ended: float | None    # a finished run's last metrics.jsonl write (summary.json's mtime
+                           # moves whenever `stabgan diagnose` updates its verdict)
     path: Path | None = None
     events: list = field(default_factory=list)  # diagnosis.json's events
 
@@ -73,7 +75,8 @@ def read_run(run_dir: Path) -> RunRecord:
         coverage_best=max(coverage) if coverage else None,
         ms_per_step=step_s * 1000 if isinstance(step_s, (int, float)) else None,
         steps=summary.get("steps"), wall_s=summary.get("wall_s"),
-        started=_mtime(run_dir / CONFIG), ended=_mtime(run_dir / SUMMARY), path=run_dir,
+        started=_mtime(run_dir / CONFIG),
+        ended=_mtime(run_dir / METRICS) if summary else None, path=run_dir,
         events=events)
 
 
