@@ -86,6 +86,8 @@ class Thresholds:
     #                               |x − band| ≥ (factor − 1)·its typical |value|)
     scale_floor: float = 0.05     # robust std floor: ln units for positive tags, else this
     #                               fraction of the tag's typical |value|
+    min_change: float = 1e-3      # a tag of any sign moving less than this stays in band (a
+    #                               fraction of taps or samples near 0 is noise there)
     untracked: tuple[str, ...] = ("time/", "weights/")  # tag prefixes with no band (no rule)
     # events
     sustain_points: int = 5       # out-of-band points before an event ...
@@ -112,7 +114,7 @@ class Thresholds:
     kl_rise_collapse: float = 1.0
     # kernel_collapse: entropy or spatial variance falling to a fraction of the band,
     # near-zero taps rising to a fraction, or max |kernel| growing by a factor (saturation)
-    kernel_drop_warn: float = 0.1
+    kernel_drop_warn: float = 0.2
     kernel_drop_collapse: float = 0.01
     kernel_dead_warn: float = 0.9
     kernel_dead_collapse: float = 0.99
@@ -132,6 +134,8 @@ class Thresholds:
                 raise ValueError(f"Thresholds.{name}={value!r} must be an integer >= {low}")
         if not self.band_factor > 1:
             raise ValueError(f"Thresholds.band_factor={self.band_factor!r} must be > 1")
+        if not self.min_change >= 0:
+            raise ValueError(f"Thresholds.min_change={self.min_change!r} must be >= 0")
         for warn, collapse, rising in (("divergence_warn", "divergence_collapse", True),
                                        ("gp_warn", "gp_collapse", True),
                                        ("mode_drop_warn", "mode_drop_collapse", False),
@@ -391,14 +395,15 @@ class _Track:
 
     def out_of_band(self, x: float, z: float, t: Thresholds) -> bool:
         """Beyond the band's noise and by band_factor at least (x/band for positive tags,
-        |x − band| in multiples of the tag's typical magnitude otherwise), and not in the
-        direction a best-so-far rule calls improvement."""
+        |x − band| in multiples of the tag's typical magnitude, and min_change, otherwise), and
+        not in the direction a best-so-far rule calls improvement."""
         band = self.band
         if z < t.robust_z or (x - band.center) * self.improves > 0:
             return False
         if self.log:
             return abs(_space(x, True) - band.median) >= math.log(t.band_factor)
-        return abs(x - band.median) >= (t.band_factor - 1) * max(abs(band.median), self.typical)
+        size = (t.band_factor - 1) * max(abs(band.median), self.typical)
+        return abs(x - band.median) >= max(size, t.min_change)
 
     def advance(self, step: int, x: float, t: Thresholds, ruled: bool) -> None:
         """Move the band past one judged point. ruled: a rule found it out of band (or past
