@@ -43,7 +43,8 @@ def main(argv=None) -> int:
                         help="tiny models, few steps, a subset of points, one seed: a smoke test")
     parser.add_argument("--doc-only", action="store_true", help="do not run; rewrite the doc")
     parser.add_argument("--seed-out", type=Path, default=None,
-                        help="folder of the seed study's sweeps [default: OUT's sibling seed-study]")
+                        help="folder of the seed study's sweeps [default: studies/seed-study, kept in "
+                             "the repository; with --quick-check: OUT's sibling seed-study-check]")
     parser.add_argument("--seed-steps", type=int, default=None,
                         help="steps per seed-study run [default: 5000]")
     parser.add_argument("--only", choices=(*SEED_SWEEPS, "table2", "stability", "archs"),

@@ -229,7 +229,8 @@ def test_empty_study_gives_a_doc(tmp_path):
     stale = tmp_path / "doc" / "stability-old.png"
     stale.parent.mkdir()
     stale.write_bytes(b"old")
-    assert study.main(["--doc-only", "--out", str(tmp_path / "none"), "--doc", str(path)]) == 0
+    assert study.main(["--doc-only", "--out", str(tmp_path / "none"), "--doc", str(path),
+                       "--seed-out", str(tmp_path / "none-seed")]) == 0
     text = path.read_text()
     assert text.count("_Not started: no runs in") == 6
     assert "No seed-faithful run has finished yet" in text

@@ -86,7 +86,11 @@ def default_out(quick_check: bool) -> Path:
 
 
 def default_seed_out(out: Path, quick_check: bool) -> Path:
-    return Path(out).parent / ("seed-study-check" if quick_check else "seed-study")
+    """Where the seed study's runs live. Its finished runs are the study's record and are kept
+    in the repository (studies/seed-study, without checkpoints and TensorBoard events, see
+    .gitignore), so a later checkout regenerates the doc and resumes the sweeps from them; a
+    quick check writes beside OUT."""
+    return Path(out).parent / "seed-study-check" if quick_check else Path("studies/seed-study")
 
 
 def reproduction_sweeps(args: StudyOptions) -> dict[str, SweepSpec]:
