@@ -182,8 +182,7 @@ def test_a_run_with_first_signs_gets_a_timeline(tmp_path):
     from probes.collapse import diagnose_run
     from test_collapse import modify, transient_series, write_metrics
 
-    # the precursor leads by 220 steps: within the band's re-basing window (30 points)
-    series = modify(transient_series(3), "kernel/g.inv1/max_abs", 1620, lambda v, d: v * 6)
+    series = modify(transient_series(3), "kernel/g.inv1/max_abs", 1600, lambda v, d: v * 6)
     series = modify(series, "wgan/distance", 1840, lambda v, d: v * 40)
     write_metrics(tmp_path / "run", series)
     (tmp_path / "run" / "config.json").write_text(json.dumps({"config": {"arch": "igan"}}))
@@ -192,9 +191,9 @@ def test_a_run_with_first_signs_gets_a_timeline(tmp_path):
     section = _section(page, "run")
     assert "Timeline: first signs, then events" in section
     items = re.findall(r'<li class="(sign|warning|collapse)"><b>step ([\d,]+)</b>', section)
-    assert items[0] == ("sign", "1,620") and ("collapse", "1,840") in items
-    assert "layer <code>g.inv1</code> · 220 steps before the divergence collapse" in section
-    assert re.search(r'<i class="sign" style="left:6[0-9.]+%"', section)  # 1,520 of 2,400
+    assert items[0] == ("sign", "1,600") and ("collapse", "1,840") in items
+    assert "layer <code>g.inv1</code> · 240 steps before the divergence collapse" in section
+    assert re.search(r'<i class="sign" style="left:66.67%"', section)  # 1,600 of 2,400
 
 
 def test_page_is_escaped(report):

@@ -100,6 +100,10 @@ def test_runs_are_scored_against_their_ground_truth(tmp_path):
             summary["caught"], summary["signs"]) == (1, [], 2, 1, 1)
     assert [s.name for s in summary["healthy_warnings"]] == ["arch-dcgan_seed-0"]
     assert summary["per_recipe"]["lr-raise"]["median_latency"] == 30
+    # the doc's timeline: one row per failure or broken layer
+    figure = tmp_path / "timeline.png"
+    assert _load_script().timeline_figure(zoo.score_zoo(tmp_path, 2000), figure)
+    assert figure.stat().st_size > 5000
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +174,8 @@ def test_the_doc_is_written_from_the_zoo_runs(ci_zoo, tmp_path):
     assert "| lr-raise | schedule bug: both learning rates ×100 at 40 % | fault step | 1 |" in text
     rows = [line for line in text.splitlines() if line.startswith("| k-outputs | 0 (tuning) |")]
     assert len(rows) == 1 and "| no failure; fault at 40 |" in rows[0]  # CI runs log no FID
-    assert (tmp_path / "docs" / "collapse" / "zoo-timeline.png").is_file()
+    assert "![Verdicts by arch](collapse/zoo-verdicts-by-arch.png)" in text  # the report's
+    assert (tmp_path / "docs" / "collapse" / "zoo-verdicts-by-arch.png").is_file()
     assert "ms CPU per logged step" in text
 
 
