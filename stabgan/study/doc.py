@@ -310,6 +310,16 @@ def seed_answer(sweeps: dict[str, Sweep]) -> str:
             + "; ".join(parts) + ".")
 
 
+def not_run_lines(sweeps: dict[str, Sweep]) -> list[str]:
+    """Which sweeps have no run here, and where earlier results of theirs are."""
+    missing = [name for name, sweep in sweeps.items() if not sweep.records]
+    if not missing:
+        return []
+    return [f"Not run here: {', '.join(f'`{m}`' for m in missing)}. Results of earlier runs "
+            "of the first round's sweeps (400 steps) are in this file's git history; their run "
+            "directories were not kept.", ""]
+
+
 def write_doc(args: StudyOptions, path: Path) -> str:
     """Write the doc at path and its figures in path's folder/<path stem>/; returns the text."""
     sweeps = load_sweeps(args)
@@ -323,8 +333,9 @@ def write_doc(args: StudyOptions, path: Path) -> str:
     lines = [
         "# Reproduction of the seed's claims",
         "",
-        f"Generated on {time.strftime('%Y-%m-%d')} from the run directories under `{args.out}` "
-        f"({len(counted)} finished runs) by "
+        f"Generated on {time.strftime('%Y-%m-%d')} from the run directories under "
+        f"`{args.seed_out}` (the seed study; its finished runs are kept in the repository) and "
+        f"`{args.out}` (the first round's short runs), {len(counted)} finished runs, by "
         f"`{regen_command(args, short_steps, config_values(long_runs, 'steps'), datasets)}`: "
         f"running it again "
         f"resumes the sweeps (finished runs are skipped) and rewrites this file and "
@@ -354,7 +365,8 @@ def write_doc(args: StudyOptions, path: Path) -> str:
               "## Conclusions", "",
               *[conclusion(cid, f, steps[0] if len(steps) == 1 else None)
                 for cid, _, f, _ in found], "",
-              "## Limits of this study", "", limits(sweeps, counted), ""]
+              "## Limits of this study", "", limits(sweeps, counted), "",
+              *not_run_lines(sweeps)]
     doc = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
