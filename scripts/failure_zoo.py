@@ -284,7 +284,8 @@ def write_doc(args, command: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "zoo")
+    # finished runs are the zoo's record, kept in the repository (see .gitignore for what is not)
+    parser.add_argument("--out", type=Path, default=ROOT / "studies" / "zoo")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "collapse.md")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2, help="runs at a time")
