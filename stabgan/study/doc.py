@@ -21,7 +21,7 @@ from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_
                                   table2_width)
 from stabgan.study.markdown import (figure_lines, fmt, fmt_duration, fmt_mean, join, kinds,
                                     median_ms, onsets, runs_count, slug, table, verdicts)
-from stabgan.study.records import (Point, RunRecord, Sweep, closest_readings, config_values,
+from stabgan.study.records import (Point, RunRecord, Sweep, config_values,
                                    load_sweeps, timing)
 from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, SEED_TABLE2, StudyOptions,
                                   default_out, default_seed_out)
@@ -192,7 +192,7 @@ def _closest_cell(p: Point | None) -> str:
     """The largest of each closest reading over the point's runs."""
     if p is None:
         return "–"
-    found = [closest_readings(r.path) for r in p.runs if r.path is not None]
+    found = [r.closest for r in p.runs]
     labels = (("gp_p95_max", "‖∇D‖ p95 ≤ {:.2f}"), ("distance_late_max", "abs(distance) ≤ {:.1f}"),
               ("kernel_growth", "kernel max ×{:.1f}"), ("sigma0_growth", "σ0 ×{:.1f}"))
     return "; ".join(text.format(max(f[key] for f in found if key in f))

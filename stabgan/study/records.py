@@ -36,6 +36,7 @@ class RunRecord:
                            # moves whenever `stabgan diagnose` updates its verdict)
     path: Path | None = None
     events: list = field(default_factory=list)  # diagnosis.json's events
+    closest: dict = field(default_factory=dict)  # closest_readings of its metrics
 
     @property
     def finished(self) -> bool:
@@ -75,7 +76,7 @@ def read_run(run_dir: Path) -> RunRecord:
         coverage_best=max(coverage) if coverage else None,
         ms_per_step=step_s * 1000 if isinstance(step_s, (int, float)) else None,
         steps=summary.get("steps"), wall_s=summary.get("wall_s"),
-        started=_mtime(run_dir / CONFIG),
+        closest=closest_readings(series), started=_mtime(run_dir / CONFIG),
         ended=_mtime(run_dir / METRICS) if summary else None, path=run_dir,
         events=events)
 
@@ -157,11 +158,10 @@ def config_values(records: list[RunRecord], key: str) -> list:
 
 
 
-def closest_readings(run_dir: Path) -> dict[str, float]:
+def closest_readings(series: dict) -> dict[str, float]:
     """How near a run came to instability, from its metrics: the largest gradient norm at x̂
     (p95), the largest |distance| after the first tenth of the run, and the largest growth of an
     involution kernel's max |h| and of a layer's σ0 over their first logged values."""
-    series = metric_series(read_metrics(run_dir))
     out: dict[str, float] = {}
     p95 = _finite(series.get("gp/norm_p95", ((), ()))[1])
     if p95:
