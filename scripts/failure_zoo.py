@@ -67,8 +67,7 @@ def truth_cell(score: zoo.RunScore) -> str:
     if score.truth_onset is None:
         fault = f"; fault at {score.injected:,}" if score.injected is not None else ""
         return f"no failure{fault}"
-    how = "fault" if score.truth_onset == score.injected else "FID"
-    return f"{score.truth_onset:,} ({how})"
+    return f"{score.truth_onset:,} ({score.truth_from})"
 
 
 def event_cell(event: dict | None) -> str:
@@ -128,7 +127,8 @@ def recipe_rows(scores: list[zoo.RunScore], summary: dict) -> list[str]:
             continue
         r = summary["per_recipe"][recipe.name]
         recall = f"{r['caught'] / r['failed']:.0%}" if r["failed"] else "—"
-        onset_from = "fault step" if recipe.fault_at is not None else "FID"
+        onset_from = ("fault step" if recipe.fault_at is not None
+                      else f"FID, or FID vs {recipe.twin}" if recipe.twin else "FID")
         rows.append(f"| {recipe.name} | {recipe.what} | {onset_from} | {len(runs)} | "
                     f"{r['failed']} | {r['caught']} | {recall} | "
                     f"{_signed(r['median_latency'])} | {r['signs']} of {r['caught']} | "
@@ -229,7 +229,10 @@ def write_doc(args, command: str) -> str:
         f"{', '.join(map(str, zoo.TUNE_SEEDS))} and are reported unchanged on held-out seed "
         f"{', '.join(map(str, zoo.HELD_OUT_SEEDS))}.", "",
         "Ground truth never comes from the detector's own readings: a run failed when its FID "
-        f"rises ×{zoo.FID_RISE:g} over its best so far or a loss goes non-finite; the onset is "
+        f"rises ×{zoo.FID_RISE:g} over its best so far or a loss goes non-finite, or (a setting "
+        f"that trains badly: FID vs twin) when its FID is ×{zoo.FID_RISE:g} that of its healthy "
+        f"twin, the same arch and seed with default settings, at {zoo.TWIN_READINGS} FID steps "
+        "in a row: a run that never learns never rises over its own best. The onset is "
         "the fault's step for a recipe with a fault (the cause: the FID sees it a reading "
         "later), else that first FID step. A fault the FID shrugs off is no failure (the "
         "detector should stay quiet, or for a layer fault name the layer). A failure is caught "

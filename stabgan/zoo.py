@@ -4,9 +4,11 @@ runs, and how the collapse detector did on them (scripts/failure_zoo.py writes d
 A recipe is data: RunConfig settings, a fault from probes.inject among them or a setting that
 makes training go wrong. The ground truth never comes from the detector's readings: a run has
 failed when its FID (domain features, 1,000 samples, every 2 % of the run) rises `FID_RISE`x
-over its best so far, or when a loss or weight goes non-finite; the failure's onset is the
-fault's step for a recipe with a fault (the cause; the FID sees it a reading later), else the
-first such FID step. A fault that turns out harmless (the FID never rises) is no failure, and
+over its best so far, or when a loss or weight goes non-finite, or, for a setting that trains
+badly, when its FID stays `FID_RISE`x that of its healthy twin (the same arch and seed with
+default settings) at the same steps for `TWIN_READINGS` readings in a row: a run that never
+learns never rises over its own best. The failure's onset is the fault's step for a recipe
+with a fault (the cause; the FID sees it a reading later), else the first such FID step. A fault that turns out harmless (the FID never rises) is no failure, and
 the detector should say nothing. A layer fault (`layer`) breaks one layer at its step: whether
 or not the samples suffer, the detector should name that layer.
 
@@ -28,6 +30,7 @@ from stabgan.sweep import SweepSpec, point_name
 
 FID_RISE = 3.0              # ground truth: FID this many times its best so far
 FID_TAG = "fid/domain"
+TWIN_READINGS = 3           # ground truth: FID readings in a row this far above the twin's
 ONSET_TOLERANCE = 0.05      # a catch is within this fraction of the run length of the truth
 TUNE_SEEDS = (0,)           # thresholds were tuned on these runs ...
 HELD_OUT_SEEDS = (1,)       # ... and are reported unchanged on these
@@ -42,6 +45,7 @@ class Recipe:
     settings: dict = field(default_factory=dict)  # RunConfig fields (not the seed)
     fault_at: float | None = None  # where the fault acts, as a fraction of the run
     layer: bool = False          # the fault breaks one layer (the detector should name it)
+    twin: str | None = None      # the healthy recipe its FID is compared with (no fault)
 
     def values(self, steps: int, seed: int) -> dict:
         """The sweep point: settings, the fault placed in a run of `steps`, and the seed."""
@@ -75,14 +79,14 @@ def recipes() -> list[Recipe]:
         Recipe("lr-raise-dcgan", "realistic", "schedule bug on DCGAN: learning rates ×30 at 60 %",
                {"arch": "dcgan", "fault": "lr@STEP:30"}, fault_at=0.6),
         Recipe("gp-weak-0.1", "realistic", "too weak a penalty: λ = 0.1",
-               {"arch": "igan", "gp_lambda": 0.1}),
+               {"arch": "igan", "gp_lambda": 0.1}, twin="healthy-igan"),
         Recipe("gp-weak-1", "realistic", "too weak a penalty: λ = 1",
-               {"arch": "igan", "gp_lambda": 1.0}),
+               {"arch": "igan", "gp_lambda": 1.0}, twin="healthy-igan"),
         Recipe("critic-bn", "realistic", "batch norm in the critic (its involution kernels)",
-               {"arch": "igan", "inv_where": "both", "norm": "batch"}),
+               {"arch": "igan", "inv_where": "both", "norm": "batch"}, twin="healthy-igan"),
         Recipe("g-overpowers", "realistic", "generator overpowers the critic: lr G 1e-3 ≫ "
                "lr D 1e-4, one critic step", {"arch": "igan", "lr_g": 1e-3, "lr_d": 1e-4,
-                                              "n_critic": 1}),
+                                              "n_critic": 1}, twin="healthy-igan"),
         Recipe("softmax-saturated", "realistic", "softmax kernels saturate: G's kernel logits "
                "×30 at 40 %", {"arch": "igan", "norm": "softmax", "fault": "saturate@STEP:30"},
                fault_at=0.4, layer=True),
@@ -133,6 +137,23 @@ def fid_onset(steps: list[int], values: list[float], rise: float = FID_RISE) -> 
     return None
 
 
+def twin_onset(steps: list[int], values: list[float], twin: dict[int, float],
+               rise: float = FID_RISE, readings: int = TWIN_READINGS) -> int | None:
+    """The first of `readings` FID steps in a row whose FID is `rise` times the healthy twin's
+    FID at the same step (`twin`: step -> FID), or None. A non-finite FID counts as above."""
+    streak: list[int] = []
+    for step, value in zip(steps, values):
+        if step not in twin:
+            continue
+        if not math.isfinite(value) or value >= rise * twin[step]:
+            streak.append(step)
+            if len(streak) == readings:
+                return streak[0]
+        else:
+            streak = []
+    return None
+
+
 def nonfinite_step(series: dict) -> int | None:
     """The first step with a non-finite loss, or non-finite weights, or None."""
     steps = [step for tag, (tag_steps, values) in series.items() if tag.startswith(NONFINITE_GROUPS)
@@ -151,8 +172,9 @@ class RunScore:
     steps: int | None                 # the run's target length
     verdict: str | None
     injected: int | None              # the fault's step (recipes with a fault)
-    fid_onset: int | None             # the FID rule's onset, or the first non-finite step
+    fid_onset: int | None             # the FID rules' onset, or the first non-finite step
     truth_onset: int | None           # the onset of the run's failure; None: it did not fail
+    truth_from: str | None            # its rule: fault | FID | non-finite | FID vs twin
     events: list[dict]
     caught: dict | None = None        # the first event within tolerance of the truth
     early: list[dict] = field(default_factory=list)  # events before truth − tolerance
@@ -192,21 +214,28 @@ def _near(events: list[dict], step: int, tolerance: int) -> tuple[dict | None, l
     return (first if first is not None and first["step"] <= step + tolerance else None), early
 
 
-def score_run(run_dir: Path, recipe: Recipe, seed: int) -> RunScore:
-    """Read a zoo run (its diagnosis.json as it stands) and judge it against its truth."""
+def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = None) -> RunScore:
+    """Read a zoo run (its diagnosis.json as it stands) and judge it against its truth;
+    `twin_dir`: the run of the recipe's healthy twin, for a recipe that has one."""
     run_dir = Path(run_dir)
     summary = read_json(run_dir / SUMMARY) or {}
     diagnosis = read_json(run_dir / DIAGNOSIS) or {}
     steps = ((read_json(run_dir / CONFIG) or {}).get("config") or {}).get("steps")
     series = metric_series(read_metrics(run_dir))
-    by_fid = min((s for s in (fid_onset(*series.get(FID_TAG, ([], []))), nonfinite_step(series))
-                  if s is not None), default=None)
+    fid = series.get(FID_TAG, ([], []))
+    onsets = {"FID": fid_onset(*fid), "non-finite": nonfinite_step(series)}
+    if twin_dir is not None:
+        twin_steps, twin_values = metric_series(read_metrics(twin_dir)).get(FID_TAG, ([], []))
+        onsets["FID vs twin"] = twin_onset(*fid, dict(zip(twin_steps, twin_values)))
+    found = {step: rule for rule, step in reversed(onsets.items()) if step is not None}
+    by_fid = min(found, default=None)
+    truth_from = found.get(by_fid)
     injected = recipe.fault_step(steps) if steps else None
     truth = by_fid
     if by_fid is not None and injected is not None and injected <= by_fid:
-        truth = injected  # the cause; the FID (read every 2 %) sees it later
+        truth, truth_from = injected, "fault"  # the cause; the FID (read every 2 %) sees it later
     score = RunScore(recipe, seed, run_dir.name, summary.get("status"), steps,
-                     diagnosis.get("verdict"), injected, by_fid, truth,
+                     diagnosis.get("verdict"), injected, by_fid, truth, truth_from,
                      diagnosis.get("events") or [], wall_s=summary.get("wall_s"))
     if truth is not None:
         score.caught, score.early = _near(score.events, truth, score.tolerance)
@@ -218,12 +247,17 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int) -> RunScore:
 
 def score_zoo(out: Path, steps: int) -> list[RunScore]:
     """Every zoo run found under `out` (runs not started yet are left out)."""
+    by_name = {recipe.name: recipe for recipe in recipes()}
     scores = []
-    for recipe in recipes():
+    for recipe in by_name.values():
         for seed in SEEDS:
             run_dir = Path(out) / run_name(recipe, steps, seed)
+            twin_dir = None
+            if recipe.twin is not None:
+                twin_dir = Path(out) / run_name(by_name[recipe.twin], steps, seed)
+                twin_dir = twin_dir if (twin_dir / SUMMARY).is_file() else None
             if (run_dir / SUMMARY).is_file():
-                scores.append(score_run(run_dir, recipe, seed))
+                scores.append(score_run(run_dir, recipe, seed, twin_dir))
     return scores
 
 

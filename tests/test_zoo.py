@@ -43,6 +43,25 @@ def test_fid_onset_is_the_first_rise_over_the_best_so_far():
     assert zoo.nonfinite_step({"loss/critic": ([10], [1.0])}) is None
 
 
+def test_a_run_that_never_learns_fails_against_its_healthy_twin(tmp_path):
+    steps = [40, 80, 120, 160, 200, 240]
+    twin = {40: 300, 80: 100, 120: 50, 160: 30, 200: 20, 240: 20}
+    never_learns = [300, 200, 160, 100, 70, 80]
+    assert zoo.fid_onset(steps, never_learns) is None  # it never rises over its own best
+    assert zoo.twin_onset(steps, never_learns, twin) == 120  # 160 ≥ 3 × 50, then 2 more
+    assert zoo.twin_onset(steps, [300, 200, 160, 80, 70, 80], twin) is None  # streak broken
+    assert zoo.twin_onset(steps, [300, 200, math.inf, 100, 70, 80], {}) is None  # no twin
+    by_name = {r.name: r for r in zoo.recipes()}
+    over, healthy = by_name["g-overpowers"], by_name[by_name["g-overpowers"].twin]
+    _run(tmp_path, healthy, 0, [], [300.0] + [20.0] * 49)
+    _run(tmp_path, over, 0, [_event("mode_collapse", "warning", 120),
+                             _event("mode_collapse", "collapse", 400)],
+         [300.0] + [50.0] * 4 + [80.0] * 45)  # ≥ 3 × 20 from step 240 on: onset 240
+    score = next(s for s in zoo.score_zoo(tmp_path, 2000) if s.recipe.name == over.name)
+    assert (score.truth_onset, score.truth_from, score.fid_onset) == (240, "FID vs twin", 240)
+    assert score.caught is None and [e["step"] for e in score.early] == [120]
+
+
 def _run(out: Path, recipe: zoo.Recipe, seed: int, events: list[dict], fid: list[float],
          steps: int = 2000) -> Path:
     run_dir = out / zoo.run_name(recipe, steps, seed)
