@@ -14,7 +14,9 @@ import os
 import sys
 from pathlib import Path
 
+from probes.collapse import VERDICTS
 from reports import figures, runs as runlib
+from stabgan.text import number
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
 CACHE_FILE = ".stabgan-report.json"  # in each run directory: its cached rendering
@@ -224,7 +226,7 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
     runs = data["runs"]
     rows = [{**r["row"], "name": r["name"]} for r in runs]
     fid_curves = [(r["name"], r["row"]["verdict"], r["fid"]) for r in runs if r["fid"]]
-    counts = {v: sum(r["row"]["verdict"] == v for r in runs) for v in runlib.VERDICTS}
+    counts = {v: sum(r["row"]["verdict"] == v for r in runs) for v in VERDICTS}
     counts["none"] = sum(r["row"]["verdict"] is None for r in runs)
     html = _environment().get_template("report.html").render(
         title=str(runs_dir), runs=runs, skipped=data["skipped"], counts=counts,
@@ -247,20 +249,6 @@ def _environment():
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = _num
-    env.filters["count"] = lambda v: "—" if v is None else f"{v:,}"
+    env.filters["num"] = lambda value: number(value, digits=4)
+    env.filters["count"] = number
     return env
-
-
-def _num(value, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value != value:
-        return "NaN"
-    if abs(value) >= 1e5 or (value and abs(value) < 1e-3):
-        return f"{value:.3g}"
-    return f"{value:.{digits}g}"

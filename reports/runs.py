@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from probes.collapse import VERDICTS
 from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, SAMPLES, SUMMARY,
                             read_json, to_float)
 
-VERDICTS = ("healthy", "unstable", "collapsed")  # diagnosis.json's values (docs/design.md)
 RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
 MAX_EVENTS = 50         # events listed per run; a pathological run can log thousands
 MAX_TRACEBACK_CHARS = 20_000  # of a failed run's error.log shown (its end: the error itself)

@@ -299,11 +299,11 @@ def detector_cost(run_dirs: list[Path]) -> dict:
     """ms per logged step of DetectorState.update (every tag tracked), replaying the runs'
     metrics. Thread CPU time: on a shared machine wall time adds whole scheduler slices to a
     random few updates, which says nothing about the detector."""
-    from probes.collapse import DetectorState, _by_step
+    from probes.collapse import DetectorState, series_by_step
 
     times, tags = [], []
     for run_dir in run_dirs:
-        by_step = _by_step(metric_series(read_metrics(run_dir)))
+        by_step = series_by_step(metric_series(read_metrics(run_dir)))
         state = DetectorState()
         for step in sorted(by_step):
             started = time.thread_time_ns()

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from probes.base import Probe
 from probes.inject import InjectNaN
-from probes.collapse import (KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, DetectorState, _by_step,
+from probes.collapse import (KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, DetectorState, series_by_step,
                              OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
                              make_diagnosis, verdict)
 from stabgan.cli import cli
@@ -332,7 +332,7 @@ def test_every_tag_is_tracked_at_a_cost_of_o_tags():
     for i in range(160):  # a `--probes all` run's per-layer readings
         steps, values = series["gp/norm_mean"]
         series[f"grad/g.layer{i}"] = (steps, [v * (1 + i) for v in values])
-    by_step = _by_step(series)
+    by_step = series_by_step(series)
     state = DetectorState()
     started = time.thread_time()
     for step in sorted(by_step):
@@ -547,7 +547,7 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     from stabgan.train import _postfix
     series = modify(transient_series(7), "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 6)
     detector = OnlineDetector()
-    for step, scalars in sorted(_by_step(truncate(series, 1600)).items()):
+    for step, scalars in sorted(series_by_step(truncate(series, 1600)).items()):
         detector.update(step, scalars)
     postfix = _postfix(detector.state.latest, detector)
     assert postfix["verdict"] == "healthy"  # out of its band, under any rule's threshold
@@ -555,7 +555,7 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     assert postfix["sign"].startswith("kernel/g.inv1/max_abs ×") and postfix["sign"].endswith(
         " @1,520")
     diverged = modify(series, "wgan/distance", 1760, lambda v, d: v * 40)
-    for step, scalars in sorted(_by_step(diverged).items()):
+    for step, scalars in sorted(series_by_step(diverged).items()):
         if step > 1600:
             detector.update(step, scalars)
     postfix = _postfix(detector.state.latest, detector)

@@ -6,6 +6,7 @@ import re
 import statistics
 from pathlib import Path
 
+from probes.collapse import VERDICTS
 from stabgan.study.records import Point, Sweep
 from stabgan.study.sweeps import SEED_SWEEPS, SWEEP_KEYS
 from stabgan.sweep import FINISHED
@@ -38,7 +39,7 @@ def fmt_mean(point: Point | None, attr: str, digits: int = 1) -> str:
 def verdicts(point: Point | None) -> str:
     if point is None:
         return "–"
-    counts = {v: sum(r.verdict == v for r in point.runs) for v in ("healthy", "unstable", "collapsed")}
+    counts = {v: sum(r.verdict == v for r in point.runs) for v in VERDICTS}
     missing = len(point.runs) - sum(counts.values())
     text = " / ".join(str(counts[v]) for v in counts)
     return text + (f" (+{missing} n/a)" if missing else "")

@@ -1,0 +1,190 @@
+"""Collapse detection: pure functions over metric series -> events; an online wrapper.
+
+    events = detect(metric_series(read_metrics(run_dir)))      # offline, pure
+    diagnosis = diagnose_run(run_dir)                          # same, and writes diagnosis.json
+    detector = OnlineDetector(run_dir); detector.update(step, scalars)   # inside a training loop
+
+An event is `{"kind", "step", "severity": "warning"|"collapse", "evidence", "first_signs",
+"message"}`; `step` is the onset (the first logged step of the sustained excursion),
+`evidence["detected_step"]` the step at which it was confirmed. Kinds (docs/design.md): nan,
+divergence, gp_blowup, mode_collapse, kernel_collapse, spectral_explosion.
+
+The band. Every logged tag (but `time/` and `weights/`) has a band that follows the run: the
+median and MAD of its latest `baseline_points` in-band points, each joining `baseline_lag`
+points after it was read (ln x for positive magnitudes). A point is out of band when it is
+`robust_z` robust standard deviations from the median *and* `band_factor` times away from it
+(a tag of any sign: that many times its typical magnitude), or when a rule finds it out of
+band; such points never join. An excursion is therefore judged against the run as it was just
+before it, however long ago the early transient was, and the transient itself, followed point
+by point, raises nothing. An excursion that lasts `rebase_points` without any rule minding it
+is the run's new level: the band re-centres on it.
+
+The rules. A detector's tag is out of band only when it is beyond `robust_z` of its band *and*
+beyond a size threshold that has a meaning of its own (×10 the band's level, a gradient norm
+10× away from 1, 60% of the modes lost, ...); an event needs `sustain_points` such points,
+interrupted by at most `sustain_gaps` in-band ones. Thresholds that are absolute (a gradient
+norm far from 1, a fraction of dead taps) also keep the points past them out of the band, so a
+slow drift past them is still caught. Metrics that improve as training goes (coverage,
+pairwise diversity) are judged against their best running median so far. A tag read more
+sparsely than the run logs (σ0, diversity) counts proportionally fewer points. A tag that was
+never logged is never judged.
+
+First signs. Each event lists the tags that were out of their band at its onset, and had been
+since a step at or before it, in time order: step, lead over the onset, size, layer.
+
+Grading. A degenerate layer (kernel_collapse, spectral_explosion) is a collapse of the run
+only when the samples show it too: when the sample readings (coverage, diversity) are logged
+and all in band at its confirmation, it is a warning about that layer.
+
+`detect` replays the series through the same incremental state machine `OnlineDetector` runs,
+so online and offline diagnoses agree step for step; an update costs O(number of tags).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping
+
+from probes.collapse.rules import Thresholds, layer_of
+from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, VERDICTS,
+                                   WARNING, DetectorState, detect, make_diagnosis,
+                                   series_by_step, sign_size, sign_text, verdict)
+from stabgan.runlog import DIAGNOSIS, SUMMARY, metric_series, read_json, read_metrics, write_json
+
+
+def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
+    """Recompute the diagnosis from metrics.jsonl; write diagnosis.json atomically and set
+    summary.json's "verdict" and "onset_step" (when summary.json exists). Works on runs still
+    being written and on truncated files. Returns the diagnosis."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    thresholds = thresholds or Thresholds()
+    events = detect(metric_series(records), thresholds)
+    diagnosis = make_diagnosis(events, thresholds,
+                               max((r["step"] for r in records), default=None))
+    write_json(run_dir / DIAGNOSIS, diagnosis)
+    update_summary(run_dir, diagnosis)
+    return diagnosis
+
+
+def update_summary(run_dir: Path, diagnosis: dict) -> None:
+    """Set summary.json's verdict and onset_step, keeping every other key (no-op without one)."""
+    summary = read_json(Path(run_dir) / SUMMARY)
+    if summary is not None:
+        summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"])
+        write_json(Path(run_dir) / SUMMARY, summary)
+
+
+SIGNS_SHOWN = 3  # first signs per event in format_diagnosis
+
+
+def format_diagnosis(diagnosis: dict, run_dir: Path | str | None = None) -> str:
+    """A few human lines: the verdict, then one line per event and its first signs."""
+    name = diagnosis["verdict"]
+    where = f"{run_dir}: " if run_dir is not None else ""
+    head = f"{where}{name}"
+    if diagnosis.get("onset_step") is not None:
+        head += f" (onset at step {diagnosis['onset_step']:,})"
+    events = diagnosis.get("events", [])
+    last = diagnosis.get("last_step")
+    head += f"; {len(events)} event{'s' * (len(events) != 1)}"
+    if last is not None:
+        head += f" (metrics up to step {last:,})"
+    lines = [head]
+    for event in events:
+        lines.append(f"  {event['severity']:<8} {event['kind']:<18} {event['message']}")
+        signs = event.get("first_signs") or []
+        if signs:
+            shown = "; ".join(
+                f"step {s['step']:,} {sign_text(s)}"
+                + (f" [{s['layer']}]" if s.get("layer") else "")
+                + (f", {s['lead']:,} steps before" if s["lead"] else ", at the onset")
+                for s in signs[:SIGNS_SHOWN])
+            more = f" (+{len(signs) - SIGNS_SHOWN} more)" if len(signs) > SIGNS_SHOWN else ""
+            lines.append(f"  {'':<8} {'':<18} first signs: {shown}{more}")
+    return "\n".join(lines)
+
+
+class OnlineDetector:
+    """The detector inside a training loop: `update(step, scalars)` per logged step.
+
+    Keeps run_dir/diagnosis.json current: rewritten (atomically, about a millisecond) at
+    every update, so it is never older than metrics.jsonl. On its first update it replays the
+    run's earlier metrics (a resumed run), so its diagnosis equals `diagnose_run`'s.
+    """
+
+    def __init__(self, run_dir: Path | str | None = None, thresholds: Thresholds | None = None):
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.state = DetectorState(thresholds)
+        self._primed = False
+
+    @property
+    def events(self) -> list[dict]:
+        return self.state.events
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.state.events)[0]
+
+    @property
+    def onset_step(self) -> int | None:
+        return verdict(self.state.events)[1]
+
+    @property
+    def collapsed(self) -> bool:
+        return self.onset_step is not None
+
+    def pending_onset(self) -> int | None:
+        """Onset of an excursion being watched but not yet confirmed (None when in band)."""
+        return self.state.pending_onset()
+
+    def first_sign(self) -> dict | None:
+        """What a user should look at now: the first sign of the earliest collapse (or of the
+        first warning), else the earliest tag out of its band at the latest step."""
+        events = self.state.events
+        collapses = [e for e in events if e["severity"] == COLLAPSE]
+        for event in collapses[:1] or events[:1]:
+            if event.get("first_signs"):
+                return event["first_signs"][0]
+        return self.state.watching()
+
+    def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
+        """Feed one logged step; returns the new events (usually none)."""
+        if not self._primed:
+            self._prime(step)
+        new = self.state.update(step, scalars)
+        self.write()
+        return new
+
+    def _prime(self, step: int) -> None:
+        self._primed = True
+        if self.run_dir is None:
+            return
+        earlier = metric_series(r for r in read_metrics(self.run_dir) if r["step"] < step)
+        for event_step, scalars in sorted(series_by_step(earlier).items()):
+            self.state.update(event_step, scalars)
+
+    def diagnosis(self) -> dict:
+        return self.state.diagnosis()
+
+    def write(self) -> dict:
+        """Write diagnosis.json now (and return it)."""
+        if not self._primed:  # never updated (e.g. a resumed run with no step left)
+            self._prime(math.inf)
+        diagnosis = self.diagnosis()
+        if self.run_dir is not None:
+            write_json(self.run_dir / DIAGNOSIS, diagnosis)
+        return diagnosis
+
+    def close(self) -> dict:
+        """Write the final diagnosis.json and set summary.json's verdict and onset_step."""
+        diagnosis = self.write()
+        if self.run_dir is not None:
+            update_summary(self.run_dir, diagnosis)
+        return diagnosis
+
+
+__all__ = ["KINDS", "LAYER_KINDS", "VERDICTS", "WARNING", "COLLAPSE", "NONFINITE_WEIGHTS",
+           "Thresholds", "DetectorState", "OnlineDetector", "series_by_step", "detect",
+           "diagnose_run", "format_diagnosis", "make_diagnosis", "update_summary", "verdict",
+           "layer_of", "sign_size", "sign_text"]

@@ -1,0 +1,261 @@
+"""The band every logged tag is judged against, and the excursions out of it.
+
+A `Track` follows one tag: its band (median and robust std of its latest in-band points,
+joining with a lag; ln x for positive magnitudes), its current out-of-band stretch, and
+re-basing when an excursion no rule minds lasts long enough. A `Watch` applies one rule to a
+tracked tag and confirms sustained excursions (the events' raw material). No I/O.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections import deque
+from dataclasses import dataclass
+
+from probes.collapse.rules import Rule, Thresholds, layer_of
+
+TYPICAL_DECAY = 0.98  # per point: the running mean |x| that scales a linear tag's band
+# Tags without a rule whose band is in ln x: positive magnitudes with multiplicative noise
+# (README's readings table); every other tag without a rule is judged as it is.
+RATIO_TAGS = ("gp/norm_*", "gp/penalty", "critic/*_std", "kernel/*/std", "kernel/*/max_abs",
+              "kernel/*/entropy", "kernel/*/*_var", "kernel/*/*_norm", "spectra/*", "grad/*",
+              "update/*", "diversity/pairwise*", "fid/*")
+
+
+@dataclass
+class Band:
+    """A tag's band: median and robust std of its admitted points, in the tag's space."""
+    median: float
+    scale: float
+    log: bool
+    steps: tuple[int, int]       # first and last step of the points it was computed from
+
+    @property
+    def center(self) -> float:
+        """The band's median as a value of the metric itself."""
+        return math.exp(self.median) if self.log else self.median
+
+    def z(self, x: float) -> float:
+        """How many robust standard deviations x is from the band's median."""
+        return abs(_space(x, self.log) - self.median) / self.scale
+
+
+def _space(x: float, log: bool) -> float:
+    return (math.log(x) if x > 0 else -math.inf) if log else x
+
+
+# --------------------------------------------------------------------------- state machine
+
+@dataclass(frozen=True)
+class _Counts:
+    """A tag's counts in its own points (a sparse tag counts proportionally fewer)."""
+    warmup: int
+    window: int
+    lag: int
+    sustain: int
+    span: int       # the window an event's sustain points must fall in
+    rebase: int
+    sign: int
+
+
+def _counts(first_gap: int | None, t: Thresholds, log_interval: int | None) -> _Counts:
+    """The Thresholds counts are in logged steps of the run; a tag read k times more sparsely
+    (σ0, diversity) needs k times fewer points to cover the same steps, but at least 3 band
+    points and 2 sustained ones."""
+    k = 1
+    if first_gap and log_interval:
+        k = max(1, round(first_gap / log_interval))
+    window = max(math.ceil(t.baseline_points / k), min(3, t.baseline_points))
+    sustain = max(math.ceil(t.sustain_points / k), min(2, t.sustain_points))
+    return _Counts(warmup=math.ceil(t.warmup_points / k), window=window,
+                   lag=math.ceil(t.baseline_lag / k),
+                   rebase=max(math.ceil(t.rebase_points / k), window),
+                   sustain=sustain, span=sustain + (t.sustain_gaps if sustain >= 4 else 0),
+                   sign=max(math.ceil(t.sign_points / k), min(2, t.sign_points)))
+
+
+class _Stretch:
+    """The current run of out-of-band points of one tag (ends after enough in-band ones)."""
+
+    __slots__ = ("start", "points", "out", "in_band", "extreme", "extreme_z", "ruled", "values")
+
+    def __init__(self, step: int, x: float, z: float, window: int):
+        self.start, self.points, self.out, self.in_band = step, 0, 0, 0
+        self.extreme, self.extreme_z = x, z
+        self.ruled = False                          # a rule found a point of it out of band
+        self.values: deque = deque(maxlen=window)   # (step, value in the tag's space)
+
+
+class Track:
+    """One tag's band, following the run with a lag, and its current excursion."""
+
+    __slots__ = ("tag", "log", "improves", "counts", "early", "band", "window", "pending",
+                 "typical", "stretch", "initial")
+
+    def __init__(self, tag: str, rule: Rule | None):
+        self.tag = tag
+        self.log = rule.log if rule else any(fnmatch.fnmatchcase(tag, p) for p in RATIO_TAGS)
+        # the direction a best-so-far rule calls improvement: not an excursion (+1 rising)
+        self.improves = {"best_max": 1, "best_min": -1}.get(rule.reference, 0) if rule else 0
+        self.counts: _Counts | None = None
+        self.early: list[tuple[int, float]] = []   # (step, x) until the band exists
+        self.band: Band | None = None
+        self.window: deque = deque()        # the band's (step, value in the tag's space)
+        self.pending: deque = deque()       # (step, value, joins?) read < lag points ago
+        self.typical = 0.0                  # running mean |x| (a linear tag's scale)
+        self.stretch: _Stretch | None = None
+        self.initial: list[float] = []      # the first band's values (best-so-far rules)
+
+    def collect(self, step: int, x: float, t: Thresholds, log_interval: int | None) -> bool:
+        """Gather points until the first band exists; True when it has just been made."""
+        self.early.append((step, x))
+        gap = self.early[1][0] - self.early[0][0] if len(self.early) >= 2 else None
+        self.counts = c = _counts(gap, t, log_interval)
+        if len(self.early) < c.warmup + c.window:
+            return False
+        points = self.early[c.warmup:]
+        values = [v for _, v in points]
+        self.log = self.log and min(values) > 0  # ln needs a positive band
+        self.window = deque(((s, _space(v, self.log)) for s, v in points), maxlen=c.window)
+        self.typical = sum(abs(v) for v in values) / len(values)
+        self.initial = values
+        self.early = []
+        self._refresh(t)
+        return True
+
+    def _refresh(self, t: Thresholds) -> None:
+        values = [v for _, v in self.window]
+        median = _median(values)
+        mad = _median([abs(v - median) for v in values])
+        floor = t.scale_floor if self.log else t.scale_floor * max(abs(median), self.typical)
+        self.band = Band(median, max(1.4826 * mad, floor, 1e-12), self.log,
+                          (self.window[0][0], self.window[-1][0]))
+
+    def out_of_band(self, x: float, z: float, t: Thresholds) -> bool:
+        """Beyond the band's noise and by band_factor at least (x/band for positive tags,
+        |x − band| in multiples of the tag's typical magnitude, and min_change, otherwise), and
+        not in the direction a best-so-far rule calls improvement."""
+        band = self.band
+        if z < t.robust_z or (x - band.center) * self.improves > 0:
+            return False
+        if self.log:
+            return abs(_space(x, True) - band.median) >= math.log(t.band_factor)
+        size = (t.band_factor - 1) * max(abs(band.median), self.typical)
+        return abs(x - band.median) >= max(size, t.min_change)
+
+    def advance(self, step: int, x: float, t: Thresholds, ruled: bool) -> None:
+        """Move the band past one judged point. ruled: a rule found it out of band (or past
+        an absolute threshold). Out-of-band points never join the band, in-band ones join
+        `lag` points after they were read; an excursion that lasts `rebase` points and that
+        no rule minds is the run's new level."""
+        c = self.counts
+        z = self.band.z(x)
+        out = ruled or self.out_of_band(x, z, t)
+        if not self.log:
+            self.typical = TYPICAL_DECAY * self.typical + (1 - TYPICAL_DECAY) * abs(x)
+        value = _space(x, self.log)
+        stretch = self.stretch
+        if out:
+            if stretch is None:
+                stretch = self.stretch = _Stretch(step, x, z, c.window)
+            stretch.out += 1
+            stretch.in_band = 0
+            if z > stretch.extreme_z:
+                stretch.extreme, stretch.extreme_z = x, z
+        elif stretch is not None:
+            stretch.in_band += 1
+            if stretch.in_band > t.sustain_gaps:
+                stretch = self.stretch = None
+        if stretch is not None:
+            stretch.points += 1
+            stretch.ruled |= ruled
+            stretch.values.append((step, value))
+            if stretch.points >= c.rebase and not stretch.ruled:
+                self.window = deque(stretch.values, maxlen=c.window)
+                self.pending.clear()
+                self.stretch = None
+                self._refresh(t)
+                return
+        self.pending.append((step, value, not out))
+        if len(self.pending) > c.lag:
+            joined_step, joined, joins = self.pending.popleft()
+            if joins:
+                self.window.append((joined_step, joined))
+                self._refresh(t)
+
+    def sign(self, onset: int) -> dict | None:
+        """This tag as a first sign of an event with this onset: out of band since a step at
+        or before it, for at least `sign` points."""
+        stretch = self.stretch
+        if stretch is None or stretch.start > onset or stretch.out < self.counts.sign:
+            return None
+        band = self.band
+        factor = stretch.extreme / band.center if self.log else None
+        return {"tag": self.tag, "layer": layer_of(self.tag), "step": stretch.start,
+                "lead": onset - stretch.start, "baseline": band.center,
+                "value": stretch.extreme, "factor": factor, "z": stretch.extreme_z}
+
+
+class Watch:
+    """One tag under one rule: best-so-far and the latest points' levels."""
+
+    __slots__ = ("rule", "tag", "best", "recent", "latest", "active")
+
+    def __init__(self, rule: Rule, track: Track):
+        self.rule, self.tag = rule, track.tag
+        sustain = track.counts.sustain
+        self.recent = track.initial[-sustain:]  # latest in-band points (best-so-far rules)
+        self.best = _median(track.initial)
+        last_step = track.window[-1][0]
+        self.latest: deque[tuple[int, int, float]] = deque([(last_step, 0, track.initial[-1])],
+                                                           maxlen=track.counts.span + 1)
+        self.active = [False, False]    # per level (warning, collapse): confirmed, still out
+
+    def judge(self, step: int, x: float, band: Band, counts: _Counts,
+              t: Thresholds) -> tuple[int, int, list[tuple[int, int, float, int]]]:
+        """(grade by the threshold alone, level, [(level, onset, extreme, previous step)]
+        confirmed by this point)."""
+        best = self.best if self.rule.reference != "band" else None
+        grade, beyond_noise = self.rule.grade(x, band, best, t)
+        level = grade if beyond_noise else 0
+        if level == 0 and best is not None:
+            # best-so-far rules follow the metric as it improves: the best running median of
+            # sustain in-band points (a best must be sustained too)
+            self.recent = (self.recent + [x])[-counts.sustain:]
+            pick = max if self.rule.reference == "best_max" else min
+            self.best = pick(self.best, _median(self.recent))
+        self.latest.append((step, level, x))
+        window = list(self.latest)[-counts.span:]
+        confirmed = []
+        for i, threshold in enumerate((1, 2)):
+            out = [j for j, (_, lv, _) in enumerate(window) if lv >= threshold]
+            if not out:
+                self.active[i] = False
+            elif (len(out) >= counts.sustain and window[-1][1] >= threshold
+                  and not self.active[i]):
+                self.active[i] = True
+                first = len(self.latest) - len(window) + out[0]
+                previous = self.latest[first - 1][0] if first > 0 else window[out[0]][0]
+                extreme = window[out[0]][2]
+                for j in out:
+                    extreme = self._more_extreme(extreme, window[j][2], band)
+                confirmed.append((threshold, window[out[0]][0], extreme, previous))
+        return grade, level, confirmed
+
+    def _more_extreme(self, a: float, b: float, band: Band) -> float:
+        how = self.rule.extreme
+        if how == "max":
+            return max(a, b)
+        if how == "min":
+            return min(a, b)
+        return b if band.z(b) > band.z(a) else a
+
+    def pending_onset(self, span: int) -> int | None:
+        """First step of an out-of-band stretch (warning or worse) in the current window."""
+        return next((step for step, level, _ in list(self.latest)[-span:] if level >= 1), None)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])

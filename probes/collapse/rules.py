@@ -1,0 +1,225 @@
+"""The detector's rules and settings: `Thresholds` (every number the detector uses, written into
+diagnosis.json), and the rules that grade one point of a detector's tag against its band or
+its best so far (docs/design.md lists the kinds)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from probes.collapse.band import Band
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Detector settings, written into diagnosis.json. Defaults were tuned on synthetic series
+    and real quick runs (tests/test_collapse.py, docs/collapse.md); `*_warn` / `*_collapse`
+    pairs grade the same excursion (a warning comes first). Counts are in logged points."""
+    # the band every tag is judged against
+    warmup_points: int = 1        # skipped: the first reading is taken before training settles
+    baseline_points: int = 20     # points whose median/MAD are the band
+    baseline_lag: int = 10        # a point joins the band this many points after it is read
+    rebase_points: int = 30       # an excursion this long that no rule minds: the new level
+    robust_z: float = 4.0         # out of band: this many robust std (1.4826·MAD) from the median
+    band_factor: float = 2.0      # ... and by this factor (x/band; for a tag of any sign,
+    #                               |x − band| ≥ (factor − 1)·its typical |value|)
+    scale_floor: float = 0.05     # robust std floor: ln units for positive tags, else this
+    #                               fraction of the tag's typical |value|
+    min_change: float = 1e-3      # a tag of any sign moving less than this stays in band (a
+    #                               fraction of taps or samples near 0 is noise there)
+    untracked: tuple[str, ...] = ("time/", "weights/")  # tag prefixes with no band (no rule)
+    # events
+    sustain_points: int = 5       # out-of-band points before an event ...
+    sustain_gaps: int = 1         # ... among which this many in-band ones may fall (if >= 4)
+    # first signs: tags out of band at an event's onset, since a step at or before it
+    sign_points: int = 3          # out-of-band points before an excursion counts as a sign
+    # nan: any non-finite value in these tag groups (plus weights/nonfinite > 0), at once
+    nan_groups: tuple[str, ...] = ("loss", "wgan", "gp", "weights", "grad", "spectra")
+    # divergence: |x − band| in multiples of |band| (two-sided)
+    divergence_tags: tuple[str, ...] = ("wgan/distance", "loss/critic")
+    divergence_warn: float = 3.0
+    divergence_collapse: float = 10.0
+    # gp_blowup: gradient norm at x̂ at least f× away from 1 (above f or below 1/f)
+    gp_tags: tuple[str, ...] = ("gp/norm_mean", "gp/norm_p95", "gp/norm_p50")
+    gp_warn: float = 3.0
+    gp_collapse: float = 10.0
+    # mode_collapse: coverage/modes or diversity/pairwise below a fraction of their best so far
+    # (both rise as G learns); diversity/dup_rate and coverage/kl rising by an amount
+    mode_drop_warn: float = 0.6     # fraction of the best coverage/modes or diversity/pairwise
+    mode_drop_collapse: float = 0.4
+    dup_rise_warn: float = 0.2      # fraction of near-duplicate pairs above the band
+    dup_rise_collapse: float = 0.5
+    kl_rise_warn: float = 0.5       # nats above the best (lowest) coverage/kl so far
+    kl_rise_collapse: float = 1.0
+    # kernel_collapse: entropy or spatial variance falling to a fraction of the band,
+    # near-zero taps rising to a fraction, or max |kernel| growing by a factor (saturation)
+    kernel_drop_warn: float = 0.2
+    kernel_drop_collapse: float = 0.01
+    kernel_dead_warn: float = 0.9
+    kernel_dead_collapse: float = 0.99
+    kernel_growth_warn: float = 10.0
+    kernel_growth_collapse: float = 100.0
+    # spectral_explosion: σ0 (largest singular value) a factor above its band
+    spectral_warn: float = 10.0
+    spectral_collapse: float = 100.0
+
+    def __post_init__(self):
+        minimum = {"warmup_points": 0, "baseline_lag": 0, "sustain_gaps": 0,
+                   "baseline_points": 1, "sustain_points": 1, "rebase_points": 1,
+                   "sign_points": 1}
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"Thresholds.{name}={value!r} must be an integer >= {low}")
+        if not self.band_factor > 1:
+            raise ValueError(f"Thresholds.band_factor={self.band_factor!r} must be > 1")
+        if not self.min_change >= 0:
+            raise ValueError(f"Thresholds.min_change={self.min_change!r} must be >= 0")
+        for warn, collapse, rising in (("divergence_warn", "divergence_collapse", True),
+                                       ("gp_warn", "gp_collapse", True),
+                                       ("mode_drop_warn", "mode_drop_collapse", False),
+                                       ("dup_rise_warn", "dup_rise_collapse", True),
+                                       ("kl_rise_warn", "kl_rise_collapse", True),
+                                       ("kernel_drop_warn", "kernel_drop_collapse", False),
+                                       ("kernel_dead_warn", "kernel_dead_collapse", True),
+                                       ("kernel_growth_warn", "kernel_growth_collapse", True),
+                                       ("spectral_warn", "spectral_collapse", True)):
+            w, c = getattr(self, warn), getattr(self, collapse)
+            if not (w <= c if rising else w >= c):
+                raise ValueError(f"Thresholds.{warn}={w!r} must be {'<=' if rising else '>='} "
+                                 f"{collapse}={c!r} (a warning comes before a collapse)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- rules
+# A rule grades one point against the tag's band (or its best so far): 0 in band, 1 warning,
+# 2 collapse by the size threshold alone, and whether the point is beyond the band's noise.
+# The point's level is the grade when it is beyond the noise, else 0.
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    label: str                   # "critic divergence", used in messages
+    matches: Callable[[str], bool]
+    grade: Callable[[float, "Band", float | None, Thresholds], tuple[int, bool]]
+    log: bool = False            # positive, multiplicative-noise quantity: judge ln(x)
+    reference: str = "band"      # band | best_max | best_min (best smoothed value so far)
+    extreme: str = "abs"         # which value to report: abs (farthest), max, min
+    absolute: bool = False       # the threshold means the same in any run: points past it
+    #                              never join the band, even within its noise
+
+
+def _grade(value: float, warn: float, collapse: float, rising: bool = True) -> int:
+    if rising:
+        return 2 if value >= collapse else 1 if value >= warn else 0
+    return 2 if value <= collapse else 1 if value <= warn else 0
+
+
+def _divergence(x, band, best, t):
+    """Two-sided: |x − band| in multiples of |band|."""
+    size = abs(x - band.median) / max(abs(band.median), band.scale)
+    return _grade(size, t.divergence_warn, t.divergence_collapse), band.z(x) >= t.robust_z
+
+
+def _gp(x, band, best, t):
+    """Gradient norms f× away from 1 (either way), beyond the band's noise around 1."""
+    if x < 0:
+        return 0, False
+    distance = (abs(math.log(x)) if x > 0 else math.inf) if band.log else abs(x - 1.0)
+    grade = _grade(math.inf if x == 0 else max(x, 1.0 / x), t.gp_warn, t.gp_collapse)
+    return grade, distance >= t.robust_z * band.scale
+
+
+def _drop(warn_attr, collapse_attr, use_best=False):
+    """x falling to a fraction of its band, beyond its noise; or of its best so far (a
+    sustained running median: the fraction alone decides, the noise is in the median)."""
+    def grade(x, band, best, t):
+        base = best if use_best else band.center
+        if base <= 0 or x >= base:
+            return 0, False
+        level = _grade(x / base, getattr(t, warn_attr), getattr(t, collapse_attr), rising=False)
+        return level, use_best or band.z(x) >= t.robust_z
+    return grade
+
+
+def _rise(warn_attr, collapse_attr, use_best=False):
+    """x rising by an absolute amount above its band, beyond its noise (or above its best
+    so far: the amount alone decides)."""
+    def grade(x, band, best, t):
+        base = best if use_best else band.center
+        if x <= base:
+            return 0, False
+        level = _grade(x - base, getattr(t, warn_attr), getattr(t, collapse_attr))
+        return level, use_best or band.z(x) >= t.robust_z
+    return grade
+
+
+def _above(warn_attr, collapse_attr):
+    """x (a fraction) reaching an absolute level, beyond the band's noise."""
+    def grade(x, band, best, t):
+        if x <= band.center:
+            return 0, False
+        level = _grade(x, getattr(t, warn_attr), getattr(t, collapse_attr))
+        return level, band.z(x) >= t.robust_z
+    return grade
+
+
+def _growth(warn_attr, collapse_attr):
+    """x growing by a factor over its band, beyond the band's noise (log rules)."""
+    def grade(x, band, best, t):
+        if x <= band.center:
+            return 0, False
+        level = _grade(x / band.center, getattr(t, warn_attr), getattr(t, collapse_attr))
+        return level, band.z(x) >= t.robust_z
+    return grade
+
+
+def _stat(name):
+    return lambda tag: tag.startswith("kernel/") and tag.rsplit("/", 1)[-1] == name
+
+
+def make_rules(t: Thresholds) -> list[Rule]:
+    mode, kernel = "mode collapse", "kernel collapse"
+    return [
+        Rule("divergence", "critic divergence", lambda tag: tag in t.divergence_tags,
+              _divergence),
+        Rule("gp_blowup", "gradient-penalty blow-up", lambda tag: tag in t.gp_tags, _gp,
+              log=True, absolute=True),
+        Rule("mode_collapse", mode, lambda tag: tag == "coverage/modes",
+              _drop("mode_drop_warn", "mode_drop_collapse", use_best=True),
+              reference="best_max", extreme="min"),
+        Rule("mode_collapse", mode, lambda tag: tag == "coverage/kl",
+              _rise("kl_rise_warn", "kl_rise_collapse", use_best=True),
+              reference="best_min", extreme="max"),
+        Rule("mode_collapse", mode, lambda tag: tag == "diversity/pairwise",
+              _drop("mode_drop_warn", "mode_drop_collapse", use_best=True),
+              reference="best_max", extreme="min"),
+        Rule("mode_collapse", mode, lambda tag: tag == "diversity/dup_rate",
+              _rise("dup_rise_warn", "dup_rise_collapse"), extreme="max"),
+        Rule("kernel_collapse", kernel, _stat("entropy"),
+              _drop("kernel_drop_warn", "kernel_drop_collapse"), log=True, extreme="min"),
+        Rule("kernel_collapse", kernel, _stat("spatial_var"),
+              _drop("kernel_drop_warn", "kernel_drop_collapse"), log=True, extreme="min"),
+        Rule("kernel_collapse", "kernel saturation", _stat("near_zero"),
+              _above("kernel_dead_warn", "kernel_dead_collapse"), extreme="max", absolute=True),
+        Rule("kernel_collapse", "kernel saturation", _stat("max_abs"),
+              _growth("kernel_growth_warn", "kernel_growth_collapse"), log=True, extreme="max"),
+        Rule("spectral_explosion", "spectral explosion",
+              lambda tag: tag.startswith("spectra/") and tag.endswith("/sigma0"),
+              _growth("spectral_warn", "spectral_collapse"), log=True, extreme="max"),
+    ]
+
+
+def layer_of(tag: str) -> str | None:
+    """The layer a tag reads (`kernel/g.inv1/max_abs` -> g.inv1, `grad/d.body.1.0` ->
+    d.body.1.0), or None for a reading of the whole run."""
+    group, _, rest = tag.partition("/")
+    if group in ("kernel", "spectra") and rest.count("/") == 1:
+        return rest.split("/")[0]
+    if group in ("grad", "update") and rest and "/" not in rest:
+        return rest
+    return None

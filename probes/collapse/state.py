@@ -1,0 +1,250 @@
+"""The incremental detector (`DetectorState`): logged steps in, events out; `detect` replays a
+metric series through it, so online and offline diagnoses agree step for step. No I/O."""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+from probes.collapse.band import Track, Watch
+from probes.collapse.rules import Thresholds, layer_of, make_rules
+from stabgan.text import number
+
+KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
+         "spectral_explosion")
+LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer; graded by the samples
+VERDICTS = ("healthy", "unstable", "collapsed")
+WARNING, COLLAPSE = "warning", "collapse"
+NONFINITE_WEIGHTS = "weights/nonfinite"  # count of non-finite weight elements (G and D), logged by the trainer
+
+# Tags shown beside an event's own tag in its message, when they were logged at that step.
+CONTEXT_TAGS = ("wgan/distance", "loss/critic", "gp/norm_p95", "gp/norm_mean")
+# The one context tag a message names (the first one logged), per kind.
+MESSAGE_CONTEXT = {"divergence": ("gp/norm_p95", "gp/norm_mean"),
+                   "gp_blowup": ("wgan/distance",), "spectral_explosion": ("wgan/distance",)}
+
+
+def sign_size(sign: dict) -> str:
+    """A first sign's excursion in a few characters: ×12, ÷8.5, or 3.1 → -2.4."""
+    factor = sign.get("factor")
+    if factor is not None and math.isfinite(factor) and factor > 0:
+        return f"×{number(factor)}" if factor >= 1 else f"÷{number(1 / factor)}"
+    return f"{number(sign['baseline'])} → {number(sign['value'])}"
+
+
+def sign_text(sign: dict) -> str:
+    """`kernel/g.inv1/max_abs ×12`"""
+    return f"{sign['tag']} {sign_size(sign)}"
+
+
+class DetectorState:
+    """The incremental detector: feed logged steps in order, collect events.
+
+    `detect` and `OnlineDetector` both run this; it has no I/O.
+    """
+
+    def __init__(self, thresholds: Thresholds | None = None):
+        self.thresholds = thresholds or Thresholds()
+        self._rules = make_rules(self.thresholds)
+        self._tracks: dict[str, Track] = {}
+        self._watches: dict[str, list[Watch]] = {}
+        self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "layer")
+        self.events: list[dict] = []
+        self.latest: dict[str, float] = {}
+        self.last_step: int | None = None
+        self.log_interval: int | None = None  # smallest step gap between logged steps
+
+    def _track_for(self, tag: str) -> Track:
+        track = self._tracks.get(tag)
+        if track is None:
+            rule = next((r for r in self._rules if r.matches(tag)), None)
+            track = self._tracks[tag] = Track(tag, rule)
+        return track
+
+    def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
+        """Feed one logged step's scalars (any tags); returns the events it confirmed."""
+        t = self.thresholds
+        if self.last_step is not None and step > self.last_step:
+            gap = step - self.last_step
+            self.log_interval = gap if self.log_interval is None else min(self.log_interval, gap)
+        self.last_step = step if self.last_step is None else max(self.last_step, step)
+        values = {tag: float(v) for tag, v in scalars.items() if _is_number(v)}
+        self.latest.update(values)
+        new: list[dict] = []
+
+        # nan: non-finite losses or weights, reported at the step they are logged
+        bad = {tag: v for tag, v in values.items()
+               if tag.split("/", 1)[0] in t.nan_groups
+               and (not math.isfinite(v) or (tag == NONFINITE_WEIGHTS and v > 0))}
+
+        # every tag moves first, so an event's first signs see this step whole
+        confirmed = []
+        for tag in sorted(values):
+            x = values[tag]
+            if not math.isfinite(x) or tag.startswith(t.untracked):
+                continue
+            track = self._track_for(tag)
+            if track.band is None:
+                if track.collect(step, x, t, self.log_interval):
+                    self._watches[tag] = [Watch(r, track) for r in self._rules
+                                          if r.matches(tag)]
+                continue
+            blocked = False
+            for watch in self._watches[tag]:
+                grade, level, found = watch.judge(step, x, track.band, track.counts, t)
+                blocked |= level > 0 or (grade > 0 and watch.rule.absolute)
+                confirmed += [(watch, *c) for c in found]
+            track.advance(step, x, t, blocked)
+
+        if bad and ("nan", COLLAPSE) not in self._emitted:
+            new.append(self._nan_event(step, bad))
+            self._emitted.add(("nan", COLLAPSE))
+        for watch, level, onset, extreme, previous in sorted(
+                confirmed, key=lambda c: (-c[1], c[0].tag, c[0].rule.kind)):
+            severity = COLLAPSE if level == 2 else WARNING
+            kind = watch.rule.kind
+            key = (kind, severity)
+            if severity == COLLAPSE and kind in LAYER_KINDS and self._samples_unhurt():
+                key = (kind, "layer")
+            if key in self._emitted or (severity == WARNING and (
+                    (kind, COLLAPSE) in self._emitted or (kind, "layer") in self._emitted)):
+                continue
+            graded = key[1] == "layer"
+            new.append(self._event(watch, WARNING if graded else severity, onset, step,
+                                   extreme, previous, graded))
+            self._emitted.add(key)
+        self.events.extend(new)
+        self.events.sort(key=lambda e: (e["step"], e["severity"] != COLLAPSE))
+        return new
+
+    def _samples_unhurt(self) -> bool:
+        """The sample readings (coverage, diversity) are logged and all in band now, and none
+        has raised a mode-collapse warning."""
+        watches = [w for ws in self._watches.values() for w in ws
+                   if w.rule.kind == "mode_collapse"]
+        if not watches or ("mode_collapse", WARNING) in self._emitted:
+            return False
+        return all(w.pending_onset(self._tracks[w.tag].counts.span) is None for w in watches)
+
+    def first_signs(self, onset: int) -> list[dict]:
+        """Every tag out of its band at `onset` since a step at or before it, earliest first."""
+        signs = [s for track in self._tracks.values() if track.band is not None
+                 for s in [track.sign(onset)] if s is not None]
+        return sorted(signs, key=lambda s: (s["step"], -s["z"], s["tag"]))
+
+    def watching(self) -> dict | None:
+        """The earliest excursion under way now (a first sign before any event), or None."""
+        signs = self.first_signs(self.last_step) if self.last_step is not None else []
+        return signs[0] if signs else None
+
+    def _nan_event(self, step: int, bad: dict[str, float]) -> dict:
+        shown = ", ".join(f"{tag} {number(v)}" for tag, v in sorted(bad.items()))
+        what = "weights" if set(bad) == {NONFINITE_WEIGHTS} else "values"
+        signs = self.first_signs(step)
+        return {"kind": "nan", "step": step, "severity": COLLAPSE,
+                "evidence": {"tags": dict(sorted(bad.items())), "detected_step": step},
+                "first_signs": signs,
+                "message": f"collapsed at step {step:,}: non-finite {what} ({shown})"
+                           + _first_sign_clause(signs, None, step)}
+
+    def _event(self, watch: Watch, severity: str, onset: int, detected: int,
+               extreme: float, previous: int, graded: bool) -> dict:
+        band = self._tracks[watch.tag].band
+        reference = band.center if watch.rule.reference == "band" else watch.best
+        context = {tag: self.latest[tag] for tag in CONTEXT_TAGS
+                   if tag != watch.tag and tag in self.latest}
+        layer = layer_of(watch.tag)
+        evidence = {
+            "tag": watch.tag,
+            "layer": layer,
+            "baseline": reference,
+            "baseline_median": band.center,
+            "baseline_scale": band.scale,      # robust std, of ln(value) for ratio quantities
+            "log_scale": band.log,
+            "baseline_steps": list(band.steps),
+            "reference": watch.rule.reference,
+            "value": extreme,
+            "step_before_onset": previous,  # the last logged step before the excursion
+            "detected_step": detected,
+            "context": context,
+        }
+        head = "collapsed" if severity == COLLAPSE else "warning"
+        shown = next((tag for tag in MESSAGE_CONTEXT.get(watch.rule.kind, ()) if tag in context),
+                     None)
+        extra = f", {shown} {number(context[shown])}" if shown else ""
+        where = f" in {layer}" if layer and watch.rule.kind in LAYER_KINDS else ""
+        message = (f"{head} at step {onset:,}: {watch.rule.label}{where} ({watch.tag} "
+                   f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
+                   f"steps{extra})")
+        if graded:
+            evidence["graded"] = "layer only: the sample readings are in band"
+            message += "; samples unaffected (coverage and diversity in band), so a warning " \
+                       "about the layer, not a collapse of the run"
+        signs = self.first_signs(onset)
+        message += _first_sign_clause(signs, watch.tag, onset)
+        return {"kind": watch.rule.kind, "step": onset, "severity": severity,
+                "evidence": evidence, "first_signs": signs, "message": message}
+
+    def pending_onset(self) -> int | None:
+        """Earliest onset of an excursion that is out of band but not yet confirmed."""
+        onsets = [w.pending_onset(self._tracks[tag].counts.span)
+                  for tag, ws in self._watches.items() for w in ws]
+        onsets = [s for s in onsets if s is not None]
+        return min(onsets) if onsets else None
+
+    def diagnosis(self) -> dict:
+        return make_diagnosis(self.events, self.thresholds, self.last_step)
+
+
+def _first_sign_clause(signs: list[dict], own_tag: str | None, onset: int) -> str:
+    """"; first sign at step 1,520: kernel/g.inv1/max_abs ×12" — unless the only news is the
+    event's own tag leaving its band at the onset."""
+    first = next((s for s in signs if s["step"] < onset or s["tag"] != own_tag), None)
+    if first is None:
+        return ""
+    return f"; first sign at step {first['step']:,}: {sign_text(first)}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- public functions
+
+def detect(series: Mapping[str, tuple[Iterable[int], Iterable[float]]],
+           thresholds: Thresholds | None = None) -> list[dict]:
+    """Events for a metric series (tag -> (steps, values), as `runlog.metric_series` returns).
+
+    Pure: the series is replayed step by step through a fresh `DetectorState`. Events are
+    sorted by onset step; at most one warning and one collapse per kind (a collapse makes its
+    kind's later warning redundant; a layer graded down by the samples adds one warning).
+    """
+    by_step = series_by_step(series)
+    state = DetectorState(thresholds)
+    for step in sorted(by_step):
+        state.update(step, by_step[step])
+    return state.events
+
+
+def verdict(events: Iterable[dict]) -> tuple[str, int | None]:
+    """(verdict, onset_step): collapsed at the earliest collapse event, else unstable/healthy."""
+    events = list(events)
+    collapses = [e["step"] for e in events if e["severity"] == COLLAPSE]
+    if collapses:
+        return "collapsed", min(collapses)
+    return ("unstable" if events else "healthy"), None
+
+
+def make_diagnosis(events: list[dict], thresholds: Thresholds | None = None,
+                   last_step: int | None = None) -> dict:
+    """The diagnosis.json object for a list of events."""
+    name, onset = verdict(events)
+    return {"verdict": name, "onset_step": onset, "events": list(events),
+            "last_step": last_step, "thresholds": (thresholds or Thresholds()).to_dict()}
+
+
+def series_by_step(series) -> dict[int, dict[str, float]]:
+    by_step: dict[int, dict[str, float]] = {}
+    for tag, (steps, values) in series.items():
+        for step, value in zip(steps, values):
+            by_step.setdefault(int(step), {})[tag] = value
+    return by_step
