@@ -10,7 +10,6 @@ import dataclasses
 import math
 import os
 import platform
-import signal
 import statistics
 import sys
 import time
@@ -25,27 +24,19 @@ import stabgan
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             dataset_info, resolve_config, validate)
 from stabgan.data import BatchStream, load_dataset
+from stabgan.device import resolve_device
 from stabgan.models import Critic, Generator
 from stabgan.runlog import (CHECKPOINTS, CONFIG, ERROR_LOG, LAST_CHECKPOINT,
                             PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError, atomic_write_bytes,
                             error_line, metric_series, read_json, read_metrics, safe_load,
                             unwritable_reason, write_json)
+from stabgan.signals import StopSignals
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class RunError(ValueError):
     """A run cannot start as asked (existing run, corrupt or refused checkpoint, changed config)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu; cuda without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "device='cuda' but torch sees no CUDA GPU (use auto or cpu)")
-    return torch.device(name)
 
 
 def versions() -> dict[str, str]:
@@ -135,28 +126,6 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
     return Run(config, run_dir, dataset, info.channels, checkpoint,
                list(command), [warning] if warning else [])
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM handler: the first signal asks the loop to stop after the current step."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in EXIT_CODES:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def gradient_penalty(critic, x_hat: torch.Tensor, scores_hat: torch.Tensor,
@@ -329,7 +298,7 @@ def train(run: Run, probes: Sequence = ()) -> dict:
         generator.train()
 
     status, error, error_log, step, step_times = "completed", None, None, start_step, []
-    stop = _StopFlag()
+    stop = StopSignals(second_raises=True)
     started = time.perf_counter()
     if start_step == 0:
         save_samples(0)  # the untrained generator: the user sees at once that training started

@@ -38,6 +38,13 @@ def test_help_and_settings_errors_import_no_torch(args):
     assert "torch" not in modules
 
 
+def test_a_local_sweep_is_planned_without_torch(tmp_path):
+    (tmp_path / "file").write_text("")  # --out below a file: refused after the whole plan
+    modules = _imported_modules("sweep", "--grid", "seed=0", "--out", str(tmp_path / "file" / "out"))
+    assert "stabgan.sweep.plan" in modules and "stabgan.device" in modules
+    assert "torch" not in modules
+
+
 def test_diagnose_imports_no_torch(tmp_path):
     _write_metrics_only_run(tmp_path / "r")
     modules = _imported_modules("diagnose", str(tmp_path / "r"))

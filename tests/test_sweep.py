@@ -133,6 +133,53 @@ def test_sweep_file_toml_and_json_match_the_flags(tmp_path):
         sweep_spec(config_file=tmp_path / "bad.json")
 
 
+# --- the scheduling loop, over an executor that stands in for processes or Ray ----------------
+
+class ScriptedExecutor:
+    """Stands in for the subprocess/Ray layer: poll i ends the jobs and delivers the signals
+    that `script[i]` names, as a Ctrl-C arriving while the loop waits would."""
+    verb = "started"
+
+    def __init__(self, script, stop):
+        self.script, self.stop = list(script), stop
+        self.in_flight, self.submitted, self.most, self.forwarded = [], [], 0, []
+
+    def submit(self, job):
+        self.in_flight.append(job)
+        self.submitted.append(job.name)
+        self.most = max(self.most, len(self.in_flight))
+
+    def signal(self, signum):
+        self.forwarded.append((signum, [job.name for job in self.in_flight]))
+
+    def poll(self):
+        ends, signals = self.script.pop(0)
+        self.stop.count += signals
+        self.stop.signum = self.stop.signum or (signal.SIGINT if signals else None)
+        ended = [job for job in self.in_flight if job.name in ends]
+        self.in_flight = [job for job in self.in_flight if job not in ended]
+        return [(job, "ok") for job in ended]
+
+
+def test_scheduling_loop_keeps_workers_in_flight_and_forwards_each_signal_once(tmp_path):
+    from types import SimpleNamespace
+    from stabgan.config import RunConfig
+    from stabgan.sweep.executors import execute
+    from stabgan.sweep.plan import Job
+
+    jobs = [Job(f"p{i}", {}, RunConfig(), "run") for i in range(5)]
+    stop = SimpleNamespace(count=0, signum=None)
+    # p0 ends; a Ctrl-C while p1 and p2 run; a second one; then both end
+    executor = ScriptedExecutor([({"p0"}, 0), (set(), 1), (set(), 1), ({"p1", "p2"}, 0)], stop)
+    lines = []
+    execute(executor, jobs, tmp_path, 2, stop, lines.append)
+    assert executor.most == 2 and executor.submitted == ["p0", "p1", "p2"]
+    assert executor.forwarded == [(signal.SIGINT, ["p1", "p2"])] * 2
+    assert lines == ["started  p0 (run)", "started  p1 (run)", "finished p0: ok [1/5]",
+                     "started  p2 (run)", "finished p1: ok [2/5]", "finished p2: ok [3/5]",
+                     "not started: 2 run(s) (the sweep was stopped)"]
+
+
 # --- real sweeps ------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -1,0 +1,111 @@
+"""One point as a process: its `stabgan run` command line, the subprocess (own session, one
+thread count, output appended to DIR/.sweep/logs/NAME.log), the folder made ready before a
+restart, and the one-line outcome printed when it ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping
+
+from stabgan.runlog import ERROR_LOG, SUMMARY, read_json
+from stabgan.sweep.plan import Job
+from stabgan.sweep.spec import LOGS
+
+
+def log_path(out: Path, name: str) -> Path:
+    """Where run NAME's output goes: DIR/.sweep/logs/NAME.log."""
+    return Path(out) / LOGS / f"{name}.log"
+
+
+def run_command(out: Path, name: str, settings: Mapping, preset: str | None, resume: bool) -> list[str]:
+    """The `stabgan run` command line for one point (this interpreter, so the same install)."""
+    command = [sys.executable, "-m", "stabgan.cli", "run", "--out", str(out), "--name", name]
+    if preset:
+        command += ["--preset", preset]
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            command += [flag] if value else []
+        else:
+            command += [flag, str(value)]
+    return command + (["--resume"] if resume else [])
+
+
+def _child_setup():
+    """What the child does before exec: unblock signals (a Ray worker blocks SIGINT, and a
+    blocked mask survives exec, so Ctrl-C would never reach the run) and, on Linux, ask for
+    SIGTERM when its parent dies, so no run is left orphaned. Resolved here, in the parent:
+    nothing may be imported between fork and exec."""
+    prctl = None
+    if sys.platform == "linux":
+        try:
+            import ctypes
+            prctl = ctypes.CDLL(None).prctl
+        except (OSError, AttributeError):
+            pass
+
+    def setup():
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return setup
+
+
+def start_run(command: list[str], log_file: Path, threads: int) -> subprocess.Popen:
+    """Start one run in its own session: a terminal's Ctrl-C reaches only the sweep process,
+    which forwards exactly one signal per Ctrl-C (two would skip the final checkpoint)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONUNBUFFERED": "1"}
+    with open(log_file, "ab") as log:
+        log.write(f"\n$ {shlex.join(command)}\n".encode())
+        log.flush()
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_child_setup())
+
+
+def prepare_dir(run_dir: Path, job: Job) -> None:
+    """Before a restart: drop the old directory (it has no checkpoint), keeping its error and
+    traceback in the log."""
+    if job.action != "restart" or not run_dir.exists():
+        return
+    summary = read_json(run_dir / SUMMARY) or {}
+    log = log_path(run_dir.parent, job.name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"\n# starting over; the previous attempt ended {summary.get('status', 'without a summary')}"
+                f"{': ' + summary['error'] if summary.get('error') else ''}\n")
+        if summary.get("error_log"):
+            with contextlib.suppress(OSError):
+                f.write(f"# its {ERROR_LOG}:\n{(run_dir / ERROR_LOG).read_text(errors='replace')}")
+    shutil.rmtree(run_dir)
+
+
+def run_outcome(run_dir: Path, job: Job) -> str:
+    """The line printed when a run ends: its status and step, or its exit code and the last
+    line of its log when it ended before writing a summary."""
+    summary = read_json(run_dir / SUMMARY) or {}
+    if summary.get("status") and job.returncode in (0, 1, 130, 143):
+        text = f"{summary['status']} at step {summary.get('steps')}"
+        return text + (f" ({summary['error']})" if summary.get("error") else "")
+    log = log_path(run_dir.parent, job.name)
+    return f"exit {job.returncode} before training ({log}: {_last_line(log)})"
+
+
+def _last_line(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace").replace("\r", "\n")
+        lines = [line for line in text.splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+

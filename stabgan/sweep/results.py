@@ -1,0 +1,79 @@
+"""What a sweep ends with: SweepResult (its rows, failures and exit code), one table row per run
+directory, the terminal table, and DIR/report.html.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stabgan.runlog import DIAGNOSIS, ERROR_LOG, SUMMARY, read_json
+from stabgan.sweep.plan import Job
+
+FINISHED = ("completed", "stopped_on_collapse")
+
+
+@dataclass
+class SweepResult:
+    """What run_sweep returns: the jobs, one table row per point, and how the sweep ended."""
+    out: Path
+    jobs: list[Job]
+    rows: list[dict]
+    signum: int | None = None
+    report: Path | None = None
+    report_error: str | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        """Runs that did not finish for a reason other than being stopped."""
+        return [r["name"] for r in self.rows if r["status"] not in (*FINISHED, "interrupted")]
+
+    @property
+    def exit_code(self) -> int:
+        """128 + signal when stopped; 1 when a run failed or the report could not be written."""
+        if self.signum:
+            return 128 + self.signum
+        return 1 if self.failed or self.report_error else 0
+
+
+def run_row(run_dir: Path) -> dict:
+    """One table row from a run directory's summary.json and diagnosis.json."""
+    summary = read_json(run_dir / SUMMARY) or {}
+    diagnosis = read_json(run_dir / DIAGNOSIS) or {}
+    status = summary.get("status") or ("not started" if not run_dir.exists() else "no summary")
+    return {"name": run_dir.name, "status": status,
+            "verdict": summary.get("verdict") or diagnosis.get("verdict"),
+            "onset": summary.get("onset_step", diagnosis.get("onset_step")),
+            "steps": summary.get("steps"), "target_steps": summary.get("target_steps"),
+            "wall_s": summary.get("wall_s"), "error": summary.get("error"),
+            "error_log": str(run_dir / ERROR_LOG) if summary.get("error_log") else None}
+
+
+def format_table(rows: list[dict]) -> str:
+    """The terminal table: name, status, verdict, onset, steps, wall s; then, for each run that
+    failed, its one-line error and the file holding its traceback."""
+    def cell(value, fmt="{}"):
+        return "-" if value is None else fmt.format(value)
+
+    header = ("name", "status", "verdict", "onset", "steps", "wall s")
+    body = [(r["name"], r["status"], cell(r["verdict"]), cell(r["onset"]),
+             cell(r["steps"]) + (f"/{r['target_steps']}" if r.get("target_steps") and
+                                 r["target_steps"] != r["steps"] else ""),
+             cell(r["wall_s"], "{:.1f}")) for r in rows]
+    widths = [max(len(str(line[i])) for line in (header, *body)) for i in range(len(header))]
+    right = {3, 4, 5}
+    lines = []
+    for line in (header, *body):
+        lines.append("  ".join(str(v).rjust(w) if i in right else str(v).ljust(w)
+                               for i, (v, w) in enumerate(zip(line, widths))).rstrip())
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['name']}: {r['error']}" +
+                         (f" (traceback: {r['error_log']})" if r.get("error_log") else ""))
+    return "\n".join(lines)
+
+
+def write_sweep_report(out: Path) -> Path:
+    """DIR/report.html over every run in DIR."""
+    # imported here: reports loads matplotlib, and the CLI imports stabgan.sweep at start-up
+    from reports import write_report
+    return write_report(out, out / "report.html")
