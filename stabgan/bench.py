@@ -5,6 +5,8 @@ import statistics
 import time
 from typing import Callable
 
+from stabgan.device import resolve_device
+
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5,
                         warmup: int = 1) -> dict[str, float]:
@@ -115,15 +117,6 @@ class _MonitoredLoop:
 
 # --- involution operator ------------------------------------------------------------------
 
-def _resolve_device(device: str | None) -> str:
-    import torch
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' but torch.cuda.is_available() is False")
-    return device
-
-
 def _sync(device: str) -> None:
     import torch
     if device == "cuda":
@@ -135,7 +128,7 @@ def machine_peaks(device: str | None = None, n: int = 1024, copy_mb: int = 64,
     """Measured fp32 matmul GFLOP/s (n x n) and tensor-copy GB/s (copy_mb MiB, past the last-level
     cache by default): the limits the involution bench is held to."""
     import torch
-    device = _resolve_device(device)
+    device = str(resolve_device(device or "auto"))
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     src = torch.randn(copy_mb * 2**18, device=device)
     dst = torch.empty_like(src)
@@ -211,7 +204,7 @@ def bench_involution(kernel_sizes: tuple[int, ...] = (1, 3, 5, 7), groups: tuple
     """
     import torch
     from stabgan.nn.involution import involution, involution_reference
-    device = _resolve_device(device)
+    device = str(resolve_device(device or "auto"))
     peaks = peaks or machine_peaks(device, repeats=repeats)
     echo(f"involution forward+backward, B={batch} C={channels}, {device}, "
          f"{torch.get_num_threads()} threads; medians of {repeats} interleaved repeats")
@@ -280,7 +273,7 @@ def table2_costs(channels: int = 64, batch: int = 64, size: int = 16, repeats: i
     import torch
     from stabgan.nn.involution import Involution2d, eq5_parameter_estimate
     from stabgan.study.sweeps import SEED_TABLE2
-    device = _resolve_device(device)
+    device = str(resolve_device(device or "auto"))
     rows, fns = [], {}
     for case, k, g, r, _, printed, _ in SEED_TABLE2:
         torch.manual_seed(0)
