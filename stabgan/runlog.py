@@ -83,6 +83,10 @@ def unwritable_reason(folder: Path) -> str | None:
         return f"output path {str(existing)!r} is not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"output directory {str(existing)!r} is not writable"
+    try:  # the permission bits can say yes where making a folder fails (/proc, read-only mounts)
+        os.rmdir(tempfile.mkdtemp(prefix=".stabgan-probe-", dir=existing))
+    except OSError as error:
+        return f"output directory {str(existing)!r} is not writable ({error.strerror})"
     return None
 
 

@@ -92,6 +92,10 @@ def _bad_inputs(tmp, finished):
         "grid key with a typo": (sweep + ["--grid", "sed=0,1"], "'sed'"),
         "sweep out is a file": (["sweep", "--grid", "seed=0", "--out", str(not_a_dir)],
                                 str(not_a_dir)),
+        # /proc passes the permission bits for root, but no folder can be made in it
+        "out in a folder nothing can be made in": (["run", "--out", "/proc/stabgan", "--steps",
+                                                    "3"], "/proc"),
+        "sweep out likewise": (["sweep", "--grid", "seed=0", "--out", "/proc/stabgan"], "/proc"),
         "report of a file": (["report", str(not_a_dir)], str(not_a_dir)),
         "report out below a file": (["report", str(finished), "-o", str(not_a_dir / "r.html")],
                                     str(not_a_dir)),
