@@ -11,6 +11,7 @@ import importlib
 # over metric files) does not load torch with the probes: `stabgan diagnose` starts at once.
 _EXPORTS = {
     "Monitor": "probes.monitor", "Probe": "probes.base", "StepState": "probes.base",
+    "Panel": "probes.readings",
     "REGISTRY": "probes.registry", "build_probes": "probes.registry",
     "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity", "FidProbe": "probes.fid",
     "GradientPenaltyProbe": "probes.gp", "GradientProbe": "probes.gradients",

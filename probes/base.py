@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-
+from probes.readings import Panel
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,13 @@ class StepState:
 class Probe:
     """Base class: every hook is a no-op; subclasses override what they need.
 
-    `layout` holds the probe's TensorBoard custom-scalar charts,
-    {category: {chart: ["Multiline" | "Margin", [tags]]}}; the Monitor writes them once.
+    `panels` declares the plots of the probe's readings (probes.readings.Panel): the Monitor
+    writes them into the run directory for the report and derives TensorBoard's
+    custom-scalars charts from them.
     """
 
     name = "probe"
-    layout: dict[str, dict[str, list]] = {}
+    panels: tuple[Panel, ...] = ()
 
     def __init__(self, every: int = 10):
         if not isinstance(every, int) or every < 1:

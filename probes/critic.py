@@ -15,6 +15,9 @@ import math
 from collections import deque
 
 from probes.base import Probe, StepState
+from probes.readings import (CRITIC_D_FAKE_MEAN, CRITIC_D_FAKE_STD, CRITIC_D_REAL_MEAN,
+                             CRITIC_D_REAL_STD, CRITIC_LOSS_DRIFT_Z, CRITIC_LOSS_EMA,
+                             CRITIC_PANELS)
 
 WINDOW = 20      # previous readings the drift z-score compares against
 MIN_WINDOW = 5   # no z-score until this many readings exist
@@ -25,9 +28,7 @@ class CriticProbe(Probe):
     """critic/d_real_mean, _std, critic/d_fake_mean, _std, critic/loss_ema, critic/loss_drift_z."""
 
     name = "critic"
-    layout = {"critic": {
-        "D(real) and D(fake)": ["Multiline", ["critic/d_real_mean", "critic/d_fake_mean"]],
-        "critic loss drift z-score": ["Multiline", ["critic/loss_drift_z"]]}}
+    panels = CRITIC_PANELS
 
     def __init__(self, every: int = 10, window: int = WINDOW, ema_decay: float = EMA_DECAY):
         super().__init__(every)
@@ -45,31 +46,32 @@ class CriticProbe(Probe):
 
     def on_step(self, state: StepState) -> dict[str, float]:
         readings: dict[str, float] = {}
-        for side, scores in (("real", state.d_real), ("fake", state.d_fake)):
+        for scores, mean_tag, std_tag in (
+                (state.d_real, CRITIC_D_REAL_MEAN, CRITIC_D_REAL_STD),
+                (state.d_fake, CRITIC_D_FAKE_MEAN, CRITIC_D_FAKE_STD)):
             if scores is not None and scores.numel():
                 scores = scores.float()
-                readings[f"critic/d_{side}_mean"] = scores.mean().item()
-                readings[f"critic/d_{side}_std"] = (scores.std().item() if scores.numel() > 1
-                                                    else 0.0)
+                readings[mean_tag] = scores.mean().item()
+                readings[std_tag] = scores.std().item() if scores.numel() > 1 else 0.0
         if state.loss_critic is not None:
             readings.update(self._loss_readings(float(state.loss_critic)))
         return readings
 
     def _loss_readings(self, loss: float) -> dict[str, float]:
         if not math.isfinite(loss):  # keep the statistics usable after a single bad reading
-            return {"critic/loss_ema": self.ema if self.ema is not None else loss,
-                    "critic/loss_drift_z": math.nan}
+            return {CRITIC_LOSS_EMA: self.ema if self.ema is not None else loss,
+                    CRITIC_LOSS_DRIFT_Z: math.nan}
         readings = {}
         if len(self.window) >= MIN_WINDOW:
             mean = sum(self.window) / len(self.window)
             var = sum((x - mean) ** 2 for x in self.window) / (len(self.window) - 1)
             # floor the spread at 1e-3 of the loss scale so a flat window does not give z = inf
             spread = max(math.sqrt(var), 1e-3 * max(abs(mean), 1e-3))
-            readings["critic/loss_drift_z"] = (loss - mean) / spread
+            readings[CRITIC_LOSS_DRIFT_Z] = (loss - mean) / spread
         self.window.append(loss)
         decay = self.ema_decay
         self.ema = loss if self.ema is None else decay * self.ema + (1 - decay) * loss
-        readings["critic/loss_ema"] = self.ema
+        readings[CRITIC_LOSS_EMA] = self.ema
         return readings
 
     def state_dict(self) -> dict:

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, sampling
+from probes.readings import (DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE, DIVERSITY_PAIRWISE_REAL,
+                             DIVERSITY_PANELS)
 
 DUP_RMS = 0.05
 
@@ -47,9 +49,7 @@ class DiversityProbe(Probe):
     """diversity/pairwise, diversity/dup_rate (fixed-noise samples), diversity/pairwise_real."""
 
     name = "diversity"
-    layout = {"diversity": {
-        "pairwise RMS distance, generated vs real": ["Multiline", ["diversity/pairwise",
-                                                                    "diversity/pairwise_real"]]}}
+    panels = DIVERSITY_PANELS
 
     def __init__(self, every: int = 100, samples: int = 64, seed: int = 0x5EED,
                  z_dim: int | None = None):
@@ -77,9 +77,9 @@ class DiversityProbe(Probe):
     def on_step(self, state: StepState) -> dict[str, float]:
         images = self.generate()
         pairwise, dup_rate = diversity_stats(images)
-        readings = {"diversity/pairwise": pairwise, "diversity/dup_rate": dup_rate}
+        readings = {DIVERSITY_PAIRWISE: pairwise, DIVERSITY_DUP_RATE: dup_rate}
         if state.real is not None and state.real.shape[0] >= 2:
-            readings["diversity/pairwise_real"] = diversity_stats(state.real[:self.samples])[0]
+            readings[DIVERSITY_PAIRWISE_REAL] = diversity_stats(state.real[:self.samples])[0]
         return readings
 
     def generate(self) -> torch.Tensor:

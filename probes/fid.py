@@ -16,14 +16,14 @@ from __future__ import annotations
 from torch import nn
 
 from probes.base import Probe, StepState, sampling
+from probes.readings import FID_PANELS
 
 
 class FidProbe(Probe):
     """fid/<features>, and coverage/modes, coverage/kl with a classifier's features."""
 
     name = "fid"
-    layout = {"distribution": {"FID": ["Multiline", ["fid/"]],
-                               "covered modes": ["Multiline", ["coverage/modes"]]}}
+    panels = FID_PANELS
 
     def __init__(self, every: int, samples: int = 1000, dataset: str = "mnist5k",
                  image_size: int = 32, z_dim: int | None = None, seed: int = 0,

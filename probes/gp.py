@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 
 from probes.base import Probe, StepState
+from probes.readings import (GP_FRAC_OFF, GP_NORM, GP_NORM_P05, GP_NORM_P50, GP_NORM_P95,
+                             GP_NORM_STD, GP_PANELS)
 
 OFF_BAND = 0.5  # a sample is "off" when |‖∇D(x̂)‖ − 1| exceeds this
 
@@ -21,10 +23,7 @@ class GradientPenaltyProbe(Probe):
     """gp/norm_std, gp/norm_p05, gp/norm_p50, gp/norm_p95, gp/frac_off and histogram gp/norm."""
 
     name = "gp"
-    layout = {"gradient penalty": {
-        "‖∇D(x̂)‖ mean with p05–p95 band": ["Margin",
-                                            ["gp/norm_mean", "gp/norm_p05", "gp/norm_p95"]],
-        "fraction of samples with |‖∇D(x̂)‖ − 1| > 0.5": ["Multiline", ["gp/frac_off"]]}}
+    panels = GP_PANELS
 
     @classmethod
     def from_config(cls, config) -> "GradientPenaltyProbe":
@@ -37,8 +36,8 @@ class GradientPenaltyProbe(Probe):
         norms = norms.float()
         p05, p50, p95 = torch.quantile(norms, norms.new_tensor([0.05, 0.5, 0.95])).tolist()
         return {
-            "gp/norm_std": norms.std().item() if norms.numel() > 1 else 0.0,
-            "gp/norm_p05": p05, "gp/norm_p50": p50, "gp/norm_p95": p95,
-            "gp/frac_off": ((norms - 1).abs() > OFF_BAND).float().mean().item(),
-            "gp/norm": norms,
+            GP_NORM_STD: norms.std().item() if norms.numel() > 1 else 0.0,
+            GP_NORM_P05: p05, GP_NORM_P50: p50, GP_NORM_P95: p95,
+            GP_FRAC_OFF: ((norms - 1).abs() > OFF_BAND).float().mean().item(),
+            GP_NORM: norms,
         }

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState
+from probes.readings import GRADIENT_PANELS, grad_tag, update_tag
 from stabgan.models import layer_parameters, named_layers
 
 
@@ -27,6 +28,7 @@ class GradientProbe(Probe):
     (‖W_t − W_{t−1}‖ / ‖W_{t−1}‖) for every layer with parameters."""
 
     name = "gradients"
+    panels = GRADIENT_PANELS
 
     def __init__(self, every: int = 10):
         super().__init__(every)
@@ -57,10 +59,10 @@ class GradientProbe(Probe):
             for i, (name, params) in enumerate(self.layers):
                 grads = [p.grad for p in params if p.grad is not None]
                 if grads:
-                    norms[f"grad/{name}"] = _norm(grads)
+                    norms[grad_tag(name)] = _norm(grads)
                 if previous is not None:
                     delta = _norm([p - q for p, q in zip(params, previous[i])])
-                    norms[f"update/{name}"] = delta / _norm(previous[i]).clamp_min(1e-12)
+                    norms[update_tag(name)] = delta / _norm(previous[i]).clamp_min(1e-12)
         if not norms:
             return {}
         values = torch.stack(list(norms.values())).tolist()  # one device sync for all layers

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, weight_of
+from probes.readings import KERNEL_PANELS, kernel_tag
 from stabgan.models import involution_layers
 
 HISTOGRAM_VALUES = 8192  # taps in the histogram, an even stride through the kernel tensor
@@ -59,6 +60,7 @@ class KernelProbe(Probe):
     span_norm} and histogram kernel/<layer>/taps for every Involution2d of G (g.inv<i>) and D."""
 
     name = "kernels"
+    panels = KERNEL_PANELS
 
     def __init__(self, every: int = 10):
         super().__init__(every)
@@ -90,12 +92,12 @@ class KernelProbe(Probe):
             if kernel is None:
                 continue
             for stat, value in kernel_stats(kernel).items():
-                readings[f"kernel/{name}/{stat}"] = value
+                readings[kernel_tag(name, stat)] = value
             with torch.no_grad():
-                readings[f"kernel/{name}/reduce_norm"] = weight_of(layer.reduce).norm().item()
-                readings[f"kernel/{name}/span_norm"] = weight_of(layer.span).norm().item()
+                readings[kernel_tag(name, "reduce_norm")] = weight_of(layer.reduce).norm().item()
+                readings[kernel_tag(name, "span_norm")] = weight_of(layer.span).norm().item()
             taps = kernel.flatten()
-            readings[f"kernel/{name}/taps"] = taps[::max(1, taps.numel() // HISTOGRAM_VALUES)]
+            readings[kernel_tag(name, "taps")] = taps[::max(1, taps.numel() // HISTOGRAM_VALUES)]
         return readings
 
     def detach(self) -> None:

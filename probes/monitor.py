@@ -10,8 +10,9 @@
 At every `log_every`-th step the monitor writes the core readings (losses, Wasserstein
 distance, gradient-penalty norm mean, step time) and every due probe's readings to
 metrics.jsonl and TensorBoard. Tensors are pulled off the device only on those steps.
-A probe's tensor readings (1-d or more) become TensorBoard histograms. The probes' chart
-layouts go into TensorBoard's custom-scalars tab when the monitor opens; an hparams entry
+A probe's tensor readings (1-d or more) become TensorBoard histograms. When the monitor opens,
+the panels of the core readings and of its probes (probes.readings) go into the run directory
+(panels.json, for the report) and into TensorBoard's custom-scalars tab; an hparams entry
 (config, verdict, best FID) is written when it closes.
 """
 from __future__ import annotations
@@ -25,28 +26,28 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, wants_prepare
-from stabgan.runlog import (CONFIG, DIAGNOSIS, SUMMARY, RunWriter, metric_series, read_json,
-                            read_metrics)
+from probes.readings import (CORE_PANELS, GP_NORM_MEAN, GP_PENALTY, LOSS_CRITIC, LOSS_GENERATOR,
+                             TIME_STEP_S, WGAN_DISTANCE, merge_panels, panels_json,
+                             tensorboard_layout)
+from stabgan.runlog import (CONFIG, DIAGNOSIS, PANELS, SUMMARY, RunWriter, metric_series,
+                            read_json, read_metrics, write_json)
 
-CORE_LAYOUT = {"losses": {
-    "critic and generator loss": ["Multiline", ["loss/critic", "loss/generator"]],
-    "Wasserstein distance estimate": ["Multiline", ["wgan/distance"]]}}
-HPARAM_METRICS = ("wgan/distance", "gp/norm_mean")  # last values shown in the hparams table
+HPARAM_METRICS = (WGAN_DISTANCE, GP_NORM_MEAN)  # last values shown in the hparams table
 
 
 def core_readings(state: StepState) -> dict[str, float]:
     """The trainer's own scalars, from what the loop computed (absent inputs are skipped)."""
     readings: dict[str, torch.Tensor] = {}
     if state.loss_critic is not None:
-        readings["loss/critic"] = state.loss_critic
+        readings[LOSS_CRITIC] = state.loss_critic
     if state.loss_generator is not None:
-        readings["loss/generator"] = state.loss_generator
+        readings[LOSS_GENERATOR] = state.loss_generator
     if state.d_real is not None and state.d_fake is not None:
-        readings["wgan/distance"] = state.d_real.mean() - state.d_fake.mean()
+        readings[WGAN_DISTANCE] = state.d_real.mean() - state.d_fake.mean()
     if state.gp_penalty is not None:
-        readings["gp/penalty"] = state.gp_penalty
+        readings[GP_PENALTY] = state.gp_penalty
     if state.grad_norms is not None:
-        readings["gp/norm_mean"] = state.grad_norms.mean()
+        readings[GP_NORM_MEAN] = state.grad_norms.mean()
     return {tag: float(value) for tag, value in readings.items()}
 
 
@@ -77,12 +78,11 @@ class Monitor:
         self._start = time.perf_counter() - time_offset  # wall time of earlier segments (resume)
         self._last_log = (start_step, time.perf_counter())  # (step, time) of the previous log
         self._preparing = [p for p in self.probes if wants_prepare(p)]
-        layout = {category: dict(charts) for category, charts in CORE_LAYOUT.items()}
         for probe in self.probes:
             probe.attach(generator, critic)
-            for category, charts in probe.layout.items():
-                layout.setdefault(category, {}).update(charts)
-        self.writer.log_layout(layout)
+        panels = merge_panels(CORE_PANELS, *(probe.panels for probe in self.probes))
+        write_json(self.writer.dir / PANELS, panels_json(panels))
+        self.writer.log_layout(tensorboard_layout(panels))
 
     def due(self, step: int) -> bool:
         """Whether step() at this step does anything (a loop may skip building state): a log,
@@ -106,7 +106,7 @@ class Monitor:
             now = time.perf_counter()
             last_step, last_time = self._last_log
             if step > last_step:
-                scalars["time/step_s"] = (now - last_time) / (step - last_step)
+                scalars[TIME_STEP_S] = (now - last_time) / (step - last_step)
             self._last_log = (step, now)
         for probe in self.probes:
             if step % probe.every == 0:

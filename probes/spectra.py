@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, weight_of
+from probes.readings import SPECTRA_PANELS, spectra_tag
 from stabgan.models import named_layers
 
 
@@ -43,6 +44,7 @@ class SpectraProbe(Probe):
     """spectra/<net>.<layer>/sigma0, /sigma1, /ratio (σ0/σ1) for every conv and linear layer."""
 
     name = "spectra"
+    panels = SPECTRA_PANELS
 
     def __init__(self, every: int = 100):
         super().__init__(every)
@@ -61,11 +63,11 @@ class SpectraProbe(Probe):
         readings: dict[str, float] = {}
         for name, module in self.layers:
             sigma0, sigma1 = top_singular_values(weight_matrix(module))
-            readings[f"spectra/{name}/sigma0"] = sigma0
+            readings[spectra_tag(name, "sigma0")] = sigma0
             if sigma1 is not None:
-                readings[f"spectra/{name}/sigma1"] = sigma1
+                readings[spectra_tag(name, "sigma1")] = sigma1
                 if sigma1 > 0:  # a rank-one weight has no finite ratio; sigma1 = 0 says it
-                    readings[f"spectra/{name}/ratio"] = sigma0 / sigma1
+                    readings[spectra_tag(name, "ratio")] = sigma0 / sigma1
         return readings
 
     def detach(self) -> None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from probes.collapse import VERDICTS
-from reports import figures, runs as runlib
+from reports import canvas, figures, runs as runlib
 from stabgan.text import number
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
@@ -69,7 +69,7 @@ def render_run(run_dir: Path) -> dict:
         "events": runlib.run_events(run),
         "timeline": runlib.run_timeline(run),
         "records": run.metrics.records, "last_step": last,
-        "sections": figures.run_figures(run.metrics.series, onset, last),
+        "sections": canvas.run_figures(run.metrics.series, run.panels, onset, last),
         "samples": shown,
         "fid": fid,
         "traceback": run.traceback,
@@ -135,11 +135,13 @@ class _Cache:
 
 
 def _code_version() -> str:
-    """CACHE_VERSION plus a hash of the code that renders a run: an upgrade re-renders."""
+    """CACHE_VERSION plus a hash of the code that renders a run (this package's modules, and the
+    panel declarations a run without its own panels file is drawn with): an upgrade re-renders."""
+    from probes import readings
+
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
-    here = Path(__file__).parent
-    for name in ("html.py", "runs.py", "figures.py"):
-        digest.update((here / name).read_bytes())
+    for path in (*sorted(Path(__file__).parent.glob("*.py")), Path(readings.__file__)):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from probes.collapse import VERDICTS
-from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, SAMPLES, SUMMARY,
-                            read_json, to_float)
+from probes.readings import DEFAULT_PANELS, Panel, panels_from_json
+from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, PANELS, SAMPLES,
+                            SUMMARY, read_json, to_float)
 
 RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
 MAX_EVENTS = 50         # events listed per run; a pathological run can log thousands
@@ -85,7 +86,7 @@ def sample_files(run_dir: Path) -> list[tuple[int, Path]]:
 def run_stamp(run_dir: Path) -> dict:
     """Everything a run's rendering depends on, as file stamps (cache key)."""
     return {"files": {name: file_stamp(run_dir / name)
-                      for name in (CONFIG, METRICS, SUMMARY, DIAGNOSIS, ERROR_LOG)},
+                      for name in (CONFIG, METRICS, SUMMARY, DIAGNOSIS, ERROR_LOG, PANELS)},
             "samples": [[p.name, *(file_stamp(p) or [])] for _, p in sample_files(run_dir)]}
 
 
@@ -234,6 +235,7 @@ class RunData:
     metrics: Metrics = field(default_factory=lambda: Metrics({}))
     samples: list[tuple[int, Path]] = field(default_factory=list)
     traceback: str | None = None  # a failed run's error.log, when summary.json names it
+    panels: tuple[Panel, ...] = DEFAULT_PANELS  # panels.json's, or stabgan's own without one
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -265,7 +267,7 @@ def _read_json_file(run_dir: Path, name: str, warnings: list[str], required: boo
 
 
 def load_run(run_dir: Path) -> RunData:
-    """Read config, summary, diagnosis, metrics and the sample list of one run directory."""
+    """Read config, summary, diagnosis, metrics, panels and the sample list of one run directory."""
     run = RunData(Path(run_dir))
     warnings = run.warnings
     run.config_file = _read_json_file(run.path, CONFIG, warnings, required=True)
@@ -293,6 +295,11 @@ def load_run(run_dir: Path) -> RunData:
         warnings.append(f"non-finite values in {len(nonfinite)} tag"
                         f"{'s' * (len(nonfinite) != 1)}: {shown}")
     run.samples = sample_files(run.path)
+    if (run.path / PANELS).is_file():
+        try:
+            run.panels = panels_from_json(read_json(run.path / PANELS))
+        except ValueError as error:
+            warnings.append(f"{PANELS} is unreadable ({error}); stabgan's own panels are shown")
     if run.summary.get("error_log"):
         try:
             run.traceback = (run.path / ERROR_LOG).read_text(errors="replace")[-MAX_TRACEBACK_CHARS:]

@@ -24,6 +24,7 @@ CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 PRE_COLLAPSE_CHECKPOINT = "pre_collapse.pt"
 ERROR_LOG = "error.log"  # a failed run's full traceback; summary.json names it
+PANELS = "panels.json"  # the plots of the run's readings (probes.readings.panels_json)
 LOGGED_DIGITS = 9  # significant digits of a metrics.jsonl value: float32 round-trips
 
 

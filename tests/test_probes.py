@@ -368,6 +368,21 @@ def test_probes_do_not_change_training(run_dir, tmp_path):
         assert bare[tag][1] == probed[tag][1][:2], tag
 
 
+def test_panels_of_old_runs_are_the_core_and_every_registered_probe():
+    import re
+
+    from probes.readings import (CORE_PANELS, DEFAULT_PANELS, KERNELS, Panel, merge_panels,
+                                 tensorboard_layout)
+
+    registered = [cls.panels for cls, _ in REGISTRY.values()]
+    assert DEFAULT_PANELS == merge_panels(CORE_PANELS, *registered)
+    charts = tensorboard_layout(DEFAULT_PANELS)
+    entropy = charts[KERNELS]["kernel entropy"]
+    assert entropy[0] == "Multiline" and re.match(entropy[1][0], "kernel/g.inv0/entropy")
+    with pytest.raises(ValueError, match="tags"):
+        Panel("brightness", "Mine", "brightness/fake")  # a string, not a tuple of tags
+
+
 def test_tensorboard_holds_scalars_histograms_images_layout_and_hparams(run_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.custom_scalar import layout_pb2

@@ -262,6 +262,108 @@ def test_figures_and_samples_are_embedded(report):
     assert overview.count('<img src="data:image/png;base64,') >= 3
 
 
+def _plotted(section: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """[(section title, [(caption, tags), ...])] of a run section's plots, as the page shows."""
+    found = []
+    for part in re.split(r'(?=<h3>)', section)[1:]:
+        title = re.match(r'<h3>([^<]*)</h3>', part).group(1)
+        figures = re.findall(r'<figcaption title="([^"]*)">([^<]*)</figcaption>', part)
+        if figures:
+            found.append((html.unescape(title), [(html.unescape(caption), html.unescape(tags))
+                                                 for tags, caption in figures]))
+    return found
+
+
+def test_a_run_is_drawn_from_the_panels_its_monitor_wrote(report):
+    from probes.readings import GP_PANELS, KERNEL_PANELS, panels_from_json
+
+    run_dir = report["root"] / "sweep" / "igan"
+    declared = {p.title for p in panels_from_json(read_json(run_dir / "panels.json"))}
+    assert {p.title for p in GP_PANELS + KERNEL_PANELS} <= declared  # --probes gp,kernels,...
+    assert "FID (lower is better)" not in declared  # the fid probe did not run
+    plotted = dict(_plotted(_section(report["page"], "sweep/igan")))
+    assert list(plotted) == ["Training", "Involution kernels", "Spectra and gradients"]
+    captions = [caption for figures in plotted.values() for caption, _ in figures]
+    assert "gp/frac_off" in captions and "kernel entropy · g.inv0" in captions
+    band = dict(plotted["Training"])["GP: ‖∇D(x̂)‖ at interpolates"]
+    assert band.split(", ") == ["gp/norm_mean", "gp/norm_p50", "gp/norm_p05", "gp/norm_p95",
+                                "gp/norm_std"]
+
+
+def test_a_run_without_panels_file_shows_the_same_panels(report, tmp_path):
+    """Runs written before panels.json existed (or with a garbled one) get stabgan's own panels:
+    the same plots as the run's own file gives."""
+    real = report["root"] / "sweep" / "igan"
+    for name in ("igan", "old", "garbled"):
+        shutil.copytree(real, tmp_path / name, ignore=shutil.ignore_patterns(CACHE_FILE))
+    (tmp_path / "old" / "panels.json").unlink()
+    (tmp_path / "garbled" / "panels.json").write_text('{"panels": [{"title": 3}]}')
+    page = write_report(tmp_path).read_text()
+    own = _plotted(_section(page, "igan"))
+    assert own and _plotted(_section(page, "old")) == own
+    garbled = _section(page, "garbled")
+    assert _plotted(garbled) == own and "panels.json is unreadable (not a panel" in garbled
+    assert 'class="badge warn"' not in _section(page, "old")
+
+
+def test_a_new_probe_declares_its_plot_in_its_own_class(tmp_path):
+    """One class is all a new probe needs: the Monitor writes its panel, TensorBoard and the
+    report show it; a tag no panel declares still gets a plot, under Other readings."""
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+    from torch import nn
+
+    from probes import Monitor, Panel, Probe
+
+    class Brightness(Probe):
+        name = "brightness"
+        panels = (Panel("mean pixel of the fakes", "Brightness", ("brightness/fake",),
+                        target=0.0),)
+
+        def on_step(self, state):
+            return {"brightness/fake": state.fake.mean(), "contrast/fake": state.fake.std()}
+
+    torch.manual_seed(0)
+    generator, critic = nn.Sequential(nn.Linear(4, 4), nn.Tanh()), nn.Linear(4, 1)
+    monitor = Monitor(tmp_path / "own", generator=generator, critic=critic,
+                      probes=[Brightness(every=2)], log_every=2)
+    for step in range(1, 9):
+        with torch.no_grad():
+            fake = generator(torch.randn(8, 4))
+        monitor.step(step, fake=fake, loss_critic=torch.tensor(1.0 / step))
+    monitor.close()
+
+    plotted = _plotted(_section(write_report(tmp_path).read_text(), "own"))
+    assert plotted == [("Training", [("Losses · loss/critic", "loss/critic")]),
+                       ("Brightness", [("mean pixel of the fakes · brightness/fake",
+                                        "brightness/fake")]),
+                       ("Other readings", [("contrast · contrast/fake", "contrast/fake")])]
+    acc = EventAccumulator(str(tmp_path / "own"), size_guidance={"tensors": 0})
+    acc.Reload()
+    layout = layout_pb2.Layout.FromString(
+        acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {(c.title, chart.title): list(chart.multiline.tag)
+              for c in layout.category for chart in c.chart}
+    assert charts[("Brightness", "mean pixel of the fakes")] == ["brightness/fake"]
+
+
+def test_committed_study_runs_keep_their_panels(tmp_path):
+    """A failure-zoo run committed before panels.json: every tag it logged has its panel."""
+    zoo = Path(__file__).resolve().parents[1] / "studies" / "zoo" / "arch-igan_seed-0"
+    shutil.copytree(zoo, tmp_path / "run")  # the report caches into the run's folder
+    plotted = _plotted(_section(write_report(tmp_path).read_text(), "run"))
+    assert [title for title, _ in plotted] == ["Training", "FID", "Coverage and diversity",
+                                               "Critic", "Involution kernels",
+                                               "Spectra and gradients"]
+    counts = {title: len(figures) for title, figures in plotted}
+    assert counts == {"Training": 5, "FID": 1, "Coverage and diversity": 5, "Critic": 3,
+                      "Involution kernels": 9, "Spectra and gradients": 5}
+    critic = dict(dict(plotted)["Critic"])
+    assert critic["D(real) and D(fake)"].split(", ") == [
+        "critic/d_real_mean", "critic/d_fake_mean", "critic/d_real_std", "critic/d_fake_std"]
+
+
 def test_cache_reused_and_invalidated_by_new_metrics(report, tmp_path):
     root = tmp_path / "runs"
     shutil.copytree(report["root"] / "sweep" / "dcgan", root / "dcgan")

@@ -4,9 +4,15 @@ its best so far (docs/design.md lists the kinds)."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+
+from probes.readings import (COVERAGE_KL, COVERAGE_MODES, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE,
+                             GP_NORM_MEAN, GP_NORM_P50, GP_NORM_P95, KERNEL_ENTROPY, KERNEL_MAX_ABS,
+                             KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR, LOSS_CRITIC, SPECTRA_SIGMA0,
+                             WGAN_DISTANCE)
 
 if TYPE_CHECKING:
     from probes.collapse.band import Band
@@ -38,11 +44,11 @@ class Thresholds:
     # nan: any non-finite value in these tag groups (plus weights/nonfinite > 0), at once
     nan_groups: tuple[str, ...] = ("loss", "wgan", "gp", "weights", "grad", "spectra")
     # divergence: |x − band| in multiples of |band| (two-sided)
-    divergence_tags: tuple[str, ...] = ("wgan/distance", "loss/critic")
+    divergence_tags: tuple[str, ...] = (WGAN_DISTANCE, LOSS_CRITIC)
     divergence_warn: float = 3.0
     divergence_collapse: float = 10.0
     # gp_blowup: gradient norm at x̂ at least f× away from 1 (above f or below 1/f)
-    gp_tags: tuple[str, ...] = ("gp/norm_mean", "gp/norm_p95", "gp/norm_p50")
+    gp_tags: tuple[str, ...] = (GP_NORM_MEAN, GP_NORM_P95, GP_NORM_P50)
     gp_warn: float = 3.0
     gp_collapse: float = 10.0
     # mode_collapse: coverage/modes or diversity/pairwise below a fraction of their best so far
@@ -178,8 +184,8 @@ def _growth(warn_attr, collapse_attr):
     return grade
 
 
-def _stat(name):
-    return lambda tag: tag.startswith("kernel/") and tag.rsplit("/", 1)[-1] == name
+def _matching(pattern: str) -> Callable[[str], bool]:
+    return lambda tag: fnmatch.fnmatchcase(tag, pattern)
 
 
 def make_rules(t: Thresholds) -> list[Rule]:
@@ -189,27 +195,27 @@ def make_rules(t: Thresholds) -> list[Rule]:
               _divergence),
         Rule("gp_blowup", "gradient-penalty blow-up", lambda tag: tag in t.gp_tags, _gp,
               log=True, absolute=True),
-        Rule("mode_collapse", mode, lambda tag: tag == "coverage/modes",
+        Rule("mode_collapse", mode, lambda tag: tag == COVERAGE_MODES,
               _drop("mode_drop_warn", "mode_drop_collapse", use_best=True),
               reference="best_max", extreme="min"),
-        Rule("mode_collapse", mode, lambda tag: tag == "coverage/kl",
+        Rule("mode_collapse", mode, lambda tag: tag == COVERAGE_KL,
               _rise("kl_rise_warn", "kl_rise_collapse", use_best=True),
               reference="best_min", extreme="max"),
-        Rule("mode_collapse", mode, lambda tag: tag == "diversity/pairwise",
+        Rule("mode_collapse", mode, lambda tag: tag == DIVERSITY_PAIRWISE,
               _drop("mode_drop_warn", "mode_drop_collapse", use_best=True),
               reference="best_max", extreme="min"),
-        Rule("mode_collapse", mode, lambda tag: tag == "diversity/dup_rate",
+        Rule("mode_collapse", mode, lambda tag: tag == DIVERSITY_DUP_RATE,
               _rise("dup_rise_warn", "dup_rise_collapse"), extreme="max"),
-        Rule("kernel_collapse", kernel, _stat("entropy"),
+        Rule("kernel_collapse", kernel, _matching(KERNEL_ENTROPY),
               _drop("kernel_drop_warn", "kernel_drop_collapse"), log=True, extreme="min"),
-        Rule("kernel_collapse", kernel, _stat("spatial_var"),
+        Rule("kernel_collapse", kernel, _matching(KERNEL_SPATIAL_VAR),
               _drop("kernel_drop_warn", "kernel_drop_collapse"), log=True, extreme="min"),
-        Rule("kernel_collapse", "kernel saturation", _stat("near_zero"),
+        Rule("kernel_collapse", "kernel saturation", _matching(KERNEL_NEAR_ZERO),
               _above("kernel_dead_warn", "kernel_dead_collapse"), extreme="max", absolute=True),
-        Rule("kernel_collapse", "kernel saturation", _stat("max_abs"),
+        Rule("kernel_collapse", "kernel saturation", _matching(KERNEL_MAX_ABS),
               _growth("kernel_growth_warn", "kernel_growth_collapse"), log=True, extreme="max"),
         Rule("spectral_explosion", "spectral explosion",
-              lambda tag: tag.startswith("spectra/") and tag.endswith("/sigma0"),
+              _matching(SPECTRA_SIGMA0),
               _growth("spectral_warn", "spectral_collapse"), log=True, extreme="max"),
     ]
 

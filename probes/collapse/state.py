@@ -7,6 +7,8 @@ from typing import Iterable, Mapping
 
 from probes.collapse.band import Track, Watch
 from probes.collapse.rules import Thresholds, layer_of, make_rules
+from probes.readings import (GP_NORM_MEAN, GP_NORM_P95, LOSS_CRITIC, NONFINITE_WEIGHTS,
+                             WGAN_DISTANCE)
 from stabgan.text import number
 
 KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
@@ -14,13 +16,12 @@ KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
 LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer; graded by the samples
 VERDICTS = ("healthy", "unstable", "collapsed")
 WARNING, COLLAPSE = "warning", "collapse"
-NONFINITE_WEIGHTS = "weights/nonfinite"  # count of non-finite weight elements (G and D), logged by the trainer
 
 # Tags shown beside an event's own tag in its message, when they were logged at that step.
-CONTEXT_TAGS = ("wgan/distance", "loss/critic", "gp/norm_p95", "gp/norm_mean")
+CONTEXT_TAGS = (WGAN_DISTANCE, LOSS_CRITIC, GP_NORM_P95, GP_NORM_MEAN)
 # The one context tag a message names (the first one logged), per kind.
-MESSAGE_CONTEXT = {"divergence": ("gp/norm_p95", "gp/norm_mean"),
-                   "gp_blowup": ("wgan/distance",), "spectral_explosion": ("wgan/distance",)}
+MESSAGE_CONTEXT = {"divergence": (GP_NORM_P95, GP_NORM_MEAN),
+                   "gp_blowup": (WGAN_DISTANCE,), "spectral_explosion": (WGAN_DISTANCE,)}
 
 
 def sign_size(sign: dict) -> str:

@@ -1,0 +1,209 @@
+"""A run's plots (reports.panels) drawn on one reusable, text-free figure (`Canvas`), with
+reports.figures' style and encoding; `run_figures` gives the page its per-run sections.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from reports.figures import PALETTE, PANEL_DPI, STYLE, data_uri, downsample, png_bytes
+from reports.panels import Plot, plot_sections
+
+MAX_LEGEND = 14    # legend entries per panel; more lines are drawn but not named
+PLOT_SIZE = (3.6, 1.9)    # inches at PANEL_DPI: the 360 × 190 px plot area of a panel
+ONSET_COLOR = "#c62828"
+TARGET_COLOR = "#455a64"
+
+
+def _limits(arrays: list[np.ndarray], log: bool) -> tuple[float, float] | None:
+    finite = [a[np.isfinite(a) & ((a > 0) if log else True)] for a in arrays]
+    finite = [a for a in finite if a.size]
+    if not finite:
+        return None
+    lo = min(float(a.min()) for a in finite)
+    hi = max(float(a.max()) for a in finite)
+    if log:
+        lo, hi = math.log10(lo), math.log10(hi)
+    if hi - lo < 1e-12 * max(1.0, abs(hi)):
+        pad = 0.5 if log else max(abs(hi) * 0.1, 0.5)
+        lo, hi = lo - pad, hi + pad
+    else:
+        pad = (hi - lo) * 0.06
+        lo, hi = lo - pad, hi + pad
+    return (10 ** lo, 10 ** hi) if log else (lo, hi)
+
+
+def compact_number(value: float) -> str:
+    """Tick label: 1.2M, 350k, 0.0035, 12 (no scientific offset text)."""
+    size = abs(value)
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if size >= scale:
+            divisor = 1e3 if suffix == "k" else scale
+            return f"{value / divisor:.4g}{suffix}"
+    return f"{value:.6g}"
+
+
+def _wide_positive_range(arrays: list[np.ndarray], decades: float = 1.5) -> bool:
+    """A log axis only pays off over more than ~1.5 decades of positive values."""
+    positive = [a[np.isfinite(a) & (a > 0)] for a in arrays]
+    positive = [a for a in positive if a.size]
+    if not positive:
+        return False
+    lo = min(float(a.min()) for a in positive)
+    hi = max(float(a.max()) for a in positive)
+    return math.log10(hi / lo) > decades
+
+
+class Canvas:
+    """One reusable text-free Figure for the per-run panels.
+
+    The image holds only what must be drawn (bands, lines, grid, target, onset, ▼ marks); the
+    title, tick labels and legend are returned as data for the page to set as HTML text. Text
+    layout is most of matplotlib's cost per plot, and HTML text stays sharp, selectable and
+    escaped. The axes fill the image, so a tick's position is its fraction of the axis range.
+    """
+
+    def __init__(self, size=PLOT_SIZE, dpi=PANEL_DPI):
+        self.fig = Figure(figsize=size, dpi=dpi)
+        FigureCanvasAgg(self.fig)
+        self.ax = self.fig.add_axes((0, 0, 1, 1))
+        self.ax.set_axis_off()  # no matplotlib axis at all: its tick machinery is the slow part
+        # Lines are kept across panels and given new data: creating artists is a large part of
+        # a panel's cost. The grid is one line with NaN breaks.
+        rc = matplotlib.rcParams
+        self.grid = self._add_line(color=rc["grid.color"], linewidth=rc["grid.linewidth"],
+                                   zorder=0.5)
+        self.target = self._add_line(color=TARGET_COLOR, linestyle=":", linewidth=1.1, zorder=2.5)
+        self.onset = self._add_line(color=ONSET_COLOR, linestyle="--", linewidth=1.1, zorder=2.6)
+        self.series: list = []  # one per plotted series, grown as panels need more
+
+    def _add_line(self, **style):
+        return self.ax.add_line(Line2D([], [], **style))
+
+    def _series_line(self, i: int, steps, values, color: str, dashed: bool, points: int):
+        while len(self.series) <= i:
+            self.series.append(self._add_line(zorder=2))
+        line = self.series[i]
+        line.set_data(steps, values)
+        line.set_color(color)
+        line.set_linestyle("--" if dashed else "-")
+        line.set_marker("o" if points <= 40 else "None")  # few points (sparse cadence): each one
+        line.set_markersize(4 if points <= 2 else 2)
+        line.set_visible(True)
+
+    def render(self, panel: Plot, onset: int | None, xmax: int | None) -> dict:
+        """{"uri", "xticks", "yticks", "legend", "empty"} for one plot."""
+        ax = self.ax
+        kept = {self.grid, self.target, self.onset, *self.series}
+        for artist in [*ax.lines, *ax.collections, *ax.patches]:
+            if artist in kept:
+                artist.set_visible(False)
+            else:
+                artist.remove()
+        self.grid.set_visible(True)
+        log = panel.logy and _wide_positive_range([l.values for l in panel.lines])
+        if ax.get_yscale() != ("log" if log else "linear"):  # setting a scale costs ~1 ms
+            ax.set_yscale("log" if log else "linear")
+        legend, arrays, bad_steps, xs = [], [], [], []
+        for band in panel.bands:
+            s, l = downsample(band.steps, np.where(np.isfinite(band.lo), band.lo, np.nan))
+            _, h = downsample(band.steps, np.where(np.isfinite(band.hi), band.hi, np.nan))
+            color = PALETTE[band.line % len(PALETTE)]
+            ax.fill_between(s, l, h, color=color, alpha=0.18, linewidth=0)
+            legend.append({"label": band.label, "color": color, "style": "band"})
+            arrays += [l, h]
+            xs.append(s)
+        for i, item in enumerate(panel.lines):
+            finite = np.isfinite(item.values)
+            if not finite.all():
+                bad_steps.append(item.steps[~finite])
+            s, v = downsample(item.steps, np.where(finite, item.values, np.nan))
+            color = PALETTE[i % len(PALETTE)]
+            self._series_line(i, s, v, color, item.dashed, int(np.isfinite(v).sum()))
+            legend.append({"label": item.label, "color": color,
+                           "style": "dashed" if item.dashed else "solid"})
+            arrays.append(v)
+            xs.append(s)
+        if panel.target is not None:
+            y, label = panel.target
+            legend.append({"label": label, "color": TARGET_COLOR, "style": "dotted"})
+            arrays.append(np.array([y]))
+
+        found = _limits(arrays, log)
+        ylim = found or ((0.1, 10) if log else (0, 1))
+        x_lo = min((float(x.min()) for x in xs if x.size), default=0.0)
+        x_hi = float(xmax) if xmax else max((float(x.max()) for x in xs if x.size), default=1.0)
+        x_lo, x_hi = min(0.0, x_lo), max(x_hi, x_lo + 1)
+        xlim = (x_lo, x_hi + 0.015 * (x_hi - x_lo))  # room for a marker on the last step
+        ax.set_ylim(*ylim)
+        ax.set_xlim(*xlim)
+        y_locator = ticker.LogLocator(numticks=5) if log else ticker.MaxNLocator(nbins=4)
+        yticks = _ticks(y_locator, ylim, log)
+        xticks = _ticks(ticker.MaxNLocator(nbins=5, integer=True), xlim, False)
+        self.grid.set_data(*_grid_segments([t["value"] for t in xticks],
+                                           [t["value"] for t in yticks], xlim, ylim))
+        if panel.target is not None:
+            self.target.set_data(xlim, [panel.target[0]] * 2)
+            self.target.set_visible(True)
+        if onset is not None:
+            self.onset.set_data([onset] * 2, ylim)
+            self.onset.set_visible(True)
+        if bad_steps:
+            marks = np.unique(np.concatenate(bad_steps))
+            if marks.size > 60:
+                marks = marks[np.linspace(0, marks.size - 1, 60).astype(int)]
+            ax.plot(marks, np.full(marks.size, 0.96), linestyle="none", marker="v",
+                    markersize=3.5, color=ONSET_COLOR, transform=ax.get_xaxis_transform(),
+                    clip_on=False, zorder=3)
+            legend.append({"label": "non-finite", "color": ONSET_COLOR, "style": "marker"})
+        if len(legend) > MAX_LEGEND:
+            more = len(legend) - MAX_LEGEND + 1
+            legend = legend[:MAX_LEGEND - 1] + [{"label": f"+{more} more (drawn, not named)",
+                                                 "color": "#9e9e9e", "style": "solid"}]
+        return {"uri": data_uri(png_bytes(self.fig)), "xticks": xticks, "yticks": yticks,
+                "legend": legend, "empty": found is None}
+
+
+def _grid_segments(xs, ys, xlim, ylim) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of full-height lines at xs and full-width lines at ys, NaN between segments."""
+    x = [v for tick in xs for v in (tick, tick, np.nan)] + [*xlim, np.nan] * len(ys)
+    y = [v for _ in xs for v in (*ylim, np.nan)] + [v for tick in ys for v in (tick, tick, np.nan)]
+    return np.array(x), np.array(y)
+
+
+def _ticks(locator, limits: tuple[float, float], log: bool) -> list[dict]:
+    """[{"value", "label", "pos"}]: the locator's ticks inside limits, pos in % of the axis."""
+    lo, hi = limits
+    to_axis = (lambda v: math.log10(v)) if log else (lambda v: v)
+    span = to_axis(hi) - to_axis(lo)
+    return [{"value": float(v), "label": compact_number(float(v)),
+             "pos": round(100 * (to_axis(v) - to_axis(lo)) / span, 2)}
+            for v in locator.tick_values(lo, hi) if lo <= v <= hi]
+
+
+_canvas: Canvas | None = None  # one per process: creating the figure costs more than a panel
+
+
+def run_figures(series, panels, onset: int | None, xmax: int | None) -> list[dict]:
+    """[{"title": section, "figures": [{"title", "tags", **Canvas.render}]}] for one run:
+    series (tag -> (steps, values)) drawn as its declared panels (probes.readings.Panel)."""
+    global _canvas
+    sections = []
+    with matplotlib.rc_context(STYLE):
+        canvas = _canvas = _canvas or Canvas()
+        for title, plots in plot_sections(series, panels):
+            figures = []
+            for panel in plots:
+                caption = panel.title
+                if len(panel.lines) == 1 and panel.lines[0].label not in caption:
+                    caption += f" · {panel.lines[0].label}"
+                figures.append({"title": caption, "tags": panel.tags,
+                                **canvas.render(panel, onset, xmax)})
+            sections.append({"title": title, "figures": figures})
+    return sections
