@@ -63,6 +63,10 @@ class Monitor:
         hparams: settings for TensorBoard's hparams table, added to config.json's when present."""
         if log_every < 1:
             raise ValueError(f"log_every={log_every!r} must be >= 1")
+        for probe in probes:
+            if getattr(probe, "layout", None):  # an earlier stabgan's declaration, now unread
+                raise ValueError(f"{type(probe).__name__}.layout is no longer read: declare its "
+                                 f"plots as {type(probe).__name__}.panels (probes.Panel)")
         self.writer = run_dir if isinstance(run_dir, RunWriter) else RunWriter(
             Path(run_dir), purge_after_step=purge_after_step)
         self.generator, self.critic = generator, critic

@@ -347,6 +347,13 @@ def test_a_new_probe_declares_its_plot_in_its_own_class(tmp_path):
               for c in layout.category for chart in c.chart}
     assert charts[("Brightness", "mean pixel of the fakes")] == ["brightness/fake"]
 
+    class OldStyle(Brightness):  # an earlier stabgan's declaration: refused, not dropped
+        layout = {"Brightness": {"mean pixel": ["Multiline", ["brightness/fake"]]}}
+
+    with pytest.raises(ValueError, match="OldStyle.layout is no longer read"):
+        Monitor(tmp_path / "old", generator=generator, critic=critic, probes=[OldStyle()])
+    assert not (tmp_path / "old").exists()
+
 
 def test_committed_study_runs_keep_their_panels(tmp_path):
     """A failure-zoo run committed before panels.json: every tag it logged has its panel."""
