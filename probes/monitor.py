@@ -16,7 +16,6 @@ layouts go into TensorBoard's custom-scalars tab when the monitor opens; an hpar
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -25,8 +24,8 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, wants_prepare
-from stabgan.runlog import (CONFIG, DIAGNOSIS, SUMMARY, RunWriter, metric_series, read_json,
-                            read_metrics)
+from stabgan.rundir import RunDir
+from stabgan.runlog import RunWriter
 
 CORE_LAYOUT = {"losses": {
     "critic and generator loss": ["Multiline", ["loss/critic", "loss/generator"]],
@@ -151,21 +150,14 @@ class Monitor:
     def _log_hparams(self) -> None:
         """config.json's settings + the constructor's hparams + verdict; metrics: the last
         distance and GP norm, and the best FID when one was measured (any segment)."""
-        run_dir = self.writer.dir
-        saved = read_json(run_dir / CONFIG) or {}
-        hparams = {**saved.get("config", {}), **self.hparams}
+        run = RunDir(self.writer.dir)
+        hparams = {**run.config, **self.hparams}
         if self.detector is not None:
             hparams["verdict"] = self.detector.verdict
         else:
-            found = read_json(run_dir / DIAGNOSIS) or read_json(run_dir / SUMMARY) or {}
-            hparams["verdict"] = found.get("verdict") or "unknown"
-        fids = [v for tag, (_, values) in metric_series(read_metrics(run_dir)).items()
-                if tag.startswith("fid/") for v in values]
-        summary_fid = (read_json(run_dir / SUMMARY) or {}).get("fid_min")
-        if isinstance(summary_fid, (int, float)):
-            fids.append(float(summary_fid))
-        fids = [v for v in fids if math.isfinite(v)]
+            hparams["verdict"] = run.verdict or "unknown"
         metrics: dict[str, float | None] = {t: None for t in HPARAM_METRICS if t in self.latest}
-        if fids:
-            metrics["hparams/fid_min"] = min(fids)
+        best = run.best_fid()
+        if best is not None:
+            metrics["hparams/fid_min"] = best.value
         self.writer.log_hparams(hparams, metrics, self._last_log[0])

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from reports import figures, runs as runlib
+from stabgan import rundir
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
 CACHE_FILE = ".stabgan-report.json"  # in each run directory: its cached rendering
@@ -133,11 +134,12 @@ class _Cache:
 
 
 def _code_version() -> str:
-    """CACHE_VERSION plus a hash of the code that renders a run: an upgrade re-renders."""
+    """CACHE_VERSION plus a hash of the code that reads and renders a run: an upgrade re-renders."""
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
     here = Path(__file__).parent
-    for name in ("html.py", "runs.py", "figures.py"):
-        digest.update((here / name).read_bytes())
+    for path in (here / "html.py", here / "runs.py", here / "figures.py",
+                 Path(rundir.__file__)):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
