@@ -56,8 +56,9 @@ class Monitor:
                  probes: Sequence[Probe] = (), log_every: int = 10,
                  purge_after_step: int | None = None, start_step: int = 0,
                  time_offset: float = 0.0, detector=None, hparams: dict | None = None):
-        """detector: an optional `probes.collapse.OnlineDetector` fed every logged step
-        (online collapse detection; it keeps run_dir/diagnosis.json current).
+        """detector: an optional `probes.guard.CollapseGuard` (or a bare
+        `probes.collapse.OnlineDetector`) fed every logged step: online collapse detection,
+        run_dir/diagnosis.json kept current; closed with the monitor.
         hparams: settings for TensorBoard's hparams table, added to config.json's when present."""
         if log_every < 1:
             raise ValueError(f"log_every={log_every!r} must be >= 1")
