@@ -1,7 +1,8 @@
 """Probes: training hooks that record stability readings into a run directory.
 
 `build_probes(config)` turns the `--probes` selection (default | all | none | name,name) into
-probe instances; `Monitor` runs them for any training loop.
+probe instances; `Monitor` runs them for any training loop, and `CollapseGuard` (fed by the
+Monitor) detects collapse online, keeps a pre-collapse checkpoint and says when to stop.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import importlib
 # Names are imported on first use, so that `import probes.collapse` (the detector: pure Python
 # over metric files) does not load torch with the probes: `stabgan diagnose` starts at once.
 _EXPORTS = {
-    "Monitor": "probes.monitor", "Probe": "probes.base", "StepState": "probes.base",
-    "Panel": "probes.readings",
+    "Monitor": "probes.monitor", "CollapseGuard": "probes.guard", "Panel": "probes.readings",
+    "Probe": "probes.base", "StepState": "probes.base",
     "REGISTRY": "probes.registry", "build_probes": "probes.registry",
     "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity", "FidProbe": "probes.fid",
     "GradientPenaltyProbe": "probes.gp", "GradientProbe": "probes.gradients",

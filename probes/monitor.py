@@ -17,7 +17,6 @@ the panels of the core readings and of its probes (probes.readings) go into the 
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,8 +28,8 @@ from probes.base import Probe, StepState, wants_prepare
 from probes.readings import (CORE_PANELS, GP_NORM_MEAN, GP_PENALTY, LOSS_CRITIC, LOSS_GENERATOR,
                              TIME_STEP_S, WGAN_DISTANCE, merge_panels, panels_json,
                              tensorboard_layout)
-from stabgan.runlog import (CONFIG, DIAGNOSIS, PANELS, SUMMARY, RunWriter, metric_series,
-                            read_json, read_metrics, write_json)
+from stabgan.rundir import RunDir
+from stabgan.runlog import PANELS, RunWriter, write_json
 
 HPARAM_METRICS = (WGAN_DISTANCE, GP_NORM_MEAN)  # last values shown in the hparams table
 
@@ -58,8 +57,9 @@ class Monitor:
                  probes: Sequence[Probe] = (), log_every: int = 10,
                  purge_after_step: int | None = None, start_step: int = 0,
                  time_offset: float = 0.0, detector=None, hparams: dict | None = None):
-        """detector: an optional `probes.collapse.OnlineDetector` fed every logged step
-        (online collapse detection; it keeps run_dir/diagnosis.json current).
+        """detector: an optional `probes.guard.CollapseGuard` (or a bare
+        `probes.collapse.OnlineDetector`) fed every logged step: online collapse detection,
+        run_dir/diagnosis.json kept current; closed with the monitor.
         hparams: settings for TensorBoard's hparams table, added to config.json's when present."""
         if log_every < 1:
             raise ValueError(f"log_every={log_every!r} must be >= 1")
@@ -155,21 +155,14 @@ class Monitor:
     def _log_hparams(self) -> None:
         """config.json's settings + the constructor's hparams + verdict; metrics: the last
         distance and GP norm, and the best FID when one was measured (any segment)."""
-        run_dir = self.writer.dir
-        saved = read_json(run_dir / CONFIG) or {}
-        hparams = {**saved.get("config", {}), **self.hparams}
+        run = RunDir(self.writer.dir)
+        hparams = {**run.config, **self.hparams}
         if self.detector is not None:
             hparams["verdict"] = self.detector.verdict
         else:
-            found = read_json(run_dir / DIAGNOSIS) or read_json(run_dir / SUMMARY) or {}
-            hparams["verdict"] = found.get("verdict") or "unknown"
-        fids = [v for tag, (_, values) in metric_series(read_metrics(run_dir)).items()
-                if tag.startswith("fid/") for v in values]
-        summary_fid = (read_json(run_dir / SUMMARY) or {}).get("fid_min")
-        if isinstance(summary_fid, (int, float)):
-            fids.append(float(summary_fid))
-        fids = [v for v in fids if math.isfinite(v)]
+            hparams["verdict"] = run.verdict or "unknown"
         metrics: dict[str, float | None] = {t: None for t in HPARAM_METRICS if t in self.latest}
-        if fids:
-            metrics["hparams/fid_min"] = min(fids)
+        best = run.best_fid()
+        if best is not None:
+            metrics["hparams/fid_min"] = best.value
         self.writer.log_hparams(hparams, metrics, self._last_log[0])

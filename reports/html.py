@@ -16,6 +16,7 @@ from pathlib import Path
 
 from probes.collapse import VERDICTS
 from reports import canvas, figures, runs as runlib
+from stabgan import rundir
 from stabgan.text import number
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
@@ -135,12 +136,14 @@ class _Cache:
 
 
 def _code_version() -> str:
-    """CACHE_VERSION plus a hash of the code that renders a run (this package's modules, and the
-    panel declarations a run without its own panels file is drawn with): an upgrade re-renders."""
+    """CACHE_VERSION plus a hash of the code that reads and renders a run (this package's
+    modules, the run-directory reader, and the panel declarations a run without its own panels
+    file is drawn with): an upgrade re-renders."""
     from probes import readings
 
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
-    for path in (*sorted(Path(__file__).parent.glob("*.py")), Path(readings.__file__)):
+    for path in (*sorted(Path(__file__).parent.glob("*.py")), Path(readings.__file__),
+                 Path(rundir.__file__)):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

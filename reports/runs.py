@@ -1,18 +1,17 @@
 """Finding run directories below a folder and reading each one into plain data.
 
-Everything here reads files only (through `stabgan.runlog`'s names and readers); a run that is
-still being written, truncated, half-missing or garbled comes back with warnings, never an error.
+Everything here reads files only (through `stabgan.rundir.RunDir`, the one reader of a run); a
+run that is still being written, truncated, half-missing or garbled comes back with warnings,
+never an error.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import statistics
 import time
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,9 @@ import numpy as np
 
 from probes.collapse import VERDICTS
 from probes.readings import DEFAULT_PANELS, Panel, panels_from_json
+from stabgan.rundir import Metrics, RunDir, best_fid
 from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, PANELS, SAMPLES,
-                            SUMMARY, read_json, to_float)
+                            SUMMARY, to_float)
 
 RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
 MAX_EVENTS = 50         # events listed per run; a pathological run can log thousands
@@ -109,78 +109,6 @@ def refresh_diagnosis(run_dir: Path) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- metrics
-
-@dataclass
-class Metrics:
-    series: dict[str, tuple[np.ndarray, np.ndarray]]  # tag -> (steps int64, values float64)
-    records: int = 0      # readable records
-    bad_lines: int = 0    # lines that were not a JSON object with an integer "step"
-    last_step: int | None = None
-
-
-def read_series(run_dir: Path) -> Metrics:
-    """metrics.jsonl as numpy columns; tolerant like runlog.read_metrics, and counts what it
-    skipped. One json.loads over the whole file when it is clean (fast), line by line if not."""
-    try:
-        text = (run_dir / METRICS).read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        return Metrics({})
-    try:  # a blank or truncated line makes this fail, and the slow path below skips it
-        parsed = json.loads("[" + text.replace("\n", ",") + "]")
-    except ValueError:
-        parsed = []
-        for line in text.splitlines():
-            if line.strip():
-                try:
-                    parsed.append(json.loads(line))
-                except ValueError:
-                    parsed.append(None)
-    records = [r for r in parsed
-               if isinstance(r, dict) and type(r.get("step")) is int and abs(r["step"]) < 2 ** 63]
-    bad = len(parsed) - len(records)
-    if any(records[i]["step"] > records[i + 1]["step"] for i in range(len(records) - 1)):
-        records.sort(key=lambda r: r["step"])
-    return Metrics(_columns(records), len(records), bad, records[-1]["step"] if records else None)
-
-
-def _columns(records: list[dict]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """tag -> (steps, values) in record order. Records are grouped by their key set (a run logs
-    a few cadences), and each group becomes one 2-D array at once: that is the fast part."""
-    groups: dict[tuple, list[int]] = {}
-    for i, record in enumerate(records):
-        groups.setdefault(tuple(record), []).append(i)
-    pieces: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for keys, index in groups.items():
-        rows = [records[i] for i in index]
-        steps = np.array([r["step"] for r in rows], dtype=np.int64)
-        try:
-            table = np.fromiter(chain.from_iterable(r.values() for r in rows), np.float64,
-                                len(rows) * len(keys)).reshape(len(rows), len(keys))
-        except (TypeError, ValueError, OverflowError):  # a list, text or a huge integer
-            table = None
-        for j, tag in enumerate(keys):
-            if tag in ("step", "time"):
-                continue
-            kept = np.ones(len(rows), dtype=bool)
-            if table is not None:
-                values = table[:, j]
-            else:  # null is NaN here too, as numpy makes it above
-                converted = [math.nan if r[tag] is None else to_float(r[tag]) for r in rows]
-                kept = np.array([v is not None for v in converted])
-                values = np.array([v for v in converted if v is not None], dtype=np.float64)
-            pieces.setdefault(tag, []).append((np.asarray(index)[kept], steps[kept], values))
-    series = {}
-    for tag, parts in pieces.items():
-        index, steps, values = (np.concatenate(column) for column in zip(*parts))
-        if len(parts) > 1:
-            order = np.argsort(index, kind="stable")
-            steps, values = steps[order], values[order]
-        if len(steps):
-            series[tag] = (steps, values)
-    return series
-
-
 # --------------------------------------------------------------------------- one run
 
 def _dict(value: Any) -> dict:
@@ -253,14 +181,13 @@ class RunData:
         return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
 
 
-def _read_json_file(run_dir: Path, name: str, warnings: list[str], required: bool) -> dict:
-    path = run_dir / name
-    if not path.is_file():
+def _read_json_file(source: RunDir, name: str, warnings: list[str], required: bool) -> dict:
+    if not (source.path / name).is_file():
         if required:
             warnings.append(f"no {name}")
         return {}
-    value = read_json(path)
-    if not isinstance(value, dict):
+    value = source.read(name)
+    if value is None:
         warnings.append(f"{name} is unreadable (truncated or not a JSON object)")
         return {}
     return value
@@ -268,19 +195,20 @@ def _read_json_file(run_dir: Path, name: str, warnings: list[str], required: boo
 
 def load_run(run_dir: Path) -> RunData:
     """Read config, summary, diagnosis, metrics, panels and the sample list of one run directory."""
-    run = RunData(Path(run_dir))
+    source = RunDir(run_dir)
+    run = RunData(source.path)
     warnings = run.warnings
-    run.config_file = _read_json_file(run.path, CONFIG, warnings, required=True)
+    run.config_file = _read_json_file(source, CONFIG, warnings, required=True)
     run.config = _dict(run.config_file.get("config"))
     if run.config_file and not run.config:
         warnings.append(f"{CONFIG} has no \"config\" object")
-    run.summary = _read_json_file(run.path, SUMMARY, warnings, required=False)
-    diagnosis = _read_json_file(run.path, DIAGNOSIS, warnings, required=False)
+    run.summary = _read_json_file(source, SUMMARY, warnings, required=False)
+    diagnosis = _read_json_file(source, DIAGNOSIS, warnings, required=False)
     run.diagnosis = diagnosis or None
     if diagnosis and diagnosis.get("verdict") not in VERDICTS:
         verdict = format_value(diagnosis.get("verdict"))
         warnings.append(f"{DIAGNOSIS} has an unknown verdict {verdict}")
-    run.metrics = read_series(run.path)
+    run.metrics = source.metrics()
     if not (run.path / METRICS).is_file():
         warnings.append(f"no {METRICS}")
     elif run.metrics.records == 0:
@@ -297,38 +225,19 @@ def load_run(run_dir: Path) -> RunData:
     run.samples = sample_files(run.path)
     if (run.path / PANELS).is_file():
         try:
-            run.panels = panels_from_json(read_json(run.path / PANELS))
+            run.panels = panels_from_json(source.read(PANELS))
         except ValueError as error:
             warnings.append(f"{PANELS} is unreadable ({error}); stabgan's own panels are shown")
-    if run.summary.get("error_log"):
-        try:
-            run.traceback = (run.path / ERROR_LOG).read_text(errors="replace")[-MAX_TRACEBACK_CHARS:]
-        except OSError as error:
-            warnings.append(f"{SUMMARY} names {ERROR_LOG}, which is unreadable: {error.strerror}")
+    try:
+        traceback = source.traceback()
+    except OSError as error:
+        warnings.append(f"{SUMMARY} names {ERROR_LOG}, which is unreadable: {error.strerror}")
+    else:
+        run.traceback = traceback[-MAX_TRACEBACK_CHARS:] if traceback is not None else None
     return run
 
 
 # --------------------------------------------------------------------------- table row
-
-def best_fid(run: RunData) -> tuple[float | None, str | None, int | None]:
-    """(lowest finite FID, its features, its step) over fid/<features> tags, else summary's."""
-    best = (None, None, None)
-    for tag, (steps, values) in run.metrics.series.items():
-        if not tag.startswith("fid/"):
-            continue
-        finite = np.isfinite(values)
-        if finite.any():
-            i = int(np.flatnonzero(finite)[np.argmin(values[finite])])
-            if best[0] is None or values[i] < best[0]:
-                best = (float(values[i]), tag[4:], int(steps[i]))
-    if best[0] is None:
-        value = _number(run.summary.get("fid_min"))
-        if value is not None and math.isfinite(value):
-            features = run.summary.get("fid_features")
-            best = (value, features if isinstance(features, str) else None,
-                    _int(run.summary.get("fid_min_step")))
-    return best
-
 
 def ms_per_step(run: RunData) -> float | None:
     value = _number(run.summary.get("step_s_median"))
@@ -342,7 +251,7 @@ def ms_per_step(run: RunData) -> float | None:
 def run_row(run: RunData) -> dict:
     """The overview table's values for one run (raw values; the template formats them)."""
     c, s = run.config, run.summary
-    fid, features, fid_step = best_fid(run)
+    fid, fid_step, features = best_fid(run.metrics.series, run.summary) or (None, None, None)
     named = [e for e in run.events if isinstance(e.get("kind"), str)]
     kinds = list(dict.fromkeys(e["kind"] for e in named if e.get("severity") == "collapse"))
     warn_kinds = list(dict.fromkeys(e["kind"] for e in named if e["kind"] not in kinds))

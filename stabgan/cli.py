@@ -91,21 +91,22 @@ def run(ctx, preset, out, name, resume, **overrides):
 
 def failure_line(error: Exception, run_dir: Path) -> str:
     """`run failed: Type: message`, and where the traceback is when this failure wrote one."""
-    from stabgan.runlog import SUMMARY, error_line, read_json
+    from stabgan.rundir import RunDir
+    from stabgan.runlog import error_line
 
-    line, summary = error_line(error), read_json(run_dir / SUMMARY) or {}
-    log = summary.get("error_log") if summary.get("error") == line else None  # not an older one
-    return f"run failed: {line}" + (f"; traceback in {run_dir / log}" if log else "")
+    line, run = error_line(error), RunDir(run_dir)
+    log = run.error_log if run.summary.get("error") == line else None  # not an older one
+    return f"run failed: {line}" + (f"; traceback in {log}" if log else "")
 
 
 def end_of_run(summary: dict, run_dir: Path) -> str:
     """What `stabgan run` prints when it ends: status, verdict (with onset, kind and the
     evidence when not healthy), the run directory and the commands to look at it."""
-    from stabgan.runlog import DIAGNOSIS, read_json
+    from stabgan.rundir import RunDir
 
     lines = [f"{summary['status']}: {summary['steps']:,} steps in {summary['wall_s']:.1f} s"]
     verdict = summary.get("verdict") or "unknown"
-    events = (read_json(run_dir / DIAGNOSIS) or {}).get("events", [])
+    events = RunDir(run_dir).diagnosis.get("events", [])
     if verdict == "collapsed":
         onset = summary.get("onset_step")
         first = next((e for e in events if e.get("severity") == "collapse"

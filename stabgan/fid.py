@@ -12,7 +12,8 @@ from the eigenvalues of a symmetric matrix that shares its spectrum with Σ1Σ2 
 
 Caches (under `cache_root()`): `domain/<key>.pt` + `.json` (the classifier and its held-out
 accuracy) and `stats/<key>-<features>.npz` (real-data mean and covariance), where the key names
-the dataset spec and image size.
+the dataset spec and image size. They are written atomically (`runlog.atomic_write_bytes`):
+parallel runs of a sweep may fill the same cache, and readers never see a partial file.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
 from stabgan.config import FEATURES, dataset_info
 from stabgan.data import load_dataset
-from stabgan.runlog import CheckpointError, safe_load
+from stabgan.runlog import CheckpointError, atomic_write_bytes, safe_load
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID weights
 INCEPTION_WEIGHTS_ENV = "STABGAN_INCEPTION_WEIGHTS"
@@ -204,14 +205,6 @@ def _cache_key(dataset_spec: str, image_size: int) -> str:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", dataset_spec).strip("_")[:40]
     digest = hashlib.sha1(dataset_spec.encode()).hexdigest()[:8]
     return f"{slug}-{digest}-{image_size}px"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Parallel runs of a sweep may fill the same cache: readers never see a partial file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _sha256(data: bytes) -> str:
@@ -506,8 +499,8 @@ def domain_extractor(dataset_spec: str, image_size: int, cache_dir=None, device=
         torch.save(model.state_dict(), buffer)
         data = buffer.getvalue()
         record["fingerprint"] = _sha256(data)
-        _write_atomic(weights_file, data)
-        _write_atomic(record_file, (json.dumps(record, indent=2) + "\n").encode())
+        atomic_write_bytes(weights_file, data)
+        atomic_write_bytes(record_file, (json.dumps(record, indent=2) + "\n").encode())
     else:
         model = DomainClassifier(record["channels"], record["num_classes"], image_size)
         model.load_state_dict(state)
@@ -564,7 +557,7 @@ def real_statistics(extractor: FeatureExtractor, dataset_spec: str, image_size: 
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, sigma=sigma, fingerprint=np.array(extractor.fingerprint),
              max_images=np.array(max_images), n=np.array(len(indices)))
-    _write_atomic(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return mu, sigma
 
 
@@ -623,15 +616,14 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
     MissingWeightsError) with a one-line reason when something needed is absent.
     """
     from stabgan.models import Generator
-    from stabgan.runlog import CHECKPOINTS
-    from stabgan.train import RunError, load_checkpoint
+    from stabgan.rundir import RunDir
     from stabgan.config import RunConfig
 
-    named = {"last": "last.pt", "pre_collapse": "pre_collapse.pt"}
-    path = Path(run_dir) / CHECKPOINTS / named[checkpoint] if checkpoint in named else Path(checkpoint)
+    run = RunDir(run_dir)
+    path = run.checkpoint_path(checkpoint)
     try:
-        state = load_checkpoint(path)
-    except RunError as error:
+        state = run.checkpoint(checkpoint)
+    except CheckpointError as error:
         raise FIDError(str(error)) from None
     config = RunConfig(**state["config"])
     generator = Generator(config, dataset_info(config.dataset).channels)

@@ -2,8 +2,9 @@
 
 Writer: `RunWriter` appends metrics.jsonl (flushed per write), mirrors scalars, histograms and
 images into TensorBoard, saves fixed-noise sample grids and writes checkpoints and JSON files
-atomically. Reader: plain functions over the files (`read_metrics`, `metric_series`,
-`read_json`, `find_runs`) that tolerate runs still being written and truncated last lines.
+atomically. Reader: `stabgan.rundir.RunDir`, over the file names and the safe loader defined
+here; the record-level `read_metrics` and `metric_series` below serve the writer's purge on
+resume and the collapse detector. All tolerate runs still being written and truncated lines.
 """
 from __future__ import annotations
 

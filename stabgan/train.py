@@ -1,14 +1,14 @@
 """The WGAN-GP training loop (the seed's eq. 4, TTUR, Adam(0, 0.9), step decay), top to bottom.
 
 `prepare_run` does everything that can fail on bad input before anything is written (data,
-models, checkpoint, run directory checks); `train` runs the loop. Probes are passed in as a
-list; this module never imports a concrete probe.
+models, checkpoint, run directory checks); `train` runs the loop in phases (setup, resume,
+open, loop, close). Probes are passed in as a list; this module never imports a concrete
+probe. The collapse policy (detector, pre_collapse.pt, when to stop) is `probes.guard`'s.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import platform
 import statistics
 import sys
@@ -26,10 +26,10 @@ from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunCon
 from stabgan.data import BatchStream, load_dataset
 from stabgan.device import resolve_device
 from stabgan.models import Critic, Generator
-from stabgan.runlog import (CHECKPOINTS, CONFIG, ERROR_LOG, LAST_CHECKPOINT,
-                            PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError, atomic_write_bytes,
-                            error_line, metric_series, read_json, read_metrics, safe_load,
-                            unwritable_reason, write_json)
+from probes.collapse import NONFINITE_WEIGHTS
+from stabgan import rundir
+from stabgan.runlog import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
+                            error_line, unwritable_reason, write_json)
 from stabgan.signals import StopSignals
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
@@ -63,17 +63,12 @@ def resume_config(saved: dict, overrides: dict) -> RunConfig:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint dict, loaded without running code (`runlog.safe_load`); RunError naming the
-    file when it is missing, unreadable, refused by the safe loader or not a stabgan checkpoint."""
-    if not path.is_file():
-        raise RunError(f"no checkpoint at {str(path)!r}")
+    """A checkpoint dict, loaded without running code (`rundir.load_checkpoint`); RunError naming
+    the file when it is missing, unreadable, refused by the safe loader or not a stabgan one."""
     try:
-        state = safe_load(path, path)
+        return rundir.load_checkpoint(path)
     except CheckpointError as error:
         raise RunError(str(error)) from None
-    if not isinstance(state, dict) or "step" not in state or "generator" not in state:
-        raise RunError(f"{str(path)!r} is not a stabgan checkpoint")
-    return state
 
 
 @dataclass
@@ -99,7 +94,7 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     run_dir = Path(run_dir)
     checkpoint = None
     if resume:
-        path = run_dir / CHECKPOINTS / LAST_CHECKPOINT
+        path = rundir.RunDir(run_dir).checkpoint_path("last")
         checkpoint = load_checkpoint(path)
         missing = [key for key in (*WganGp.STATE_KEYS, "elapsed") if key not in checkpoint]
         if missing:
@@ -255,96 +250,18 @@ class WganGp:
 
 
 def train(run: Run, probes: Sequence = ()) -> dict:
-    """Train per run.config into run.run_dir; returns the summary (also written to summary.json)."""
-    from tqdm import tqdm
-    from probes.collapse import NONFINITE_WEIGHTS, OnlineDetector
-    from probes.monitor import Monitor
+    """Train per run.config into run.run_dir; returns the summary (also written to summary.json).
 
-    config = run.config
-    # setup: threads, models, optimisers, data, fixed noise for sample grids
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    gan = WganGp(config, run.dataset, run.image_channels)
-    generator, critic = gan.generator, gan.critic
-    fixed_z = torch.randn(SAMPLE_COUNT, config.z_dim, generator=torch.Generator().manual_seed(
-        config.seed + 1)).to(gan.device)
-    start_step, elapsed = 0, 0.0
-
-    # resume: weights, optimisers, schedulers, RNG and data position
-    if run.checkpoint is not None:
-        gan.load_state_dict(run.checkpoint)
-        start_step, elapsed = run.checkpoint["step"], run.checkpoint["elapsed"]
-
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run.run_dir / CONFIG, {"config": config.to_dict(), "versions": versions(),
-                                      "command": run.command})
-    detector = OnlineDetector(run.run_dir)  # fed by the monitor; keeps diagnosis.json current
-    keeper = _PreCollapseKeeper(run.run_dir / CHECKPOINTS, start_step if run.checkpoint else None)
-    monitor = Monitor(run.run_dir, generator, critic, probes, log_every=config.log_every,
-                      purge_after_step=start_step if run.checkpoint else None,
-                      start_step=start_step, time_offset=elapsed, detector=detector)
-    if run.checkpoint is not None and "monitor" in run.checkpoint:
-        monitor.load_state_dict(run.checkpoint["monitor"])
-
-    def checkpoint_state(step: int) -> dict:
-        return {"step": step, "config": config.to_dict(), "versions": versions(),
-                **gan.state_dict(), "monitor": monitor.state_dict(),
-                "elapsed": elapsed + time.perf_counter() - started}
-
-    def save_samples(step: int) -> None:
-        generator.eval()
-        with torch.no_grad():
-            monitor.writer.save_samples(step, generator(fixed_z))
-        generator.train()
-
-    status, error, error_log, step, step_times = "completed", None, None, start_step, []
-    stop = StopSignals(second_raises=True)
-    started = time.perf_counter()
-    if start_step == 0:
-        save_samples(0)  # the untrained generator: the user sees at once that training started
-    bar = tqdm(total=config.steps, initial=start_step, desc=run.run_dir.name, unit="step",
-               mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
+    The phases, top to bottom: setup (models, optimisers, data), resume (their state from
+    run.checkpoint), open (config.json, the Monitor and its CollapseGuard), the loop, and close
+    (summary.json, written however the loop ended); see `_Training`.
+    """
+    training = _Training(run, probes)
+    training.resume()
+    training.open()
+    status, error, error_log = "completed", None, None
     try:
-        with stop:
-            for step in range(start_step + 1, config.steps + 1):
-                t0 = time.perf_counter()
-                tensors = gan.step()
-
-                # probes and logging; a non-finite loss is logged and stops the run before any checkpoint
-                finite = bool(torch.isfinite(tensors["loss_critic"])
-                              & torch.isfinite(tensors["loss_generator"]))
-                monitor.step(step, force=not finite, **tensors)
-                if finite:  # an update or a probe may have written NaN/Inf weights: log it now
-                    bad_weights = _nonfinite_weights(generator, critic)
-                    if bad_weights:
-                        finite = False
-                        monitor.record(step, {NONFINITE_WEIGHTS: float(bad_weights)})
-                step_times.append(time.perf_counter() - t0)
-                bar.update(1)
-                if step % config.log_every == 0 or not finite:
-                    bar.set_postfix(_postfix(monitor.latest, detector), refresh=False)
-
-                # collapse: keep the last checkpoint from before the onset; stop if asked
-                if detector.collapsed:
-                    keeper.keep(detector.onset_step)
-                if not finite or (config.stop_on_collapse and detector.collapsed):
-                    status = "stopped_on_collapse"
-                    break
-
-                # samples and checkpoint
-                if step % config.sample_every == 0 or step == config.steps:
-                    save_samples(step)
-                if step % config.ckpt_every == 0 or step == config.steps:
-                    keeper.before_save(detector.pending_onset())
-                    monitor.writer.save_checkpoint(checkpoint_state(step))
-                    keeper.saved(step)
-                if stop.signum is not None:
-                    status = "interrupted"
-                    break
-            else:
-                step = config.steps
-        if status == "interrupted" and step % config.ckpt_every and step != config.steps:
-            monitor.writer.save_checkpoint(checkpoint_state(step))
+        status = training.loop()
     except KeyboardInterrupt:
         status = "interrupted"
     except Exception as exc:
@@ -352,22 +269,135 @@ def train(run: Run, probes: Sequence = ()) -> dict:
         error_log = _write_error_log(run.run_dir / ERROR_LOG)
         raise
     finally:
-        bar.close()
+        summary = training.close(status, error, error_log)
+    return summary
+
+
+class _Training:
+    """One train() call: its phases as methods, and what they share."""
+
+    def __init__(self, run: Run, probes: Sequence):
+        """Setup: threads, models, optimisers, schedulers, data stream, fixed sample noise."""
+        self.run, self.config, self.probes = run, run.config, probes
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.gan = WganGp(self.config, run.dataset, run.image_channels)
+        self.fixed_z = torch.randn(SAMPLE_COUNT, self.config.z_dim, generator=torch.Generator(
+        ).manual_seed(self.config.seed + 1)).to(self.gan.device)
+        self.step, self.elapsed = 0, 0.0  # the last step done; wall time of earlier segments
+        self.step_times: list[float] = []
+        self.stop = StopSignals(second_raises=True)
+
+    def resume(self) -> None:
+        """Resume: weights, optimisers, schedulers, RNG and data position from run.checkpoint."""
+        checkpoint = self.run.checkpoint
+        if checkpoint is not None:
+            self.gan.load_state_dict(checkpoint)
+            self.step, self.elapsed = checkpoint["step"], checkpoint["elapsed"]
+
+    def open(self) -> None:
+        """Open the run directory: config.json, the Monitor (probes, logs) and the CollapseGuard
+        it feeds, both resumed too; the untrained generator's samples; the progress bar."""
+        from tqdm import tqdm
+        from probes.guard import CollapseGuard
+        from probes.monitor import Monitor
+
+        run, config, checkpoint = self.run, self.config, self.run.checkpoint
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run.run_dir / CONFIG, {"config": config.to_dict(), "versions": versions(),
+                                          "command": run.command})
+        resumed = self.step if checkpoint is not None else None
+        self.guard = CollapseGuard(run.run_dir, stop_on_collapse=config.stop_on_collapse)
+        self.monitor = Monitor(run.run_dir, self.gan.generator, self.gan.critic, self.probes,
+                               log_every=config.log_every, purge_after_step=resumed,
+                               start_step=self.step, time_offset=self.elapsed,
+                               detector=self.guard)
+        if checkpoint is not None:
+            if "monitor" in checkpoint:
+                self.monitor.load_state_dict(checkpoint["monitor"])
+            # a checkpoint of an earlier stabgan has no guard state: nothing kept or set aside
+            self.guard.load_state_dict(checkpoint.get(CollapseGuard.STATE_KEY,
+                                                      {"checkpoint_step": resumed}))
+        self.started = time.perf_counter()
+        if self.step == 0:
+            self.save_samples(0)  # the untrained generator: the user sees at once that it started
+        self.bar = tqdm(total=config.steps, initial=self.step, desc=run.run_dir.name,
+                        unit="step", mininterval=1.0, file=sys.stderr, dynamic_ncols=True)
+
+    def loop(self) -> str:
+        """The loop: step, log, stop when the guard says so, samples, checkpoint; a signal stops
+        it after the current step (with a checkpoint of it). Returns the status."""
+        config, guard = self.config, self.guard
+        with self.stop:
+            for step in range(self.step + 1, config.steps + 1):
+                self.step = step
+                t0 = time.perf_counter()
+                self.log_step(step, self.gan.step())
+                self.step_times.append(time.perf_counter() - t0)
+                self.bar.update(1)
+                if step % config.log_every == 0 or guard.should_stop:
+                    self.bar.set_postfix(_postfix(self.monitor.latest, guard.detector),
+                                         refresh=False)
+                if guard.should_stop:  # before any checkpoint of a non-finite model
+                    return "stopped_on_collapse"
+                if step % config.sample_every == 0 or step == config.steps:
+                    self.save_samples(step)
+                if step % config.ckpt_every == 0 or step == config.steps:
+                    self.save_checkpoint(step)
+                if self.stop.signum is not None:
+                    break
+            else:
+                return "completed"
+        if self.step % config.ckpt_every and self.step != config.steps:
+            self.save_checkpoint(self.step)
+        return "interrupted"
+
+    def log_step(self, step: int, tensors: dict) -> None:
+        """The Monitor's probes and logs for this step, forced when a loss is non-finite; then
+        the weights check (an update or a probe may have written NaN/Inf weights), logged when
+        it finds any. The guard sees both."""
+        finite = bool(torch.isfinite(tensors["loss_critic"])
+                      & torch.isfinite(tensors["loss_generator"]))
+        self.monitor.step(step, force=not finite, **tensors)
+        if finite:
+            bad_weights = _nonfinite_weights(self.gan.generator, self.gan.critic)
+            if bad_weights:
+                self.monitor.record(step, {NONFINITE_WEIGHTS: float(bad_weights)})
+
+    def save_samples(self, step: int) -> None:
+        generator = self.gan.generator
+        generator.eval()
+        with torch.no_grad():
+            self.monitor.writer.save_samples(step, generator(self.fixed_z))
+        generator.train()
+
+    def save_checkpoint(self, step: int) -> None:
+        state = {"step": step, "config": self.config.to_dict(), "versions": versions(),
+                 **self.gan.state_dict(), "monitor": self.monitor.state_dict(),
+                 "elapsed": self.elapsed + time.perf_counter() - self.started}
+        self.guard.save_checkpoint(self.monitor.writer, step, state)
+
+    def close(self, status: str, error: str | None, error_log: str | None) -> dict:
+        """Close: the progress bar, the Monitor (and the guard: the final diagnosis.json), then
+        summary.json over the previous segment's; returns this segment's summary."""
+        self.bar.close()
         summary = {
-            "status": status, "steps": step, "target_steps": config.steps,
-            "wall_s": round(elapsed + time.perf_counter() - started, 3),
-            "step_s_median": statistics.median(step_times) if step_times else None,
-            "exit_signal": stop.signum if status == "interrupted" else None,
+            "status": status, "steps": self.step, "target_steps": self.config.steps,
+            "wall_s": round(self.elapsed + time.perf_counter() - self.started, 3),
+            "step_s_median": statistics.median(self.step_times) if self.step_times else None,
+            "exit_signal": self.stop.signum if status == "interrupted" else None,
             "error": error, "error_log": error_log,  # None unless this attempt failed
         }
-        previous = read_json(run.run_dir / SUMMARY) or {}
-        monitor.close()  # also writes the final diagnosis.json
-        diagnosis = detector.diagnosis()
+        run = rundir.RunDir(self.run.run_dir)
+        previous = run.summary
+        self.monitor.close()
+        diagnosis = self.guard.detector.diagnosis()
+        best = run.best_fid()
         summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
-                       pre_collapse_step=keeper.kept_step, **best_fid(run.run_dir))
-        keeper.discard_aside()
-        write_json(run.run_dir / SUMMARY, {**previous, **summary})
-    return summary
+                       pre_collapse_step=self.guard.pre_collapse_step,
+                       **(best.summary_fields() if best else {}))
+        write_json(run.path / SUMMARY, {**previous, **summary})
+        return summary
 
 
 def _write_error_log(path: Path) -> str | None:
@@ -380,65 +410,12 @@ def _write_error_log(path: Path) -> str | None:
     return path.name
 
 
-# --- collapse detection: the weights check and pre_collapse.pt ---
 def _nonfinite_weights(*modules: torch.nn.Module) -> int:
     """Non-finite parameter elements; one cheap reduction per step, a full count only when bad."""
     params = [p.detach() for module in modules for p in module.parameters()]
     if not params or bool(torch.isfinite(torch.stack([p.sum() for p in params]).sum())):
         return 0
     return sum(int((~torch.isfinite(p)).sum()) for p in params)  # 0 if the sum merely overflowed
-
-
-class _PreCollapseKeeper:
-    """Keeps checkpoints/pre_collapse.pt: the newest checkpoint from before a collapse's onset.
-
-    An excursion is confirmed sustain_points logged steps after its onset, and last.pt may be
-    rewritten in between; so while one is being watched the checkpoint about to be overwritten
-    is copied aside (a hidden file), and dropped once the excursion is over without a collapse.
-    """
-
-    ASIDE = ".pre_onset.pt"
-
-    def __init__(self, ckpt_dir: Path, last_step: int | None):
-        self.dir = ckpt_dir
-        self.last_step = last_step    # step of checkpoints/last.pt, None before the first
-        self.aside_step: int | None = None
-        self.kept_step: int | None = None
-
-    def before_save(self, pending_onset: int | None) -> None:
-        if pending_onset is None:
-            self.discard_aside()
-        elif self.aside_step is None and self.last_step is not None and self.last_step < pending_onset:
-            atomic_write_bytes(self.dir / self.ASIDE, (self.dir / LAST_CHECKPOINT).read_bytes())
-            self.aside_step = self.last_step
-
-    def saved(self, step: int) -> None:
-        self.last_step = step
-
-    def keep(self, onset: int) -> None:
-        if self.kept_step is not None:
-            return
-        target = self.dir / PRE_COLLAPSE_CHECKPOINT
-        if self.aside_step is not None and self.aside_step < onset:
-            os.replace(self.dir / self.ASIDE, target)
-            self.kept_step, self.aside_step = self.aside_step, None
-        elif self.last_step is not None and self.last_step < onset:
-            atomic_write_bytes(target, (self.dir / LAST_CHECKPOINT).read_bytes())
-            self.kept_step = self.last_step
-
-    def discard_aside(self) -> None:
-        if self.aside_step is not None:
-            (self.dir / self.ASIDE).unlink(missing_ok=True)
-            self.aside_step = None
-
-
-def best_fid(run_dir: Path) -> dict:
-    """{"fid_min", "fid_min_step", "fid_features"} over the run's fid/<features> readings, or {}."""
-    best = min(((value, step, tag.split("/", 1)[1])
-                for tag, (steps, values) in metric_series(read_metrics(run_dir)).items()
-                if tag.startswith("fid/") for step, value in zip(steps, values)
-                if math.isfinite(value)), default=None)
-    return dict(zip(("fid_min", "fid_min_step", "fid_features"), best)) if best else {}
 
 
 def _postfix(latest: dict[str, float], detector) -> dict[str, str]:

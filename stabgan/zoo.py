@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stabgan.runlog import CONFIG, DIAGNOSIS, SUMMARY, metric_series, read_json, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import SUMMARY
 from probes.collapse import LAYER_KINDS
 from stabgan.sweep import SweepSpec, point_name
 
@@ -217,16 +218,15 @@ def _near(events: list[dict], step: int, tolerance: int) -> tuple[dict | None, l
 def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = None) -> RunScore:
     """Read a zoo run (its diagnosis.json as it stands) and judge it against its truth;
     `twin_dir`: the run of the recipe's healthy twin, for a recipe that has one."""
-    run_dir = Path(run_dir)
-    summary = read_json(run_dir / SUMMARY) or {}
-    diagnosis = read_json(run_dir / DIAGNOSIS) or {}
-    steps = ((read_json(run_dir / CONFIG) or {}).get("config") or {}).get("steps")
-    series = metric_series(read_metrics(run_dir))
+    run = RunDir(run_dir)
+    summary, diagnosis = run.summary, run.diagnosis
+    steps = run.config.get("steps")
+    series = as_lists(run.series([FID_TAG, *NONFINITE_GROUPS]))
     fid = series.get(FID_TAG, ([], []))
     onsets = {"FID": fid_onset(*fid), "non-finite": nonfinite_step(series)}
     if twin_dir is not None:
-        twin_steps, twin_values = metric_series(read_metrics(twin_dir)).get(FID_TAG, ([], []))
-        onsets["FID vs twin"] = twin_onset(*fid, dict(zip(twin_steps, twin_values)))
+        twin = as_lists(RunDir(twin_dir).series([FID_TAG])).get(FID_TAG, ([], []))
+        onsets["FID vs twin"] = twin_onset(*fid, dict(zip(*twin)))
     found = {step: rule for rule, step in reversed(onsets.items()) if step is not None}
     by_fid = min(found, default=None)
     truth_from = found.get(by_fid)
@@ -234,7 +234,7 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
     truth = by_fid
     if by_fid is not None and injected is not None and injected <= by_fid:
         truth, truth_from = injected, "fault"  # the cause; the FID (read every 2 %) sees it later
-    score = RunScore(recipe, seed, run_dir.name, summary.get("status"), steps,
+    score = RunScore(recipe, seed, run.path.name, summary.get("status"), steps,
                      diagnosis.get("verdict"), injected, by_fid, truth, truth_from,
                      diagnosis.get("events") or [], wall_s=summary.get("wall_s"))
     if truth is not None:
@@ -303,7 +303,7 @@ def detector_cost(run_dirs: list[Path]) -> dict:
 
     times, tags = [], []
     for run_dir in run_dirs:
-        by_step = series_by_step(metric_series(read_metrics(run_dir)))
+        by_step = series_by_step(as_lists(RunDir(run_dir).series()))
         state = DetectorState()
         for step in sorted(by_step):
             started = time.thread_time_ns()

@@ -518,7 +518,7 @@ def test_monitor_feeds_a_detector_in_your_own_loop(tmp_path):
 
 
 def test_pre_collapse_keeper_sets_aside_the_checkpoint_from_before_the_onset(tmp_path):
-    from stabgan.train import _PreCollapseKeeper
+    from probes.guard import _PreCollapseKeeper
     ckpt = tmp_path
     keeper = _PreCollapseKeeper(ckpt, None)
 

@@ -1,4 +1,5 @@
-"""Monitor: the bring-your-own-loop example from README.md, cadences, resume, the bench command."""
+"""Monitor: the bring-your-own-loop examples from README.md (with and without a CollapseGuard),
+cadences, resume, the bench command."""
 from __future__ import annotations
 
 import re
@@ -10,7 +11,8 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from probes import CriticProbe, Monitor, Probe, build_probes
+from probes import CollapseGuard, CriticProbe, Monitor, Probe, build_probes
+from stabgan.rundir import RunDir
 from stabgan.runlog import metric_series, read_metrics
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -19,24 +21,33 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def readme_example() -> str:
-    """The python code block of README.md's `## Readings` section."""
-    section = README.read_text().split("\n## Readings", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+def readme_example(section: str = "Readings") -> str:
+    """The python code block of README.md's `## <section>` section."""
+    text = README.read_text().split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(blocks) == 1
     return blocks[0]
 
 
-def test_readme_bring_your_own_loop_runs_and_fills_a_run_directory(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def readme_loops(tmp_path_factory, one_thread):
+    """README's own loop (## Readings), then its guarded form (## Collapse detection), run in
+    one namespace in a fresh folder: (the folder, the names the code left)."""
+    folder = tmp_path_factory.mktemp("readme")
+    names = {"__name__": "readme"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        for section in ("Readings", "Collapse detection"):
+            exec(compile(readme_example(section), "README.md", "exec"), names)
+    return folder, names
+
+
+def test_readme_bring_your_own_loop_runs_and_fills_a_run_directory(readme_loops):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    monkeypatch.chdir(tmp_path)
-    code = readme_example()
-    assert len(code.splitlines()) <= 45
-    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
-
-    run_dir = tmp_path / "runs" / "byo"
+    assert len(readme_example().splitlines()) <= 45
+    run_dir = readme_loops[0] / "runs" / "byo"
     series = metric_series(read_metrics(run_dir))
     assert series["loss/critic"][0] == [10, 20, 30, 40]
     for tag in ("wgan/distance", "gp/norm_mean", "gp/norm_p95", "critic/d_fake_mean",
@@ -55,6 +66,23 @@ def test_readme_bring_your_own_loop_runs_and_fills_a_run_directory(tmp_path, mon
     assert hparams["model"].string_value == "tiny-dcgan"
     assert hparams["batch_size"].number_value == 32
     assert hparams["verdict"].string_value == "unknown"  # no detector, no diagnosis.json
+
+
+def test_readme_guarded_loop_stops_at_the_fault_and_keeps_the_checkpoint_before(readme_loops):
+    folder, names = readme_loops
+    run, guard = RunDir(folder / "runs" / "guarded"), names["guard"]
+    # NaN weights after step 25: step 26's losses are NaN, logged at once, and the loop stops
+    assert names["step"] == 26 and guard.should_stop and guard.nonfinite_step == 26
+    assert run.series(["loss/critic"])["loss/critic"][0].tolist() == [10, 20, 26]
+    assert (run.diagnosis["verdict"], run.diagnosis["onset_step"]) == ("collapsed", 26)
+    assert [e["kind"] for e in run.diagnosis["events"]] == ["nan"]
+    assert guard.pre_collapse_step == 20
+    kept = run.checkpoint("pre_collapse")
+    assert kept["step"] == 20 and all(torch.isfinite(w).all() for w in kept["generator"].values())
+    assert run.checkpoint()[CollapseGuard.STATE_KEY] == {
+        "checkpoint_step": 20, "aside_step": None, "kept_step": None}
+    assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == [
+        "last.pt", "pre_collapse.pt"]
 
 
 class Recorder(Probe):

@@ -27,9 +27,7 @@ from conftest import stabgan_cli
 from reports import write_report
 from reports.figures import downsample
 from reports.html import CACHE_FILE
-from reports.runs import read_series
-from stabgan.runlog import (logged_value, metric_series, metrics_line, read_json,
-                            read_metrics)
+from stabgan.runlog import read_json
 
 RUN_FLAGS = ["--width", "16", "--z-dim", "16", "--batch-size", "16", "--steps", "30",
              "--log-every", "3", "--sample-every", "10", "--ckpt-every", "30",
@@ -408,49 +406,6 @@ def test_downsample_keeps_spikes_and_gaps():
     assert np.nanmin(v) == -5.0 and np.isnan(v).any()
     short = steps[:50]
     assert downsample(short, values[:50], 400)[0] is short  # short series are not touched
-
-
-def test_read_series_handles_cadences_order_and_odd_values(tmp_path):
-    lines = ['{"step": 3, "a": 1.0, "b": "nan", "time": 0.3}',
-             '',
-             '{"step": 1, "a": 2, "c": [1, 2]}',
-             'not json',
-             '{"step": 2, "a": "x", "b": true}',
-             '{"step": 2, "a": 5.0}',
-             '{"step": 1.5, "a": 1}',
-             '[1]',
-             '{"step": 1' + '0' * 30 + ', "a": 1}',  # a step beyond int64
-             '{"step": 4, "b": null, "a": {"k": 1}}',
-             '{"step": 5, "a": 1e400, "b": "-inf"}',
-             '{"step": 6, "a": -1' + '0' * 400 + '}',  # an integer beyond float64
-             '{"step": 7, "a": 7']  # truncated: the run is still writing
-    (tmp_path / "metrics.jsonl").write_text("\n".join(lines))
-    metrics = read_series(tmp_path)
-    assert (metrics.records, metrics.bad_lines, metrics.last_step) == (7, 5, 6)
-    got = {tag: (s.tolist(), v.tolist()) for tag, (s, v) in metrics.series.items()}
-    assert set(got) == {"a", "b"}  # a list is not a reading; "time" is not a tag
-    assert got["a"] == ([1, 2, 3, 5, 6], [2.0, 5.0, 1.0, float("inf"), -float("inf")])
-    steps, values = got["b"]
-    assert steps == [2, 3, 4, 5] and values[0] == 1.0 and values[3] == -float("inf")
-    assert np.isnan(values[1]) and np.isnan(values[2])  # "nan" and null
-
-
-def test_read_series_of_a_clean_file_matches_runlog(tmp_path):
-    rng = np.random.default_rng(0)
-    with open(tmp_path / "metrics.jsonl", "w") as f:
-        for step in range(1, 301):
-            values = {"loss/critic": float(rng.normal())}
-            if step % 7 == 0:
-                values["spectra/x/sigma0"] = float(rng.random())
-            if step % 50 == 0:
-                values["fid/domain"] = float("nan") if step == 100 else float(rng.random())
-            f.write(metrics_line(step, step * 0.1, {t: logged_value(v) for t, v in values.items()}))
-    fast = read_series(tmp_path).series
-    reference = metric_series(read_metrics(tmp_path))
-    assert set(fast) == set(reference)
-    for tag, (steps, values) in reference.items():
-        assert fast[tag][0].tolist() == steps
-        assert np.array_equal(fast[tag][1], values, equal_nan=True)
 
 
 def test_bench_report_prints_cold_and_warm_medians(tmp_path):

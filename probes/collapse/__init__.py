@@ -1,6 +1,6 @@
 """Collapse detection: pure functions over metric series -> events; an online wrapper.
 
-    events = detect(metric_series(read_metrics(run_dir)))      # offline, pure
+    events = detect(RunDir(run_dir).series())                  # offline, pure
     diagnosis = diagnose_run(run_dir)                          # same, and writes diagnosis.json
     detector = OnlineDetector(run_dir); detector.update(step, scalars)   # inside a training loop
 
@@ -49,7 +49,8 @@ from probes.collapse.rules import Thresholds, layer_of
 from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, VERDICTS,
                                    WARNING, DetectorState, detect, make_diagnosis,
                                    series_by_step, sign_size, sign_text, verdict)
-from stabgan.runlog import DIAGNOSIS, SUMMARY, metric_series, read_json, read_metrics, write_json
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import DIAGNOSIS, SUMMARY, read_json, write_json
 
 
 def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
@@ -57,11 +58,10 @@ def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> d
     summary.json's "verdict" and "onset_step" (when summary.json exists). Works on runs still
     being written and on truncated files. Returns the diagnosis."""
     run_dir = Path(run_dir)
-    records = read_metrics(run_dir)
+    metrics = RunDir(run_dir).metrics()
     thresholds = thresholds or Thresholds()
-    events = detect(metric_series(records), thresholds)
-    diagnosis = make_diagnosis(events, thresholds,
-                               max((r["step"] for r in records), default=None))
+    events = detect(as_lists(metrics.series), thresholds)
+    diagnosis = make_diagnosis(events, thresholds, metrics.last_step)
     write_json(run_dir / DIAGNOSIS, diagnosis)
     update_summary(run_dir, diagnosis)
     return diagnosis
@@ -160,8 +160,9 @@ class OnlineDetector:
         self._primed = True
         if self.run_dir is None:
             return
-        earlier = metric_series(r for r in read_metrics(self.run_dir) if r["step"] < step)
-        for event_step, scalars in sorted(series_by_step(earlier).items()):
+        earlier = {tag: (steps[steps < step], values[steps < step])
+                   for tag, (steps, values) in RunDir(self.run_dir).series().items()}
+        for event_step, scalars in sorted(series_by_step(as_lists(earlier)).items()):
             self.state.update(event_step, scalars)
 
     def diagnosis(self) -> dict:

@@ -213,7 +213,7 @@ def _is_number(value) -> bool:
 
 def detect(series: Mapping[str, tuple[Iterable[int], Iterable[float]]],
            thresholds: Thresholds | None = None) -> list[dict]:
-    """Events for a metric series (tag -> (steps, values), as `runlog.metric_series` returns).
+    """Events for a metric series (tag -> (steps, values), as `RunDir.series` returns).
 
     Pure: the series is replayed step by step through a fresh `DetectorState`. Events are
     sorted by onset step; at most one warning and one collapse per kind (a collapse makes its

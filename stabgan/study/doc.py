@@ -16,7 +16,8 @@ from pathlib import Path
 
 from stabgan.config import ARCHS, NORMS
 from stabgan.nn.involution import eq5_parameter_estimate as eq5
-from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.rundir import RunDir
+from stabgan.runlog import read_json
 from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_params,
                                   table2_width)
 from stabgan.study.markdown import (figure_lines, fmt, fmt_duration, fmt_mean, join, kinds,
@@ -245,10 +246,11 @@ def collapse_figure_lines(records: list[RunRecord], folder: Path) -> list[str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["### Collapsed runs (the seed's Fig. 7 and 8)", ""]
+    tags = ("wgan/distance", "loss/critic")
     for record in records:
-        series = metric_series(read_metrics(record.path))
+        series = RunDir(record.path).series(tags)
         figure = Figure(figsize=(7, 2.6))
-        for axis, tag in zip(figure.subplots(1, 2), ("wgan/distance", "loss/critic")):
+        for axis, tag in zip(figure.subplots(1, 2), tags):
             steps, values = series.get(tag, ([], []))
             axis.plot(steps, values, lw=0.8)
             axis.axvline(record.onset, color="red", ls="--", lw=1, label=f"onset {record.onset:,}")

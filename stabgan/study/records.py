@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from stabgan.runlog import (CONFIG, DIAGNOSIS, METRICS, SUMMARY, find_runs, metric_series,
-                            read_json, read_metrics)
+from stabgan.rundir import RunDir, as_lists, best_fid
+from stabgan.runlog import CONFIG, METRICS, find_runs
 from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
 
@@ -56,22 +56,20 @@ def _mtime(path: Path) -> float | None:
 
 
 def read_run(run_dir: Path) -> RunRecord:
-    config = (read_json(run_dir / CONFIG) or {}).get("config") or {}
-    summary = read_json(run_dir / SUMMARY) or {}
-    diagnosis = read_json(run_dir / DIAGNOSIS) or {}
-    series = metric_series(read_metrics(run_dir))
+    run = RunDir(run_dir)
+    summary = run.summary
+    series = as_lists(run.series())
     tag = next((t for t in FID_TAGS if t in series), None)
-    fid = _finite(series[tag][1]) if tag else []
+    fid = best_fid(series, features=tag.split("/", 1)[1]) if tag else None
     coverage = _finite(series.get(COVERAGE_TAG, ((), ()))[1])
-    events = diagnosis.get("events") or []
+    events = run.diagnosis.get("events") or []
     kinds = list(dict.fromkeys(e.get("kind") for e in events
                                if e.get("severity") == "collapse" and e.get("kind")))
     step_s = summary.get("step_s_median")
     return RunRecord(
-        name=run_dir.name, config=config, status=summary.get("status"),
-        verdict=summary.get("verdict") or diagnosis.get("verdict"),
-        onset=summary.get("onset_step", diagnosis.get("onset_step")), kinds=kinds,
-        fid_min=min(fid) if fid else None, fid_tag=tag if fid else None,
+        name=run_dir.name, config=run.config, status=summary.get("status"),
+        verdict=run.verdict, onset=run.onset_step, kinds=kinds,
+        fid_min=fid.value if fid else None, fid_tag=tag if fid else None,
         coverage_last=coverage[-1] if coverage else None,
         coverage_best=max(coverage) if coverage else None,
         ms_per_step=step_s * 1000 if isinstance(step_s, (int, float)) else None,

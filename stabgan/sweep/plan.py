@@ -12,8 +12,8 @@ from typing import Mapping
 from stabgan.config import (FIELD_NAMES, RESUMABLE_FIELDS, ConfigError, RunConfig, parse_spec,
                             resolve_config)
 from stabgan.device import check_device
-from stabgan.runlog import (CHECKPOINTS, CONFIG, LAST_CHECKPOINT, SUMMARY, is_run_dir, read_json,
-                            unwritable_reason)
+from stabgan.rundir import RunDir
+from stabgan.runlog import is_run_dir, unwritable_reason
 from stabgan.sweep.spec import SweepError, SweepSpec, expand, point_name
 
 
@@ -33,10 +33,11 @@ def _decide(job: Job, run_dir: Path, retry_failed: bool) -> tuple[str, str]:
     """The action for one point whose directory may already exist."""
     if not run_dir.exists() or not any(run_dir.iterdir()):
         return "run", ""
-    summary = read_json(run_dir / SUMMARY)
-    checkpoint = (run_dir / CHECKPOINTS / LAST_CHECKPOINT).is_file()
-    status = (summary or {}).get("status")
-    done = (summary or {}).get("steps") or 0
+    run = RunDir(run_dir)
+    summary = run.summary
+    checkpoint = run.checkpoint_path().is_file()
+    status = summary.get("status")
+    done = summary.get("steps") or 0
     target = job.config.steps
     again = "resume" if checkpoint else "restart"
     if status == "stopped_on_collapse":
@@ -120,7 +121,7 @@ def plan_sweep(spec: SweepSpec) -> list[Job]:
             if not is_run_dir(run_dir):
                 problems.append(f"{run_dir} exists and is not a run directory")
                 continue
-            saved = (read_json(run_dir / CONFIG) or {}).get("config") or {}
+            saved = RunDir(run_dir).config
             differs = _mismatch(saved, job.config)
             if differs:
                 problems.append(f"{run_dir} holds a different run: {differs}")

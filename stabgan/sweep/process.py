@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from stabgan.runlog import ERROR_LOG, SUMMARY, read_json
+from stabgan.rundir import RunDir
+from stabgan.runlog import ERROR_LOG
 from stabgan.sweep.plan import Job
 from stabgan.sweep.spec import LOGS
 
@@ -78,22 +79,24 @@ def prepare_dir(run_dir: Path, job: Job) -> None:
     traceback in the log."""
     if job.action != "restart" or not run_dir.exists():
         return
-    summary = read_json(run_dir / SUMMARY) or {}
+    run = RunDir(run_dir)
+    summary = run.summary
     log = log_path(run_dir.parent, job.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
         f.write(f"\n# starting over; the previous attempt ended {summary.get('status', 'without a summary')}"
                 f"{': ' + summary['error'] if summary.get('error') else ''}\n")
-        if summary.get("error_log"):
-            with contextlib.suppress(OSError):
-                f.write(f"# its {ERROR_LOG}:\n{(run_dir / ERROR_LOG).read_text(errors='replace')}")
+        with contextlib.suppress(OSError):
+            traceback = run.traceback()
+            if traceback is not None:
+                f.write(f"# its {ERROR_LOG}:\n{traceback}")
     shutil.rmtree(run_dir)
 
 
 def run_outcome(run_dir: Path, job: Job) -> str:
     """The line printed when a run ends: its status and step, or its exit code and the last
     line of its log when it ended before writing a summary."""
-    summary = read_json(run_dir / SUMMARY) or {}
+    summary = RunDir(run_dir).summary
     if summary.get("status") and job.returncode in (0, 1, 130, 143):
         text = f"{summary['status']} at step {summary.get('steps')}"
         return text + (f" ({summary['error']})" if summary.get("error") else "")

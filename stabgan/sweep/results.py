@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stabgan.runlog import DIAGNOSIS, ERROR_LOG, SUMMARY, read_json
+from stabgan.rundir import RunDir
 from stabgan.sweep.plan import Job
 
 FINISHED = ("completed", "stopped_on_collapse")
@@ -37,15 +37,14 @@ class SweepResult:
 
 def run_row(run_dir: Path) -> dict:
     """One table row from a run directory's summary.json and diagnosis.json."""
-    summary = read_json(run_dir / SUMMARY) or {}
-    diagnosis = read_json(run_dir / DIAGNOSIS) or {}
+    run = RunDir(run_dir)
+    summary = run.summary
     status = summary.get("status") or ("not started" if not run_dir.exists() else "no summary")
-    return {"name": run_dir.name, "status": status,
-            "verdict": summary.get("verdict") or diagnosis.get("verdict"),
-            "onset": summary.get("onset_step", diagnosis.get("onset_step")),
+    return {"name": run_dir.name, "status": status, "verdict": run.verdict,
+            "onset": run.onset_step,
             "steps": summary.get("steps"), "target_steps": summary.get("target_steps"),
             "wall_s": summary.get("wall_s"), "error": summary.get("error"),
-            "error_log": str(run_dir / ERROR_LOG) if summary.get("error_log") else None}
+            "error_log": str(run.error_log) if run.error_log else None}
 
 
 def format_table(rows: list[dict]) -> str:

@@ -1,0 +1,75 @@
+"""CollapseGuard: the stop decision, pre_collapse.pt and its state through a checkpoint, in a
+bare loop and in the trainer (a collapsed run resumed keeps what a straight one keeps)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from probes import CollapseGuard
+from stabgan.rundir import RunDir
+from stabgan.runlog import RunWriter
+from test_collapse import FakeDivergence
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_a_nonfinite_loss_or_weight_stops_at_once_a_collapse_only_when_asked(tmp_path):
+    for readings in ({"loss/critic": math.nan}, {"loss/generator": math.inf},
+                     {"weights/nonfinite": 3.0}):
+        guard = CollapseGuard(tmp_path)
+        guard.update(1, {"loss/critic": -1.0, "loss/generator": 1.0})
+        assert not guard.should_stop
+        guard.update(2, readings)
+        assert guard.should_stop and guard.nonfinite_step == 2 and guard.verdict == "collapsed"
+    guard = CollapseGuard(tmp_path)  # a NaN reading elsewhere: a collapse, but the run can go on
+    events = guard.update(1, {"loss/critic": -1.0, "spectra/g.0/sigma0": math.nan})
+    assert [e["kind"] for e in events] == ["nan"] and not guard.should_stop
+    guard = CollapseGuard(tmp_path, stop_on_collapse=True)
+    guard.update(1, {"spectra/g.0/sigma0": math.nan})
+    assert guard.should_stop and guard.nonfinite_step is None
+
+
+def test_checkpoints_carry_the_guard_state_and_a_collapse_keeps_the_one_before(tmp_path):
+    writer = RunWriter(tmp_path)
+    guard = CollapseGuard(tmp_path)
+    for step in (10, 20):
+        guard.update(step, {"loss/critic": -1.0})
+        guard.save_checkpoint(writer, step, {"step": step, "generator": {}})
+    saved = RunDir(tmp_path).checkpoint()[CollapseGuard.STATE_KEY]
+    assert saved == {"checkpoint_step": 20, "aside_step": None, "kept_step": None}
+    guard.update(25, {"loss/critic": math.nan})
+    assert guard.pre_collapse_step == 20
+    assert RunDir(tmp_path).checkpoint("pre_collapse")["step"] == 20
+    guard.close()
+    writer.close()
+    resumed = CollapseGuard(tmp_path)
+    resumed.load_state_dict({**saved, "kept_step": 20})
+    assert resumed.state_dict() == {"checkpoint_step": 20, "aside_step": None, "kept_step": 20}
+    (tmp_path / "checkpoints" / "pre_collapse.pt").unlink()
+    resumed.load_state_dict({**saved, "kept_step": 20, "aside_step": 10})  # files gone
+    assert resumed.state_dict() == saved
+
+
+def test_a_collapsed_run_resumed_keeps_its_pre_collapse_checkpoint(tmp_path):
+    from stabgan.train import prepare_run, train
+
+    settings = dict(width=8, z_dim=16, batch_size=16, probes="none", threads=1, log_every=1,
+                    ckpt_every=5, sample_every=100)
+    straight = train(prepare_run(tmp_path / "straight", dict(settings, steps=40)), [FakeDivergence(24)])
+    train(prepare_run(tmp_path / "parts", dict(settings, steps=30)), [FakeDivergence(24)])
+    resumed = train(prepare_run(tmp_path / "parts", {"steps": 40}, resume=True), [FakeDivergence(24)])
+    assert straight["onset_step"] == resumed["onset_step"] == 24
+    assert straight["pre_collapse_step"] == resumed["pre_collapse_step"] == 20
+    for run in ("straight", "parts"):
+        checkpoints = tmp_path / run / "checkpoints"
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt", "pre_collapse.pt"]
+        assert RunDir(tmp_path / run).checkpoint("pre_collapse")["step"] == 20
+    assert RunDir(tmp_path / "parts").diagnosis["events"] == RunDir(
+        tmp_path / "straight").diagnosis["events"]
+    last = RunDir(tmp_path / "parts").checkpoint()
+    assert last[CollapseGuard.STATE_KEY] == {"checkpoint_step": 40, "aside_step": None,
+                                             "kept_step": 20}
+    assert all(torch.isfinite(v).all() for v in last["generator"].values()
+               if v.is_floating_point())
