@@ -8,6 +8,7 @@ probe. The collapse policy (detector, pre_collapse.pt, when to stop) is `probes.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import platform
 import statistics
@@ -258,9 +259,9 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     """
     training = _Training(run, probes)
     training.resume()
-    training.open()
     status, error, error_log = "completed", None, None
-    try:
+    try:  # from open() on, the run directory exists: a failure leaves its traceback there
+        training.open()
         status = training.loop()
     except KeyboardInterrupt:
         status = "interrupted"
@@ -287,6 +288,8 @@ class _Training:
         self.step, self.elapsed = 0, 0.0  # the last step done; wall time of earlier segments
         self.step_times: list[float] = []
         self.stop = StopSignals(second_raises=True)
+        self.bar = self.monitor = self.guard = None  # open() makes them
+        self.started, self.started_at = time.perf_counter(), _utc_now()
 
     def resume(self) -> None:
         """Resume: weights, optimisers, schedulers, RNG and data position from run.checkpoint."""
@@ -380,24 +383,35 @@ class _Training:
     def close(self, status: str, error: str | None, error_log: str | None) -> dict:
         """Close: the progress bar, the Monitor (and the guard: the final diagnosis.json), then
         summary.json over the previous segment's; returns this segment's summary."""
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
         summary = {
             "status": status, "steps": self.step, "target_steps": self.config.steps,
             "wall_s": round(self.elapsed + time.perf_counter() - self.started, 3),
             "step_s_median": statistics.median(self.step_times) if self.step_times else None,
             "exit_signal": self.stop.signum if status == "interrupted" else None,
             "error": error, "error_log": error_log,  # None unless this attempt failed
+            # clock times, for a study's wall span: file times do not survive a git clone
+            "started_at": self.started_at, "ended_at": _utc_now(),
         }
         run = rundir.RunDir(self.run.run_dir)
+        if not run.path.is_dir():  # open() failed before making it: nothing to write into
+            return summary
         previous = run.summary
-        self.monitor.close()
-        diagnosis = self.guard.detector.diagnosis()
+        summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
+        if self.monitor is not None:
+            self.monitor.close()
+            diagnosis = self.guard.detector.diagnosis()
+            summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
+                           pre_collapse_step=self.guard.pre_collapse_step)
         best = run.best_fid()
-        summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
-                       pre_collapse_step=self.guard.pre_collapse_step,
-                       **(best.summary_fields() if best else {}))
+        summary.update(best.summary_fields() if best else {})
         write_json(run.path / SUMMARY, {**previous, **summary})
         return summary
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _write_error_log(path: Path) -> str | None:

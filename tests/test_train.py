@@ -59,6 +59,25 @@ def _valid_variants():
             yield "igan", layers, norm
 
 
+def test_a_failure_before_the_first_step_keeps_its_traceback_and_a_summary(tmp_path):
+    """A probe that cannot attach fails the run once its directory exists: error.log holds the
+    traceback and summary.json says failed, as for a failure inside the loop."""
+    from probes import Probe
+
+    class Unattachable(Probe):
+        def attach(self, generator, critic):
+            raise RuntimeError("this probe cannot attach")
+
+    run = prepare_run(tmp_path / "r", {**TINY_OVERRIDES, "steps": 5})
+    with pytest.raises(RuntimeError, match="cannot attach"):
+        train(run, [Unattachable()])
+    summary = read_json(tmp_path / "r" / "summary.json")
+    assert (summary["status"], summary["steps"], summary["error"]) == (
+        "failed", 0, "RuntimeError: this probe cannot attach")
+    assert "attach" in (tmp_path / "r" / summary["error_log"]).read_text()
+    assert summary["started_at"] <= summary["ended_at"]
+
+
 @pytest.mark.parametrize("arch,inv_layers,norm", list(_valid_variants()))
 def test_every_model_variant_trains(tmp_path, arch, inv_layers, norm):
     run = prepare_run(tmp_path / "r", {**TINY_OVERRIDES, "arch": arch, "inv_layers": inv_layers,

@@ -55,8 +55,8 @@ def timing_lines(sweeps: dict[str, Sweep]) -> list[str]:
         "## Time taken", "",
         table(["sweep", "runs", "wall span", "compute (sum of run times)", "median ms/step"], rows),
         "",
-        f"Wall span: from the first run's config.json to the last run's summary.json, pauses "
-        f"between invocations included. Machine: {os.cpu_count()} cores; "
+        f"Wall span: from the first run's start to the last run's end (summary.json's "
+        f"started_at and ended_at), pauses between invocations included. Machine: {os.cpu_count()} cores; "
         f"{join(executors, 'unknown')} executor, at most {total.peak} runs at once (from "
         f"overlapping run times) × {join(threads)} torch thread(s) per run (from the runs' "
         "config).", ""]
@@ -336,8 +336,10 @@ def write_doc(args: StudyOptions, path: Path) -> str:
         "# Reproduction of the seed's claims",
         "",
         f"Generated on {time.strftime('%Y-%m-%d')} from the run directories under "
-        f"`{args.seed_out}` (the seed study; its finished runs are kept in the repository) and "
-        f"`{args.out}` (the first round's short runs), {len(counted)} finished runs, by "
+        f"`{args.seed_out}` (the seed study; its finished runs are kept in the repository)"
+        + (f" and `{args.out}` (the first round's short runs)" if short_steps else
+           f"; `{args.out}` (the first round's short runs) holds none here")
+        + f", {len(counted)} finished runs, by "
         f"`{regen_command(args, short_steps, config_values(long_runs, 'steps'), datasets)}`: "
         f"running it again "
         f"resumes the sweeps (finished runs are skipped) and rewrites this file and "

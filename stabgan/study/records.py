@@ -1,6 +1,8 @@
 """What a study's runs left: one record per run directory, grouped into grid points over seeds."""
 from __future__ import annotations
 
+import contextlib
+import datetime
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -31,9 +33,10 @@ class RunRecord:
     ms_per_step: float | None
     steps: int | None
     wall_s: float | None
-    started: float | None  # mtime of config.json (rewritten when a run resumes)
-    ended: float | None    # a finished run's last metrics.jsonl write (summary.json's mtime
-                           # moves whenever `stabgan diagnose` updates its verdict)
+    started: float | None  # epoch s: summary.json's started_at, else config.json's mtime
+    ended: float | None    # summary.json's ended_at, else metrics.jsonl's last write (file
+                           # times do not survive a git clone; summary.json's own moves
+                           # whenever `stabgan diagnose` updates its verdict)
     path: Path | None = None
     events: list = field(default_factory=list)  # diagnosis.json's events
     closest: dict = field(default_factory=dict)  # closest_readings of its metrics
@@ -48,9 +51,12 @@ def _finite(values) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
-def _mtime(path: Path) -> float | None:
+def _clock(summary: dict, key: str, fallback: Path) -> float | None:
+    """summary.json's ISO time `key` as epoch seconds, else the file's mtime (older runs)."""
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return datetime.datetime.fromisoformat(summary[key]).timestamp()
     try:
-        return path.stat().st_mtime
+        return fallback.stat().st_mtime
     except OSError:
         return None
 
@@ -74,8 +80,8 @@ def read_run(run_dir: Path) -> RunRecord:
         coverage_best=max(coverage) if coverage else None,
         ms_per_step=step_s * 1000 if isinstance(step_s, (int, float)) else None,
         steps=summary.get("steps"), wall_s=summary.get("wall_s"),
-        closest=closest_readings(series), started=_mtime(run_dir / CONFIG),
-        ended=_mtime(run_dir / METRICS) if summary else None, path=run_dir,
+        closest=closest_readings(series), started=_clock(summary, "started_at", run_dir / CONFIG),
+        ended=_clock(summary, "ended_at", run_dir / METRICS) if summary else None, path=run_dir,
         events=events)
 
 
