@@ -260,7 +260,8 @@ def fid(run_dir, features, inception_weights, samples, checkpoint, as_json):
     if as_json:
         click.echo(json.dumps(readings, indent=2))
         return
-    click.echo(f"{run_dir} step {readings['step']} ({samples} samples):")
+    fault = f", its fault {readings['fault']} acting" if readings["fault"] else ""
+    click.echo(f"{run_dir} step {readings['step']} ({samples} samples{fault}):")
     for tag, value in readings.items():
         if "/" in tag:
             click.echo(f"  {tag:<16} {value:.4g}")

@@ -608,6 +608,25 @@ def measure_generator(generator: nn.Module, z_dim, extractor: FeatureExtractor, 
     return readings
 
 
+def checkpoint_generator(state: dict):
+    """(RunConfig, generator) of a checkpoint, as it sampled at that step: with the run's
+    `--fault` attached in the state it had, since a fault acting through a hook (collapse to
+    k outputs) lives in no weight, and without it the FID would measure a generator the run
+    never had."""
+    from probes.inject import build_fault
+    from stabgan.config import RunConfig
+    from stabgan.models import Generator
+
+    config = RunConfig(**state["config"])
+    generator = Generator(config, dataset_info(config.dataset).channels)
+    generator.load_state_dict(state["generator"])
+    fault = build_fault(config.fault)
+    if fault is not None:
+        fault.attach(generator, None)
+        fault.load_state_dict((state.get("monitor") or {}).get(fault.name, {}))
+    return config, generator
+
+
 def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: str = "last",
                 inception_weights=None, cache_dir=None) -> dict:
     """FID (and coverage, with domain features) of a run's generator from one of its checkpoints.
@@ -615,9 +634,7 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
     checkpoint: `last`, `pre_collapse`, or a path to a checkpoint file. Raises FIDError (or
     MissingWeightsError) with a one-line reason when something needed is absent.
     """
-    from stabgan.models import Generator
     from stabgan.rundir import RunDir
-    from stabgan.config import RunConfig
 
     run = RunDir(run_dir)
     path = run.checkpoint_path(checkpoint)
@@ -625,11 +642,10 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
         state = run.checkpoint(checkpoint)
     except CheckpointError as error:
         raise FIDError(str(error)) from None
-    config = RunConfig(**state["config"])
-    generator = Generator(config, dataset_info(config.dataset).channels)
-    generator.load_state_dict(state["generator"])
+    config, generator = checkpoint_generator(state)
     extractor = get_extractor(features, config.dataset, config.image_size, inception_weights,
                               cache_dir)
     stats = real_statistics(extractor, config.dataset, config.image_size, cache_dir)
     readings = measure_generator(generator, config.z_dim, extractor, stats, n=n, seed=config.seed)
-    return {"checkpoint": str(path), "step": state["step"], "samples": n, **readings}
+    return {"checkpoint": str(path), "step": state["step"], "samples": n,
+            "fault": config.fault or None, **readings}

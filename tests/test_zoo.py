@@ -248,3 +248,29 @@ def test_a_generator_collapsing_to_k_outputs_in_your_own_loop_is_caught(tmp_path
     assert at < modes[0]["step"] <= at + 20  # the first diversity reading after the fault
     assert modes[0]["evidence"]["tag"] == "diversity/dup_rate"
     assert read_json(tmp_path / "diagnosis.json")["verdict"] == "collapsed"
+
+
+def test_a_checkpoint_of_a_collapsed_run_samples_as_the_run_did(tmp_path, one_thread):
+    """The collapse-to-k fault lives in a hook, not in the weights: `stabgan fid` (and every
+    checkpoint reader through fid.checkpoint_generator) attaches it again in its saved state,
+    so it measures the k outputs the run had, and a checkpoint from before the fault is whole."""
+    import torch
+
+    from conftest import TINY, stabgan_cli
+    from stabgan.fid import checkpoint_generator
+    from stabgan.train import load_checkpoint
+
+    result = stabgan_cli("run", "--out", str(tmp_path), "--name", "k", *TINY, "--steps", "6",
+                         "--ckpt-every", "2", "--fault", "collapse@3:2")
+    assert result.returncode == 0, result.stderr
+    z = torch.randn(16, 16)
+    state = load_checkpoint(tmp_path / "k" / "checkpoints" / "last.pt")
+    config, generator = checkpoint_generator(state)
+    with torch.no_grad():
+        outputs = generator.eval()(z).flatten(1)
+    assert config.fault == "collapse@3:2" and state["step"] == 6
+    assert len(torch.unique(outputs, dim=0)) == 2
+    state["monitor"]["collapse_to_codes"] = {"active": False}  # as saved before step 3
+    with torch.no_grad():
+        whole = checkpoint_generator(state)[1].eval()(z).flatten(1)
+    assert len(torch.unique(whole, dim=0)) == 16
