@@ -56,11 +56,11 @@ def record_session(out: Path, started: float, command: str) -> None:
 # --------------------------------------------------------------------------- the doc
 
 def _step(value) -> str:
-    return "—" if value is None else f"{value:,}"
+    return "—" if value is None else f"{round(value):,}"
 
 
 def _signed(value) -> str:
-    return "—" if value is None else f"{value:+,}"
+    return "—" if value is None else f"{round(value):+,}"
 
 
 def truth_cell(score: zoo.RunScore) -> str:
@@ -93,7 +93,7 @@ def sign_cell(event: dict | None) -> str:
 
 def run_rows(scores: list[zoo.RunScore]) -> list[str]:
     rows = ["| recipe | seed | ground truth onset | FID rule | verdict | event (the catch, else "
-            "the first) | latency | its first sign: step, tag, lead | other events | run |",
+            "the first) | latency (confirmed) | its first sign: step, tag, lead | other events | run |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in scores:
         split = "held out" if s.held_out else "tuning"
@@ -111,7 +111,8 @@ def run_rows(scores: list[zoo.RunScore]) -> list[str]:
             check = " ✓" if s.verdict == "healthy" else " (no failure by the FID)"
         rows.append(
             f"| {s.recipe.name} | {s.seed} ({split}) | {truth_cell(s)} | {_step(s.fid_onset)} | "
-            f"**{s.verdict}**{check} | {event_cell(shown)} | {_signed(s.latency)} | "
+            f"**{s.verdict}**{check} | {event_cell(shown)} | {_signed(s.latency)}"
+            f"{f' ({_signed(s.confirmed_after)})' if s.confirmed_after is not None else ''} | "
             f"{sign_cell(shown)} | {'; '.join(event_cell(e) for e in others) or '—'} | "
             f"{s.status}, {(s.wall_s or 0) / 60:.0f} min |")
     return rows
@@ -246,7 +247,8 @@ def write_doc(args, command: str) -> str:
         f"| every failure caught, onset within {zoo.ONSET_TOLERANCE:.0%} | {summary['caught']} "
         f"of {failures} (held out: {summary['caught_held_out']} of "
         f"{summary['failures_held_out']}); median latency "
-        f"{_signed(summary['median_latency'])} steps |",
+        f"{_signed(summary['median_latency'])} steps (onset), confirmed "
+        f"{_signed(summary['median_confirmed_after'])} steps after the truth |",
         f"| a first sign for ≥ 80 % of caught failures | {summary['signs']} of "
         f"{summary['caught']} ({summary['signs_ahead']} ahead of the onset) |",
         "| detector cost negligible | "

@@ -201,6 +201,14 @@ class RunScore:
         return self.caught["step"] - self.truth_onset
 
     @property
+    def confirmed_after(self) -> int | None:
+        """Steps from the truth to the catch's confirmation (when the verdict changed)."""
+        detected = ((self.caught or {}).get("evidence") or {}).get("detected_step")
+        if detected is None or self.truth_onset is None:
+            return None
+        return detected - self.truth_onset
+
+    @property
     def first_sign(self) -> dict | None:
         signs = (self.caught or {}).get("first_signs") or []
         return signs[0] if signs else None
@@ -288,6 +296,8 @@ def summarize(scores: list[RunScore]) -> dict:
         "caught_held_out": sum(s.held_out for s in caught),
         "failures_held_out": sum(s.held_out for s in failures),
         "median_latency": _median([s.latency for s in caught]),
+        "median_confirmed_after": _median([s.confirmed_after for s in caught
+                                           if s.confirmed_after is not None]),
         "signs": len(signs), "signs_ahead": sum(s.first_sign["lead"] > 0 for s in signs),
         "per_recipe": per_recipe,
     }
