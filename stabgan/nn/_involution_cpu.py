@@ -14,6 +14,9 @@ The build goes to a cache directory keyed by a hash of the source, flags, compil
 written atomically (concurrent sweep workers may race), and `load()` returns None (never raises)
 when there is no compiler or the build fails, so callers fall back to the pure-torch path.
 Environment: STABGAN_CACHE overrides the cache root (stabgan.cache); CXX picks the compiler.
+
+Most of this module's length is SOURCE, the C++ of the kernels, kept beside the loader that
+builds and calls it so that the two change together.
 """
 from __future__ import annotations
 
