@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Mapping
 
 from probes.collapse import NONFINITE_WEIGHTS, OnlineDetector, Thresholds
+from probes.readings import LOSS_CRITIC, LOSS_GENERATOR
 from stabgan.runlog import (CHECKPOINTS, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT, RunWriter,
                             atomic_write_bytes)
 
-LOSS_TAGS = ("loss/critic", "loss/generator")  # non-finite: the run stops at once
+LOSS_TAGS = (LOSS_CRITIC, LOSS_GENERATOR)  # non-finite: the run stops at once
 
 
 class CollapseGuard:

@@ -436,8 +436,9 @@ def _postfix(latest: dict[str, float], detector) -> dict[str, str]:
     """The progress bar's readings: distance, GP norm, verdict and the first sign to look at
     (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band since that step)."""
     from probes.collapse import sign_text
+    from probes.readings import GP_NORM_MEAN, WGAN_DISTANCE
 
-    shown = {"D": "wgan/distance", "gp": "gp/norm_mean"}
+    shown = {"D": WGAN_DISTANCE, "gp": GP_NORM_MEAN}
     postfix = {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
                if tag in latest and math.isfinite(latest[tag])}
     postfix["verdict"] = detector.verdict

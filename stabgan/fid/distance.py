@@ -8,6 +8,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from probes.readings import COVERAGE_KL, COVERAGE_MODES
+
 COVERAGE_MIN_SHARE = 0.1  # a class is covered when it gets >= 10% of its uniform share N/K
 
 
@@ -140,4 +142,4 @@ def mode_coverage(logits, num_classes: int, min_share: float = COVERAGE_MIN_SHAR
     p = counts / n
     nonzero = p > 0
     kl = (p[nonzero] * (p[nonzero] * num_classes).log()).sum().item()
-    return {"coverage/modes": int((counts >= threshold).sum()), "coverage/kl": max(kl, 0.0)}
+    return {COVERAGE_MODES: int((counts >= threshold).sum()), COVERAGE_KL: max(kl, 0.0)}

@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from probes.readings import LOSS_CRITIC, WGAN_DISTANCE
 from stabgan.config import ARCHS, NORMS
 from stabgan.nn.involution import eq5_parameter_estimate as eq5
 from stabgan.rundir import RunDir
@@ -246,7 +247,7 @@ def collapse_figure_lines(records: list[RunRecord], folder: Path) -> list[str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["### Collapsed runs (the seed's Fig. 7 and 8)", ""]
-    tags = ("wgan/distance", "loss/critic")
+    tags = (WGAN_DISTANCE, LOSS_CRITIC)
     for record in records:
         series = RunDir(record.path).series(tags)
         figure = Figure(figsize=(7, 2.6))

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from probes.readings import COVERAGE_MODES, GP_NORM_P95
 from stabgan.rundir import RunDir, as_lists, best_fid
 from stabgan.runlog import CONFIG, METRICS, find_runs
 from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
 
 FID_TAGS = ("fid/domain", "fid/inception")  # the first one a run has is used
-COVERAGE_TAG = "coverage/modes"
 
 
 @dataclass
@@ -67,7 +67,7 @@ def read_run(run_dir: Path) -> RunRecord:
     series = as_lists(run.series())
     tag = next((t for t in FID_TAGS if t in series), None)
     fid = best_fid(series, features=tag.split("/", 1)[1]) if tag else None
-    coverage = _finite(series.get(COVERAGE_TAG, ((), ()))[1])
+    coverage = _finite(series.get(COVERAGE_MODES, ((), ()))[1])
     events = run.diagnosis.get("events") or []
     kinds = list(dict.fromkeys(e.get("kind") for e in events
                                if e.get("severity") == "collapse" and e.get("kind")))
@@ -167,7 +167,7 @@ def closest_readings(series: dict) -> dict[str, float]:
     (p95), the largest |distance| after the first tenth of the run, and the largest growth of an
     involution kernel's max |h| and of a layer's σ0 over their first logged values."""
     out: dict[str, float] = {}
-    p95 = _finite(series.get("gp/norm_p95", ((), ()))[1])
+    p95 = _finite(series.get(GP_NORM_P95, ((), ()))[1])
     if p95:
         out["gp_p95_max"] = max(p95)
     steps, values = series.get("wgan/distance", ((), ()))
