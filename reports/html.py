@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from probes import readings
 from probes.collapse import VERDICTS
 from reports import canvas, figures, runs as runlib
 from stabgan import rundir
@@ -139,8 +140,6 @@ def _code_version() -> str:
     """CACHE_VERSION plus a hash of the code that reads and renders a run (this package's
     modules, the run-directory reader, and the panel declarations a run without its own panels
     file is drawn with): an upgrade re-renders."""
-    from probes import readings
-
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
     for path in (*sorted(Path(__file__).parent.glob("*.py")), Path(readings.__file__),
                  Path(rundir.__file__)):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from probes.collapse import VERDICTS
+from probes.collapse import VERDICTS, diagnose_run, sign_text
 from probes.readings import DEFAULT_PANELS, Panel, panels_from_json
 from stabgan.rundir import Metrics, RunDir, best_fid
 from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, PANELS, SAMPLES,
@@ -98,10 +98,6 @@ def refresh_diagnosis(run_dir: Path) -> str | None:
         return None
     if diagnosis is not None and diagnosis[0] >= metrics[0]:
         return None
-    try:
-        from probes.collapse import diagnose_run
-    except ImportError as error:
-        return f"diagnosis is missing or stale and the detector is unavailable ({error})"
     try:
         diagnose_run(run_dir)
     except Exception as error:  # a detector bug or a read-only folder must not stop the report
@@ -290,7 +286,6 @@ def run_events(run: RunData) -> list[dict]:
 
 
 def _sign_label(sign: dict) -> str:
-    from probes.collapse import sign_text
     try:
         return sign_text(sign)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):  # a hand-edited diagnosis

@@ -20,15 +20,19 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
 import stabgan
+from probes.collapse import NONFINITE_WEIGHTS, sign_text
+from probes.guard import CollapseGuard
+from probes.monitor import Monitor
+from probes.readings import GP_NORM_MEAN, WGAN_DISTANCE
+from stabgan import rundir
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             dataset_info, resolve_config, validate)
 from stabgan.data import BatchStream, load_dataset
 from stabgan.device import resolve_device
 from stabgan.models import Critic, Generator
-from probes.collapse import NONFINITE_WEIGHTS
-from stabgan import rundir
 from stabgan.runlog import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
                             error_line, unwritable_reason, write_json)
 from stabgan.signals import StopSignals
@@ -301,10 +305,6 @@ class _Training:
     def open(self) -> None:
         """Open the run directory: config.json, the Monitor (probes, logs) and the CollapseGuard
         it feeds, both resumed too; the untrained generator's samples; the progress bar."""
-        from tqdm import tqdm
-        from probes.guard import CollapseGuard
-        from probes.monitor import Monitor
-
         run, config, checkpoint = self.run, self.config, self.run.checkpoint
         run.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run.run_dir / CONFIG, {"config": config.to_dict(), "versions": versions(),
@@ -435,9 +435,6 @@ def _nonfinite_weights(*modules: torch.nn.Module) -> int:
 def _postfix(latest: dict[str, float], detector) -> dict[str, str]:
     """The progress bar's readings: distance, GP norm, verdict and the first sign to look at
     (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band since that step)."""
-    from probes.collapse import sign_text
-    from probes.readings import GP_NORM_MEAN, WGAN_DISTANCE
-
     shown = {"D": WGAN_DISTANCE, "gp": GP_NORM_MEAN}
     postfix = {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
                if tag in latest and math.isfinite(latest[tag])}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from stabgan.rundir import RunDir, as_lists
 from stabgan.runlog import SUMMARY
-from probes.collapse import LAYER_KINDS
+from probes.collapse import LAYER_KINDS, DetectorState, series_by_step
 from stabgan.sweep import SweepSpec, point_name
 
 FID_RISE = 3.0              # ground truth: FID this many times its best so far
@@ -309,7 +309,6 @@ def detector_cost(run_dirs: list[Path]) -> dict:
     """ms per logged step of DetectorState.update (every tag tracked), replaying the runs'
     metrics. Thread CPU time: on a shared machine wall time adds whole scheduler slices to a
     random few updates, which says nothing about the detector."""
-    from probes.collapse import DetectorState, series_by_step
 
     times, tags = [], []
     for run_dir in run_dirs:

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
-from stabgan.config import dataset_info
+from probes.inject import build_fault
+from stabgan.config import RunConfig, dataset_info
 from stabgan.data import load_dataset
 from stabgan.fid.distance import (COVERAGE_MIN_SHARE, frechet_distance, mode_coverage,
                                   statistics)
@@ -38,6 +39,8 @@ from stabgan.fid.extractors import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FIL
                                     dataset_tensors, domain_extractor, get_extractor,
                                     inception_weights_path, progress_bar,
                                     train_domain_classifier)
+from stabgan.models import Generator
+from stabgan.rundir import RunDir
 from stabgan.runlog import CheckpointError, atomic_write_bytes
 
 REAL_STATS_MAX = 10_000  # real images used for the statistics (all of them when fewer)
@@ -135,10 +138,6 @@ def checkpoint_generator(state: dict):
     `--fault` attached in the state it had, since a fault acting through a hook (collapse to
     k outputs) lives in no weight, and without it the FID would measure a generator the run
     never had."""
-    from probes.inject import build_fault
-    from stabgan.config import RunConfig
-    from stabgan.models import Generator
-
     config = RunConfig(**state["config"])
     generator = Generator(config, dataset_info(config.dataset).channels)
     generator.load_state_dict(state["generator"])
@@ -156,8 +155,6 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
     checkpoint: `last`, `pre_collapse`, or a path to a checkpoint file. Raises FIDError (or
     MissingWeightsError) with a one-line reason when something needed is absent.
     """
-    from stabgan.rundir import RunDir
-
     run = RunDir(run_dir)
     path = run.checkpoint_path(checkpoint)
     try:
