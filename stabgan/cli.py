@@ -286,6 +286,18 @@ def bench_trainer(steps, repeats, threads, archs):
     run_bench(steps, repeats, {"threads": threads}, archs, echo=click.echo)
 
 
+@bench.command("scale")
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True,
+              help="steps per measurement")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
+              help="torch CPU threads (0: torch's default)")
+def bench_scale(steps, repeats, threads):
+    """The seed's layout at the seed study's size (32x32, width 32) vs the seed's (64x64, 64)."""
+    from stabgan.bench import bench_scale as run_bench
+    run_bench(steps=steps, repeats=repeats, threads=threads, echo=click.echo)
+
+
 @bench.command("monitor")
 @click.option("--cycles", type=click.IntRange(min=1), default=3, show_default=True,
               help="cycles of 10 x log-every steps (every probe fires) per probe selection")

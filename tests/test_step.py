@@ -206,3 +206,14 @@ def test_bench_trainer_prints_ours_against_the_minimal_loop():
     assert lines[0].startswith("dcgan: width 32, batch 64, 1 thread(s)")
     assert "minimal loop" in lines[1] and "WganGp.step" in lines[2] and "ratio" in lines[2]
     assert float(lines[2].split("ratio")[1]) > 0
+
+
+def test_bench_scale_times_the_preset_at_each_size_side_by_side():
+    from stabgan.bench import bench_scale
+
+    lines = []
+    result = bench_scale(sizes=((32, 8), (32, 16)), steps=1, repeats=1, echo=lines.append)
+    assert set(result) == {"32px-w8", "32px-w16", "32px-w16/32px-w8"}
+    assert result["32px-w16/32px-w8"] == result["32px-w16"] / result["32px-w8"] > 0
+    assert lines[0].startswith("--preset seed --inv-layers 2 on mnist5k, 1 thread(s)")
+    assert "×1.00 of 32px-w8" in lines[1] and "32px-w16" in lines[2]
