@@ -29,11 +29,25 @@ PANELS = "panels.json"  # the plots of the run's readings (probes.readings.panel
 LOGGED_DIGITS = 9  # significant digits of a metrics.jsonl value: float32 round-trips
 
 
+def _new_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the umask (which can be read only by
+    setting it, so it is read once, here)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write data to path through a temp file and a rename, so readers never see half a file."""
+    """Write data to path through a temp file and a rename, so readers never see half a file.
+    The file gets the mode a plain write would (mkstemp's own 0o600 would hide a run's files
+    from the other users of a shared machine)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, NEW_FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

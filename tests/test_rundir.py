@@ -125,3 +125,20 @@ def test_checkpoints_load_through_the_safe_loader(tmp_path):
     run.checkpoint_path().write_text(json.dumps({"step": 3}))
     with pytest.raises(CheckpointError, match="is unreadable"):
         run.checkpoint()
+
+
+def test_files_written_atomically_get_the_mode_of_a_plain_write(tmp_path):
+    """A run's JSON files and checkpoints are readable by whoever could read a plainly written
+    file (mkstemp alone makes them 0o600)."""
+    import os
+    import stat
+
+    from stabgan.runlog import atomic_write_bytes, write_json
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+    write_json(tmp_path / "summary.json", {"status": "completed"})
+    modes = {p.name: stat.S_IMODE(os.stat(p).st_mode) for p in tmp_path.iterdir()}
+    assert modes == {"plain.txt": modes["plain.txt"], "atomic.bin": modes["plain.txt"],
+                     "summary.json": modes["plain.txt"]}
