@@ -103,10 +103,13 @@ class CollapseGuard:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint's STATE_KEY (a copy set aside or a pre_collapse.pt
-        no longer on disk is forgotten)."""
+        no longer on disk is forgotten; a copy set aside after that checkpoint, by a run
+        killed before its next checkpoint, is removed)."""
         keeper = self._keeper
         keeper.last_step = state["checkpoint_step"]
         keeper.aside_step = state.get("aside_step") if _exists(keeper.dir, keeper.ASIDE) else None
+        if keeper.aside_step is None and _exists(keeper.dir, keeper.ASIDE):
+            (keeper.dir / keeper.ASIDE).unlink()  # set aside after this checkpoint: stale
         keeper.kept_step = state.get("kept_step") if _exists(
             keeper.dir, PRE_COLLAPSE_CHECKPOINT) else None
 

@@ -50,6 +50,10 @@ def test_checkpoints_carry_the_guard_state_and_a_collapse_keeps_the_one_before(t
     (tmp_path / "checkpoints" / "pre_collapse.pt").unlink()
     resumed.load_state_dict({**saved, "kept_step": 20, "aside_step": 10})  # files gone
     assert resumed.state_dict() == saved
+    aside = tmp_path / "checkpoints" / ".pre_onset.pt"  # set aside after the checkpoint, then
+    aside.write_bytes(b"x")                              # the run was killed: stale
+    resumed.load_state_dict(saved)
+    assert not aside.exists() and resumed.state_dict() == saved
 
 
 def test_a_collapsed_run_resumed_keeps_its_pre_collapse_checkpoint(tmp_path):
