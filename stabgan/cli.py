@@ -272,12 +272,24 @@ def bench():
     """Side-by-side benchmarks (interleaved in one process, medians)."""
 
 
+def _step_timing(steps: int, repeats: int):
+    """The --steps, --repeats and --threads options of a training-step benchmark."""
+    options = (click.option("--steps", type=click.IntRange(min=1), default=steps,
+                            show_default=True, help="steps per measurement"),
+               click.option("--repeats", type=click.IntRange(min=1), default=repeats,
+                            show_default=True),
+               click.option("--threads", type=click.IntRange(min=0), default=1,
+                            show_default=True, help="torch CPU threads (0: torch's default)"))
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 @bench.command("trainer")
-@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True,
-              help="steps per measurement")
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-              help="torch CPU threads (0: torch's default)")
+@_step_timing(steps=8, repeats=5)
 @click.option("--arch", "archs", type=click.Choice(CHOICES["arch"]), multiple=True,
               default=("igan", "dcgan"), show_default=True, help="architectures (repeatable)")
 def bench_trainer(steps, repeats, threads, archs):
@@ -287,11 +299,7 @@ def bench_trainer(steps, repeats, threads, archs):
 
 
 @bench.command("scale")
-@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True,
-              help="steps per measurement")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--threads", type=click.IntRange(min=0), default=1, show_default=True,
-              help="torch CPU threads (0: torch's default)")
+@_step_timing(steps=3, repeats=3)
 def bench_scale(steps, repeats, threads):
     """The seed's layout at the seed study's size (32x32, width 32) vs the seed's (64x64, 64)."""
     from stabgan.bench import bench_scale as run_bench
