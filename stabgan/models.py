@@ -26,8 +26,8 @@ from torch.nn.utils import parametrize
 
 from stabgan.config import stage_widths
 from stabgan.nn.involution import Involution2d
-from stabgan.nn.layers import (SelfAttention2d, down_block, involution_block, maybe_spectral,
-                               up_block)
+from stabgan.nn.layers import (CRITIC_SLOPE, SelfAttention2d, down_block, involution_block,
+                               maybe_spectral, up_block)
 
 
 def _blocks(config, generator: bool, channels: int, count: int) -> list[nn.Module]:
@@ -82,7 +82,7 @@ class Critic(nn.Module):
         spectral = config.spectral_norm in ("d", "both")
         self.from_image = nn.Sequential(
             maybe_spectral(nn.Conv2d(image_channels, widths[0], 4, 2, 1), spectral),
-            nn.LeakyReLU(0.2))
+            nn.LeakyReLU(CRITIC_SLOPE))
         counts = _per_stage(config, len(widths))  # stage S/2 first
         body = _blocks(config, False, widths[0], counts[0])
         for i, (a, b) in enumerate(zip(widths, widths[1:]), start=1):

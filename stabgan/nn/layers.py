@@ -8,6 +8,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from stabgan.config import INV_BLOCKS
 from stabgan.nn.involution import Involution2d
 
+CRITIC_SLOPE = 0.2  # the critic's LeakyReLU slope (DCGAN's; the seed's SAGAN codebase uses 0.1)
+
 class SelfAttention2d(nn.Module):
     """SAGAN self-attention (Zhang et al. 2019); gamma starts at 0 so the block starts as identity."""
 
@@ -57,7 +59,7 @@ def involution_block(channels: int, kernel_size: int, groups: int, reduction: in
         return layer
     if block == "residual":
         return Residual(layer)
-    after = [nn.BatchNorm2d(channels), nn.ReLU()] if generator else [nn.LeakyReLU(0.2)]
+    after = [nn.BatchNorm2d(channels), nn.ReLU()] if generator else [nn.LeakyReLU(CRITIC_SLOPE)]
     return nn.Sequential(layer, *after)
 
 
@@ -76,4 +78,4 @@ def up_block(in_channels: int, out_channels: int, spectral: bool = False) -> nn.
 def down_block(in_channels: int, out_channels: int, spectral: bool = False) -> nn.Sequential:
     """Strided conv halving the size, LeakyReLU; no batch norm, which breaks the per-sample GP."""
     conv = nn.Conv2d(in_channels, out_channels, 4, 2, 1)
-    return nn.Sequential(maybe_spectral(conv, spectral), nn.LeakyReLU(0.2))
+    return nn.Sequential(maybe_spectral(conv, spectral), nn.LeakyReLU(CRITIC_SLOPE))

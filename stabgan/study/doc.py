@@ -17,6 +17,7 @@ from pathlib import Path
 from probes.readings import LOSS_CRITIC, WGAN_DISTANCE
 from stabgan.config import ARCHS, NORMS
 from stabgan.nn.involution import eq5_parameter_estimate as eq5
+from stabgan.nn.layers import CRITIC_SLOPE
 from stabgan.rundir import RunDir
 from stabgan.runlog import read_json
 from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_params,
@@ -180,7 +181,8 @@ def limits(sweeps: dict[str, Sweep], counted: list[RunRecord]) -> str:
             f"{join(f'{s}×{s}' for s in sizes)} pixels, so verdicts and FID describe early "
             f"training only. Seeds per grid point: {seeds}; the noise a FID difference is judged "
             f"against is the spread of these few seeds. {fid} Verdicts are stabgan's collapse "
-            "detector's, from the logged metrics." +
+            f"detector's, from the logged metrics. The critic's LeakyReLU slope is "
+            f"{CRITIC_SLOPE:g} in every run (the seed's codebase: 0.1)." +
             (f" {unfinished} planned runs are unfinished or not started and not counted."
              if unfinished else ""))
 
