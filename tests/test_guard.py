@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from probes import CollapseGuard
+from probes import CollapseGuard, Monitor
 from stabgan.rundir import RunDir
 from stabgan.runlog import RunWriter
 from test_collapse import FakeDivergence
@@ -77,3 +77,39 @@ def test_a_collapsed_run_resumed_keeps_its_pre_collapse_checkpoint(tmp_path):
                                              "kept_step": 20}
     assert all(torch.isfinite(v).all() for v in last["generator"].values()
                if v.is_floating_point())
+
+
+def _diverging(step: int) -> dict[str, float]:
+    """FakeDivergence's readings for a step: flat, then the distance ×1000 from step 24 on."""
+    distance = 1000.0 if step >= 24 else 1.0
+    return {"wgan/distance": distance, "loss/critic": -distance, "gp/norm_mean": 1.0}
+
+
+def _bare_loop(guard: CollapseGuard, monitor: Monitor, steps, logged) -> None:
+    """A loop of your own: _diverging readings at the logged steps, a checkpoint every 5."""
+    for step in steps:
+        if step in logged:
+            monitor.record(step, _diverging(step))
+        if step % 5 == 0:
+            guard.save_checkpoint(monitor.writer, step, {"step": step, "generator": {}})
+
+
+def test_a_run_killed_while_an_excursion_is_watched_keeps_its_copy_through_a_resume(tmp_path):
+    """Checkpoint 25 sets 20 aside (an excursion from 24 is watched); the run is killed. Resumed
+    logging every 8 steps, checkpoint 30 comes before the first logged step: the copy must
+    survive it, to be kept when the excursion is confirmed."""
+    net = torch.nn.Linear(2, 2)
+    guard = CollapseGuard(tmp_path)
+    monitor = Monitor(tmp_path, net, net, log_every=1, detector=guard)
+    _bare_loop(guard, monitor, range(1, 26), range(1, 26))
+    assert guard.state_dict()["aside_step"] == 20
+    monitor.writer.close()  # killed: neither the monitor nor the guard closes
+    resumed = CollapseGuard(tmp_path)
+    monitor = Monitor(tmp_path, net, net, log_every=8, purge_after_step=25, start_step=25,
+                      detector=resumed)
+    resumed.load_state_dict(RunDir(tmp_path).checkpoint()[CollapseGuard.STATE_KEY])
+    _bare_loop(resumed, monitor, range(26, 57), range(32, 57, 8))
+    monitor.close()
+    assert (resumed.verdict, resumed.detector.onset_step) == ("collapsed", 24)
+    assert resumed.pre_collapse_step == 20
+    assert RunDir(tmp_path).checkpoint("pre_collapse")["step"] == 20
