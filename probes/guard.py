@@ -48,7 +48,7 @@ class CollapseGuard:
         self.detector = OnlineDetector(None, thresholds)
         self.stop_on_collapse = stop_on_collapse
         self.nonfinite_step: int | None = None  # the step a loss or weight went non-finite
-        self._keeper = _PreCollapseKeeper(None, None)
+        self._keeper = _PreCollapseKeeper()
         self.run_dir = run_dir
 
     @property
@@ -144,9 +144,9 @@ class _PreCollapseKeeper:
 
     ASIDE = ".pre_onset.pt"
 
-    def __init__(self, ckpt_dir: Path | None, last_step: int | None):
-        self.dir = ckpt_dir
-        self.last_step = last_step    # step of checkpoints/last.pt, None before the first
+    def __init__(self):
+        self.dir: Path | None = None  # checkpoints/, set with the guard's run_dir
+        self.last_step: int | None = None  # step of checkpoints/last.pt, None before the first
         self.aside_step: int | None = None
         self.kept_step: int | None = None
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from probes import CollapseGuard, Monitor
+from probes.guard import _PreCollapseKeeper
 from stabgan.rundir import RunDir
-from stabgan.runlog import RunWriter
+from stabgan.runlog import PRE_COLLAPSE_CHECKPOINT, RunWriter
 from test_collapse import FakeDivergence
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,3 +114,34 @@ def test_a_run_killed_while_an_excursion_is_watched_keeps_its_copy_through_a_res
     assert (resumed.verdict, resumed.detector.onset_step) == ("collapsed", 24)
     assert resumed.pre_collapse_step == 20
     assert RunDir(tmp_path).checkpoint("pre_collapse")["step"] == 20
+
+
+def _keeper(ckpt_dir) -> _PreCollapseKeeper:
+    keeper = _PreCollapseKeeper()
+    keeper.dir = ckpt_dir
+    return keeper
+
+
+def test_pre_collapse_keeper_sets_aside_the_checkpoint_from_before_the_onset(tmp_path):
+    ckpt = tmp_path
+    keeper = _keeper(ckpt)
+
+    def save(step):
+        (ckpt / "last.pt").write_text(str(step))
+        keeper.saved(step)
+
+    keeper.before_save(pending_onset=None)
+    save(200)
+    keeper.before_save(pending_onset=380)  # checkpoint 400: an excursion began at 380
+    save(400)
+    keeper.keep(onset=380)  # confirmed at 420: last.pt (400) is after the onset, 200 is kept
+    assert (ckpt / PRE_COLLAPSE_CHECKPOINT).read_text() == "200" and keeper.kept_step == 200
+    assert not (ckpt / keeper.ASIDE).exists()
+    # an excursion that ends without a collapse drops the copy
+    keeper = _keeper(ckpt)
+    save(600)
+    keeper.before_save(pending_onset=610)
+    save(800)
+    assert (ckpt / keeper.ASIDE).read_text() == "600"
+    keeper.before_save(pending_onset=None)
+    assert not (ckpt / keeper.ASIDE).exists()
