@@ -153,7 +153,9 @@ class _PreCollapseKeeper:
     def before_save(self, pending_onset: int | None) -> None:
         if pending_onset is None:
             self.discard_aside()
-        elif self.aside_step is None and self.last_step is not None and self.last_step < pending_onset:
+        elif self.last_step is not None and self.last_step < pending_onset:
+            # last.pt is from before every excursion watched now, and newer than a copy already
+            # aside (whose excursion is over): the newest checkpoint before the onset
             atomic_write_bytes(self.dir / self.ASIDE, (self.dir / LAST_CHECKPOINT).read_bytes())
             self.aside_step = self.last_step
 

@@ -145,3 +145,21 @@ def test_pre_collapse_keeper_sets_aside_the_checkpoint_from_before_the_onset(tmp
     assert (ckpt / keeper.ASIDE).read_text() == "600"
     keeper.before_save(pending_onset=None)
     assert not (ckpt / keeper.ASIDE).exists()
+
+
+def test_a_later_excursion_sets_aside_the_newest_checkpoint_from_before_its_onset(tmp_path):
+    """Excursion A (from 150) set checkpoint 100 aside; A ended and B began (250) with no
+    checkpoint in between: checkpoint 300 replaces that copy by 200, the newest before B."""
+    keeper = _keeper(tmp_path)
+
+    def save(step, pending_onset):
+        keeper.before_save(pending_onset)
+        (tmp_path / "last.pt").write_text(str(step))
+        keeper.saved(step)
+
+    save(100, None)
+    save(200, 150)
+    save(300, 250)
+    keeper.keep(onset=250)
+    assert (tmp_path / PRE_COLLAPSE_CHECKPOINT).read_text() == "200" and keeper.kept_step == 200
+    assert not (tmp_path / keeper.ASIDE).exists()
