@@ -94,22 +94,21 @@ class CollapseGuard:
         # checkpoint due before the first logged step must see the excursion they hold too
         self.detector.write()
         self._keeper.before_save(self.detector.pending_onset())
-        path = writer.save_checkpoint({**state, self.STATE_KEY: {**self.state_dict(),
-                                                                  "checkpoint_step": step}})
+        path = writer.save_checkpoint({**state, self.STATE_KEY: self.state_dict()})
         self._keeper.saved(step)
         return path
 
     def state_dict(self) -> dict:
-        keeper = self._keeper
-        return {"checkpoint_step": keeper.last_step, "aside_step": keeper.aside_step,
-                "kept_step": keeper.kept_step}
+        """The steps of the copy set aside and of pre_collapse.pt (None: there is none)."""
+        return {"aside_step": self._keeper.aside_step, "kept_step": self._keeper.kept_step}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from a checkpoint's STATE_KEY (a copy set aside or a pre_collapse.pt
-        no longer on disk is forgotten; a copy set aside after that checkpoint, by a run
-        killed before its next checkpoint, is removed)."""
+    def load_state_dict(self, state: dict, step: int) -> None:
+        """Continue from the checkpoint of `step`, given its STATE_KEY entry ({} for one written
+        without the guard; an earlier stabgan's also holds that step, as "checkpoint_step").
+        A copy set aside or a pre_collapse.pt no longer on disk is forgotten; a copy set aside
+        after that checkpoint, by a run killed before its next checkpoint, is removed."""
         keeper = self._keeper
-        keeper.last_step = state["checkpoint_step"]
+        keeper.last_step = step
         keeper.aside_step = state.get("aside_step") if _exists(keeper.dir, keeper.ASIDE) else None
         if keeper.aside_step is None and _exists(keeper.dir, keeper.ASIDE):
             (keeper.dir / keeper.ASIDE).unlink()  # set aside after this checkpoint: stale

@@ -319,8 +319,7 @@ class _Training:
             if "monitor" in checkpoint:
                 self.monitor.load_state_dict(checkpoint["monitor"])
             # a checkpoint of an earlier stabgan has no guard state: nothing kept or set aside
-            self.guard.load_state_dict(checkpoint.get(CollapseGuard.STATE_KEY,
-                                                      {"checkpoint_step": resumed}))
+            self.guard.load_state_dict(checkpoint.get(CollapseGuard.STATE_KEY, {}), self.step)
         self.started = time.perf_counter()
         if self.step == 0:
             self.save_samples(0)  # the untrained generator: the user sees at once that it started

@@ -39,21 +39,24 @@ def test_checkpoints_carry_the_guard_state_and_a_collapse_keeps_the_one_before(t
         guard.update(step, {"loss/critic": -1.0})
         guard.save_checkpoint(writer, step, {"step": step, "generator": {}})
     saved = RunDir(tmp_path).checkpoint()[CollapseGuard.STATE_KEY]
-    assert saved == {"checkpoint_step": 20, "aside_step": None, "kept_step": None}
+    assert saved == {"aside_step": None, "kept_step": None}
     guard.update(25, {"loss/critic": math.nan})
     assert guard.pre_collapse_step == 20
     assert RunDir(tmp_path).checkpoint("pre_collapse")["step"] == 20
     guard.close()
     writer.close()
     resumed = CollapseGuard(tmp_path)
-    resumed.load_state_dict({**saved, "kept_step": 20})
-    assert resumed.state_dict() == {"checkpoint_step": 20, "aside_step": None, "kept_step": 20}
+    resumed.load_state_dict({**saved, "kept_step": 20}, 20)
+    assert resumed.state_dict() == {"aside_step": None, "kept_step": 20}
+    earlier = CollapseGuard(tmp_path)  # an earlier stabgan's state also named the step
+    earlier.load_state_dict({"checkpoint_step": 20, "aside_step": None, "kept_step": 20}, 20)
+    assert earlier.state_dict() == resumed.state_dict()
     (tmp_path / "checkpoints" / "pre_collapse.pt").unlink()
-    resumed.load_state_dict({**saved, "kept_step": 20, "aside_step": 10})  # files gone
+    resumed.load_state_dict({**saved, "kept_step": 20, "aside_step": 10}, 20)  # files gone
     assert resumed.state_dict() == saved
     aside = tmp_path / "checkpoints" / ".pre_onset.pt"  # set aside after the checkpoint, then
     aside.write_bytes(b"x")                              # the run was killed: stale
-    resumed.load_state_dict(saved)
+    resumed.load_state_dict(saved, 20)
     assert not aside.exists() and resumed.state_dict() == saved
 
 
@@ -74,8 +77,8 @@ def test_a_collapsed_run_resumed_keeps_its_pre_collapse_checkpoint(tmp_path):
     assert RunDir(tmp_path / "parts").diagnosis["events"] == RunDir(
         tmp_path / "straight").diagnosis["events"]
     last = RunDir(tmp_path / "parts").checkpoint()
-    assert last[CollapseGuard.STATE_KEY] == {"checkpoint_step": 40, "aside_step": None,
-                                             "kept_step": 20}
+    assert last["step"] == 40 and last[CollapseGuard.STATE_KEY] == {"aside_step": None,
+                                                                    "kept_step": 20}
     assert all(torch.isfinite(v).all() for v in last["generator"].values()
                if v.is_floating_point())
 
@@ -108,7 +111,7 @@ def test_a_run_killed_while_an_excursion_is_watched_keeps_its_copy_through_a_res
     resumed = CollapseGuard(tmp_path)
     monitor = Monitor(tmp_path, net, net, log_every=8, purge_after_step=25, start_step=25,
                       detector=resumed)
-    resumed.load_state_dict(RunDir(tmp_path).checkpoint()[CollapseGuard.STATE_KEY])
+    resumed.load_state_dict(RunDir(tmp_path).checkpoint()[CollapseGuard.STATE_KEY], 25)
     _bare_loop(resumed, monitor, range(26, 57), range(32, 57, 8))
     monitor.close()
     assert (resumed.verdict, resumed.detector.onset_step) == ("collapsed", 24)

@@ -79,8 +79,7 @@ def test_readme_guarded_loop_stops_at_the_fault_and_keeps_the_checkpoint_before(
     assert guard.pre_collapse_step == 20
     kept = run.checkpoint("pre_collapse")
     assert kept["step"] == 20 and all(torch.isfinite(w).all() for w in kept["generator"].values())
-    assert run.checkpoint()[CollapseGuard.STATE_KEY] == {
-        "checkpoint_step": 20, "aside_step": None, "kept_step": None}
+    assert run.checkpoint()[CollapseGuard.STATE_KEY] == {"aside_step": None, "kept_step": None}
     assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == [
         "last.pt", "pre_collapse.pt"]
 
