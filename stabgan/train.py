@@ -31,7 +31,7 @@ from stabgan import rundir
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             dataset_info, resolve_config, validate)
 from stabgan.data import BatchStream, load_dataset
-from stabgan.device import resolve_device
+from stabgan.device import check_device, resolve_device
 from stabgan.models import Critic, Generator
 from stabgan.runlog import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
                             error_line, unwritable_reason, write_json)
@@ -120,7 +120,7 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     unwritable = unwritable_reason(run_dir)
     if unwritable:
         raise RunError(unwritable)
-    resolve_device(config.device)
+    check_device(config.device)
     info = dataset_info(config.dataset)
     dataset = load_dataset(config.dataset, config.image_size)
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
