@@ -381,7 +381,7 @@ class _Training:
 
     def close(self, status: str, error: str | None, error_log: str | None) -> dict:
         """Close: the progress bar, the Monitor (and the guard: the final diagnosis.json), then
-        summary.json over the previous segment's; returns this segment's summary."""
+        summary.json over the previous segments'; returns this segment's summary."""
         if self.bar is not None:
             self.bar.close()
         summary = {
@@ -396,15 +396,16 @@ class _Training:
         run = rundir.RunDir(self.run.run_dir)
         if not run.path.is_dir():  # open() failed before making it: nothing to write into
             return summary
-        previous = run.summary
-        summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         if self.monitor is not None:
-            self.monitor.close()
-            diagnosis = self.guard.detector.diagnosis()
+            diagnosis = self.monitor.close()
             summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
                            pre_collapse_step=self.guard.pre_collapse_step)
-        best = run.best_fid()
+            best = self.monitor.best_fid
+        else:  # open() failed before the Monitor: the earlier segments' best
+            best = run.best_fid()
         summary.update(best.summary_fields() if best else {})
+        previous = run.summary  # read after the guard set its verdict there: nothing is lost
+        summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         write_json(run.path / SUMMARY, {**previous, **summary})
         return summary
 

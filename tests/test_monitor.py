@@ -187,3 +187,44 @@ def test_bench_monitor_command_prints_ratios():
     for selection in ("none", "default", "all"):
         line = next(l for l in lines if l.strip().startswith(f"probes {selection} "))
         assert re.search(r"[\d.]+ ms/step\s+ratio vs none\s+[\d.]+", line), line
+
+
+def _last_hparams(run_dir: Path) -> dict:
+    """The hparams entry of the run's newest TensorBoard event file (one file per segment)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    newest = sorted(run_dir.glob("events.out.tfevents.*"))[-1]
+    acc = EventAccumulator(str(newest), size_guidance={"tensors": 0})
+    acc.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    return {k: v.string_value or v.number_value
+            for k, v in start.session_start_info.hparams.items()}
+
+
+def test_a_resumed_run_with_no_step_left_closes_with_its_history_verdict(tmp_path):
+    """The detector of a segment that logs nothing has its verdict from the run's history:
+    in summary.json, diagnosis.json and the hparams entry alike."""
+    from stabgan.train import prepare_run, train
+    from test_collapse import FakeDivergence
+
+    settings = dict(width=8, z_dim=16, batch_size=16, probes="none", log_every=1,
+                    ckpt_every=10, sample_every=100, steps=30)
+    first = train(prepare_run(tmp_path / "r", settings), [FakeDivergence(24)])
+    again = train(prepare_run(tmp_path / "r", {}, resume=True), [FakeDivergence(24)])
+    run = RunDir(tmp_path / "r")
+    assert first["verdict"] == again["verdict"] == run.summary["verdict"] == "collapsed"
+    assert again["onset_step"] == run.diagnosis["onset_step"] == 24
+    assert _last_hparams(run.path)["verdict"] == "collapsed"
+
+
+def test_monitor_close_returns_the_detectors_final_diagnosis(tmp_path):
+    net = nn.Linear(2, 2)
+    guard = CollapseGuard()
+    monitor = Monitor(tmp_path, net, net, log_every=1, detector=guard)
+    monitor.record(1, {"loss/critic": float("nan")})
+    diagnosis, written = monitor.close(), RunDir(tmp_path).diagnosis
+    assert (diagnosis["verdict"], diagnosis["onset_step"]) == ("collapsed", 1)
+    assert diagnosis["events"][0]["message"] == written["events"][0]["message"]
+    assert Monitor(tmp_path / "bare", net, net).close() is None
