@@ -346,11 +346,11 @@ class _Training:
                     self.save_samples(step)
                 if step % config.ckpt_every == 0 or step == config.steps:
                     self.save_checkpoint(step)
-                if self.stop.signum is not None:
-                    break
+                if self.stop.signum is not None and step < config.steps:
+                    break  # a signal in the last step cuts nothing short: the run completes
             else:
                 return "completed"
-        if self.step % config.ckpt_every and self.step != config.steps:
+        if self.step % config.ckpt_every:
             self.save_checkpoint(self.step)
         return "interrupted"
 
