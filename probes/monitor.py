@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState, wants_prepare
+from probes.base import Probe, StepState, check_probes, wants_prepare
 from probes.readings import (CORE_PANELS, GP_NORM_MEAN, GP_PENALTY, LOSS_CRITIC, LOSS_GENERATOR,
                              TIME_STEP_S, WGAN_DISTANCE, merge_panels, panels_json,
                              tensorboard_layout)
@@ -63,10 +63,7 @@ class Monitor:
         hparams: settings for TensorBoard's hparams table, added to config.json's when present."""
         if log_every < 1:
             raise ValueError(f"log_every={log_every!r} must be >= 1")
-        for probe in probes:
-            if getattr(probe, "layout", None):  # an earlier stabgan's declaration, now unread
-                raise ValueError(f"{type(probe).__name__}.layout is no longer read: declare its "
-                                 f"plots as {type(probe).__name__}.panels (probes.Panel)")
+        check_probes(probes)
         self.writer = run_dir if isinstance(run_dir, RunWriter) else RunWriter(
             Path(run_dir), purge_after_step=purge_after_step)
         self.generator, self.critic = generator, critic

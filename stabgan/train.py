@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 import stabgan
 from probes.collapse import NONFINITE_WEIGHTS, sign_text
+from probes.base import check_probes
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
 from probes.readings import GP_NORM_MEAN, WGAN_DISTANCE
@@ -282,7 +283,9 @@ class _Training:
     """One train() call: its phases as methods, and what they share."""
 
     def __init__(self, run: Run, probes: Sequence):
-        """Setup: threads, models, optimisers, schedulers, data stream, fixed sample noise."""
+        """Setup: the probes checked (the Monitor would refuse them only once the run directory
+        is written), threads, models, optimisers, schedulers, data stream, fixed sample noise."""
+        check_probes(probes)
         self.run, self.config, self.probes = run, run.config, probes
         if self.config.threads:
             torch.set_num_threads(self.config.threads)

@@ -176,3 +176,14 @@ def test_a_signal_stops_the_run_after_its_step_and_in_the_last_step_it_completes
     assert summary["exit_signal"] == (signal.SIGINT if status == "interrupted" else None)
     assert read_json(tmp_path / "r" / "summary.json")["status"] == status
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == at
+
+
+def test_a_probe_the_monitor_refuses_leaves_no_run_directory(tmp_path):
+    class OldStyle(Probe):  # an earlier stabgan's declaration of its plots
+        layout = {"Old": {"chart": ["Multiline", ["old/tag"]]}}
+
+    settings = {**TINY_OVERRIDES, "steps": 2}
+    with pytest.raises(ValueError, match="OldStyle.layout is no longer read"):
+        train(prepare_run(tmp_path / "r", settings), [OldStyle()])
+    assert not (tmp_path / "r").exists()
+    assert train(prepare_run(tmp_path / "r", settings))["status"] == "completed"  # same name
