@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from probes import CollapseGuard, CriticProbe, Monitor, Probe, build_probes
-from stabgan.rundir import RunDir
-from stabgan.runlog import metric_series, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import read_metrics
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -48,7 +48,7 @@ def test_readme_bring_your_own_loop_runs_and_fills_a_run_directory(readme_loops)
 
     assert len(readme_example().splitlines()) <= 45
     run_dir = readme_loops[0] / "runs" / "byo"
-    series = metric_series(read_metrics(run_dir))
+    series = as_lists(RunDir(run_dir).series())
     assert series["loss/critic"][0] == [10, 20, 30, 40]
     for tag in ("wgan/distance", "gp/norm_mean", "gp/norm_p95", "critic/d_fake_mean",
                 "grad/d.0", "update/g.0", "time/step_s"):
@@ -157,7 +157,7 @@ def test_critic_probe_resumes_exactly_through_a_checkpoint(tmp_path):
                 "ckpt_every": 8}
 
     def critic_series(run_dir):
-        series = metric_series(read_metrics(run_dir))
+        series = as_lists(RunDir(run_dir).series())
         return series["critic/loss_ema"], series["critic/loss_drift_z"]
 
     straight = prepare_run(tmp_path / "straight", {**settings, "steps": 12})

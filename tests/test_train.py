@@ -15,7 +15,8 @@ from conftest import TINY, metrics_without_time, stabgan_cli
 from probes import Probe
 from stabgan.config import ARCHS, NORMS, resolve_config
 from stabgan.models import Critic
-from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import read_json, read_metrics
 from stabgan.train import gradient_penalty, load_checkpoint, prepare_run, train
 
 TINY_OVERRIDES = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
@@ -87,7 +88,7 @@ def test_every_model_variant_trains(tmp_path, arch, inv_layers, norm):
                                        "inv_where": "both" if arch == "igan" else None})
     summary = train(run)
     assert summary["status"] == "completed" and summary["steps"] == 5
-    series = metric_series(read_metrics(tmp_path / "r"))
+    series = as_lists(RunDir(tmp_path / "r").series())
     assert all(torch.isfinite(torch.tensor(series["loss/critic"][1])))
     assert {a for a, *_ in _valid_variants()} == set(ARCHS)
 
