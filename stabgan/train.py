@@ -23,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 import stabgan
-from probes.collapse import NONFINITE_WEIGHTS, sign_text
 from probes.base import check_probes
+from probes.collapse import NONFINITE_WEIGHTS, sign_text
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
 from probes.readings import GP_NORM_MEAN, WGAN_DISTANCE
@@ -407,7 +407,7 @@ class _Training:
         else:  # open() failed before the Monitor: the earlier segments' best
             best = run.best_fid()
         summary.update(best.summary_fields() if best else {})
-        previous = run.summary  # read after the guard set its verdict there: nothing is lost
+        previous = run.summary  # the earlier segments', as the guard's close just left it
         summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         write_json(run.path / SUMMARY, {**previous, **summary})
         return summary
