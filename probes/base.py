@@ -101,6 +101,15 @@ class Probe:
         """Restore what state_dict returned."""
 
 
+def check_probes(probes) -> None:
+    """ValueError for a probe the Monitor cannot run: one declaring its plots in `layout`, an
+    earlier stabgan's attribute that is no longer read (refused rather than silently dropped)."""
+    for probe in probes:
+        if getattr(probe, "layout", None):
+            raise ValueError(f"{type(probe).__name__}.layout is no longer read: declare its "
+                             f"plots as {type(probe).__name__}.panels (probes.Panel)")
+
+
 def wants_prepare(probe: Probe) -> bool:
     """Whether the probe overrides `prepare` (the Monitor then also wakes the step before)."""
     return type(probe).prepare is not Probe.prepare

@@ -48,7 +48,7 @@ class CollapseGuard:
         self.detector = OnlineDetector(None, thresholds)
         self.stop_on_collapse = stop_on_collapse
         self.nonfinite_step: int | None = None  # the step a loss or weight went non-finite
-        self._keeper = _PreCollapseKeeper(None, None)
+        self._keeper = _PreCollapseKeeper()
         self.run_dir = run_dir
 
     @property
@@ -90,23 +90,25 @@ class CollapseGuard:
         """Write state (plus the guard's own, under STATE_KEY) as checkpoints/last.pt. While an
         excursion is watched, the last.pt it replaces is set aside first: if the excursion turns
         out a collapse, that one is from before its onset."""
+        # the detector replays a resumed run's metrics.jsonl on its first update or write: a
+        # checkpoint due before the first logged step must see the excursion they hold too
+        self.detector.write()
         self._keeper.before_save(self.detector.pending_onset())
-        path = writer.save_checkpoint({**state, self.STATE_KEY: {**self.state_dict(),
-                                                                  "checkpoint_step": step}})
+        path = writer.save_checkpoint({**state, self.STATE_KEY: self.state_dict()})
         self._keeper.saved(step)
         return path
 
     def state_dict(self) -> dict:
-        keeper = self._keeper
-        return {"checkpoint_step": keeper.last_step, "aside_step": keeper.aside_step,
-                "kept_step": keeper.kept_step}
+        """The steps of the copy set aside and of pre_collapse.pt (None: there is none)."""
+        return {"aside_step": self._keeper.aside_step, "kept_step": self._keeper.kept_step}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue from a checkpoint's STATE_KEY (a copy set aside or a pre_collapse.pt
-        no longer on disk is forgotten; a copy set aside after that checkpoint, by a run
-        killed before its next checkpoint, is removed)."""
+    def load_state_dict(self, state: dict, step: int) -> None:
+        """Continue from the checkpoint of `step`, given its STATE_KEY entry ({} for one written
+        without the guard; an earlier stabgan's also holds that step, as "checkpoint_step").
+        A copy set aside or a pre_collapse.pt no longer on disk is forgotten; a copy set aside
+        after that checkpoint, by a run killed before its next checkpoint, is removed."""
         keeper = self._keeper
-        keeper.last_step = state["checkpoint_step"]
+        keeper.last_step = step
         keeper.aside_step = state.get("aside_step") if _exists(keeper.dir, keeper.ASIDE) else None
         if keeper.aside_step is None and _exists(keeper.dir, keeper.ASIDE):
             (keeper.dir / keeper.ASIDE).unlink()  # set aside after this checkpoint: stale
@@ -141,16 +143,18 @@ class _PreCollapseKeeper:
 
     ASIDE = ".pre_onset.pt"
 
-    def __init__(self, ckpt_dir: Path | None, last_step: int | None):
-        self.dir = ckpt_dir
-        self.last_step = last_step    # step of checkpoints/last.pt, None before the first
+    def __init__(self):
+        self.dir: Path | None = None  # checkpoints/, set with the guard's run_dir
+        self.last_step: int | None = None  # step of checkpoints/last.pt, None before the first
         self.aside_step: int | None = None
         self.kept_step: int | None = None
 
     def before_save(self, pending_onset: int | None) -> None:
         if pending_onset is None:
             self.discard_aside()
-        elif self.aside_step is None and self.last_step is not None and self.last_step < pending_onset:
+        elif self.last_step is not None and self.last_step < pending_onset:
+            # last.pt is from before every excursion watched now, and newer than a copy already
+            # aside (whose excursion is over): the newest checkpoint before the onset
             atomic_write_bytes(self.dir / self.ASIDE, (self.dir / LAST_CHECKPOINT).read_bytes())
             self.aside_step = self.last_step
 

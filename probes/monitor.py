@@ -24,11 +24,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState, wants_prepare
+from probes.base import Probe, StepState, check_probes, wants_prepare
 from probes.readings import (CORE_PANELS, GP_NORM_MEAN, GP_PENALTY, LOSS_CRITIC, LOSS_GENERATOR,
                              TIME_STEP_S, WGAN_DISTANCE, merge_panels, panels_json,
                              tensorboard_layout)
-from stabgan.rundir import RunDir
+from stabgan.rundir import BestFid, RunDir
 from stabgan.runlog import PANELS, RunWriter, write_json
 
 HPARAM_METRICS = (WGAN_DISTANCE, GP_NORM_MEAN)  # last values shown in the hparams table
@@ -63,10 +63,7 @@ class Monitor:
         hparams: settings for TensorBoard's hparams table, added to config.json's when present."""
         if log_every < 1:
             raise ValueError(f"log_every={log_every!r} must be >= 1")
-        for probe in probes:
-            if getattr(probe, "layout", None):  # an earlier stabgan's declaration, now unread
-                raise ValueError(f"{type(probe).__name__}.layout is no longer read: declare its "
-                                 f"plots as {type(probe).__name__}.panels (probes.Panel)")
+        check_probes(probes)
         self.writer = run_dir if isinstance(run_dir, RunWriter) else RunWriter(
             Path(run_dir), purge_after_step=purge_after_step)
         self.generator, self.critic = generator, critic
@@ -77,6 +74,7 @@ class Monitor:
         # collapse detection: events confirmed at the latest logged step
         self.detector = detector
         self.events: list[dict] = []
+        self.best_fid: BestFid | None = None  # the run's best FID (any segment), read at close
         if detector is not None and detector.run_dir is None:
             detector.run_dir = self.writer.dir
         self._start = time.perf_counter() - time_offset  # wall time of earlier segments (resume)
@@ -143,26 +141,25 @@ class Monitor:
             if probe.name in state:
                 probe.load_state_dict(state[probe.name])
 
-    def close(self) -> None:
-        """Remove probe hooks, write the hparams entry and close the run directory's files."""
+    def close(self) -> dict | None:
+        """Remove probe hooks, close the detector (the final diagnosis.json, and summary.json's
+        verdict), read `best_fid`, write the hparams entry and close the run directory's files.
+        Returns the detector's final diagnosis (None without a detector)."""
         for probe in self.probes:
             probe.detach()
-        self._log_hparams()
+        diagnosis = self.detector.close() if self.detector is not None else None
+        run = RunDir(self.writer.dir)
+        self.best_fid = run.best_fid()
+        self._log_hparams(run, diagnosis)
         self.writer.close()
-        if self.detector is not None:
-            self.detector.close()
+        return diagnosis
 
-    def _log_hparams(self) -> None:
+    def _log_hparams(self, run: RunDir, diagnosis: dict | None) -> None:
         """config.json's settings + the constructor's hparams + verdict; metrics: the last
         distance and GP norm, and the best FID when one was measured (any segment)."""
-        run = RunDir(self.writer.dir)
         hparams = {**run.config, **self.hparams}
-        if self.detector is not None:
-            hparams["verdict"] = self.detector.verdict
-        else:
-            hparams["verdict"] = run.verdict or "unknown"
+        hparams["verdict"] = diagnosis["verdict"] if diagnosis else run.verdict or "unknown"
         metrics: dict[str, float | None] = {t: None for t in HPARAM_METRICS if t in self.latest}
-        best = run.best_fid()
-        if best is not None:
-            metrics["hparams/fid_min"] = best.value
+        if self.best_fid is not None:
+            metrics["hparams/fid_min"] = self.best_fid.value
         self.writer.log_hparams(hparams, metrics, self._last_log[0])

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, LAST_CHECKPOINT, METRICS,
-                            PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError, read_json,
-                            safe_load, to_float)
+                            PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError,
+                            is_metrics_record, read_json, safe_load, to_float)
 
 CHECKPOINT_NAMES = {"last": LAST_CHECKPOINT, "pre_collapse": PRE_COLLAPSE_CHECKPOINT}
 
@@ -130,8 +130,7 @@ class RunDir:
                         parsed.append(json.loads(line))
                     except ValueError:
                         parsed.append(None)
-        records = [r for r in parsed if isinstance(r, dict)
-                   and type(r.get("step")) is int and abs(r["step"]) < 2 ** 63]
+        records = [r for r in parsed if is_metrics_record(r)]
         bad = len(parsed) - len(records)
         if any(records[i]["step"] > records[i + 1]["step"] for i in range(len(records) - 1)):
             records.sort(key=lambda r: r["step"])

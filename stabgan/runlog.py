@@ -2,9 +2,9 @@
 
 Writer: `RunWriter` appends metrics.jsonl (flushed per write), mirrors scalars, histograms and
 images into TensorBoard, saves fixed-noise sample grids and writes checkpoints and JSON files
-atomically. Reader: `stabgan.rundir.RunDir`, over the file names and the safe loader defined
-here; the record-level `read_metrics` and `metric_series` below serve the writer's purge on
-resume and the collapse detector. All tolerate runs still being written and truncated lines.
+atomically. Reader: `stabgan.rundir.RunDir`, over the file names, the safe loader and the
+record rule (`is_metrics_record`) defined here; the record-level `read_metrics` below serves the
+writer's purge on resume. Both tolerate runs still being written and truncated lines.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -173,8 +173,15 @@ def to_float(value: Any) -> float | None:
     return None
 
 
+def is_metrics_record(record: Any) -> bool:
+    """Whether a parsed metrics.jsonl line is a record, for every reader: a JSON object whose
+    "step" is an integer (not a bool) within int64."""
+    return isinstance(record, dict) and type(record.get("step")) is int \
+        and abs(record["step"]) < 2 ** 63
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Every complete record of metrics.jsonl in order; a truncated or garbled line is skipped."""
+    """Every record of metrics.jsonl in file order; a truncated or garbled line is skipped."""
     path = Path(run_dir) / METRICS
     records = []
     try:
@@ -184,28 +191,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(record, dict) and isinstance(record.get("step"), int):
+                if is_metrics_record(record):
                     records.append(record)
     except FileNotFoundError:
         pass
     return records
-
-
-def metric_series(records: Iterable[dict]) -> dict[str, tuple[list[int], list[float]]]:
-    """tag -> (steps, values) from metrics records; non-finite values come back as floats."""
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    for record in records:
-        step = record["step"]
-        for tag, raw in record.items():
-            if tag in ("step", "time"):
-                continue
-            value = to_float(raw)
-            if value is None:
-                continue
-            steps, values = series.setdefault(tag, ([], []))
-            steps.append(step)
-            values.append(value)
-    return series
 
 
 def is_run_dir(path: Path) -> bool:

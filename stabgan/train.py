@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 import stabgan
+from probes.base import check_probes
 from probes.collapse import NONFINITE_WEIGHTS, sign_text
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
@@ -31,7 +32,7 @@ from stabgan import rundir
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             dataset_info, resolve_config, validate)
 from stabgan.data import BatchStream, load_dataset
-from stabgan.device import resolve_device
+from stabgan.device import check_device, resolve_device
 from stabgan.models import Critic, Generator
 from stabgan.runlog import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
                             error_line, unwritable_reason, write_json)
@@ -120,7 +121,7 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     unwritable = unwritable_reason(run_dir)
     if unwritable:
         raise RunError(unwritable)
-    resolve_device(config.device)
+    check_device(config.device)
     info = dataset_info(config.dataset)
     dataset = load_dataset(config.dataset, config.image_size)
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
@@ -282,7 +283,9 @@ class _Training:
     """One train() call: its phases as methods, and what they share."""
 
     def __init__(self, run: Run, probes: Sequence):
-        """Setup: threads, models, optimisers, schedulers, data stream, fixed sample noise."""
+        """Setup: the probes checked (the Monitor would refuse them only once the run directory
+        is written), threads, models, optimisers, schedulers, data stream, fixed sample noise."""
+        check_probes(probes)
         self.run, self.config, self.probes = run, run.config, probes
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
@@ -319,8 +322,7 @@ class _Training:
             if "monitor" in checkpoint:
                 self.monitor.load_state_dict(checkpoint["monitor"])
             # a checkpoint of an earlier stabgan has no guard state: nothing kept or set aside
-            self.guard.load_state_dict(checkpoint.get(CollapseGuard.STATE_KEY,
-                                                      {"checkpoint_step": resumed}))
+            self.guard.load_state_dict(checkpoint.get(CollapseGuard.STATE_KEY, {}), self.step)
         self.started = time.perf_counter()
         if self.step == 0:
             self.save_samples(0)  # the untrained generator: the user sees at once that it started
@@ -347,11 +349,11 @@ class _Training:
                     self.save_samples(step)
                 if step % config.ckpt_every == 0 or step == config.steps:
                     self.save_checkpoint(step)
-                if self.stop.signum is not None:
-                    break
+                if self.stop.signum is not None and step < config.steps:
+                    break  # a signal in the last step cuts nothing short: the run completes
             else:
                 return "completed"
-        if self.step % config.ckpt_every and self.step != config.steps:
+        if self.step % config.ckpt_every:
             self.save_checkpoint(self.step)
         return "interrupted"
 
@@ -382,7 +384,7 @@ class _Training:
 
     def close(self, status: str, error: str | None, error_log: str | None) -> dict:
         """Close: the progress bar, the Monitor (and the guard: the final diagnosis.json), then
-        summary.json over the previous segment's; returns this segment's summary."""
+        summary.json over the previous segments'; returns this segment's summary."""
         if self.bar is not None:
             self.bar.close()
         summary = {
@@ -397,15 +399,16 @@ class _Training:
         run = rundir.RunDir(self.run.run_dir)
         if not run.path.is_dir():  # open() failed before making it: nothing to write into
             return summary
-        previous = run.summary
-        summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         if self.monitor is not None:
-            self.monitor.close()
-            diagnosis = self.guard.detector.diagnosis()
+            diagnosis = self.monitor.close()
             summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
                            pre_collapse_step=self.guard.pre_collapse_step)
-        best = run.best_fid()
+            best = self.monitor.best_fid
+        else:  # open() failed before the Monitor: the earlier segments' best
+            best = run.best_fid()
         summary.update(best.summary_fields() if best else {})
+        previous = run.summary  # the earlier segments', as the guard's close just left it
+        summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         write_json(run.path / SUMMARY, {**previous, **summary})
         return summary
 

@@ -517,32 +517,6 @@ def test_monitor_feeds_a_detector_in_your_own_loop(tmp_path):
     assert read_metrics(tmp_path)[-1]["loss/critic"] == "nan"
 
 
-def test_pre_collapse_keeper_sets_aside_the_checkpoint_from_before_the_onset(tmp_path):
-    from probes.guard import _PreCollapseKeeper
-    ckpt = tmp_path
-    keeper = _PreCollapseKeeper(ckpt, None)
-
-    def save(step):
-        (ckpt / "last.pt").write_text(str(step))
-        keeper.saved(step)
-
-    keeper.before_save(pending_onset=None)
-    save(200)
-    keeper.before_save(pending_onset=380)  # checkpoint 400: an excursion began at 380
-    save(400)
-    keeper.keep(onset=380)  # confirmed at 420: last.pt (400) is after the onset, 200 is kept
-    assert (ckpt / PRE_COLLAPSE_CHECKPOINT).read_text() == "200" and keeper.kept_step == 200
-    assert not (ckpt / keeper.ASIDE).exists()
-    # an excursion that ends without a collapse drops the copy
-    keeper = _PreCollapseKeeper(ckpt, None)
-    save(600)
-    keeper.before_save(pending_onset=610)
-    save(800)
-    assert (ckpt / keeper.ASIDE).read_text() == "600"
-    keeper.before_save(pending_onset=None)
-    assert not (ckpt / keeper.ASIDE).exists()
-
-
 def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     from stabgan.train import _postfix
     series = modify(transient_series(7), "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 6)

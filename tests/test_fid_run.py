@@ -7,7 +7,8 @@ import pytest
 
 from conftest import TINY, stabgan_cli
 from stabgan.fid import CACHE_ENV, INCEPTION_WEIGHTS_ENV
-from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import read_json
 
 
 @pytest.mark.slow
@@ -19,7 +20,7 @@ def test_fid_probe_summary_and_fid_command(tmp_path, monkeypatch):
                          "--log-every", "2", "--fid-every", "3", "--fid-samples", "100",
                          "--probes", "gp,fid")
     assert result.returncode == 0, result.stderr
-    fids = metric_series(read_metrics(tmp_path / "f"))["fid/domain"]
+    fids = as_lists(RunDir(tmp_path / "f").series())["fid/domain"]
     assert fids[0] == [3, 6]
     summary = read_json(tmp_path / "f" / "summary.json")
     assert summary["fid_min"] == min(fids[1]) and summary["fid_features"] == "domain"

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from probes import CollapseGuard, CriticProbe, Monitor, Probe, build_probes
-from stabgan.rundir import RunDir
-from stabgan.runlog import metric_series, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import read_metrics
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -48,7 +48,7 @@ def test_readme_bring_your_own_loop_runs_and_fills_a_run_directory(readme_loops)
 
     assert len(readme_example().splitlines()) <= 45
     run_dir = readme_loops[0] / "runs" / "byo"
-    series = metric_series(read_metrics(run_dir))
+    series = as_lists(RunDir(run_dir).series())
     assert series["loss/critic"][0] == [10, 20, 30, 40]
     for tag in ("wgan/distance", "gp/norm_mean", "gp/norm_p95", "critic/d_fake_mean",
                 "grad/d.0", "update/g.0", "time/step_s"):
@@ -79,8 +79,7 @@ def test_readme_guarded_loop_stops_at_the_fault_and_keeps_the_checkpoint_before(
     assert guard.pre_collapse_step == 20
     kept = run.checkpoint("pre_collapse")
     assert kept["step"] == 20 and all(torch.isfinite(w).all() for w in kept["generator"].values())
-    assert run.checkpoint()[CollapseGuard.STATE_KEY] == {
-        "checkpoint_step": 20, "aside_step": None, "kept_step": None}
+    assert run.checkpoint()[CollapseGuard.STATE_KEY] == {"aside_step": None, "kept_step": None}
     assert sorted(p.name for p in (run.path / "checkpoints").iterdir()) == [
         "last.pt", "pre_collapse.pt"]
 
@@ -158,7 +157,7 @@ def test_critic_probe_resumes_exactly_through_a_checkpoint(tmp_path):
                 "ckpt_every": 8}
 
     def critic_series(run_dir):
-        series = metric_series(read_metrics(run_dir))
+        series = as_lists(RunDir(run_dir).series())
         return series["critic/loss_ema"], series["critic/loss_drift_z"]
 
     straight = prepare_run(tmp_path / "straight", {**settings, "steps": 12})
@@ -188,3 +187,44 @@ def test_bench_monitor_command_prints_ratios():
     for selection in ("none", "default", "all"):
         line = next(l for l in lines if l.strip().startswith(f"probes {selection} "))
         assert re.search(r"[\d.]+ ms/step\s+ratio vs none\s+[\d.]+", line), line
+
+
+def _last_hparams(run_dir: Path) -> dict:
+    """The hparams entry of the run's newest TensorBoard event file (one file per segment)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    newest = sorted(run_dir.glob("events.out.tfevents.*"))[-1]
+    acc = EventAccumulator(str(newest), size_guidance={"tensors": 0})
+    acc.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    return {k: v.string_value or v.number_value
+            for k, v in start.session_start_info.hparams.items()}
+
+
+def test_a_resumed_run_with_no_step_left_closes_with_its_history_verdict(tmp_path):
+    """The detector of a segment that logs nothing has its verdict from the run's history:
+    in summary.json, diagnosis.json and the hparams entry alike."""
+    from stabgan.train import prepare_run, train
+    from test_collapse import FakeDivergence
+
+    settings = dict(width=8, z_dim=16, batch_size=16, probes="none", log_every=1,
+                    ckpt_every=10, sample_every=100, steps=30)
+    first = train(prepare_run(tmp_path / "r", settings), [FakeDivergence(24)])
+    again = train(prepare_run(tmp_path / "r", {}, resume=True), [FakeDivergence(24)])
+    run = RunDir(tmp_path / "r")
+    assert first["verdict"] == again["verdict"] == run.summary["verdict"] == "collapsed"
+    assert again["onset_step"] == run.diagnosis["onset_step"] == 24
+    assert _last_hparams(run.path)["verdict"] == "collapsed"
+
+
+def test_monitor_close_returns_the_detectors_final_diagnosis(tmp_path):
+    net = nn.Linear(2, 2)
+    guard = CollapseGuard()
+    monitor = Monitor(tmp_path, net, net, log_every=1, detector=guard)
+    monitor.record(1, {"loss/critic": float("nan")})
+    diagnosis, written = monitor.close(), RunDir(tmp_path).diagnosis
+    assert (diagnosis["verdict"], diagnosis["onset_step"]) == ("collapsed", 1)
+    assert diagnosis["events"][0]["message"] == written["events"][0]["message"]
+    assert Monitor(tmp_path / "bare", net, net).close() is None

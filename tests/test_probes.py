@@ -21,7 +21,8 @@ from stabgan.config import resolve_config
 from stabgan.data import load_dataset
 from stabgan.models import Critic, Generator, named_layers
 from stabgan.nn.involution import Involution2d
-from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import read_json
 
 K = 3
 LOG_K2 = math.log(K * K)
@@ -282,7 +283,7 @@ def run_dir(tmp_path_factory, domain):
 
 @pytest.fixture(scope="module")
 def series(run_dir):
-    return metric_series(read_metrics(run_dir))
+    return as_lists(RunDir(run_dir).series())
 
 
 def values(series, tag, after=0):
@@ -362,8 +363,8 @@ def test_fid_readings_are_plausible(series):
 
 def test_probes_do_not_change_training(run_dir, tmp_path):
     """Same seed, no probes: identical losses, so probes touch neither RNG nor model state."""
-    bare = metric_series(read_metrics(train_run(tmp_path / "bare", steps=20, probes="none")))
-    probed = metric_series(read_metrics(run_dir))
+    bare = as_lists(RunDir(train_run(tmp_path / "bare", steps=20, probes="none")).series())
+    probed = as_lists(RunDir(run_dir).series())
     for tag in ("loss/critic", "loss/generator", "wgan/distance"):
         assert bare[tag][1] == probed[tag][1][:2], tag
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stabgan.rundir import BestFid, RunDir, best_fid
-from stabgan.runlog import (CheckpointError, logged_value, metric_series, metrics_line,
+from stabgan.runlog import (CheckpointError, RunWriter, logged_value, metrics_line,
                             read_metrics, write_json)
 
 
@@ -38,8 +38,10 @@ def test_metrics_handle_cadences_order_and_odd_values(tmp_path):
     assert np.isnan(values[1]) and np.isnan(values[2])  # "nan" and null
 
 
-def _clean_metrics(run_dir):
+def _clean_metrics(run_dir) -> dict[str, tuple[list[int], list[float]]]:
+    """A clean metrics.jsonl of three cadences; returns what it wrote, tag -> (steps, values)."""
     rng = np.random.default_rng(0)
+    written: dict[str, tuple[list[int], list[float]]] = {}
     with open(run_dir / "metrics.jsonl", "w") as f:
         for step in range(1, 301):
             values = {"loss/critic": float(rng.normal())}
@@ -47,17 +49,32 @@ def _clean_metrics(run_dir):
                 values["spectra/x/sigma0"] = float(rng.random())
             if step % 50 == 0:
                 values["fid/domain"] = float("nan") if step == 100 else float(rng.random())
-            f.write(metrics_line(step, step * 0.1, {t: logged_value(v) for t, v in values.items()}))
+            values = {t: logged_value(v) for t, v in values.items()}
+            f.write(metrics_line(step, step * 0.1, values))
+            for tag, value in values.items():
+                written.setdefault(tag, ([], []))[0].append(step)
+                written[tag][1].append(value)
+    return written
 
 
-def test_metrics_of_a_clean_file_match_runlog(tmp_path):
-    _clean_metrics(tmp_path)
+def test_metrics_of_a_clean_file_are_what_was_written(tmp_path):
+    written = _clean_metrics(tmp_path)
     fast = RunDir(tmp_path).series()
-    reference = metric_series(read_metrics(tmp_path))
-    assert set(fast) == set(reference)
-    for tag, (steps, values) in reference.items():
+    assert set(fast) == set(written)
+    for tag, (steps, values) in written.items():
         assert fast[tag][0].tolist() == steps
         assert np.array_equal(fast[tag][1], values, equal_nan=True)
+
+
+def test_the_purge_on_resume_keeps_the_records_the_reader_takes(tmp_path):
+    lines = ['{"step": 1, "a": 1.0}', '{"step": true, "a": 2.0}', 'not json',
+             '{"step": 2.0, "a": 3.0}', '{"step": -1' + '0' * 30 + ', "a": 4.0}',
+             '{"step": 2, "a": 5.0}', '{"step": 3, "a": 6.0}']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert RunDir(tmp_path).metrics().records == len(read_metrics(tmp_path)) == 3
+    RunWriter(tmp_path, purge_after_step=2).close()
+    assert read_metrics(tmp_path) == [{"step": 1, "a": 1.0}, {"step": 2, "a": 5.0}]
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 2
 
 
 def test_series_keeps_the_tags_and_groups_asked_for(tmp_path):

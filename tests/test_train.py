@@ -1,6 +1,7 @@
 """The trainer end to end: run-directory contract, every model variant, GP value, resume, signals."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,9 +12,11 @@ import torch
 from PIL import Image
 
 from conftest import TINY, metrics_without_time, stabgan_cli
+from probes import Probe
 from stabgan.config import ARCHS, NORMS, resolve_config
 from stabgan.models import Critic
-from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import read_json, read_metrics
 from stabgan.train import gradient_penalty, load_checkpoint, prepare_run, train
 
 TINY_OVERRIDES = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
@@ -85,7 +88,7 @@ def test_every_model_variant_trains(tmp_path, arch, inv_layers, norm):
                                        "inv_where": "both" if arch == "igan" else None})
     summary = train(run)
     assert summary["status"] == "completed" and summary["steps"] == 5
-    series = metric_series(read_metrics(tmp_path / "r"))
+    series = as_lists(RunDir(tmp_path / "r").series())
     assert all(torch.isfinite(torch.tensor(series["loss/critic"][1])))
     assert {a for a, *_ in _valid_variants()} == set(ARCHS)
 
@@ -147,3 +150,41 @@ def test_signal_finishes_step_and_leaves_a_resumable_run(tmp_path, sig, code):
     assert read_json(tmp_path / "s" / "summary.json")["status"] == "completed"
     steps = [r["step"] for r in read_metrics(tmp_path / "s")]
     assert steps == sorted(set(steps)), "a resumed run must not duplicate logged steps"
+
+
+class SignalsItself(Probe):
+    """Sends SIGINT to its own process while the run is at step `at` (as a Ctrl-C then)."""
+
+    name = "signals_itself"
+
+    def __init__(self, at: int):
+        super().__init__(every=1)
+        self.at = at
+
+    def on_step(self, state):
+        if state.step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return {}
+
+
+@pytest.mark.parametrize("at,status", [(4, "interrupted"), (5, "completed")])
+def test_a_signal_stops_the_run_after_its_step_and_in_the_last_step_it_completes(tmp_path, at,
+                                                                                 status):
+    run = prepare_run(tmp_path / "r", {**TINY_OVERRIDES, "steps": 5, "log_every": 1,
+                                       "ckpt_every": 100, "sample_every": 100})
+    summary = train(run, [SignalsItself(at)])
+    assert (summary["status"], summary["steps"], summary["target_steps"]) == (status, at, 5)
+    assert summary["exit_signal"] == (signal.SIGINT if status == "interrupted" else None)
+    assert read_json(tmp_path / "r" / "summary.json")["status"] == status
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == at
+
+
+def test_a_probe_the_monitor_refuses_leaves_no_run_directory(tmp_path):
+    class OldStyle(Probe):  # an earlier stabgan's declaration of its plots
+        layout = {"Old": {"chart": ["Multiline", ["old/tag"]]}}
+
+    settings = {**TINY_OVERRIDES, "steps": 2}
+    with pytest.raises(ValueError, match="OldStyle.layout is no longer read"):
+        train(prepare_run(tmp_path / "r", settings), [OldStyle()])
+    assert not (tmp_path / "r").exists()
+    assert train(prepare_run(tmp_path / "r", settings))["status"] == "completed"  # same name

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from stabgan import zoo
-from stabgan.runlog import metric_series, read_json, read_metrics
+from stabgan.rundir import RunDir, as_lists
+from stabgan.runlog import read_json
 from stabgan.sweep import run_sweep
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "failure_zoo.py"
@@ -137,7 +138,7 @@ def ci_zoo(tmp_path_factory):
 
 def _series(out: Path, name: str) -> dict:
     recipe = next(r for r in zoo.recipes() if r.name == name)
-    return metric_series(read_metrics(out / zoo.run_name(recipe, CI_STEPS, 0)))
+    return as_lists(RunDir(out / zoo.run_name(recipe, CI_STEPS, 0)).series())
 
 
 def _around(series: dict, prefix: str, at: int) -> tuple[float, float]:
