@@ -16,7 +16,7 @@ from markupsafe import escape
 from conftest import TINY, stabgan_cli
 from reports import write_report
 from stabgan.cli import cli
-from stabgan.runlog import read_json, read_metrics
+from stabgan.runlog import read_json, read_metrics, write_json
 from stabgan.train import load_checkpoint
 from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_grid, point_name,
                            run_sweep, sweep_spec)
@@ -206,6 +206,25 @@ def test_local_sweep_writes_one_run_per_point_and_skips_them_on_rerun(tmp_path):
     # a different experiment in the same folder is refused, not mixed in
     other = sweep_cli(*args[:-1], "--lr-g", "0.001", "--no-report")
     assert other.exit_code == 2 and "holds a different run: lr_g=" in other.output
+
+
+def test_a_resume_that_stops_before_training_is_an_error_not_its_old_status(tmp_path):
+    out = tmp_path / "sweep"
+    run = out / "seed-0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    write_json(run / "config.json", {"config": {"seed": 0}})
+    old = {"status": "interrupted", "steps": 5, "target_steps": 100}
+    write_json(run / "summary.json", old)
+    result = sweep_cli("--grid", "seed=0", *TINY, "--steps", "100", "--out", str(out), "--no-report")
+    assert "started  seed-0 (resume: interrupted)" in result.stderr
+    assert "finished seed-0: exit 2 before training" in result.stderr
+    assert "last.pt' is unreadable" in result.stderr  # the log's last line says why
+    assert result.exit_code == 1, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("seed-0"))
+    assert row.split()[1:4] == ["error", "(exit", "2)"], result.stdout
+    assert "1 run(s) did not finish" in result.stderr
+    assert read_json(run / "summary.json") == old  # the earlier attempt's, untouched
 
 
 @pytest.mark.slow

@@ -62,11 +62,7 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None] = _stderr) -> SweepRe
                else contextlib.nullcontext())
     with session:  # Ray is joined before anything is written: a wrong address writes nothing
         signum = _run_jobs(spec, jobs, todo, workers, threads, echo)
-    result = SweepResult(spec.out, jobs, [run_row(spec.out / j.name) for j in jobs], signum)
-    for job in todo:  # a run that exited before writing a summary shows why in the table
-        row = next(r for r in result.rows if r["name"] == job.name)
-        if job.returncode not in (None, 0) and row["status"] in ("not started", "no summary"):
-            row["status"] = f"error (exit {job.returncode})"
+    result = SweepResult(spec.out, jobs, [run_row(spec.out / j.name, j) for j in jobs], signum)
     if spec.report and not result.signum:
         try:
             result.report = write_sweep_report(spec.out)

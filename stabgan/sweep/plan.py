@@ -27,6 +27,12 @@ class Job:
     reason: str = ""
     returncode: int | None = None
     settings: dict = field(default_factory=dict)  # the run flags passed to `stabgan run`
+    summary_before: dict = field(default_factory=dict)  # summary.json as this attempt found it
+
+    def left_summary_unchanged(self, summary: dict) -> bool:
+        """Whether this attempt exited non-zero without writing summary.json (it stopped before
+        training, or its Ray task died): `summary`, when there is one, is an earlier attempt's."""
+        return self.returncode not in (None, 0) and summary == self.summary_before
 
 
 def _decide(job: Job, run_dir: Path, retry_failed: bool) -> tuple[str, str]:
