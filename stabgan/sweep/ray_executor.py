@@ -48,8 +48,6 @@ def ray_run(name: str, settings: dict, preset: str | None, resume: bool, threads
     directory, when resuming) and the folder comes back to the driver as a tar. Polls `stopper`
     (an actor) so a Ctrl-C on the driver ends the run as `interrupted`, with its files.
     """
-    import ray
-
     workdir = None if shared_out else Path(tempfile.mkdtemp(prefix="stabgan-sweep-"))
     try:
         out = Path(shared_out) if shared_out else workdir
@@ -59,7 +57,7 @@ def ray_run(name: str, settings: dict, preset: str | None, resume: bool, threads
         process = start_run(run_command(out, name, settings, preset, resume), log, threads)
         sent = 0
         while process.poll() is None:
-            count, signum = ray.get(stopper.get.remote())
+            count, signum = _stop_state(stopper)
             while sent < count:
                 sent += 1
                 process.send_signal(signum)
@@ -73,6 +71,13 @@ def ray_run(name: str, settings: dict, preset: str | None, resume: bool, threads
     finally:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stop_state(stopper) -> tuple[int, int | None]:
+    """The stopper's (signals received, first signal), waited for through a future: a task
+    blocked in ray.get (or ray.wait) lends its CPUs to the next queued task, which would start a
+    run beside this one."""
+    return stopper.get.remote().future().result()
 
 
 def _receive(out: Path, name: str, result: dict) -> None:
