@@ -333,6 +333,36 @@ def test_ray_executor_interrupts_and_resumes_points_as_tasks(tmp_path):
 
 
 @pytest.mark.slow
+def test_ray_tasks_queued_at_ctrl_c_start_no_run(tmp_path):
+    ray = pytest.importorskip("ray")
+    import threading
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one task at a time
+    try:
+        out = tmp_path / "sweep"
+        runs = [out / "seed-0", out / "seed-1"]
+        slow = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
+        spec = SweepSpec(grid={"seed": (0, 1)}, base={**TINY_SETTINGS, **slow}, out=out,
+                         executor="ray", shared_storage=True, report=False)
+
+        def ctrl_c_once_one_logs():
+            deadline = time.time() + 180
+            while not any(read_metrics(d) for d in runs) and time.time() < deadline:
+                time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=ctrl_c_once_one_logs, daemon=True).start()
+        lines = []
+        stopped = run_sweep(spec, echo=lines.append)
+        assert stopped.exit_code == 130
+        assert sorted(r["status"] for r in stopped.rows) == ["interrupted", "not started"], lines
+        queued = next(r["name"] for r in stopped.rows if r["status"] == "not started")
+        assert f"finished {queued}: not started (the sweep was stopped) [2/2]" in lines
+        assert not (out / queued).exists()
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
 def test_a_ray_address_without_a_cluster_is_a_one_line_error_in_bounded_time(tmp_path):
     pytest.importorskip("ray")
     from stabgan.sweep import RAY_JOIN_TIMEOUT_S

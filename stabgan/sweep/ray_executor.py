@@ -46,8 +46,11 @@ def ray_run(name: str, settings: dict, preset: str | None, resume: bool, threads
     shared_out: the sweep folder, at the same path on every node; the run writes there. None:
     the run writes to a temporary folder on the node (seeded from `bundle`, the existing run
     directory, when resuming) and the folder comes back to the driver as a tar. Polls `stopper`
-    (an actor) so a Ctrl-C on the driver ends the run as `interrupted`, with its files.
+    (an actor) so a Ctrl-C on the driver ends the run as `interrupted`, with its files; a task
+    that Ray starts after the Ctrl-C (it was queued for a CPU) starts no run: returncode None.
     """
+    if _stop_state(stopper)[0]:
+        return {"returncode": None, "log": None, "files": None}
     workdir = None if shared_out else Path(tempfile.mkdtemp(prefix="stabgan-sweep-"))
     try:
         out = Path(shared_out) if shared_out else workdir
@@ -192,6 +195,9 @@ class RayExecutor:
                 ended.append((job, f"Ray task failed: {error_line(error)}"))
                 continue
             job.returncode = result["returncode"]
+            if job.returncode is None:
+                ended.append((job, "not started (the sweep was stopped)"))
+                continue
             if not self.shared_out:
                 _receive(self.out, job.name, result)
             ended.append((job, run_outcome(self.out / job.name, job)))
