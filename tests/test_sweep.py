@@ -133,6 +133,38 @@ def test_sweep_file_toml_and_json_match_the_flags(tmp_path):
         sweep_spec(config_file=tmp_path / "bad.json")
 
 
+# --- copy mode: a run folder coming back from a Ray node --------------------------------------
+
+def test_a_returning_run_folder_replaces_the_old_one_despite_a_leftover_old_copy(tmp_path):
+    from stabgan.sweep.ray_executor import _pack, _receive
+    out = tmp_path / "sweep"
+    (out / "seed-0").mkdir(parents=True)
+    (out / "seed-0" / "summary.json").write_text('{"status": "interrupted"}')
+    (out / ".seed-0.old").mkdir()  # left by an earlier sweep killed after its second rename
+    (out / ".seed-0.old" / "summary.json").write_text('{"status": "interrupted"}')
+    node = tmp_path / "node" / "seed-0"
+    node.mkdir(parents=True)
+    write_json(node / "summary.json", {"status": "completed"})
+    _receive(out, "seed-0", {"log": b"done\n", "files": _pack(node)})
+    assert read_json(out / "seed-0" / "summary.json") == {"status": "completed"}
+    assert sorted(p.name for p in out.iterdir()) == [".sweep", "seed-0"]
+    assert (out / ".sweep" / "logs" / "seed-0.log").read_bytes() == b"done\n"
+
+
+def test_planning_puts_back_a_run_folder_left_only_as_its_old_copy(tmp_path):
+    from stabgan.sweep import plan_sweep
+    out = tmp_path / "sweep"
+    old = out / ".seed-0.old"  # a sweep killed between the two renames of a returning folder
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "checkpoints" / "last.pt").write_bytes(b"checkpoint")
+    write_json(old / "config.json", {"config": {"seed": 0}})
+    write_json(old / "summary.json", {"status": "interrupted", "steps": 5})
+    jobs = plan_sweep(SweepSpec(grid={"seed": (0,)}, base={"steps": 10}, out=out))
+    assert [(j.name, j.action, j.reason) for j in jobs] == [("seed-0", "resume", "interrupted")]
+    assert sorted(p.name for p in out.iterdir()) == ["seed-0"]
+    assert read_json(out / "seed-0" / "summary.json")["status"] == "interrupted"
+
+
 # --- the scheduling loop, over an executor that stands in for processes or Ray ----------------
 
 class ScriptedExecutor:

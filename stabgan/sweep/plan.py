@@ -14,7 +14,7 @@ from stabgan.config import (FIELD_NAMES, RESUMABLE_FIELDS, ConfigError, RunConfi
 from stabgan.device import check_device
 from stabgan.rundir import RunDir
 from stabgan.runlog import is_run_dir, unwritable_reason
-from stabgan.sweep.spec import SweepError, SweepSpec, expand, point_name
+from stabgan.sweep.spec import SweepError, SweepSpec, displaced_dir, expand, point_name
 
 
 @dataclass
@@ -88,7 +88,8 @@ def _check_machine(jobs: list[Job], executor: str) -> None:
 
 
 def plan_sweep(spec: SweepSpec) -> list[Job]:
-    """Resolve and validate every point and check every existing run directory; write nothing.
+    """Resolve and validate every point and check every existing run directory; write nothing
+    but a run directory put back where a killed copy-mode sweep left it (`displaced_dir`).
 
     An invalid point refuses the whole grid (naming the point), as does an existing run
     directory that holds a different experiment: a sweep runs the grid it was given or nothing.
@@ -123,6 +124,9 @@ def plan_sweep(spec: SweepSpec) -> list[Job]:
     problems = []
     for job in jobs:
         run_dir = spec.out / job.name
+        displaced = displaced_dir(spec.out, job.name)
+        if displaced.is_dir() and not run_dir.exists():
+            os.replace(displaced, run_dir)
         if run_dir.exists() and any(run_dir.iterdir()):
             if not is_run_dir(run_dir):
                 problems.append(f"{run_dir} exists and is not a run directory")

@@ -18,7 +18,7 @@ from stabgan.runlog import error_line
 from stabgan.sweep.executors import POLL_S
 from stabgan.sweep.plan import Job
 from stabgan.sweep.process import log_path, run_command, run_outcome, start_run
-from stabgan.sweep.spec import SweepError, SweepSpec
+from stabgan.sweep.spec import SweepError, SweepSpec, displaced_dir
 
 RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
 
@@ -94,7 +94,8 @@ def _receive(out: Path, name: str, result: dict) -> None:
     incoming = out / f".{name}.incoming"
     shutil.rmtree(incoming, ignore_errors=True)
     _unpack(result["files"], incoming)
-    old = out / f".{name}.old"
+    old = displaced_dir(out, name)
+    shutil.rmtree(old, ignore_errors=True)  # left by a sweep killed after the second rename
     if (out / name).exists():
         os.replace(out / name, old)
     os.replace(incoming, out / name)

@@ -253,6 +253,12 @@ def sweep_spec(grid: str | None = None, config_file: Path | None = None,
     return SweepSpec(grid=merged_grid, points=points, base=merged_base, **values)
 
 
+def displaced_dir(out: Path, name: str) -> Path:
+    """DIR/.NAME.old: where copy mode moves DIR/NAME while the folder that came back from a Ray
+    node takes its place (two renames; a sweep killed between them leaves only this one)."""
+    return Path(out) / f".{name}.old"
+
+
 # ---------------------------------------------------------------------------------------------
 # points and names
 
