@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from stabgan.config import CHOICES, FEATURES, PRESETS, ConfigError, DatasetError, RunConfig
-from stabgan.sweep import RAY_JOIN_TIMEOUT_S
+from stabgan.config import (CHOICES, EXECUTORS, FEATURES, PRESETS, RAY_JOIN_TIMEOUT_S,
+                            ConfigError, DatasetError, RunConfig)
 
 
 def _config_option(field: dataclasses.Field):
@@ -138,7 +138,7 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
               help="folder for the run directories [default: runs/sweep, or runs/<file stem>]")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="runs at a time [default: min(runs, CPUs); threads per run = CPUs // workers]")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+@click.option("--executor", type=click.Choice(EXECUTORS), default=None,
               help="local process pool (default) or Ray tasks")
 @click.option("--ray-address", default=None,
               help="Ray cluster to join: its head's HOST:PORT, or auto for the cluster started on "

@@ -27,11 +27,12 @@ import sys
 import time
 from typing import Callable
 
+from stabgan.config import RAY_JOIN_TIMEOUT_S
 from stabgan.runlog import write_json
 from stabgan.signals import StopSignals
 from stabgan.sweep.executors import LocalExecutor, execute
 from stabgan.sweep.plan import Job, cpu_count, parallelism, plan_sweep
-from stabgan.sweep.ray_executor import RAY_JOIN_TIMEOUT_S, RayExecutor, ray_session
+from stabgan.sweep.ray_executor import RayExecutor, ray_session
 from stabgan.sweep.results import (FINISHED, SweepResult, format_table, run_row,
                                    write_sweep_report)
 from stabgan.sweep.spec import (LOCK, LOGS, SWEEP_DIR, SWEEP_RECORD, SweepError, SweepSpec, expand,

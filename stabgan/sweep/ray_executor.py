@@ -14,13 +14,12 @@ import threading
 import time
 from pathlib import Path
 
+from stabgan.config import RAY_JOIN_TIMEOUT_S
 from stabgan.runlog import error_line
 from stabgan.sweep.executors import POLL_S
 from stabgan.sweep.plan import Job
 from stabgan.sweep.process import log_path, run_command, run_outcome, start_run
 from stabgan.sweep.spec import SweepError, SweepSpec, displaced_dir
-
-RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
 
 
 def _pack(folder: Path) -> bytes:

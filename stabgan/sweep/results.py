@@ -86,6 +86,6 @@ def format_table(rows: list[dict]) -> str:
 
 def write_sweep_report(out: Path) -> Path:
     """DIR/report.html over every run in DIR."""
-    # imported here: reports loads matplotlib, and the CLI imports stabgan.sweep at start-up
+    # imported here: reports loads matplotlib, which a sweep needs only at its end
     from reports import write_report
     return write_report(out, out / "report.html")

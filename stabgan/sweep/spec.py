@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from stabgan.config import CHOICES, FIELD_NAMES, PRESETS, RunConfig
+from stabgan.config import CHOICES, EXECUTORS, FIELD_NAMES, PRESETS, RunConfig
 
-EXECUTORS = ("local", "ray")
 DEFAULT_OUT = Path("runs/sweep")
 # The sweep's own files sit in a hidden folder, so DIR holds run directories only (reports skip
 # hidden folders): DIR/.sweep/logs/NAME.log (each run's output), DIR/.sweep/sweep.json (what the
