@@ -316,8 +316,10 @@ def seed_answer(sweeps: dict[str, Sweep]) -> str:
 
 
 def not_run_lines(sweeps: dict[str, Sweep]) -> list[str]:
-    """Which sweeps have no run here, and where earlier results of theirs are."""
-    missing = [name for name, sweep in sweeps.items() if not sweep.records]
+    """Which of the first round's sweeps have no run here, and where earlier results of theirs
+    are."""
+    missing = [name for name, sweep in sweeps.items() if not sweep.records
+               and name not in SEED_SWEEPS]  # a seed sweep's status line says it has not started
     if not missing:
         return []
     return [f"Not run here: {', '.join(f'`{m}`' for m in missing)}. Results of earlier runs "
