@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from probes.collapse import VERDICTS
 from probes.readings import COVERAGE_MODES, GP_NORM_P95
 from stabgan.rundir import RunDir, as_lists, best_fid
 from stabgan.runlog import CONFIG, METRICS, find_runs
@@ -16,6 +17,7 @@ from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
 
 FID_TAGS = ("fid/domain", "fid/inception")  # the first one a run has is used
+BAD_VERDICTS = tuple(v for v in VERDICTS if v != "healthy")  # unstable, collapsed
 
 
 @dataclass
@@ -106,7 +108,7 @@ class Point:
     @property
     def bad(self) -> int:
         """Runs whose verdict is not healthy (unstable or collapsed)."""
-        return sum(r.verdict in ("unstable", "collapsed") for r in self.runs)
+        return sum(r.verdict in BAD_VERDICTS for r in self.runs)
 
     @property
     def judged(self) -> int:
