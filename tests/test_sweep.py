@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -22,8 +23,10 @@ from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_gri
                            run_sweep, sweep_spec)
 
 TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
-SLOW_RUN = ["--steps", "100000", "--log-every", "1", "--ckpt-every", "100000",
-            "--sample-every", "100000"]
+# runs that go on until stopped, logging every step
+SLOW_SETTINGS = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
+SLOW_RUN = [word for key, value in SLOW_SETTINGS.items()
+            for word in (f"--{key.replace('_', '-')}", str(value))]
 
 
 def sweep_cli(*args: str):
@@ -35,6 +38,23 @@ def sweep_process(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "stabgan.cli", "sweep", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def ctrl_c_once(ready, timeout=180.0):
+    """From a thread: SIGINT to this process, as a Ctrl-C, once ready() holds (or at timeout)."""
+    def wait_then_signal():
+        deadline = time.time() + timeout
+        while not ready() and time.time() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=wait_then_signal, daemon=True).start()
+
+
+def ray_sweep_of_slow_runs(out) -> SweepSpec:
+    """Two slow tiny runs (seed 0, 1) as Ray tasks writing into OUT directly (shared storage)."""
+    return SweepSpec(grid={"seed": (0, 1)}, base={**TINY_SETTINGS, **SLOW_SETTINGS}, out=out,
+                     executor="ray", shared_storage=True, report=False)
 
 
 def wait_for_metrics(run_dirs, records=1, timeout=180.0):
@@ -332,29 +352,20 @@ def test_ctrl_c_interrupts_every_run_and_a_rerun_resumes_them(tmp_path):
 @pytest.mark.slow
 def test_ray_executor_interrupts_and_resumes_points_as_tasks(tmp_path):
     ray = pytest.importorskip("ray")
-    import threading
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "sweep"
         runs = [out / "seed-0", out / "seed-1"]
-        slow = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
         # shared storage: tasks write into OUT directly; Ctrl-C reaches runs through the driver
-        spec = SweepSpec(grid={"seed": (0, 1)}, base={**TINY_SETTINGS, **slow}, out=out,
-                         executor="ray", shared_storage=True, report=False)
-
-        def ctrl_c_once_logging():
-            wait_for_metrics(runs, records=2)
-            os.kill(os.getpid(), signal.SIGINT)
-
-        threading.Thread(target=ctrl_c_once_logging, daemon=True).start()
-        stopped = run_sweep(spec)
+        ctrl_c_once(lambda: all(len(read_metrics(d)) >= 2 for d in runs))
+        stopped = run_sweep(ray_sweep_of_slow_runs(out))
         assert stopped.exit_code == 130
         assert [r["status"] for r in stopped.rows] == ["interrupted", "interrupted"], stopped.rows
         target = max(r["steps"] for r in stopped.rows) + 2
         # default storage: each interrupted folder goes to its task and comes back completed
         resumed = run_sweep(SweepSpec(grid={"seed": (0, 1)},
-                                      base={**TINY_SETTINGS, **slow, "steps": target}, out=out,
-                                      executor="ray", report=False))
+                                      base={**TINY_SETTINGS, **SLOW_SETTINGS, "steps": target},
+                                      out=out, executor="ray", report=False))
         assert [j.action for j in resumed.jobs] == ["resume", "resume"]
         assert [(r["status"], r["steps"]) for r in resumed.rows] == [("completed", target)] * 2
         for run in runs:
@@ -367,24 +378,12 @@ def test_ray_executor_interrupts_and_resumes_points_as_tasks(tmp_path):
 @pytest.mark.slow
 def test_ray_tasks_queued_at_ctrl_c_start_no_run(tmp_path):
     ray = pytest.importorskip("ray")
-    import threading
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one task at a time
     try:
         out = tmp_path / "sweep"
-        runs = [out / "seed-0", out / "seed-1"]
-        slow = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
-        spec = SweepSpec(grid={"seed": (0, 1)}, base={**TINY_SETTINGS, **slow}, out=out,
-                         executor="ray", shared_storage=True, report=False)
-
-        def ctrl_c_once_one_logs():
-            deadline = time.time() + 180
-            while not any(read_metrics(d) for d in runs) and time.time() < deadline:
-                time.sleep(0.2)
-            os.kill(os.getpid(), signal.SIGINT)
-
-        threading.Thread(target=ctrl_c_once_one_logs, daemon=True).start()
+        ctrl_c_once(lambda: any(read_metrics(out / f"seed-{i}") for i in (0, 1)))
         lines = []
-        stopped = run_sweep(spec, echo=lines.append)
+        stopped = run_sweep(ray_sweep_of_slow_runs(out), echo=lines.append)
         assert stopped.exit_code == 130
         assert sorted(r["status"] for r in stopped.rows) == ["interrupted", "not started"], lines
         queued = next(r["name"] for r in stopped.rows if r["status"] == "not started")
