@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from stabgan.config import CHOICES, FEATURES, PRESETS, ConfigError, DatasetError, RunConfig
-from stabgan.sweep import RAY_JOIN_TIMEOUT_S
+from stabgan.config import (CHOICES, DEVICES, EXECUTORS, FEATURES, PRESETS,
+                            RAY_JOIN_TIMEOUT_S, ConfigError, DatasetError, RunConfig)
 
 
 def _config_option(field: dataclasses.Field):
@@ -138,7 +138,7 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
               help="folder for the run directories [default: runs/sweep, or runs/<file stem>]")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="runs at a time [default: min(runs, CPUs); threads per run = CPUs // workers]")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+@click.option("--executor", type=click.Choice(EXECUTORS), default=None,
               help="local process pool (default) or Ray tasks")
 @click.option("--ray-address", default=None,
               help="Ray cluster to join: its head's HOST:PORT, or auto for the cluster started on "
@@ -338,8 +338,7 @@ def bench_monitor(ctx, cycles, width, batch_size, threads, log_every):
               show_default=True, help="G (repeatable, divides --channels)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--channels", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.pass_context
 def bench_involution(ctx, repeats, sizes, kernel_sizes, groups, batch_size, channels, device):
     """Our involution vs the paper-definition reference (time, memory), then Table 2's costs."""
@@ -353,12 +352,11 @@ def bench_involution(ctx, repeats, sizes, kernel_sizes, groups, batch_size, chan
     if bad_g:
         raise click.BadParameter(f"{bad_g[0]} does not divide --channels {channels}", ctx,
                                  param_hint="--groups")
-    import torch
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("cuda: no CUDA device on this machine; use cpu or auto", ctx,
-                                 param_hint="--device")
-    run_bench(kernel_sizes, groups, sizes, batch_size, channels, repeats,
-              device=None if device == "auto" else device, echo=click.echo)
+    try:
+        run_bench(kernel_sizes, groups, sizes, batch_size, channels, repeats, device=device,
+                  echo=click.echo)
+    except ConfigError as error:  # the device is not on this machine
+        raise usage_error(error, ctx) from None
 
 
 @bench.command("fid")

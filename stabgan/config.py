@@ -20,6 +20,10 @@ GP_UPDATES = ("joint", "separate")
 DEVICES = ("auto", "cpu", "cuda")
 FEATURES = ("domain", "inception")  # FID feature extractors; the first is the default
 PRESETS = ("quick", "paper", "seed")
+# Where a sweep's points run (stabgan.sweep); here, so the CLI's options name them and the wait
+# for a Ray cluster without importing the sweep package at start-up.
+EXECUTORS = ("local", "ray")
+RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
 # RunConfig fields restricted to a fixed set of values (the CLI and the sweep grid check them).
 CHOICES = {"arch": ARCHS, "norm": NORMS, "inv_where": INV_WHERE, "inv_stack": INV_STACKS,
            "inv_block": INV_BLOCKS, "spectral_norm": SPECTRAL_NORM, "gp_update": GP_UPDATES,

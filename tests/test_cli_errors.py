@@ -71,6 +71,7 @@ def _bad_inputs(tmp, finished):
         "missing celeba root": (run + ["--dataset", f"celeba:{tmp}/nope"], "nope"),
         "out is a file": (["run", "--out", str(not_a_dir), "--steps", "3"], str(not_a_dir)),
         "cuda without a GPU": (run + ["--device", "cuda"], "cuda"),
+        "bench on cuda without a GPU": (["bench", "involution", "--device", "cuda"], "cuda"),
         "unknown probe": (run + ["--probes", "gp,bogus"], "bogus"),
         "unknown fault": (run + ["--fault", "melt@2"], "melt@2"),
         "fault without its factor": (run + ["--fault", "lr@2"], "factor"),

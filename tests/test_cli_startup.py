@@ -38,6 +38,10 @@ def test_help_and_settings_errors_import_no_torch(args):
     assert "torch" not in modules
 
 
+def test_help_imports_no_sweep_package():
+    assert "stabgan.sweep" not in _imported_modules("--help")
+
+
 def test_a_local_sweep_is_planned_without_torch(tmp_path):
     (tmp_path / "file").write_text("")  # --out below a file: refused after the whole plan
     modules = _imported_modules("sweep", "--grid", "seed=0", "--out", str(tmp_path / "file" / "out"))

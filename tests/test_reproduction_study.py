@@ -233,6 +233,9 @@ def test_empty_study_gives_a_doc(tmp_path):
                        "--seed-out", str(tmp_path / "none-seed")]) == 0
     text = path.read_text()
     assert text.count("_Not started: no runs in") == 6
+    # only the first round's sweeps have earlier results in git history
+    assert ("\nNot run here: `stability`, `archs`, `table2`. Results of earlier runs of the first "
+            "round's sweeps (400 steps)") in text
     assert "No seed-faithful run has finished yet" in text
     assert "No run has finished yet" in text
     assert "![" not in text and not stale.exists()

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -16,14 +17,16 @@ from markupsafe import escape
 from conftest import TINY, stabgan_cli
 from reports import write_report
 from stabgan.cli import cli
-from stabgan.runlog import read_json, read_metrics
+from stabgan.runlog import read_json, read_metrics, write_json
 from stabgan.train import load_checkpoint
 from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_grid, point_name,
                            run_sweep, sweep_spec)
 
 TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
-SLOW_RUN = ["--steps", "100000", "--log-every", "1", "--ckpt-every", "100000",
-            "--sample-every", "100000"]
+# runs that go on until stopped, logging every step
+SLOW_SETTINGS = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
+SLOW_RUN = [word for key, value in SLOW_SETTINGS.items()
+            for word in (f"--{key.replace('_', '-')}", str(value))]
 
 
 def sweep_cli(*args: str):
@@ -35,6 +38,23 @@ def sweep_process(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "stabgan.cli", "sweep", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def ctrl_c_once(ready, timeout=180.0):
+    """From a thread: SIGINT to this process, as a Ctrl-C, once ready() holds (or at timeout)."""
+    def wait_then_signal():
+        deadline = time.time() + timeout
+        while not ready() and time.time() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=wait_then_signal, daemon=True).start()
+
+
+def ray_sweep_of_slow_runs(out) -> SweepSpec:
+    """Two slow tiny runs (seed 0, 1) as Ray tasks writing into OUT directly (shared storage)."""
+    return SweepSpec(grid={"seed": (0, 1)}, base={**TINY_SETTINGS, **SLOW_SETTINGS}, out=out,
+                     executor="ray", shared_storage=True, report=False)
 
 
 def wait_for_metrics(run_dirs, records=1, timeout=180.0):
@@ -133,6 +153,38 @@ def test_sweep_file_toml_and_json_match_the_flags(tmp_path):
         sweep_spec(config_file=tmp_path / "bad.json")
 
 
+# --- copy mode: a run folder coming back from a Ray node --------------------------------------
+
+def test_a_returning_run_folder_replaces_the_old_one_despite_a_leftover_old_copy(tmp_path):
+    from stabgan.sweep.ray_executor import _pack, _receive
+    out = tmp_path / "sweep"
+    (out / "seed-0").mkdir(parents=True)
+    (out / "seed-0" / "summary.json").write_text('{"status": "interrupted"}')
+    (out / ".seed-0.old").mkdir()  # left by an earlier sweep killed after its second rename
+    (out / ".seed-0.old" / "summary.json").write_text('{"status": "interrupted"}')
+    node = tmp_path / "node" / "seed-0"
+    node.mkdir(parents=True)
+    write_json(node / "summary.json", {"status": "completed"})
+    _receive(out, "seed-0", {"log": b"done\n", "files": _pack(node)})
+    assert read_json(out / "seed-0" / "summary.json") == {"status": "completed"}
+    assert sorted(p.name for p in out.iterdir()) == [".sweep", "seed-0"]
+    assert (out / ".sweep" / "logs" / "seed-0.log").read_bytes() == b"done\n"
+
+
+def test_planning_puts_back_a_run_folder_left_only_as_its_old_copy(tmp_path):
+    from stabgan.sweep import plan_sweep
+    out = tmp_path / "sweep"
+    old = out / ".seed-0.old"  # a sweep killed between the two renames of a returning folder
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "checkpoints" / "last.pt").write_bytes(b"checkpoint")
+    write_json(old / "config.json", {"config": {"seed": 0}})
+    write_json(old / "summary.json", {"status": "interrupted", "steps": 5})
+    jobs = plan_sweep(SweepSpec(grid={"seed": (0,)}, base={"steps": 10}, out=out))
+    assert [(j.name, j.action, j.reason) for j in jobs] == [("seed-0", "resume", "interrupted")]
+    assert sorted(p.name for p in out.iterdir()) == ["seed-0"]
+    assert read_json(out / "seed-0" / "summary.json")["status"] == "interrupted"
+
+
 # --- the scheduling loop, over an executor that stands in for processes or Ray ----------------
 
 class ScriptedExecutor:
@@ -208,6 +260,25 @@ def test_local_sweep_writes_one_run_per_point_and_skips_them_on_rerun(tmp_path):
     assert other.exit_code == 2 and "holds a different run: lr_g=" in other.output
 
 
+def test_a_resume_that_stops_before_training_is_an_error_not_its_old_status(tmp_path):
+    out = tmp_path / "sweep"
+    run = out / "seed-0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    write_json(run / "config.json", {"config": {"seed": 0}})
+    old = {"status": "interrupted", "steps": 5, "target_steps": 100}
+    write_json(run / "summary.json", old)
+    result = sweep_cli("--grid", "seed=0", *TINY, "--steps", "100", "--out", str(out), "--no-report")
+    assert "started  seed-0 (resume: interrupted)" in result.stderr
+    assert "finished seed-0: exit 2 before training" in result.stderr
+    assert "last.pt' is unreadable" in result.stderr  # the log's last line says why
+    assert result.exit_code == 1, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("seed-0"))
+    assert row.split()[1:4] == ["error", "(exit", "2)"], result.stdout
+    assert "1 run(s) did not finish" in result.stderr
+    assert read_json(run / "summary.json") == old  # the earlier attempt's, untouched
+
+
 @pytest.mark.slow
 def test_failed_run_is_retried_only_with_retry_failed(tmp_path):
     from PIL import Image
@@ -281,34 +352,43 @@ def test_ctrl_c_interrupts_every_run_and_a_rerun_resumes_them(tmp_path):
 @pytest.mark.slow
 def test_ray_executor_interrupts_and_resumes_points_as_tasks(tmp_path):
     ray = pytest.importorskip("ray")
-    import threading
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "sweep"
         runs = [out / "seed-0", out / "seed-1"]
-        slow = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
         # shared storage: tasks write into OUT directly; Ctrl-C reaches runs through the driver
-        spec = SweepSpec(grid={"seed": (0, 1)}, base={**TINY_SETTINGS, **slow}, out=out,
-                         executor="ray", shared_storage=True, report=False)
-
-        def ctrl_c_once_logging():
-            wait_for_metrics(runs, records=2)
-            os.kill(os.getpid(), signal.SIGINT)
-
-        threading.Thread(target=ctrl_c_once_logging, daemon=True).start()
-        stopped = run_sweep(spec)
+        ctrl_c_once(lambda: all(len(read_metrics(d)) >= 2 for d in runs))
+        stopped = run_sweep(ray_sweep_of_slow_runs(out))
         assert stopped.exit_code == 130
         assert [r["status"] for r in stopped.rows] == ["interrupted", "interrupted"], stopped.rows
         target = max(r["steps"] for r in stopped.rows) + 2
         # default storage: each interrupted folder goes to its task and comes back completed
         resumed = run_sweep(SweepSpec(grid={"seed": (0, 1)},
-                                      base={**TINY_SETTINGS, **slow, "steps": target}, out=out,
-                                      executor="ray", report=False))
+                                      base={**TINY_SETTINGS, **SLOW_SETTINGS, "steps": target},
+                                      out=out, executor="ray", report=False))
         assert [j.action for j in resumed.jobs] == ["resume", "resume"]
         assert [(r["status"], r["steps"]) for r in resumed.rows] == [("completed", target)] * 2
         for run in runs:
             assert [r["step"] for r in read_metrics(run)] == list(range(1, target + 1))
             assert f"completed: {target} steps" in (out / ".sweep" / "logs" / f"{run.name}.log").read_text()
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_tasks_queued_at_ctrl_c_start_no_run(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one task at a time
+    try:
+        out = tmp_path / "sweep"
+        ctrl_c_once(lambda: any(read_metrics(out / f"seed-{i}") for i in (0, 1)))
+        lines = []
+        stopped = run_sweep(ray_sweep_of_slow_runs(out), echo=lines.append)
+        assert stopped.exit_code == 130
+        assert sorted(r["status"] for r in stopped.rows) == ["interrupted", "not started"], lines
+        queued = next(r["name"] for r in stopped.rows if r["status"] == "not started")
+        assert f"finished {queued}: not started (the sweep was stopped) [2/2]" in lines
+        assert not (out / queued).exists()
     finally:
         ray.shutdown()
 

@@ -10,12 +10,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pytorch_fid.fid_score import calculate_frechet_distance
 from torch.profiler import ProfilerActivity, profile
 
 from stabgan.bench.timing import interleaved_medians
 from stabgan.device import resolve_device
-from stabgan.fid import frechet_distance, statistics as feature_statistics
 from stabgan.nn.involution import (Involution2d, eq5_parameter_estimate, involution,
                                    involution_reference)
 from stabgan.study.sweeps import SEED_TABLE2
@@ -26,11 +24,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def machine_peaks(device: str | None = None, n: int = 1024, copy_mb: int = 64,
+def machine_peaks(device: str = "auto", n: int = 1024, copy_mb: int = 64,
                   repeats: int = 5) -> dict[str, float]:
     """Measured fp32 matmul GFLOP/s (n x n) and tensor-copy GB/s (copy_mb MiB, past the last-level
     cache by default): the limits the involution bench is held to."""
-    device = str(resolve_device(device or "auto"))
+    device = str(resolve_device(device))
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     src = torch.randn(copy_mb * 2**18, device=device)
     dst = torch.empty_like(src)
@@ -89,7 +87,7 @@ def peak_allocated_bytes(fn: Callable[[], object], device: str = "cpu") -> int:
 
 def bench_involution(kernel_sizes: tuple[int, ...] = (1, 3, 5, 7), groups: tuple[int, ...] = (1, 4),
                      sizes: tuple[int, ...] = (16, 32), batch: int = 64, channels: int = 64,
-                     repeats: int = 5, warmup: int = 1, device: str | None = None,
+                     repeats: int = 5, warmup: int = 1, device: str = "auto",
                      peaks: dict[str, float] | None = None, with_table2: bool = True,
                      echo: Callable[[str], object] = print) -> list[dict]:
     """Forward+backward of `involution` vs `involution_reference`, side by side; prints a table.
@@ -99,7 +97,7 @@ def bench_involution(kernel_sizes: tuple[int, ...] = (1, 3, 5, 7), groups: tuple
     minimal bytes / copy rate) and `limit%` = bound / ours: how close ours is to this machine.
     `peaks` is `machine_peaks()` output, measured now when None.
     """
-    device = str(resolve_device(device or "auto"))
+    device = str(resolve_device(device))
     peaks = peaks or machine_peaks(device, repeats=repeats)
     echo(f"involution forward+backward, B={batch} C={channels}, {device}, "
          f"{torch.get_num_threads()} threads; medians of {repeats} interleaved repeats")
@@ -159,13 +157,13 @@ def bench_involution(kernel_sizes: tuple[int, ...] = (1, 3, 5, 7), groups: tuple
 
 
 def table2_costs(channels: int = 64, batch: int = 64, size: int = 16, repeats: int = 5,
-                 device: str | None = None, echo: Callable[[str], object] | None = print) -> list[dict]:
+                 device: str = "auto", echo: Callable[[str], object] | None = print) -> list[dict]:
     """The seed's Table 2 cases: its eq. 5 estimate, its printed count, our exact count, our time.
 
     Time is forward+backward of one Involution2d(C, K, groups=G, reduction=R) at
     (batch, C, size, size), median of `repeats` after one warm-up.
     """
-    device = str(resolve_device(device or "auto"))
+    device = str(resolve_device(device))
     rows, fns = [], {}
     for case, k, g, r, _, printed, _ in SEED_TABLE2:
         torch.manual_seed(0)
@@ -210,6 +208,10 @@ def bench_fid(n: int = 4096, dim: int = 2048, repeats: int = 5, seed: int = 0,
     The two feature sets differ in mean and (well-conditioned) covariance. Prints both values,
     their relative difference and the speed ratio; returns them in a dict.
     """
+    # imported here: the involution benches need neither the fid package nor pytorch-fid
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    from stabgan.fid.distance import frechet_distance, statistics as feature_statistics
+
     rng = np.random.default_rng(seed)
     mixing = np.eye(dim) + 0.5 * rng.standard_normal((dim, dim)) / np.sqrt(dim)
     stats = (*feature_statistics(rng.standard_normal((n, dim))),

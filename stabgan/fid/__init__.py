@@ -116,13 +116,6 @@ def generated_features(generator: nn.Module, z_dim: int | tuple[int, ...],
     return torch.cat(features), (torch.cat(logits) if logits else None)
 
 
-def generator_fid(generator: nn.Module, z_dim, extractor: FeatureExtractor, real_stats,
-                  n: int = 5000, batch_size: int = 250, device="cpu", seed: int = 0) -> float:
-    """FID of n generated samples against real_stats = (mu, sigma)."""
-    features, _ = generated_features(generator, z_dim, extractor, n, batch_size, device, seed)
-    return frechet_distance(*statistics(features), *real_stats)
-
-
 def measure_generator(generator: nn.Module, z_dim, extractor: FeatureExtractor, real_stats,
                       n: int = 5000, batch_size: int = 250, device="cpu", seed: int = 0) -> dict:
     """{"fid/<features>": ...} plus, for a domain classifier, coverage/modes and coverage/kl."""
@@ -173,6 +166,6 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
 __all__ = ["CACHE_ENV", "COVERAGE_MIN_SHARE", "INCEPTION_WEIGHTS_ENV", "INCEPTION_WEIGHTS_FILE",
            "DomainClassifier", "DomainExtractor", "FIDError", "FeatureExtractor",
            "InceptionExtractor", "MissingWeightsError", "cache_root", "checkpoint_generator",
-           "domain_extractor", "frechet_distance", "generated_features", "generator_fid",
+           "domain_extractor", "frechet_distance", "generated_features",
            "get_extractor", "inception_weights_path", "measure_generator", "measure_run",
            "mode_coverage", "real_statistics", "statistics", "train_domain_classifier"]

@@ -24,7 +24,7 @@ from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_
                                   table2_width)
 from stabgan.study.markdown import (figure_lines, fmt, fmt_duration, fmt_mean, join, kinds,
                                     median_ms, onsets, runs_count, slug, table, verdicts)
-from stabgan.study.records import (Point, RunRecord, Sweep, config_values,
+from stabgan.study.records import (BAD_VERDICTS, Point, RunRecord, Sweep, config_values,
                                    load_sweeps, timing)
 from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, SEED_TABLE2, StudyOptions,
                                   default_out, default_seed_out)
@@ -203,6 +203,11 @@ def _closest_cell(p: Point | None) -> str:
                      for key, text in labels if any(key in f for f in found)) or "–"
 
 
+def seed_records(sweeps: dict[str, Sweep]) -> list[RunRecord]:
+    """The finished runs of the seed study's sweeps."""
+    return [r for name in SEED_SWEEPS for r in sweeps[name].finished]
+
+
 def seed_points(sweeps: dict[str, Sweep], name: str) -> dict[tuple, Point]:
     return sweeps[name].points if name in sweeps else {}
 
@@ -215,7 +220,7 @@ def seed_study_lines(sweeps: dict[str, Sweep], folder: Path) -> list[str]:
              _closest_cell(seed_points(sweeps, name).get((layers, norm)))]
             for name, layers, norm in SEED_ROWS]
     status = [f"- `{name}`: {sweep_status(sweeps[name])}" for name in SEED_SWEEPS]
-    records = [r for name in SEED_SWEEPS for r in sweeps[name].finished]
+    records = seed_records(sweeps)
     size = ", ".join(f"{s}×{s}" for s in config_values(records, "image_size")) or "–"
     lines = ["## The seed-faithful study (long runs)", "",
              "The seed's iGAN is most likely the public SAGAN codebase whose defaults are its "
@@ -282,11 +287,11 @@ def collapse_figure_lines(records: list[RunRecord], folder: Path) -> list[str]:
 def seed_answer(sweeps: dict[str, Sweep]) -> str:
     """The study's answer in one paragraph: does the seed's instability appear here, under
     which setting, and what did the detector see; or the strongest negative result."""
-    records = [r for name in SEED_SWEEPS for r in sweeps[name].finished]
+    records = seed_records(sweeps)
     if not records:
         return ("No seed-faithful run has finished yet, so the seed's instability is neither "
                 "reproduced nor refuted here.")
-    bad = [r for r in records if r.verdict in ("unstable", "collapsed")]
+    bad = [r for r in records if r.verdict in BAD_VERDICTS]
     steps = join(config_values(records, "steps"))
     settings = {(r.path.parent.name, r.config.get("inv_layers"), r.config.get("norm"))
                 for r in records}
@@ -316,8 +321,10 @@ def seed_answer(sweeps: dict[str, Sweep]) -> str:
 
 
 def not_run_lines(sweeps: dict[str, Sweep]) -> list[str]:
-    """Which sweeps have no run here, and where earlier results of theirs are."""
-    missing = [name for name, sweep in sweeps.items() if not sweep.records]
+    """Which of the first round's sweeps have no run here, and where earlier results of theirs
+    are."""
+    missing = [name for name, sweep in sweeps.items() if not sweep.records
+               and name not in SEED_SWEEPS]  # a seed sweep's status line says it has not started
     if not missing:
         return []
     return [f"Not run here: {', '.join(f'`{m}`' for m in missing)}. Results of earlier runs "
@@ -330,7 +337,7 @@ def write_doc(args: StudyOptions, path: Path) -> str:
     sweeps = load_sweeps(args)
     counted = [r for s in sweeps.values() for r in s.finished]
     steps = config_values(counted, "steps")
-    long_runs = [r for n in SEED_SWEEPS for r in sweeps[n].finished]
+    long_runs = seed_records(sweeps)
     short_steps = config_values([r for n, s in sweeps.items() if n not in SEED_SWEEPS
                                  for r in s.finished], "steps")
     datasets = config_values(counted, "dataset")

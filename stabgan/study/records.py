@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from probes.collapse import VERDICTS
 from probes.readings import COVERAGE_MODES, GP_NORM_P95
 from stabgan.rundir import RunDir, as_lists, best_fid
 from stabgan.runlog import CONFIG, METRICS, find_runs
 from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
+from stabgan.sweep.results import verdict_and_onset
 
 FID_TAGS = ("fid/domain", "fid/inception")  # the first one a run has is used
+BAD_VERDICTS = tuple(v for v in VERDICTS if v != "healthy")  # unstable, collapsed
 
 
 @dataclass
@@ -62,19 +65,21 @@ def _clock(summary: dict, key: str, fallback: Path) -> float | None:
 
 
 def read_run(run_dir: Path) -> RunRecord:
+    """One run's record, reading each of its files once."""
     run = RunDir(run_dir)
-    summary = run.summary
+    summary, diagnosis = run.summary, run.diagnosis
+    verdict, onset = verdict_and_onset(summary, diagnosis)
     series = as_lists(run.series())
     tag = next((t for t in FID_TAGS if t in series), None)
     fid = best_fid(series, features=tag.split("/", 1)[1]) if tag else None
     coverage = _finite(series.get(COVERAGE_MODES, ((), ()))[1])
-    events = run.diagnosis.get("events") or []
+    events = diagnosis.get("events") or []
     kinds = list(dict.fromkeys(e.get("kind") for e in events
                                if e.get("severity") == "collapse" and e.get("kind")))
     step_s = summary.get("step_s_median")
     return RunRecord(
         name=run_dir.name, config=run.config, status=summary.get("status"),
-        verdict=run.verdict, onset=run.onset_step, kinds=kinds,
+        verdict=verdict, onset=onset, kinds=kinds,
         fid_min=fid.value if fid else None, fid_tag=tag if fid else None,
         coverage_last=coverage[-1] if coverage else None,
         coverage_best=max(coverage) if coverage else None,
@@ -106,7 +111,7 @@ class Point:
     @property
     def bad(self) -> int:
         """Runs whose verdict is not healthy (unstable or collapsed)."""
-        return sum(r.verdict in ("unstable", "collapsed") for r in self.runs)
+        return sum(r.verdict in BAD_VERDICTS for r in self.runs)
 
     @property
     def judged(self) -> int:

@@ -27,11 +27,12 @@ import sys
 import time
 from typing import Callable
 
+from stabgan.config import RAY_JOIN_TIMEOUT_S
 from stabgan.runlog import write_json
 from stabgan.signals import StopSignals
 from stabgan.sweep.executors import LocalExecutor, execute
 from stabgan.sweep.plan import Job, cpu_count, parallelism, plan_sweep
-from stabgan.sweep.ray_executor import RAY_JOIN_TIMEOUT_S, RayExecutor, ray_session
+from stabgan.sweep.ray_executor import RayExecutor, ray_session
 from stabgan.sweep.results import (FINISHED, SweepResult, format_table, run_row,
                                    write_sweep_report)
 from stabgan.sweep.spec import (LOCK, LOGS, SWEEP_DIR, SWEEP_RECORD, SweepError, SweepSpec, expand,
@@ -62,11 +63,7 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None] = _stderr) -> SweepRe
                else contextlib.nullcontext())
     with session:  # Ray is joined before anything is written: a wrong address writes nothing
         signum = _run_jobs(spec, jobs, todo, workers, threads, echo)
-    result = SweepResult(spec.out, jobs, [run_row(spec.out / j.name) for j in jobs], signum)
-    for job in todo:  # a run that exited before writing a summary shows why in the table
-        row = next(r for r in result.rows if r["name"] == job.name)
-        if job.returncode not in (None, 0) and row["status"] in ("not started", "no summary"):
-            row["status"] = f"error (exit {job.returncode})"
+    result = SweepResult(spec.out, jobs, [run_row(spec.out / j.name, j) for j in jobs], signum)
     if spec.report and not result.signum:
         try:
             result.report = write_sweep_report(spec.out)

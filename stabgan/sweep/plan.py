@@ -14,7 +14,7 @@ from stabgan.config import (FIELD_NAMES, RESUMABLE_FIELDS, ConfigError, RunConfi
 from stabgan.device import check_device
 from stabgan.rundir import RunDir
 from stabgan.runlog import is_run_dir, unwritable_reason
-from stabgan.sweep.spec import SweepError, SweepSpec, expand, point_name
+from stabgan.sweep.spec import SweepError, SweepSpec, displaced_dir, expand, point_name
 
 
 @dataclass
@@ -27,6 +27,12 @@ class Job:
     reason: str = ""
     returncode: int | None = None
     settings: dict = field(default_factory=dict)  # the run flags passed to `stabgan run`
+    summary_before: dict = field(default_factory=dict)  # summary.json as this attempt found it
+
+    def left_summary_unchanged(self, summary: dict) -> bool:
+        """Whether this attempt exited non-zero without writing summary.json (it stopped before
+        training, or its Ray task died): `summary`, when there is one, is an earlier attempt's."""
+        return self.returncode not in (None, 0) and summary == self.summary_before
 
 
 def _decide(job: Job, run_dir: Path, retry_failed: bool) -> tuple[str, str]:
@@ -82,7 +88,8 @@ def _check_machine(jobs: list[Job], executor: str) -> None:
 
 
 def plan_sweep(spec: SweepSpec) -> list[Job]:
-    """Resolve and validate every point and check every existing run directory; write nothing.
+    """Resolve and validate every point and check every existing run directory; write nothing
+    but a run directory put back where a killed copy-mode sweep left it (`displaced_dir`).
 
     An invalid point refuses the whole grid (naming the point), as does an existing run
     directory that holds a different experiment: a sweep runs the grid it was given or nothing.
@@ -117,6 +124,9 @@ def plan_sweep(spec: SweepSpec) -> list[Job]:
     problems = []
     for job in jobs:
         run_dir = spec.out / job.name
+        displaced = displaced_dir(spec.out, job.name)
+        if displaced.is_dir() and not run_dir.exists():
+            os.replace(displaced, run_dir)
         if run_dir.exists() and any(run_dir.iterdir()):
             if not is_run_dir(run_dir):
                 problems.append(f"{run_dir} exists and is not a run directory")

@@ -75,12 +75,13 @@ def start_run(command: list[str], log_file: Path, threads: int) -> subprocess.Po
 
 
 def prepare_dir(run_dir: Path, job: Job) -> None:
-    """Before a restart: drop the old directory (it has no checkpoint), keeping its error and
-    traceback in the log."""
+    """Before a job starts: note summary.json as the attempt finds it
+    (`Job.left_summary_unchanged`); for a restart, drop the old directory (it has no
+    checkpoint), keeping its error and traceback in the log."""
+    run = RunDir(run_dir)
+    summary = job.summary_before = run.summary
     if job.action != "restart" or not run_dir.exists():
         return
-    run = RunDir(run_dir)
-    summary = run.summary
     log = log_path(run_dir.parent, job.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f:
@@ -91,13 +92,14 @@ def prepare_dir(run_dir: Path, job: Job) -> None:
             if traceback is not None:
                 f.write(f"# its {ERROR_LOG}:\n{traceback}")
     shutil.rmtree(run_dir)
+    job.summary_before = {}
 
 
 def run_outcome(run_dir: Path, job: Job) -> str:
     """The line printed when a run ends: its status and step, or its exit code and the last
-    line of its log when it ended before writing a summary."""
+    line of its log when it ended without writing a summary."""
     summary = RunDir(run_dir).summary
-    if summary.get("status") and job.returncode in (0, 1, 130, 143):
+    if summary.get("status") and not job.left_summary_unchanged(summary):
         text = f"{summary['status']} at step {summary.get('steps')}"
         return text + (f" ({summary['error']})" if summary.get("error") else "")
     log = log_path(run_dir.parent, job.name)

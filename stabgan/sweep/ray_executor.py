@@ -14,13 +14,12 @@ import threading
 import time
 from pathlib import Path
 
+from stabgan.config import RAY_JOIN_TIMEOUT_S
 from stabgan.runlog import error_line
 from stabgan.sweep.executors import POLL_S
 from stabgan.sweep.plan import Job
 from stabgan.sweep.process import log_path, run_command, run_outcome, start_run
-from stabgan.sweep.spec import SweepError, SweepSpec
-
-RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
+from stabgan.sweep.spec import SweepError, SweepSpec, displaced_dir
 
 
 def _pack(folder: Path) -> bytes:
@@ -46,10 +45,11 @@ def ray_run(name: str, settings: dict, preset: str | None, resume: bool, threads
     shared_out: the sweep folder, at the same path on every node; the run writes there. None:
     the run writes to a temporary folder on the node (seeded from `bundle`, the existing run
     directory, when resuming) and the folder comes back to the driver as a tar. Polls `stopper`
-    (an actor) so a Ctrl-C on the driver ends the run as `interrupted`, with its files.
+    (an actor) so a Ctrl-C on the driver ends the run as `interrupted`, with its files; a task
+    that Ray starts after the Ctrl-C (it was queued for a CPU) starts no run: returncode None.
     """
-    import ray
-
+    if _stop_state(stopper)[0]:
+        return {"returncode": None, "log": None, "files": None}
     workdir = None if shared_out else Path(tempfile.mkdtemp(prefix="stabgan-sweep-"))
     try:
         out = Path(shared_out) if shared_out else workdir
@@ -59,7 +59,7 @@ def ray_run(name: str, settings: dict, preset: str | None, resume: bool, threads
         process = start_run(run_command(out, name, settings, preset, resume), log, threads)
         sent = 0
         while process.poll() is None:
-            count, signum = ray.get(stopper.get.remote())
+            count, signum = _stop_state(stopper)
             while sent < count:
                 sent += 1
                 process.send_signal(signum)
@@ -75,6 +75,13 @@ def ray_run(name: str, settings: dict, preset: str | None, resume: bool, threads
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _stop_state(stopper) -> tuple[int, int | None]:
+    """The stopper's (signals received, first signal), waited for through a future: a task
+    blocked in ray.get (or ray.wait) lends its CPUs to the next queued task, which would start a
+    run beside this one."""
+    return stopper.get.remote().future().result()
+
+
 def _receive(out: Path, name: str, result: dict) -> None:
     """Copy mode: put a run folder that came back from a node into DIR, replacing the old one."""
     if result.get("log"):
@@ -86,7 +93,8 @@ def _receive(out: Path, name: str, result: dict) -> None:
     incoming = out / f".{name}.incoming"
     shutil.rmtree(incoming, ignore_errors=True)
     _unpack(result["files"], incoming)
-    old = out / f".{name}.old"
+    old = displaced_dir(out, name)
+    shutil.rmtree(old, ignore_errors=True)  # left by a sweep killed after the second rename
     if (out / name).exists():
         os.replace(out / name, old)
     os.replace(incoming, out / name)
@@ -187,6 +195,9 @@ class RayExecutor:
                 ended.append((job, f"Ray task failed: {error_line(error)}"))
                 continue
             job.returncode = result["returncode"]
+            if job.returncode is None:
+                ended.append((job, "not started (the sweep was stopped)"))
+                continue
             if not self.shared_out:
                 _receive(self.out, job.name, result)
             ended.append((job, run_outcome(self.out / job.name, job)))

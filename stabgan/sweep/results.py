@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stabgan.rundir import RunDir
+from stabgan.runlog import ERROR_LOG
 from stabgan.sweep.plan import Job
 
 FINISHED = ("completed", "stopped_on_collapse")
@@ -35,16 +36,28 @@ class SweepResult:
         return 1 if self.failed or self.report_error else 0
 
 
-def run_row(run_dir: Path) -> dict:
-    """One table row from a run directory's summary.json and diagnosis.json."""
+def run_row(run_dir: Path, job: Job | None = None) -> dict:
+    """One table row from a run directory's summary.json and diagnosis.json. Given the job that
+    just ran there, a run that exited without writing a summary shows `error (exit N)`: the
+    summary on disk, if any, is an earlier attempt's, and so is its error."""
     run = RunDir(run_dir)
     summary = run.summary
     status = summary.get("status") or ("not started" if not run_dir.exists() else "no summary")
-    return {"name": run_dir.name, "status": status, "verdict": run.verdict,
-            "onset": run.onset_step,
+    error, error_log = summary.get("error"), summary.get("error_log")
+    if job is not None and job.left_summary_unchanged(summary):
+        status, error, error_log = f"error (exit {job.returncode})", None, None
+    verdict, onset = verdict_and_onset(summary, run.diagnosis)
+    return {"name": run_dir.name, "status": status, "verdict": verdict, "onset": onset,
             "steps": summary.get("steps"), "target_steps": summary.get("target_steps"),
-            "wall_s": summary.get("wall_s"), "error": summary.get("error"),
-            "error_log": str(run.error_log) if run.error_log else None}
+            "wall_s": summary.get("wall_s"), "error": error,
+            "error_log": str(run.path / ERROR_LOG) if error_log else None}
+
+
+def verdict_and_onset(summary: dict, diagnosis: dict) -> tuple[str | None, int | None]:
+    """RunDir.verdict and RunDir.onset_step from files already read: summary.json's, else
+    diagnosis.json's (a run without a summary yet)."""
+    onset = summary["onset_step"] if "onset_step" in summary else diagnosis.get("onset_step")
+    return summary.get("verdict") or diagnosis.get("verdict"), onset
 
 
 def format_table(rows: list[dict]) -> str:
@@ -73,6 +86,6 @@ def format_table(rows: list[dict]) -> str:
 
 def write_sweep_report(out: Path) -> Path:
     """DIR/report.html over every run in DIR."""
-    # imported here: reports loads matplotlib, and the CLI imports stabgan.sweep at start-up
+    # imported here: reports loads matplotlib, which a sweep needs only at its end
     from reports import write_report
     return write_report(out, out / "report.html")

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from stabgan.config import CHOICES, FIELD_NAMES, PRESETS, RunConfig
+from stabgan.config import CHOICES, EXECUTORS, FIELD_NAMES, PRESETS, RunConfig
 
-EXECUTORS = ("local", "ray")
 DEFAULT_OUT = Path("runs/sweep")
 # The sweep's own files sit in a hidden folder, so DIR holds run directories only (reports skip
 # hidden folders): DIR/.sweep/logs/NAME.log (each run's output), DIR/.sweep/sweep.json (what the
@@ -251,6 +250,12 @@ def sweep_spec(grid: str | None = None, config_file: Path | None = None,
         raise SweepError(f"preset {values['preset']!r} is not one of {', '.join(PRESETS)}",
                          "--preset")
     return SweepSpec(grid=merged_grid, points=points, base=merged_base, **values)
+
+
+def displaced_dir(out: Path, name: str) -> Path:
+    """DIR/.NAME.old: where copy mode moves DIR/NAME while the folder that came back from a Ray
+    node takes its place (two renames; a sweep killed between them leaves only this one)."""
+    return Path(out) / f".{name}.old"
 
 
 # ---------------------------------------------------------------------------------------------
