@@ -153,6 +153,17 @@ def test_two_layers_without_any_instability_are_inconclusive():
         == "supported"
 
 
+def test_two_layers_are_compared_over_the_norms_run_at_both_depths():
+    # the seed study's norm variants exist only with two layers: they are not pooled into the
+    # two-layer side, which would then weigh settings the one-layer side never ran
+    one_side = {(1, "none"): _point((1, "none"), 0, [None] * 3),
+                (2, "none"): _point((2, "none"), 0, [None] * 3),
+                (2, "softmax"): _point((2, "softmax"), 3, [None] * 3)}
+    finding = claim_two_layers(one_side)
+    assert finding.verdict == "inconclusive"
+    assert "2 layers 0.00 (0/3)" in finding.numbers
+
+
 def test_a_normalization_is_judged_at_two_layers():
     def point(layers, norm, bad, fids):
         return _point((layers, norm), bad, fids)

@@ -164,8 +164,11 @@ def claim_reduction(t2: dict[tuple, Point]) -> Finding:
 
 
 def claim_two_layers(st: dict[tuple, Point]) -> Finding:
-    one = _rate([p for (layers, _), p in st.items() if layers == 1])
-    two = _rate([p for (layers, _), p in st.items() if layers == 2])
+    """1 vs 2 layers over the kernel norms run at both depths: a norm run only with two layers
+    (the seed study's norm variants) would weigh one side with settings the other lacks."""
+    both = {n for layers, n in st if layers == 1} & {n for layers, n in st if layers == 2}
+    one = _rate([p for (layers, n), p in st.items() if layers == 1 and n in both])
+    two = _rate([p for (layers, n), p in st.items() if layers == 2 and n in both])
     if not one.judged or not two.judged:
         return _unmeasured("finished stability runs with a verdict for both 1 and 2 layers")
     numbers = f"instability rate 1 layer {one}, 2 layers {two}"
