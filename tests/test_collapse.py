@@ -384,6 +384,15 @@ def test_diagnose_run_writes_diagnosis_and_summary(tmp_path):
         "completed", "collapsed", ONSET)
 
 
+@pytest.mark.parametrize("garbled", ['"truncated"', "[1, 2]", "null"])
+def test_diagnose_run_leaves_a_summary_that_is_not_an_object_alone(tmp_path, garbled):
+    write_metrics(tmp_path, healthy_series(8))
+    (tmp_path / SUMMARY).write_text(garbled)
+    assert diagnose_run(tmp_path)["verdict"] == "healthy"
+    assert read_json(tmp_path / SUMMARY) is None
+    assert (tmp_path / SUMMARY).read_text() == garbled
+
+
 def test_online_detector_resumes_from_the_run_directory(tmp_path):
     series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(9))
     write_metrics(tmp_path, truncate(series, 500))  # a run resumed at step 500
