@@ -15,7 +15,7 @@ from probes.base import Probe
 from probes.inject import InjectNaN
 from probes.collapse import (KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, DetectorState, series_by_step,
                              OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
-                             make_diagnosis, verdict)
+                             make_diagnosis, sign_text, verdict)
 from stabgan.cli import cli
 from stabgan.runlog import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
                             read_json, read_metrics, write_json)
@@ -310,6 +310,31 @@ def test_a_tag_back_in_band_or_at_a_new_level_is_no_first_sign():
     [collapse] = only(detect(series))
     assert [s["tag"] for s in collapse["first_signs"]] == ["wgan/distance"]
     assert "first sign" not in collapse["message"]  # its own tag at the onset: nothing new
+
+
+@pytest.mark.parametrize("tag", ["kernel/g.inv0/max_abs", "spectra/g.inv0/sigma0",
+                                 "grad/g.inv0"])
+def test_a_magnitude_at_zero_is_an_excursion_and_never_the_band(tag):
+    # judged on ln x: 40 points at 0 (ln 0 = −inf, longer than rebase_points) once re-based
+    # the band onto −inf, and the next point divided by its zero centre
+    rng = random.Random(0)
+    state = DetectorState()
+    for i in range(1, 131):
+        level = 1.0 if i <= 40 or 80 < i <= 120 else 0.0 if i <= 80 else 20.0
+        state.update(10 * i, {tag: level * math.exp(rng.gauss(0, 0.05))})
+        if i == 80:
+            sign = state.watching()
+            assert (sign["tag"], sign["step"], sign["value"], sign["factor"]) == (tag, 410, 0, 0)
+            assert sign_text(sign).endswith(" → 0")
+    # the band is still the run's level of about 1: ×20 is judged against it
+    sign = state.watching()
+    assert (sign["step"], sign["factor"]) == (1210, pytest.approx(20, rel=0.2))
+    if tag.startswith("grad/"):  # no rule
+        assert state.events == []
+    else:
+        [event] = state.events
+        assert (event["severity"], event["step"]) == ("warning", 1210)
+        assert event["evidence"]["baseline"] == pytest.approx(1, rel=0.1)
 
 
 def test_a_degenerate_layer_is_a_warning_while_the_samples_are_fine():

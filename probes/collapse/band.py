@@ -149,13 +149,15 @@ class Track:
         """Move the band past one judged point. ruled: a rule found it out of band (or past
         an absolute threshold). Out-of-band points never join the band, in-band ones join
         `lag` points after they were read; an excursion that lasts `rebase` points and that
-        no rule minds is the run's new level."""
+        no rule minds is the run's new level. A point of a ln-space band at or below 0 (ln x
+        = −inf) is an excursion that never joins the band nor becomes its new level."""
         c = self.counts
         z = self.band.z(x)
         out = ruled or self.out_of_band(x, z, t)
         if not self.log:
             self.typical = TYPICAL_DECAY * self.typical + (1 - TYPICAL_DECAY) * abs(x)
         value = _space(x, self.log)
+        admissible = math.isfinite(value)
         stretch = self.stretch
         if out:
             if stretch is None:
@@ -171,14 +173,16 @@ class Track:
         if stretch is not None:
             stretch.points += 1
             stretch.ruled |= ruled
-            stretch.values.append((step, value))
-            if stretch.points >= c.rebase and not stretch.ruled:
+            if admissible:
+                stretch.values.append((step, value))
+            if (stretch.points >= c.rebase and not stretch.ruled
+                    and len(stretch.values) == c.window):
                 self.window = deque(stretch.values, maxlen=c.window)
                 self.pending.clear()
                 self.stretch = None
                 self._refresh(t)
                 return
-        self.pending.append((step, value, not out))
+        self.pending.append((step, value, admissible and not out))
         if len(self.pending) > c.lag:
             joined_step, joined, joins = self.pending.popleft()
             if joins:
@@ -192,7 +196,7 @@ class Track:
         if stretch is None or stretch.start > onset or stretch.out < self.counts.sign:
             return None
         band = self.band
-        factor = stretch.extreme / band.center if self.log else None
+        factor = stretch.extreme / band.center if self.log and band.center > 0 else None
         return {"tag": self.tag, "layer": layer_of(self.tag), "step": stretch.start,
                 "lead": onset - stretch.start, "baseline": band.center,
                 "value": stretch.extreme, "factor": factor, "z": stretch.extreme_z}

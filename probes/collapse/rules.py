@@ -179,7 +179,8 @@ def _growth(warn_attr, collapse_attr):
     def grade(x, band, best, t):
         if x <= band.center:
             return 0, False
-        level = _grade(x / band.center, getattr(t, warn_attr), getattr(t, collapse_attr))
+        factor = x / band.center if band.center > 0 else math.inf
+        level = _grade(factor, getattr(t, warn_attr), getattr(t, collapse_attr))
         return level, band.z(x) >= t.robust_z
     return grade
 
