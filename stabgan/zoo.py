@@ -312,13 +312,12 @@ def detector_cost(run_dirs: list[Path]) -> dict:
 
     times, tags = [], []
     for run_dir in run_dirs:
-        by_step = series_by_step(as_lists(RunDir(run_dir).series()))
         state = DetectorState()
-        for step in sorted(by_step):
+        for step, scalars in series_by_step(as_lists(RunDir(run_dir).series())).items():
             started = time.thread_time_ns()
-            state.update(step, by_step[step])
+            state.update(step, scalars)
             times.append(1e-6 * (time.thread_time_ns() - started))
-            tags.append(len(by_step[step]))
+            tags.append(len(scalars))
     if not times:
         return {}
     times.sort()

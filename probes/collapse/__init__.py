@@ -162,8 +162,7 @@ class OnlineDetector:
             return
         earlier = {tag: (steps[steps < step], values[steps < step])
                    for tag, (steps, values) in RunDir(self.run_dir).series().items()}
-        for event_step, scalars in sorted(series_by_step(as_lists(earlier)).items()):
-            self.state.update(event_step, scalars)
+        self.state.replay(as_lists(earlier))
 
     def diagnosis(self) -> dict:
         return self.state.diagnosis()

@@ -1,6 +1,6 @@
 """The band every logged tag is judged against, and the excursions out of it.
 
-A `Track` follows one tag: its band (median and robust std of its latest in-band points,
+A `Track` follows one tag: the rules that judge it, its band (median and robust std of its latest in-band points,
 joining with a lag; ln x for positive magnitudes), its current out-of-band stretch, and
 re-basing when an excursion no rule minds lasts long enough. A `Watch` applies one rule to a
 tracked tag and confirms sustained excursions (the events' raw material). No I/O.
@@ -91,11 +91,12 @@ class _Stretch:
 class Track:
     """One tag's band, following the run with a lag, and its current excursion."""
 
-    __slots__ = ("tag", "log", "improves", "counts", "early", "band", "window", "pending",
-                 "typical", "stretch", "initial")
+    __slots__ = ("tag", "rules", "log", "improves", "counts", "early", "band", "window",
+                 "pending", "typical", "stretch", "initial")
 
-    def __init__(self, tag: str, rule: Rule | None):
-        self.tag = tag
+    def __init__(self, tag: str, rules: list[Rule]):
+        self.tag, self.rules = tag, rules   # the rules matching the tag (the first sets ln x)
+        rule = rules[0] if rules else None
         self.log = rule.log if rule else any(fnmatch.fnmatchcase(tag, p) for p in RATIO_TAGS)
         # the direction a best-so-far rule calls improvement: not an excursion (+1 rising)
         self.improves = {"best_max": 1, "best_min": -1}.get(rule.reference, 0) if rule else 0
@@ -203,12 +204,12 @@ class Track:
 
 
 class Watch:
-    """One tag under one rule: best-so-far and the latest points' levels."""
+    """One tracked tag under one rule: best-so-far and the latest points' levels."""
 
-    __slots__ = ("rule", "tag", "best", "recent", "latest", "active")
+    __slots__ = ("rule", "track", "best", "recent", "latest", "active")
 
     def __init__(self, rule: Rule, track: Track):
-        self.rule, self.tag = rule, track.tag
+        self.rule, self.track = rule, track
         sustain = track.counts.sustain
         self.recent = track.initial[-sustain:]  # latest in-band points (best-so-far rules)
         self.best = _median(track.initial)
@@ -217,10 +218,15 @@ class Watch:
                                                            maxlen=track.counts.span + 1)
         self.active = [False, False]    # per level (warning, collapse): confirmed, still out
 
-    def judge(self, step: int, x: float, band: Band, counts: _Counts,
+    @property
+    def tag(self) -> str:
+        return self.track.tag
+
+    def judge(self, step: int, x: float,
               t: Thresholds) -> tuple[int, int, list[tuple[int, int, float, int]]]:
         """(grade by the threshold alone, level, [(level, onset, extreme, previous step)]
-        confirmed by this point)."""
+        confirmed by this point), judged against the track's band before it moves."""
+        band, counts = self.track.band, self.track.counts
         best = self.best if self.rule.reference != "band" else None
         grade, beyond_noise = self.rule.grade(x, band, best, t)
         level = grade if beyond_noise else 0
@@ -256,8 +262,9 @@ class Watch:
             return min(a, b)
         return b if band.z(b) > band.z(a) else a
 
-    def pending_onset(self, span: int) -> int | None:
+    def pending_onset(self) -> int | None:
         """First step of an out-of-band stretch (warning or worse) in the current window."""
+        span = self.track.counts.span
         return next((step for step, level, _ in list(self.latest)[-span:] if level >= 1), None)
 
 
