@@ -301,6 +301,19 @@ def test_first_signs_are_the_precursors_in_time_order_with_layer_lead_and_size()
             and "[g.inv1], 320 steps before; step 1,700 grad/d.body.1.0 ×" in text)
 
 
+def test_the_order_of_a_steps_tags_changes_nothing():
+    series = transient_series(5)
+    series = modify(series, "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 12)
+    series = modify(series, "grad/d.body.1.0", 1520, lambda v, d: v * 5)
+    series = modify(series, "wgan/distance", 1840, lambda v, d: v * 40)
+    reversed_tags = DetectorState()
+    for step, scalars in series_by_step(series).items():
+        reversed_tags.update(step, dict(reversed(scalars.items())))
+    events = detect(series)
+    assert [len(e["first_signs"]) for e in events] == [2, 2]  # two signs at the same step
+    assert reversed_tags.events == events
+
+
 def test_a_tag_back_in_band_or_at_a_new_level_is_no_first_sign():
     series = transient_series(6)
     # a blip that ended before the failure, and a level shift long before it

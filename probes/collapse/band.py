@@ -7,6 +7,7 @@ tracked tag and confirms sustained excursions (the events' raw material). No I/O
 """
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import math
 from collections import deque
@@ -92,7 +93,7 @@ class Track:
     """One tag's band, following the run with a lag, and its current excursion."""
 
     __slots__ = ("tag", "rules", "log", "improves", "counts", "early", "band", "window",
-                 "pending", "typical", "stretch", "initial")
+                 "ordered", "pending", "typical", "stretch", "initial")
 
     def __init__(self, tag: str, rules: list[Rule]):
         self.tag, self.rules = tag, rules   # the rules matching the tag (the first sets ln x)
@@ -104,6 +105,7 @@ class Track:
         self.early: list[tuple[int, float]] = []   # (step, x) until the band exists
         self.band: Band | None = None
         self.window: deque = deque()        # the band's (step, value in the tag's space)
+        self.ordered: list[float] = []      # the window's values, sorted
         self.pending: deque = deque()       # (step, value, joins?) read < lag points ago
         self.typical = 0.0                  # running mean |x| (a linear tag's scale)
         self.stretch: _Stretch | None = None
@@ -119,17 +121,30 @@ class Track:
         points = self.early[c.warmup:]
         values = [v for _, v in points]
         self.log = self.log and min(values) > 0  # ln needs a positive band
-        self.window = deque(((s, _space(v, self.log)) for s, v in points), maxlen=c.window)
         self.typical = sum(abs(v) for v in values) / len(values)
         self.initial = values
         self.early = []
-        self._refresh(t)
+        self._set_window([(s, _space(v, self.log)) for s, v in points], t)
         return True
 
+    def _set_window(self, points, t: Thresholds) -> None:
+        """Make the band of these (step, value in the tag's space)."""
+        self.window = deque(points, maxlen=self.counts.window)
+        self.ordered = sorted(v for _, v in self.window)
+        self._refresh(t)
+
+    def _join(self, step: int, value: float, t: Thresholds) -> None:
+        """One more point in the band, the oldest out when it is full (kept sorted as it goes:
+        the median and MAD need no sort of the window)."""
+        if len(self.window) == self.window.maxlen:
+            del self.ordered[bisect.bisect_left(self.ordered, self.window[0][1])]
+        self.window.append((step, value))
+        bisect.insort(self.ordered, value)
+        self._refresh(t)
+
     def _refresh(self, t: Thresholds) -> None:
-        values = [v for _, v in self.window]
-        median = _median(values)
-        mad = _median([abs(v - median) for v in values])
+        median = _middle(self.ordered)
+        mad = _median([abs(v - median) for v in self.ordered])
         floor = t.scale_floor if self.log else t.scale_floor * max(abs(median), self.typical)
         self.band = Band(median, max(1.4826 * mad, floor, 1e-12), self.log,
                           (self.window[0][0], self.window[-1][0]))
@@ -178,17 +193,15 @@ class Track:
                 stretch.values.append((step, value))
             if (stretch.points >= c.rebase and not stretch.ruled
                     and len(stretch.values) == c.window):
-                self.window = deque(stretch.values, maxlen=c.window)
                 self.pending.clear()
                 self.stretch = None
-                self._refresh(t)
+                self._set_window(stretch.values, t)
                 return
         self.pending.append((step, value, admissible and not out))
         if len(self.pending) > c.lag:
             joined_step, joined, joins = self.pending.popleft()
             if joins:
-                self.window.append((joined_step, joined))
-                self._refresh(t)
+                self._join(joined_step, joined, t)
 
     def sign(self, onset: int) -> dict | None:
         """This tag as a first sign of an event with this onset: out of band since a step at
@@ -269,6 +282,10 @@ class Watch:
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
+    return _middle(sorted(values))
+
+
+def _middle(ordered: list[float]) -> float:
+    """The median of sorted values."""
     n = len(ordered)
     return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])

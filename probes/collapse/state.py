@@ -50,7 +50,7 @@ class DetectorState:
         self._watches: dict[str, list[Watch]] = {}
         self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "layer")
         self.events: list[dict] = []
-        self.latest: dict[str, float] = {}
+        self.latest: dict[str, float] = {}   # the latest value of each logged CONTEXT_TAGS
         self.last_step: int | None = None
         self.log_interval: int | None = None  # smallest step gap between logged steps
 
@@ -68,7 +68,7 @@ class DetectorState:
             self.log_interval = gap if self.log_interval is None else min(self.log_interval, gap)
         self.last_step = step if self.last_step is None else max(self.last_step, step)
         values = {tag: float(v) for tag, v in scalars.items() if _is_number(v)}
-        self.latest.update(values)
+        self.latest.update((tag, values[tag]) for tag in CONTEXT_TAGS if tag in values)
         new: list[dict] = []
 
         # nan: non-finite losses or weights, reported at the step they are logged
@@ -78,8 +78,7 @@ class DetectorState:
 
         # every tag moves first, so an event's first signs see this step whole
         confirmed = []
-        for tag in sorted(values):
-            x = values[tag]
+        for tag, x in values.items():  # tracks are independent: any order gives the same events
             if not math.isfinite(x) or tag.startswith(t.untracked):
                 continue
             track = self._track_for(tag)
@@ -111,8 +110,9 @@ class DetectorState:
             new.append(self._event(watch, WARNING if graded else severity, onset, step,
                                    extreme, previous, graded))
             self._emitted.add(key)
-        self.events.extend(new)
-        self.events.sort(key=lambda e: (e["step"], e["severity"] != COLLAPSE))
+        if new:
+            self.events.extend(new)
+            self.events.sort(key=lambda e: (e["step"], e["severity"] != COLLAPSE))
         return new
 
     def replay(self, series: Mapping[str, tuple[Iterable[int], Iterable[float]]]) -> list[dict]:
