@@ -441,6 +441,27 @@ def test_online_detector_resumes_from_the_run_directory(tmp_path):
     assert read_json(tmp_path / DIAGNOSIS)["onset_step"] == ONSET
 
 
+def test_online_diagnosis_is_written_when_it_changes_and_is_correct_when_killed(tmp_path):
+    series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(9))
+    online = OnlineDetector(tmp_path)
+    written = []  # (step, the file's last_step) whenever diagnosis.json was rewritten
+    for step, scalars in series_by_step(series).items():
+        online.update(step, scalars)
+        on_disk = read_json(tmp_path / DIAGNOSIS)
+        if not written or on_disk["last_step"] != written[-1][1]:
+            written.append((step, on_disk["last_step"]))
+        if step == 1000:  # killed here: a correct diagnosis of the metrics up to last_step
+            assert on_disk == json.loads(json.dumps(make_diagnosis(
+                detect(truncate(series, on_disk["last_step"])), T, on_disk["last_step"])))
+            assert on_disk["events"] == json.loads(json.dumps(detect(truncate(series, 1000))))
+    detected = [e["evidence"]["detected_step"] for e in online.events]
+    assert [s for s, last in written] == [LOG_EVERY] + detected
+    assert all(s == last for s, last in written)
+    online.close()  # the final file: every step
+    assert read_json(tmp_path / DIAGNOSIS) == json.loads(json.dumps(make_diagnosis(
+        detect(series), T, STEPS)))
+
+
 # --------------------------------------------------------------------------- the CLI
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -98,6 +99,11 @@ class Thresholds:
                                  f"{collapse}={c!r} (a warning comes before a collapse)")
 
     def to_dict(self) -> dict:
+        """The settings as a dict (for diagnosis.json)."""
+        return dict(self._as_dict)
+
+    @functools.cached_property
+    def _as_dict(self) -> dict:  # frozen, so computed once (asdict copies deeply: slow)
         return dataclasses.asdict(self)
 
 
