@@ -390,6 +390,14 @@ def test_cache_reused_and_invalidated_by_new_metrics(report, tmp_path):
     assert rows["dcgan"] == "collapsed" == read_json(root / "dcgan/diagnosis.json")["verdict"]
 
 
+def test_the_cache_key_covers_the_code_whose_text_is_cached():
+    from probes.collapse import state
+    from reports.html import _code_files
+    from stabgan import text
+    # a first sign's text (state.sign_text) and every number (text.number) are in the payload
+    assert {Path(state.__file__), Path(text.__file__)} <= set(_code_files())
+
+
 def test_empty_folder_gives_a_page(tmp_path):
     page = write_report(tmp_path, tmp_path / "out" / "r.html").read_text()
     assert "No run directory" in page and "<table" not in page
