@@ -1,9 +1,10 @@
 """The band every logged tag is judged against, and the excursions out of it.
 
-A `Track` follows one tag: the rules that judge it, its band (median and robust std of its latest in-band points,
-joining with a lag; ln x for positive magnitudes), its current out-of-band stretch, and
-re-basing when an excursion no rule minds lasts long enough. A `Watch` applies one rule to a
-tracked tag and confirms sustained excursions (the events' raw material). No I/O.
+A `Track` follows one tag: the rules that judge it, its band (median and robust std of its
+latest in-band points, joining with a lag; ln x for positive magnitudes), its current
+out-of-band stretch, and re-basing when an excursion no rule minds lasts long enough. A
+`Watch` applies one rule to a tracked tag and confirms sustained excursions (the events' raw
+material). No I/O.
 """
 from __future__ import annotations
 

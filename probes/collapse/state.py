@@ -50,7 +50,7 @@ class DetectorState:
         self._watches: dict[str, list[Watch]] = {}
         self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "layer")
         self.events: list[dict] = []
-        self.latest: dict[str, float] = {}   # the latest value of each logged CONTEXT_TAGS
+        self.latest: dict[str, float] = {}   # CONTEXT_TAGS' latest values (those logged)
         self.last_step: int | None = None
         self.log_interval: int | None = None  # smallest step gap between logged steps
 
