@@ -60,6 +60,17 @@ def _wide_positive_range(arrays: list[np.ndarray], decades: float = 1.5) -> bool
     return math.log10(hi / lo) > decades
 
 
+def _band_points(band) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, lo, hi) of a band downsampled on one index shared by both edges: the points
+    `downsample` keeps of either edge (each bucket's lowest lo and highest hi among them; at
+    most twice its points), so every drawn x has its own lo and hi."""
+    lo = np.where(np.isfinite(band.lo), band.lo, np.nan)
+    hi = np.where(np.isfinite(band.hi), band.hi, np.nan)
+    points = np.arange(len(band.steps))
+    index = np.union1d(downsample(points, lo)[0], downsample(points, hi)[0])
+    return band.steps[index], lo[index], hi[index]
+
+
 class Canvas:
     """One reusable text-free Figure for the per-run panels.
 
@@ -112,8 +123,7 @@ class Canvas:
             ax.set_yscale("log" if log else "linear")
         legend, arrays, bad_steps, xs = [], [], [], []
         for band in panel.bands:
-            s, l = downsample(band.steps, np.where(np.isfinite(band.lo), band.lo, np.nan))
-            _, h = downsample(band.steps, np.where(np.isfinite(band.hi), band.hi, np.nan))
+            s, l, h = _band_points(band)
             color = PALETTE[band.line % len(PALETTE)]
             ax.fill_between(s, l, h, color=color, alpha=0.18, linewidth=0)
             legend.append({"label": band.label, "color": color, "style": "band"})

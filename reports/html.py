@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from probes import readings
-from probes.collapse import VERDICTS
+from probes.collapse import VERDICTS, state as collapse_state
 from reports import canvas, figures, runs as runlib
-from stabgan import rundir
+from stabgan import rundir, text
 from stabgan.text import number
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
@@ -136,13 +136,18 @@ class _Cache:
             tmp.unlink(missing_ok=True)
 
 
+def _code_files() -> list[Path]:
+    """The code that reads and renders a run: this package's modules, the run-directory
+    reader, the panel declarations a run without its own panels file is drawn with, and the
+    text the payload holds (first signs: probes.collapse.state, numbers: stabgan.text)."""
+    return [*sorted(Path(__file__).parent.glob("*.py")),
+            *(Path(m.__file__) for m in (readings, rundir, collapse_state, text))]
+
+
 def _code_version() -> str:
-    """CACHE_VERSION plus a hash of the code that reads and renders a run (this package's
-    modules, the run-directory reader, and the panel declarations a run without its own panels
-    file is drawn with): an upgrade re-renders."""
+    """CACHE_VERSION plus a hash of `_code_files`: an upgrade re-renders."""
     digest = hashlib.sha1(str(CACHE_VERSION).encode())
-    for path in (*sorted(Path(__file__).parent.glob("*.py")), Path(readings.__file__),
-                 Path(rundir.__file__)):
+    for path in _code_files():
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

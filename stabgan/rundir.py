@@ -63,8 +63,7 @@ class RunDir:
     def read(self, name: str) -> dict | None:
         """The JSON object in the run's file `name`; None when it is missing, unreadable or
         not an object."""
-        value = read_json(self.path / name)
-        return value if isinstance(value, dict) else None
+        return read_json(self.path / name)
 
     @property
     def config_file(self) -> dict:

@@ -151,11 +151,12 @@ def _sanitize(obj: Any) -> Any:
 
 
 def read_json(path: Path) -> dict | None:
-    """The JSON object at path, or None when it is missing or unreadable."""
+    """The JSON object at path, or None when it is missing, unreadable or not an object."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def to_float(value: Any) -> float | None:

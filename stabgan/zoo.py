@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stabgan.rundir import RunDir, as_lists
 from stabgan.runlog import SUMMARY
-from probes.collapse import LAYER_KINDS, DetectorState, series_by_step
+from probes.collapse import LAYER_KINDS, OnlineDetector, series_by_step
 from stabgan.sweep import SweepSpec, point_name
 
 FID_RISE = 3.0              # ground truth: FID this many times its best so far
@@ -306,19 +307,20 @@ def summarize(scores: list[RunScore]) -> dict:
 # --------------------------------------------------------------------------- detector cost
 
 def detector_cost(run_dirs: list[Path]) -> dict:
-    """ms per logged step of DetectorState.update (every tag tracked), replaying the runs'
-    metrics. Thread CPU time: on a shared machine wall time adds whole scheduler slices to a
-    random few updates, which says nothing about the detector."""
+    """ms per logged step of what a training run pays for its detector: OnlineDetector.update
+    (every tag tracked) with its diagnosis.json writes (into a temporary folder), replaying
+    the runs' metrics. Thread CPU time: on a shared machine wall time adds whole scheduler
+    slices to a random few updates, which says nothing about the detector."""
 
     times, tags = [], []
-    for run_dir in run_dirs:
-        by_step = series_by_step(as_lists(RunDir(run_dir).series()))
-        state = DetectorState()
-        for step in sorted(by_step):
-            started = time.thread_time_ns()
-            state.update(step, by_step[step])
-            times.append(1e-6 * (time.thread_time_ns() - started))
-            tags.append(len(by_step[step]))
+    with tempfile.TemporaryDirectory(prefix="detector-cost-") as scratch:
+        for i, run_dir in enumerate(run_dirs):
+            detector = OnlineDetector(Path(scratch) / str(i))
+            for step, scalars in series_by_step(as_lists(RunDir(run_dir).series())).items():
+                started = time.thread_time_ns()
+                detector.update(step, scalars)
+                times.append(1e-6 * (time.thread_time_ns() - started))
+                tags.append(len(scalars))
     if not times:
         return {}
     times.sort()

@@ -15,7 +15,7 @@ from probes.base import Probe
 from probes.inject import InjectNaN
 from probes.collapse import (KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, DetectorState, series_by_step,
                              OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
-                             make_diagnosis, verdict)
+                             make_diagnosis, sign_text, verdict)
 from stabgan.cli import cli
 from stabgan.runlog import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
                             read_json, read_metrics, write_json)
@@ -301,6 +301,19 @@ def test_first_signs_are_the_precursors_in_time_order_with_layer_lead_and_size()
             and "[g.inv1], 320 steps before; step 1,700 grad/d.body.1.0 ×" in text)
 
 
+def test_the_order_of_a_steps_tags_changes_nothing():
+    series = transient_series(5)
+    series = modify(series, "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 12)
+    series = modify(series, "grad/d.body.1.0", 1520, lambda v, d: v * 5)
+    series = modify(series, "wgan/distance", 1840, lambda v, d: v * 40)
+    reversed_tags = DetectorState()
+    for step, scalars in series_by_step(series).items():
+        reversed_tags.update(step, dict(reversed(scalars.items())))
+    events = detect(series)
+    assert [len(e["first_signs"]) for e in events] == [2, 2]  # two signs at the same step
+    assert reversed_tags.events == events
+
+
 def test_a_tag_back_in_band_or_at_a_new_level_is_no_first_sign():
     series = transient_series(6)
     # a blip that ended before the failure, and a level shift long before it
@@ -310,6 +323,31 @@ def test_a_tag_back_in_band_or_at_a_new_level_is_no_first_sign():
     [collapse] = only(detect(series))
     assert [s["tag"] for s in collapse["first_signs"]] == ["wgan/distance"]
     assert "first sign" not in collapse["message"]  # its own tag at the onset: nothing new
+
+
+@pytest.mark.parametrize("tag", ["kernel/g.inv0/max_abs", "spectra/g.inv0/sigma0",
+                                 "grad/g.inv0"])
+def test_a_magnitude_at_zero_is_an_excursion_and_never_the_band(tag):
+    # judged on ln x: 40 points at 0 (ln 0 = −inf, longer than rebase_points) once re-based
+    # the band onto −inf, and the next point divided by its zero centre
+    rng = random.Random(0)
+    state = DetectorState()
+    for i in range(1, 131):
+        level = 1.0 if i <= 40 or 80 < i <= 120 else 0.0 if i <= 80 else 20.0
+        state.update(10 * i, {tag: level * math.exp(rng.gauss(0, 0.05))})
+        if i == 80:
+            sign = state.watching()
+            assert (sign["tag"], sign["step"], sign["value"], sign["factor"]) == (tag, 410, 0, 0)
+            assert sign_text(sign).endswith(" → 0")
+    # the band is still the run's level of about 1: ×20 is judged against it
+    sign = state.watching()
+    assert (sign["step"], sign["factor"]) == (1210, pytest.approx(20, rel=0.2))
+    if tag.startswith("grad/"):  # no rule
+        assert state.events == []
+    else:
+        [event] = state.events
+        assert (event["severity"], event["step"]) == ("warning", 1210)
+        assert event["evidence"]["baseline"] == pytest.approx(1, rel=0.1)
 
 
 def test_a_degenerate_layer_is_a_warning_while_the_samples_are_fine():
@@ -332,12 +370,10 @@ def test_every_tag_is_tracked_at_a_cost_of_o_tags():
     for i in range(160):  # a `--probes all` run's per-layer readings
         steps, values = series["gp/norm_mean"]
         series[f"grad/g.layer{i}"] = (steps, [v * (1 + i) for v in values])
-    by_step = series_by_step(series)
     state = DetectorState()
     started = time.thread_time()
-    for step in sorted(by_step):
-        state.update(step, by_step[step])
-    per_update_ms = 1e3 * (time.thread_time() - started) / len(by_step)
+    state.replay(series)
+    per_update_ms = 1e3 * (time.thread_time() - started) / len(series_by_step(series))
     assert len(state._tracks) == len(series) - 1  # all but time/step_s
     assert per_update_ms < 10, per_update_ms  # measured ≈ 2 ms for 180 tags
 
@@ -384,6 +420,15 @@ def test_diagnose_run_writes_diagnosis_and_summary(tmp_path):
         "completed", "collapsed", ONSET)
 
 
+@pytest.mark.parametrize("garbled", ['"truncated"', "[1, 2]", "null"])
+def test_diagnose_run_leaves_a_summary_that_is_not_an_object_alone(tmp_path, garbled):
+    write_metrics(tmp_path, healthy_series(8))
+    (tmp_path / SUMMARY).write_text(garbled)
+    assert diagnose_run(tmp_path)["verdict"] == "healthy"
+    assert read_json(tmp_path / SUMMARY) is None
+    assert (tmp_path / SUMMARY).read_text() == garbled
+
+
 def test_online_detector_resumes_from_the_run_directory(tmp_path):
     series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(9))
     write_metrics(tmp_path, truncate(series, 500))  # a run resumed at step 500
@@ -394,6 +439,27 @@ def test_online_detector_resumes_from_the_run_directory(tmp_path):
         online.update(step, {t: vs[st.index(step)] for t, (st, vs) in rest.items() if step in st})
     assert online.events == detect(series)
     assert read_json(tmp_path / DIAGNOSIS)["onset_step"] == ONSET
+
+
+def test_online_diagnosis_is_written_when_it_changes_and_is_correct_when_killed(tmp_path):
+    series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(9))
+    online = OnlineDetector(tmp_path)
+    written = []  # (step, the file's last_step) whenever diagnosis.json was rewritten
+    for step, scalars in series_by_step(series).items():
+        online.update(step, scalars)
+        on_disk = read_json(tmp_path / DIAGNOSIS)
+        if not written or on_disk["last_step"] != written[-1][1]:
+            written.append((step, on_disk["last_step"]))
+        if step == 1000:  # killed here: a correct diagnosis of the metrics up to last_step
+            assert on_disk == json.loads(json.dumps(make_diagnosis(
+                detect(truncate(series, on_disk["last_step"])), T, on_disk["last_step"])))
+            assert on_disk["events"] == json.loads(json.dumps(detect(truncate(series, 1000))))
+    detected = [e["evidence"]["detected_step"] for e in online.events]
+    assert [s for s, last in written] == [LOG_EVERY] + detected
+    assert all(s == last for s, last in written)
+    online.close()  # the final file: every step
+    assert read_json(tmp_path / DIAGNOSIS) == json.loads(json.dumps(make_diagnosis(
+        detect(series), T, STEPS)))
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -521,7 +587,7 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     from stabgan.train import _postfix
     series = modify(transient_series(7), "kernel/g.inv1/max_abs", 1520, lambda v, d: v * 6)
     detector = OnlineDetector()
-    for step, scalars in sorted(series_by_step(truncate(series, 1600)).items()):
+    for step, scalars in series_by_step(truncate(series, 1600)).items():
         detector.update(step, scalars)
     postfix = _postfix(detector.state.latest, detector)
     assert postfix["verdict"] == "healthy"  # out of its band, under any rule's threshold
@@ -529,7 +595,7 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     assert postfix["sign"].startswith("kernel/g.inv1/max_abs ×") and postfix["sign"].endswith(
         " @1,520")
     diverged = modify(series, "wgan/distance", 1760, lambda v, d: v * 40)
-    for step, scalars in sorted(series_by_step(diverged).items()):
+    for step, scalars in series_by_step(diverged).items():
         if step > 1600:
             detector.update(step, scalars)
     postfix = _postfix(detector.state.latest, detector)

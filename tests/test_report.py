@@ -390,6 +390,14 @@ def test_cache_reused_and_invalidated_by_new_metrics(report, tmp_path):
     assert rows["dcgan"] == "collapsed" == read_json(root / "dcgan/diagnosis.json")["verdict"]
 
 
+def test_the_cache_key_covers_the_code_whose_text_is_cached():
+    from probes.collapse import state
+    from reports.html import _code_files
+    from stabgan import text
+    # a first sign's text (state.sign_text) and every number (text.number) are in the payload
+    assert {Path(state.__file__), Path(text.__file__)} <= set(_code_files())
+
+
 def test_empty_folder_gives_a_page(tmp_path):
     page = write_report(tmp_path, tmp_path / "out" / "r.html").read_text()
     assert "No run directory" in page and "<table" not in page
@@ -406,6 +414,28 @@ def test_downsample_keeps_spikes_and_gaps():
     assert np.nanmin(v) == -5.0 and np.isnan(v).any()
     short = steps[:50]
     assert downsample(short, values[:50], 400)[0] is short  # short series are not touched
+
+
+def test_a_downsampled_band_is_drawn_at_its_own_steps():
+    from reports.canvas import Canvas
+    from reports.panels import Band, Line, Plot
+    rng = np.random.default_rng(0)
+    steps = np.arange(10, 10_001, 10)
+    mid = np.cumsum(rng.normal(0, 1, steps.size))
+    lo, hi = mid - rng.uniform(0.1, 3, steps.size), mid + rng.uniform(0.1, 3, steps.size)
+    canvas = Canvas()
+    canvas.render(Plot("band", [Line("mid", steps, mid)], [Band(steps, lo, hi, "band")]),
+                  None, None)
+    [fill] = canvas.ax.collections
+    vertices = fill.get_paths()[0].vertices  # start, the lo edge, end, the hi edge back, close
+    n = (len(vertices) - 3) // 2
+    lower, upper = vertices[1:n + 1], vertices[n + 2:2 * n + 2][::-1]
+    assert (lower[:, 0] == upper[:, 0]).all() and (np.diff(lower[:, 0]) > 0).all()
+    at = np.searchsorted(steps, lower[:, 0])
+    assert (steps[at] == lower[:, 0]).all()
+    assert (lower[:, 1] == lo[at]).all() and (upper[:, 1] == hi[at]).all()
+    assert (lower[:, 1] <= upper[:, 1]).all()
+    assert lower[:, 1].min() == lo.min() and upper[:, 1].max() == hi.max()
 
 
 def test_bench_report_prints_cold_and_warm_medians(tmp_path):

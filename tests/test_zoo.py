@@ -153,6 +153,21 @@ def _around(series: dict, prefix: str, at: int) -> tuple[float, float]:
     return tuple(statistics.median(r[i] for r in ratios) for i in (0, 1))
 
 
+def test_detector_cost_is_the_online_detectors_per_logged_step(tmp_path):
+    # diverging at step 310: the detector writes diagnosis.json then too (into a scratch folder)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lines = [{"step": s, "wgan/distance": 3.0 * (1 + 0.05 * (s % 3)) * (40 if s > 300 else 1),
+              "loss/critic": -3.0 + 0.1 * (s % 4), "time/step_s": 0.1}
+             for s in range(10, 401, 10)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    cost = zoo.detector_cost([run_dir])
+    assert (cost["updates"], cost["tags_median"], cost["tags_max"]) == (40, 3, 3)
+    assert 0 < cost["median_ms"] <= cost["p99_ms"] <= cost["max_ms"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.jsonl"]  # the run untouched
+    assert zoo.detector_cost([]) == {}
+
+
 @pytest.mark.slow
 def test_a_recipe_of_each_family_runs_and_its_fault_acts(ci_zoo):
     by_name = {r.name: r for r in zoo.recipes()}

@@ -108,15 +108,20 @@ def format_diagnosis(diagnosis: dict, run_dir: Path | str | None = None) -> str:
 class OnlineDetector:
     """The detector inside a training loop: `update(step, scalars)` per logged step.
 
-    Keeps run_dir/diagnosis.json current: rewritten (atomically, about a millisecond) at
-    every update, so it is never older than metrics.jsonl. On its first update it replays the
-    run's earlier metrics (a resumed run), so its diagnosis equals `diagnose_run`'s.
+    Keeps run_dir/diagnosis.json current: written (atomically) at its first update, whenever
+    an event is confirmed, and when closed; its last_step is the step it was written at.
+    Events never change once confirmed, so the file is never wrong, only conservative: killed
+    at any step, the run leaves a correct diagnosis of its metrics up to that last_step, and
+    one older than metrics.jsonl (which `diagnose_run`, and so the report, then brings up to
+    date). On its first update it replays the run's earlier metrics (a resumed run), so its
+    diagnosis equals `diagnose_run`'s.
     """
 
     def __init__(self, run_dir: Path | str | None = None, thresholds: Thresholds | None = None):
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.state = DetectorState(thresholds)
         self._primed = False
+        self._written: tuple[Path | None, int] | None = None  # (run_dir, events) last written
 
     @property
     def events(self) -> list[dict]:
@@ -153,7 +158,8 @@ class OnlineDetector:
         if not self._primed:
             self._prime(step)
         new = self.state.update(step, scalars)
-        self.write()
+        if self._written != (self.run_dir, len(self.state.events)):
+            self.write()
         return new
 
     def _prime(self, step: int) -> None:
@@ -162,8 +168,7 @@ class OnlineDetector:
             return
         earlier = {tag: (steps[steps < step], values[steps < step])
                    for tag, (steps, values) in RunDir(self.run_dir).series().items()}
-        for event_step, scalars in sorted(series_by_step(as_lists(earlier)).items()):
-            self.state.update(event_step, scalars)
+        self.state.replay(as_lists(earlier))
 
     def diagnosis(self) -> dict:
         return self.state.diagnosis()
@@ -175,6 +180,7 @@ class OnlineDetector:
         diagnosis = self.diagnosis()
         if self.run_dir is not None:
             write_json(self.run_dir / DIAGNOSIS, diagnosis)
+        self._written = (self.run_dir, len(self.state.events))
         return diagnosis
 
     def close(self) -> dict:

@@ -1,12 +1,14 @@
 """The band every logged tag is judged against, and the excursions out of it.
 
-A `Track` follows one tag: its band (median and robust std of its latest in-band points,
-joining with a lag; ln x for positive magnitudes), its current out-of-band stretch, and
-re-basing when an excursion no rule minds lasts long enough. A `Watch` applies one rule to a
-tracked tag and confirms sustained excursions (the events' raw material). No I/O.
+A `Track` follows one tag: the rules that judge it, its band (median and robust std of its
+latest in-band points, joining with a lag; ln x for positive magnitudes), its current
+out-of-band stretch, and re-basing when an excursion no rule minds lasts long enough. A
+`Watch` applies one rule to a tracked tag and confirms sustained excursions (the events' raw
+material). No I/O.
 """
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import math
 from collections import deque
@@ -91,11 +93,12 @@ class _Stretch:
 class Track:
     """One tag's band, following the run with a lag, and its current excursion."""
 
-    __slots__ = ("tag", "log", "improves", "counts", "early", "band", "window", "pending",
-                 "typical", "stretch", "initial")
+    __slots__ = ("tag", "rules", "log", "improves", "counts", "early", "band", "window",
+                 "ordered", "pending", "typical", "stretch", "initial")
 
-    def __init__(self, tag: str, rule: Rule | None):
-        self.tag = tag
+    def __init__(self, tag: str, rules: list[Rule]):
+        self.tag, self.rules = tag, rules   # the rules matching the tag (the first sets ln x)
+        rule = rules[0] if rules else None
         self.log = rule.log if rule else any(fnmatch.fnmatchcase(tag, p) for p in RATIO_TAGS)
         # the direction a best-so-far rule calls improvement: not an excursion (+1 rising)
         self.improves = {"best_max": 1, "best_min": -1}.get(rule.reference, 0) if rule else 0
@@ -103,6 +106,7 @@ class Track:
         self.early: list[tuple[int, float]] = []   # (step, x) until the band exists
         self.band: Band | None = None
         self.window: deque = deque()        # the band's (step, value in the tag's space)
+        self.ordered: list[float] = []      # the window's values, sorted
         self.pending: deque = deque()       # (step, value, joins?) read < lag points ago
         self.typical = 0.0                  # running mean |x| (a linear tag's scale)
         self.stretch: _Stretch | None = None
@@ -118,17 +122,30 @@ class Track:
         points = self.early[c.warmup:]
         values = [v for _, v in points]
         self.log = self.log and min(values) > 0  # ln needs a positive band
-        self.window = deque(((s, _space(v, self.log)) for s, v in points), maxlen=c.window)
         self.typical = sum(abs(v) for v in values) / len(values)
         self.initial = values
         self.early = []
-        self._refresh(t)
+        self._set_window([(s, _space(v, self.log)) for s, v in points], t)
         return True
 
+    def _set_window(self, points, t: Thresholds) -> None:
+        """Make the band of these (step, value in the tag's space)."""
+        self.window = deque(points, maxlen=self.counts.window)
+        self.ordered = sorted(v for _, v in self.window)
+        self._refresh(t)
+
+    def _join(self, step: int, value: float, t: Thresholds) -> None:
+        """One more point in the band, the oldest out when it is full (kept sorted as it goes:
+        the median and MAD need no sort of the window)."""
+        if len(self.window) == self.window.maxlen:
+            del self.ordered[bisect.bisect_left(self.ordered, self.window[0][1])]
+        self.window.append((step, value))
+        bisect.insort(self.ordered, value)
+        self._refresh(t)
+
     def _refresh(self, t: Thresholds) -> None:
-        values = [v for _, v in self.window]
-        median = _median(values)
-        mad = _median([abs(v - median) for v in values])
+        median = _middle(self.ordered)
+        mad = _median([abs(v - median) for v in self.ordered])
         floor = t.scale_floor if self.log else t.scale_floor * max(abs(median), self.typical)
         self.band = Band(median, max(1.4826 * mad, floor, 1e-12), self.log,
                           (self.window[0][0], self.window[-1][0]))
@@ -149,13 +166,15 @@ class Track:
         """Move the band past one judged point. ruled: a rule found it out of band (or past
         an absolute threshold). Out-of-band points never join the band, in-band ones join
         `lag` points after they were read; an excursion that lasts `rebase` points and that
-        no rule minds is the run's new level."""
+        no rule minds is the run's new level. A point of a ln-space band at or below 0 (ln x
+        = −inf) is an excursion that never joins the band nor becomes its new level."""
         c = self.counts
         z = self.band.z(x)
         out = ruled or self.out_of_band(x, z, t)
         if not self.log:
             self.typical = TYPICAL_DECAY * self.typical + (1 - TYPICAL_DECAY) * abs(x)
         value = _space(x, self.log)
+        admissible = math.isfinite(value)
         stretch = self.stretch
         if out:
             if stretch is None:
@@ -171,19 +190,19 @@ class Track:
         if stretch is not None:
             stretch.points += 1
             stretch.ruled |= ruled
-            stretch.values.append((step, value))
-            if stretch.points >= c.rebase and not stretch.ruled:
-                self.window = deque(stretch.values, maxlen=c.window)
+            if admissible:
+                stretch.values.append((step, value))
+            if (stretch.points >= c.rebase and not stretch.ruled
+                    and len(stretch.values) == c.window):
                 self.pending.clear()
                 self.stretch = None
-                self._refresh(t)
+                self._set_window(stretch.values, t)
                 return
-        self.pending.append((step, value, not out))
+        self.pending.append((step, value, admissible and not out))
         if len(self.pending) > c.lag:
             joined_step, joined, joins = self.pending.popleft()
             if joins:
-                self.window.append((joined_step, joined))
-                self._refresh(t)
+                self._join(joined_step, joined, t)
 
     def sign(self, onset: int) -> dict | None:
         """This tag as a first sign of an event with this onset: out of band since a step at
@@ -192,19 +211,19 @@ class Track:
         if stretch is None or stretch.start > onset or stretch.out < self.counts.sign:
             return None
         band = self.band
-        factor = stretch.extreme / band.center if self.log else None
+        factor = stretch.extreme / band.center if self.log and band.center > 0 else None
         return {"tag": self.tag, "layer": layer_of(self.tag), "step": stretch.start,
                 "lead": onset - stretch.start, "baseline": band.center,
                 "value": stretch.extreme, "factor": factor, "z": stretch.extreme_z}
 
 
 class Watch:
-    """One tag under one rule: best-so-far and the latest points' levels."""
+    """One tracked tag under one rule: best-so-far and the latest points' levels."""
 
-    __slots__ = ("rule", "tag", "best", "recent", "latest", "active")
+    __slots__ = ("rule", "track", "best", "recent", "latest", "active")
 
     def __init__(self, rule: Rule, track: Track):
-        self.rule, self.tag = rule, track.tag
+        self.rule, self.track = rule, track
         sustain = track.counts.sustain
         self.recent = track.initial[-sustain:]  # latest in-band points (best-so-far rules)
         self.best = _median(track.initial)
@@ -213,10 +232,15 @@ class Watch:
                                                            maxlen=track.counts.span + 1)
         self.active = [False, False]    # per level (warning, collapse): confirmed, still out
 
-    def judge(self, step: int, x: float, band: Band, counts: _Counts,
+    @property
+    def tag(self) -> str:
+        return self.track.tag
+
+    def judge(self, step: int, x: float,
               t: Thresholds) -> tuple[int, int, list[tuple[int, int, float, int]]]:
         """(grade by the threshold alone, level, [(level, onset, extreme, previous step)]
-        confirmed by this point)."""
+        confirmed by this point), judged against the track's band before it moves."""
+        band, counts = self.track.band, self.track.counts
         best = self.best if self.rule.reference != "band" else None
         grade, beyond_noise = self.rule.grade(x, band, best, t)
         level = grade if beyond_noise else 0
@@ -252,12 +276,17 @@ class Watch:
             return min(a, b)
         return b if band.z(b) > band.z(a) else a
 
-    def pending_onset(self, span: int) -> int | None:
+    def pending_onset(self) -> int | None:
         """First step of an out-of-band stretch (warning or worse) in the current window."""
+        span = self.track.counts.span
         return next((step for step, level, _ in list(self.latest)[-span:] if level >= 1), None)
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
+    return _middle(sorted(values))
+
+
+def _middle(ordered: list[float]) -> float:
+    """The median of sorted values."""
     n = len(ordered)
     return 0.5 * (ordered[(n - 1) // 2] + ordered[n // 2])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -98,6 +99,11 @@ class Thresholds:
                                  f"{collapse}={c!r} (a warning comes before a collapse)")
 
     def to_dict(self) -> dict:
+        """The settings as a dict (for diagnosis.json)."""
+        return dict(self._as_dict)
+
+    @functools.cached_property
+    def _as_dict(self) -> dict:  # frozen, so computed once (asdict copies deeply: slow)
         return dataclasses.asdict(self)
 
 
@@ -179,7 +185,8 @@ def _growth(warn_attr, collapse_attr):
     def grade(x, band, best, t):
         if x <= band.center:
             return 0, False
-        level = _grade(x / band.center, getattr(t, warn_attr), getattr(t, collapse_attr))
+        factor = x / band.center if band.center > 0 else math.inf
+        level = _grade(factor, getattr(t, warn_attr), getattr(t, collapse_attr))
         return level, band.z(x) >= t.robust_z
     return grade
 

@@ -50,15 +50,14 @@ class DetectorState:
         self._watches: dict[str, list[Watch]] = {}
         self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "layer")
         self.events: list[dict] = []
-        self.latest: dict[str, float] = {}
+        self.latest: dict[str, float] = {}   # CONTEXT_TAGS' latest values (those logged)
         self.last_step: int | None = None
         self.log_interval: int | None = None  # smallest step gap between logged steps
 
     def _track_for(self, tag: str) -> Track:
         track = self._tracks.get(tag)
         if track is None:
-            rule = next((r for r in self._rules if r.matches(tag)), None)
-            track = self._tracks[tag] = Track(tag, rule)
+            track = self._tracks[tag] = Track(tag, [r for r in self._rules if r.matches(tag)])
         return track
 
     def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
@@ -69,7 +68,7 @@ class DetectorState:
             self.log_interval = gap if self.log_interval is None else min(self.log_interval, gap)
         self.last_step = step if self.last_step is None else max(self.last_step, step)
         values = {tag: float(v) for tag, v in scalars.items() if _is_number(v)}
-        self.latest.update(values)
+        self.latest.update((tag, values[tag]) for tag in CONTEXT_TAGS if tag in values)
         new: list[dict] = []
 
         # nan: non-finite losses or weights, reported at the step they are logged
@@ -79,19 +78,17 @@ class DetectorState:
 
         # every tag moves first, so an event's first signs see this step whole
         confirmed = []
-        for tag in sorted(values):
-            x = values[tag]
+        for tag, x in values.items():  # tracks are independent: any order gives the same events
             if not math.isfinite(x) or tag.startswith(t.untracked):
                 continue
             track = self._track_for(tag)
             if track.band is None:
                 if track.collect(step, x, t, self.log_interval):
-                    self._watches[tag] = [Watch(r, track) for r in self._rules
-                                          if r.matches(tag)]
+                    self._watches[tag] = [Watch(r, track) for r in track.rules]
                 continue
             blocked = False
             for watch in self._watches[tag]:
-                grade, level, found = watch.judge(step, x, track.band, track.counts, t)
+                grade, level, found = watch.judge(step, x, t)
                 blocked |= level > 0 or (grade > 0 and watch.rule.absolute)
                 confirmed += [(watch, *c) for c in found]
             track.advance(step, x, t, blocked)
@@ -113,9 +110,16 @@ class DetectorState:
             new.append(self._event(watch, WARNING if graded else severity, onset, step,
                                    extreme, previous, graded))
             self._emitted.add(key)
-        self.events.extend(new)
-        self.events.sort(key=lambda e: (e["step"], e["severity"] != COLLAPSE))
+        if new:
+            self.events.extend(new)
+            self.events.sort(key=lambda e: (e["step"], e["severity"] != COLLAPSE))
         return new
+
+    def replay(self, series: Mapping[str, tuple[Iterable[int], Iterable[float]]]) -> list[dict]:
+        """Feed a metric series (tag -> (steps, values)) step by step; returns the events it
+        confirmed."""
+        return [event for step, scalars in series_by_step(series).items()
+                for event in self.update(step, scalars)]
 
     def _samples_unhurt(self) -> bool:
         """The sample readings (coverage, diversity) are logged and all in band now, and none
@@ -124,7 +128,7 @@ class DetectorState:
                    if w.rule.kind == "mode_collapse"]
         if not watches or ("mode_collapse", WARNING) in self._emitted:
             return False
-        return all(w.pending_onset(self._tracks[w.tag].counts.span) is None for w in watches)
+        return all(w.pending_onset() is None for w in watches)
 
     def first_signs(self, onset: int) -> list[dict]:
         """Every tag out of its band at `onset` since a step at or before it, earliest first."""
@@ -149,7 +153,7 @@ class DetectorState:
 
     def _event(self, watch: Watch, severity: str, onset: int, detected: int,
                extreme: float, previous: int, graded: bool) -> dict:
-        band = self._tracks[watch.tag].band
+        band = watch.track.band
         reference = band.center if watch.rule.reference == "band" else watch.best
         context = {tag: self.latest[tag] for tag in CONTEXT_TAGS
                    if tag != watch.tag and tag in self.latest}
@@ -187,8 +191,7 @@ class DetectorState:
 
     def pending_onset(self) -> int | None:
         """Earliest onset of an excursion that is out of band but not yet confirmed."""
-        onsets = [w.pending_onset(self._tracks[tag].counts.span)
-                  for tag, ws in self._watches.items() for w in ws]
+        onsets = [w.pending_onset() for ws in self._watches.values() for w in ws]
         onsets = [s for s in onsets if s is not None]
         return min(onsets) if onsets else None
 
@@ -219,10 +222,8 @@ def detect(series: Mapping[str, tuple[Iterable[int], Iterable[float]]],
     sorted by onset step; at most one warning and one collapse per kind (a collapse makes its
     kind's later warning redundant; a layer graded down by the samples adds one warning).
     """
-    by_step = series_by_step(series)
     state = DetectorState(thresholds)
-    for step in sorted(by_step):
-        state.update(step, by_step[step])
+    state.replay(series)
     return state.events
 
 
@@ -244,8 +245,10 @@ def make_diagnosis(events: list[dict], thresholds: Thresholds | None = None,
 
 
 def series_by_step(series) -> dict[int, dict[str, float]]:
+    """A metric series (tag -> (steps, values)) as step -> {tag: value}, in step order: the
+    order a detector is fed."""
     by_step: dict[int, dict[str, float]] = {}
     for tag, (steps, values) in series.items():
         for step, value in zip(steps, values):
             by_step.setdefault(int(step), {})[tag] = value
-    return by_step
+    return dict(sorted(by_step.items()))
