@@ -49,6 +49,13 @@ class BestFid(NamedTuple):
         return {"fid_min": self.value, "fid_min_step": self.step, "fid_features": self.features}
 
 
+def verdict_and_onset(summary: dict, diagnosis: dict) -> tuple[str | None, int | None]:
+    """A run's verdict and onset step from its summary.json and diagnosis.json, already read:
+    summary.json's, else diagnosis.json's (a run without a summary yet)."""
+    onset = summary["onset_step"] if "onset_step" in summary else diagnosis.get("onset_step")
+    return summary.get("verdict") or diagnosis.get("verdict"), onset
+
+
 class RunDir:
     """One run directory, read (see the module docstring)."""
 
@@ -87,14 +94,12 @@ class RunDir:
     @property
     def verdict(self) -> str | None:
         """summary.json's verdict, else diagnosis.json's (a run without a summary yet)."""
-        return self.summary.get("verdict") or self.diagnosis.get("verdict")
+        return verdict_and_onset(self.summary, self.diagnosis)[0]
 
     @property
     def onset_step(self) -> int | None:
         """summary.json's onset step when it has one, else diagnosis.json's."""
-        summary = self.summary
-        return summary["onset_step"] if "onset_step" in summary else \
-            self.diagnosis.get("onset_step")
+        return verdict_and_onset(self.summary, self.diagnosis)[1]
 
     @property
     def error_log(self) -> Path | None:

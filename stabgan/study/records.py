@@ -11,11 +11,10 @@ from pathlib import Path
 
 from probes.collapse import VERDICTS
 from probes.readings import COVERAGE_MODES, GP_NORM_P95
-from stabgan.rundir import RunDir, as_lists, best_fid
+from stabgan.rundir import RunDir, as_lists, best_fid, verdict_and_onset
 from stabgan.runlog import CONFIG, METRICS, find_runs
 from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
-from stabgan.sweep.results import verdict_and_onset
 
 FID_TAGS = ("fid/domain", "fid/inception")  # the first one a run has is used
 BAD_VERDICTS = tuple(v for v in VERDICTS if v != "healthy")  # unstable, collapsed

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stabgan.rundir import RunDir
+from stabgan.rundir import RunDir, verdict_and_onset
 from stabgan.runlog import ERROR_LOG
 from stabgan.sweep.plan import Job
 
@@ -51,13 +51,6 @@ def run_row(run_dir: Path, job: Job | None = None) -> dict:
             "steps": summary.get("steps"), "target_steps": summary.get("target_steps"),
             "wall_s": summary.get("wall_s"), "error": error,
             "error_log": str(run.path / ERROR_LOG) if error_log else None}
-
-
-def verdict_and_onset(summary: dict, diagnosis: dict) -> tuple[str | None, int | None]:
-    """RunDir.verdict and RunDir.onset_step from files already read: summary.json's, else
-    diagnosis.json's (a run without a summary yet)."""
-    onset = summary["onset_step"] if "onset_step" in summary else diagnosis.get("onset_step")
-    return summary.get("verdict") or diagnosis.get("verdict"), onset
 
 
 def format_table(rows: list[dict]) -> str:
