@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from probes.collapse import Thresholds, diagnose_run, sign_text  # noqa: E402
 from stabgan import zoo  # noqa: E402
 from stabgan.runlog import read_json, write_json  # noqa: E402
 from stabgan.sweep import format_table, run_sweep  # noqa: E402
+from stabgan.sweep.process import runs_import_from  # noqa: E402
 
 SESSIONS = ".zoo-sessions.json"
 
@@ -322,9 +322,7 @@ def main(argv=None) -> int:
     command = command_line(args)
     code = 0
     if not args.doc_only:
-        # the runs are `python -m stabgan.cli` processes: they import this checkout's code
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        runs_import_from(ROOT)
         started = time.time()
         spec = zoo.zoo_sweep(args.out, args.steps, args.workers,
                              tuple(n for n in args.only.split(",") if n),

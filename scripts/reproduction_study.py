@@ -21,13 +21,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from stabgan.study.doc import write_doc
-from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, StudyOptions, default_out,
-                                  default_seed_out, reproduction_sweeps)
-from stabgan.sweep import format_table, run_sweep
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's stabgan, not an installed copy of another
 
+from stabgan.study.doc import write_doc  # noqa: E402
+from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, StudyOptions,  # noqa: E402
+                                  default_out, default_seed_out, reproduction_sweeps)
+from stabgan.sweep import format_table, run_sweep  # noqa: E402
+from stabgan.sweep.process import runs_import_from  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
                        else ROOT / "docs" / "reproduction.md")
     code = 0
     if not doc_only:
+        runs_import_from(ROOT)
         for name, spec in reproduction_sweeps(args).items():
             if only and name not in only:
                 continue

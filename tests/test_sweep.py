@@ -21,6 +21,7 @@ from stabgan.runlog import read_json, read_metrics, write_json
 from stabgan.train import load_checkpoint
 from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_grid, point_name,
                            run_sweep, sweep_spec)
+from stabgan.sweep.process import runs_import_from
 
 TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
 # runs that go on until stopped, logging every step
@@ -409,3 +410,9 @@ def test_a_ray_address_without_a_cluster_is_a_one_line_error_in_bounded_time(tmp
     assert len(errors) == 1 and "'127.0.0.1:1'" in errors[0], result.stderr
     assert f"no answer within {RAY_JOIN_TIMEOUT_S} s" in errors[0] and "auto" in errors[0]
     assert not out.exists()
+
+
+def test_a_study_script_makes_its_runs_import_its_own_checkout(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere", ""]))
+    runs_import_from(tmp_path)
+    assert os.environ["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/elsewhere"]

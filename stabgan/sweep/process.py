@@ -25,6 +25,13 @@ def log_path(out: Path, name: str) -> Path:
     return Path(out) / LOGS / f"{name}.log"
 
 
+def runs_import_from(root: Path) -> None:
+    """Make the runs this process starts (`python -m stabgan.cli`) import the stabgan found in
+    `root`, a checkout, ahead of any installed copy: a study script runs the code beside it."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(root)] + paths)
+
+
 def run_command(out: Path, name: str, settings: Mapping, preset: str | None, resume: bool) -> list[str]:
     """The `stabgan run` command line for one point (this interpreter, so the same install)."""
     command = [sys.executable, "-m", "stabgan.cli", "run", "--out", str(out), "--name", name]
