@@ -90,9 +90,6 @@ class CollapseGuard:
         """Write state (plus the guard's own, under STATE_KEY) as checkpoints/last.pt. While an
         excursion is watched, the last.pt it replaces is set aside first: if the excursion turns
         out a collapse, that one is from before its onset."""
-        # the detector replays a resumed run's metrics.jsonl on its first update or write: a
-        # checkpoint due before the first logged step must see the excursion they hold too
-        self.detector.write()
         self._keeper.before_save(self.detector.pending_onset())
         path = writer.save_checkpoint({**state, self.STATE_KEY: self.state_dict()})
         self._keeper.saved(step)

@@ -140,7 +140,9 @@ class OnlineDetector:
         return self.onset_step is not None
 
     def pending_onset(self) -> int | None:
-        """Onset of an excursion being watched but not yet confirmed (None when in band)."""
+        """Onset of an excursion being watched but not yet confirmed (None when in band), the
+        run's earlier metrics included before the first update."""
+        self._catch_up()
         return self.state.pending_onset()
 
     def first_sign(self) -> dict | None:
@@ -162,6 +164,12 @@ class OnlineDetector:
             self.write()
         return new
 
+    def _catch_up(self) -> None:
+        """Before any update (e.g. a resumed run's checkpoint or close with no step logged
+        yet): replay all of the run's metrics on disk."""
+        if not self._primed:
+            self._prime(math.inf)
+
     def _prime(self, step: int) -> None:
         self._primed = True
         if self.run_dir is None:
@@ -175,8 +183,7 @@ class OnlineDetector:
 
     def write(self) -> dict:
         """Write diagnosis.json now (and return it)."""
-        if not self._primed:  # never updated (e.g. a resumed run with no step left)
-            self._prime(math.inf)
+        self._catch_up()
         diagnosis = self.diagnosis()
         if self.run_dir is not None:
             write_json(self.run_dir / DIAGNOSIS, diagnosis)
