@@ -136,10 +136,17 @@ def metrics_line(step: int, wall_time: float, values: dict[str, float]) -> str:
     return json.dumps(record) + "\n"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically write obj as indented JSON (non-finite floats as "nan"/"inf")."""
-    text = json.dumps(_sanitize(obj), indent=2, default=str, ensure_ascii=False)
-    atomic_write_bytes(Path(path), (text + "\n").encode())
+def write_json(path: Path, obj: Any, changed_only: bool = False) -> None:
+    """Atomically write obj as indented JSON (non-finite floats as "nan"/"inf"). changed_only:
+    leave a file that already holds exactly this untouched (its time stamp keys caches)."""
+    data = (json.dumps(_sanitize(obj), indent=2, default=str, ensure_ascii=False) + "\n").encode()
+    if changed_only:
+        try:
+            if Path(path).read_bytes() == data:
+                return
+        except OSError:
+            pass
+    atomic_write_bytes(Path(path), data)
 
 
 def _sanitize(obj: Any) -> Any:

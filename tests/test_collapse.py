@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 
@@ -418,6 +419,25 @@ def test_diagnose_run_writes_diagnosis_and_summary(tmp_path):
     summary = read_json(tmp_path / SUMMARY)
     assert (summary["status"], summary["verdict"], summary["onset_step"]) == (
         "completed", "collapsed", ONSET)
+
+
+def test_diagnose_run_leaves_unchanged_files_untouched(tmp_path):
+    # the report caches a run's rendering by its files' time stamps: re-diagnosing a run with
+    # the same detector must not make every cached run look new
+    write_metrics(tmp_path, healthy_series(8))
+    write_json(tmp_path / SUMMARY, {"status": "completed", "steps": 1200})
+    diagnose_run(tmp_path)
+    past = time.time() - 3600
+    for name in (DIAGNOSIS, SUMMARY):
+        os.utime(tmp_path / name, (past, past))
+    stamps = [(tmp_path / n).stat().st_mtime_ns for n in (DIAGNOSIS, SUMMARY)]
+    assert diagnose_run(tmp_path)["verdict"] == "healthy"
+    assert [(tmp_path / n).stat().st_mtime_ns for n in (DIAGNOSIS, SUMMARY)] == stamps
+    with open(tmp_path / METRICS, "a") as f:  # new readings: a new diagnosis
+        f.write(json.dumps({"step": 1210, "loss/critic": "nan"}) + "\n")
+    assert diagnose_run(tmp_path)["verdict"] == "collapsed"
+    assert [(tmp_path / n).stat().st_mtime_ns > s for n, s in zip((DIAGNOSIS, SUMMARY), stamps)] \
+        == [True, True]
 
 
 @pytest.mark.parametrize("garbled", ['"truncated"', "[1, 2]", "null"])

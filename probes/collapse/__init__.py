@@ -55,14 +55,16 @@ from stabgan.runlog import DIAGNOSIS, SUMMARY, read_json, write_json
 
 def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
     """Recompute the diagnosis from metrics.jsonl; write diagnosis.json atomically and set
-    summary.json's "verdict" and "onset_step" (when summary.json exists). Works on runs still
+    summary.json's "verdict" and "onset_step" (when summary.json exists), each file only when
+    its content changes. Works on runs still
     being written and on truncated files. Returns the diagnosis."""
     run_dir = Path(run_dir)
     metrics = RunDir(run_dir).metrics()
     thresholds = thresholds or Thresholds()
     events = detect(as_lists(metrics.series), thresholds)
     diagnosis = make_diagnosis(events, thresholds, metrics.last_step)
-    write_json(run_dir / DIAGNOSIS, diagnosis)
+    # unchanged files keep their time stamps, so the report's cached rendering stays valid
+    write_json(run_dir / DIAGNOSIS, diagnosis, changed_only=True)
     update_summary(run_dir, diagnosis)
     return diagnosis
 
@@ -72,7 +74,7 @@ def update_summary(run_dir: Path, diagnosis: dict) -> None:
     summary = read_json(Path(run_dir) / SUMMARY)
     if summary is not None:
         summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"])
-        write_json(Path(run_dir) / SUMMARY, summary)
+        write_json(Path(run_dir) / SUMMARY, summary, changed_only=True)
 
 
 SIGNS_SHOWN = 3  # first signs per event in format_diagnosis
