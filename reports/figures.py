@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageChops
 
+from stabgan.text import slug
+
 MAX_POINTS = 400   # points per plotted series after downsampling (plots are 360 px wide)
 PANEL_DPI = 100
 PNG_LEVEL = 3      # zlib level: 2.5× faster than the default 6, files ~15% larger
@@ -75,6 +77,18 @@ def png_bytes(fig) -> bytes:
 
 
 # --------------------------------------------------------------------------- sample grids
+
+def save_figures(figures: list[dict], folder: Path, prefix: str) -> list[str]:
+    """Write each of `aggregate_figures`' figures as folder/<prefix>-<title>.png; returns the
+    markdown that shows them, relative to folder's parent."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for figure in figures:
+        name = f"{prefix}-{slug(figure['title'])}.png"
+        (folder / name).write_bytes(base64.b64decode(figure["uri"].split(",", 1)[1]))
+        images.append(f"![{figure['title']}]({folder.name}/{name})")
+    return images
+
 
 def sample_uri(path: Path, max_width: int = 360) -> str | None:
     """A sample grid as a data URI: grayscale PNG when the grid is gray (MNIST), else JPEG;

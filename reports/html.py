@@ -216,6 +216,16 @@ def collect(runs_dir: Path, cache: bool = True, progress: bool | None = None,
                          "reason": reason} for p, reason in skipped]}
 
 
+def overview_figures(runs: list[dict], label=None, hidden: tuple[str, ...] = ()) -> list[dict]:
+    """The overview figures (verdicts and collapse rates by setting, FID curves, onsets) over
+    `collect`'s runs. label(row) names a run in the legends (default: its folder); hidden: row
+    fields the figures must not group by."""
+    rows = [{**{k: v for k, v in r["row"].items() if k not in hidden},
+             "name": label(r["row"]) if label else r["name"]} for r in runs]
+    fid_curves = [(row["name"], row["verdict"], r["fid"]) for row, r in zip(rows, runs) if r["fid"]]
+    return figures.aggregate_figures(rows, fid_curves)
+
+
 def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: bool = True,
                  progress: bool | None = None, workers: int | None = None) -> Path:
     """Write one self-contained HTML report over every run directory below runs_dir.
@@ -233,13 +243,11 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
     out.parent.mkdir(parents=True, exist_ok=True)  # before rendering: a bad path fails at once
     data = collect(runs_dir, cache, progress, workers)
     runs = data["runs"]
-    rows = [{**r["row"], "name": r["name"]} for r in runs]
-    fid_curves = [(r["name"], r["row"]["verdict"], r["fid"]) for r in runs if r["fid"]]
     counts = {v: sum(r["row"]["verdict"] == v for r in runs) for v in VERDICTS}
     counts["none"] = sum(r["row"]["verdict"] is None for r in runs)
     html = _environment().get_template("report.html").render(
         title=str(runs_dir), runs=runs, skipped=data["skipped"], counts=counts,
-        aggregates=figures.aggregate_figures(rows, fid_curves),
+        aggregates=overview_figures(runs),
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), version=_version(),
         verdict_colors=figures.VERDICT_COLORS, error_log=runlib.ERROR_LOG)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -15,7 +15,6 @@ seconds.
 from __future__ import annotations
 
 import argparse
-import base64
 import sys
 import time
 from pathlib import Path
@@ -182,15 +181,8 @@ def report_figures(out: Path, folder: Path) -> list[str]:
     """The HTML report's overview figures over the zoo, as PNGs beside the doc."""
     from reports import figures, html
 
-    runs = html.collect(out, progress=False)["runs"]
-    rows = [{**r["row"], "name": r["name"]} for r in runs]
-    curves = [(r["name"], r["row"]["verdict"], r["fid"]) for r in runs if r["fid"]]
-    images = []
-    for figure in figures.aggregate_figures(rows, curves):
-        name = "zoo-" + "".join(c if c.isalnum() else "-" for c in figure["title"].lower()) + ".png"
-        (folder / name).write_bytes(base64.b64decode(figure["uri"].split(",", 1)[1]))
-        images.append(f"![{figure['title']}]({folder.name}/{name})")
-    return images
+    return figures.save_figures(html.overview_figures(html.collect(out, progress=False)["runs"]),
+                                folder, "zoo")
 
 
 def write_doc(args, command: str) -> str:
@@ -336,8 +328,8 @@ def main(argv=None) -> int:
         if result.signum:
             return result.exit_code
         code = result.exit_code
-    for score in zoo.score_zoo(args.out, args.steps):
-        diagnose_run(args.out / score.name)
+    for _, _, run_dir in zoo.found_runs(args.out, args.steps):
+        diagnose_run(run_dir)
     write_doc(args, command)
     print(f"wrote {args.doc}", file=sys.stderr)
     return code

@@ -1,4 +1,5 @@
-"""How a number reads in messages, report tables and docs: one rule for all of them.
+"""How a number reads in messages, report tables and docs: one rule for all of them; and how a
+title becomes a file name (`slug`).
 
 Tick labels (reports.figures.compact_number: 1.2M, 350k) and the study's fixed-decimal table
 columns are formatted for their layout and stay where they are drawn.
@@ -6,6 +7,7 @@ columns are formatted for their layout and stay where they are drawn.
 from __future__ import annotations
 
 import math
+import re
 
 
 def number(value, digits: int = 3) -> str:
@@ -24,3 +26,8 @@ def number(value, digits: int = 3) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def slug(text: str) -> str:
+    """A file-name stem from a title: lower case, runs of other characters as one "-"."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")

@@ -254,19 +254,25 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
     return score
 
 
+def found_runs(out: Path, steps: int) -> list[tuple[Recipe, int, Path]]:
+    """(recipe, seed, run directory) of every zoo run under `out` with a summary.json (runs
+    not started yet are left out)."""
+    return [(recipe, seed, Path(out) / run_name(recipe, steps, seed))
+            for recipe in recipes() for seed in SEEDS
+            if (Path(out) / run_name(recipe, steps, seed) / SUMMARY).is_file()]
+
+
 def score_zoo(out: Path, steps: int) -> list[RunScore]:
-    """Every zoo run found under `out` (runs not started yet are left out)."""
+    """Every zoo run found under `out`, scored (a recipe with a twin against its twin's run
+    of the same seed, when that one exists)."""
     by_name = {recipe.name: recipe for recipe in recipes()}
     scores = []
-    for recipe in by_name.values():
-        for seed in SEEDS:
-            run_dir = Path(out) / run_name(recipe, steps, seed)
-            twin_dir = None
-            if recipe.twin is not None:
-                twin_dir = Path(out) / run_name(by_name[recipe.twin], steps, seed)
-                twin_dir = twin_dir if (twin_dir / SUMMARY).is_file() else None
-            if (run_dir / SUMMARY).is_file():
-                scores.append(score_run(run_dir, recipe, seed, twin_dir))
+    for recipe, seed, run_dir in found_runs(out, steps):
+        twin_dir = None
+        if recipe.twin is not None:
+            twin_dir = Path(out) / run_name(by_name[recipe.twin], steps, seed)
+            twin_dir = twin_dir if (twin_dir / SUMMARY).is_file() else None
+        scores.append(score_run(run_dir, recipe, seed, twin_dir))
     return scores
 
 

@@ -23,12 +23,13 @@ from stabgan.runlog import read_json
 from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_params,
                                   table2_width)
 from stabgan.study.markdown import (figure_lines, fmt, fmt_duration, fmt_mean, join, kinds,
-                                    median_ms, onsets, runs_count, slug, table, verdicts)
+                                    median_ms, onsets, runs_count, table, verdicts)
 from stabgan.study.records import (BAD_VERDICTS, Point, RunRecord, Sweep, config_values,
                                    load_sweeps, timing)
 from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, SEED_TABLE2, StudyOptions,
                                   default_out, default_seed_out)
 from stabgan.sweep import SWEEP_RECORD
+from stabgan.text import slug
 
 SEED_STEPS = 50_000
 SEED_DATA = "CelebA 64×64"

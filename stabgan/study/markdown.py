@@ -1,8 +1,6 @@
 """Numbers, tables and figures of the study document."""
 from __future__ import annotations
 
-import base64
-import re
 import statistics
 from pathlib import Path
 
@@ -85,23 +83,16 @@ def join(values, empty: str = "–") -> str:
 
 def overview_figures(sweep: Sweep) -> list[dict]:
     """The reports package's overview figures over the sweep's finished runs (FIGURE_HIDDEN)."""
-    from reports import figures, html
+    from reports import html
     runs = [r for r in html.collect(sweep.out, progress=False)["runs"]
             if r["row"]["status"] in FINISHED]
-    hidden = FIGURE_HIDDEN[sweep.name]
-    rows = [{**{k: v for k, v in r["row"].items() if k not in hidden},
-             "name": run_label(r["row"], sweep.name)} for r in runs]
-    fid_curves = [(row["name"], row["verdict"], r["fid"]) for row, r in zip(rows, runs) if r["fid"]]
-    return figures.aggregate_figures(rows, fid_curves)
+    return html.overview_figures(runs, lambda row: run_label(row, sweep.name),
+                                 FIGURE_HIDDEN[sweep.name])
 
 
 def run_label(row: dict, sweep: str) -> str:
     """A legend label short enough for the figures: "L2 batch s0", "K3 G4 R2 s1", "igan s2"."""
     return " ".join(f"{LABEL_PREFIX.get(k, '')}{row.get(k)}" for k in (*SWEEP_KEYS[sweep], "seed"))
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def figure_lines(sweep: Sweep, folder: Path) -> list[str]:
@@ -115,11 +106,7 @@ def figure_lines(sweep: Sweep, folder: Path) -> list[str]:
         figures = overview_figures(sweep)
     except Exception as error:  # reports is another package: its failure must not cost the doc
         return [f"_Overview figures could not be rendered: {type(error).__name__}: {error}_", ""]
-    folder.mkdir(parents=True, exist_ok=True)
-    images = []
-    for figure in figures:
-        name = f"{sweep.name}-{slug(figure['title'])}.png"
-        (folder / name).write_bytes(base64.b64decode(figure["uri"].split(",", 1)[1]))
-        images.append(f"![{figure['title']}]({folder.name}/{name})")
+    from reports.figures import save_figures
+    images = save_figures(figures, folder, sweep.name)
     return [" ".join(images), ""] if images else []
 
