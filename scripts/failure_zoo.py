@@ -236,6 +236,9 @@ def write_doc(args, command: str) -> str:
         f"| 0 collapse verdicts over the healthy runs | {len(summary['healthy_collapsed'])} of "
         f"{summary['healthy']} ({', '.join(summary['healthy_collapsed']) or 'none'}); warnings: "
         f"{len(warned)}{' (' + '; '.join(f'{s.name}: ' + ', '.join(event_cell(e) for e in s.events) for s in warned) + ')' if warned else ''} |",
+        f"| (reported beside the targets) no collapse verdict where a fault or setting did not "
+        f"make the run fail | {len(summary['unfailed_collapsed'])} of {summary['unfailed']} "
+        f"collapsed ({', '.join(summary['unfailed_collapsed']) or 'none'}) |",
         f"| every failure caught, onset within {zoo.ONSET_TOLERANCE:.0%} | {summary['caught']} "
         f"of {failures} (held out: {summary['caught_held_out']} of "
         f"{summary['failures_held_out']}); median latency "

@@ -299,6 +299,11 @@ def summarize(scores: list[RunScore]) -> dict:
         "healthy": len(healthy),
         "healthy_collapsed": [s.name for s in healthy if s.verdict == "collapsed"],
         "healthy_warnings": [s for s in healthy if s.verdict == "unstable"],
+        # a fault or setting the FID shrugs off should leave the run healthy (a layer fault:
+        # a warning naming the layer), so a collapse verdict there is an alarm the truth denies
+        "unfailed_collapsed": [s.name for s in scores if s.recipe.group != "healthy"
+                               and not s.failed and s.verdict == "collapsed"],
+        "unfailed": sum(s.recipe.group != "healthy" and not s.failed for s in scores),
         "failures": len(failures), "caught": len(caught),
         "caught_held_out": sum(s.held_out for s in caught),
         "failures_held_out": sum(s.held_out for s in failures),

@@ -115,9 +115,15 @@ def test_runs_are_scored_against_their_ground_truth(tmp_path):
     # healthy, with a warning
     healthy = by_name["healthy-dcgan"]
     _run(tmp_path, healthy, 0, [_event("gp_blowup", "warning", 600)], flat)
+    # a setting the FID shrugs off, called collapsed: the alarm the truth denies is counted
+    shrugged = by_name["gp-weak-0.1"]
+    _run(tmp_path, shrugged, 0, [_event("gp_blowup", "collapse", 220)], flat)
     summary = zoo.summarize(zoo.score_zoo(tmp_path, 2000))
     assert (summary["healthy"], summary["healthy_collapsed"], summary["failures"],
             summary["caught"], summary["signs"]) == (1, [], 2, 1, 1)
+    # of the three runs the truth calls fine (harmless lr-raise, softmax, gp-weak), one collapsed
+    assert (summary["unfailed_collapsed"], summary["unfailed"]) == (
+        [zoo.run_name(shrugged, 2000, 0)], 3)
     assert [s.name for s in summary["healthy_warnings"]] == ["arch-dcgan_seed-0"]
     assert summary["per_recipe"]["lr-raise"]["median_latency"] == 30
     # the doc's timeline: one row per failure or broken layer
