@@ -213,7 +213,8 @@ def write_doc(args, command: str) -> str:
         f"{wall_h:.2f} h over {len(sessions)} session(s) (budget: 2 h); {len(scores)} of "
         f"{planned} runs finished, {run_h:.2f} h of training in all (each run's own wall "
         f"time).", "",
-        f"Every run: the quick preset (mnist5k 32×32, width 32, batch 64) for {args.steps:,} "
+        f"Every run: the quick preset (mnist5k 32×32, batch 64) at width {zoo.WIDTH} for "
+        f"{args.steps:,} "
         f"steps, `--probes all` (every layer's kernel, spectra and gradient readings) logged "
         f"every 10 steps, domain FID on 1,000 samples every {max(1, args.steps // 50)} steps "
         f"(the ground truth), {args.threads} torch thread(s) a run, {args.workers} run(s) at a "

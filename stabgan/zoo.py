@@ -34,8 +34,9 @@ FID_RISE = 3.0              # ground truth: FID this many times its best so far
 FID_TAG = "fid/domain"
 TWIN_READINGS = 3           # ground truth: FID readings in a row this far above the twin's
 ONSET_TOLERANCE = 0.05      # a catch is within this fraction of the run length of the truth
-TUNE_SEEDS = (0,)           # thresholds were tuned on these runs ...
-HELD_OUT_SEEDS = (1,)       # ... and are reported unchanged on these
+TUNE_SEEDS = (0, 1)         # thresholds were tuned on these runs ...
+HELD_OUT_SEEDS = (2,)       # ... and are reported unchanged on these
+WIDTH = 16                  # half the quick preset's: 3 seeds of every recipe fit the 2 h budget
 NONFINITE_GROUPS = ("loss/", "weights/")  # a non-finite reading there ends a run: a failure
 
 
@@ -66,14 +67,14 @@ class Recipe:
 def recipes() -> list[Recipe]:
     """The zoo: healthy settings across arch, inv-layers and norm, today's forced faults, and
     realistic failures (mid-run faults and settings that train badly)."""
-    healthy = [
+    healthy = [  # SAGAN first: the longest runs start first, so the last ones overlap less
+        Recipe("healthy-sagan", "healthy", "SAGAN (self-attention)", {"arch": "sagan"}),
         Recipe("healthy-dcgan", "healthy", "DCGAN", {"arch": "dcgan"}),
         Recipe("healthy-igan", "healthy", "iGAN, one involution layer", {"arch": "igan"}),
         Recipe("healthy-igan-spectral", "healthy", "iGAN, spectral-norm kernels",
                {"arch": "igan", "norm": "spectral"}),
         Recipe("healthy-igan-2", "healthy", "iGAN, two successive involution layers",
                {"arch": "igan", "inv_layers": 2}),
-        Recipe("healthy-sagan", "healthy", "SAGAN (self-attention)", {"arch": "sagan"}),
     ]
     realistic = [
         Recipe("lr-raise", "realistic", "schedule bug: both learning rates ×100 at 40 %",
@@ -104,9 +105,9 @@ SEEDS = TUNE_SEEDS + HELD_OUT_SEEDS
 
 
 def zoo_base(steps: int) -> dict:
-    """Settings of every zoo run: every probe (first signs read every layer), FID on 1,000
-    samples every 2 % of the run (the ground truth), logs every 10 steps."""
-    return {"steps": steps, "probes": "all", "fid_every": max(1, steps // 50),
+    """Settings of every zoo run: `WIDTH`, every probe (first signs read every layer), FID on
+    1,000 samples every 2 % of the run (the ground truth), logs every 10 steps."""
+    return {"steps": steps, "width": WIDTH, "probes": "all", "fid_every": max(1, steps // 50),
             "fid_samples": 1000, "log_every": 10, "sample_every": max(10, steps // 8),
             "ckpt_every": max(10, steps // 8)}
 
@@ -119,9 +120,10 @@ def zoo_sweep(out: Path, steps: int = 2000, workers: int | None = 2,
               only: tuple[str, ...] = (), base: dict | None = None,
               seeds: tuple[int, ...] = SEEDS) -> SweepSpec:
     """One sweep over every (recipe, seed) of the zoo, or of the recipes (or groups) named in
-    `only`; `base` overrides zoo_base (a smaller model for a smoke test)."""
+    `only`; `base` overrides zoo_base (a smaller model for a smoke test). Seed by seed, so
+    the tuning seeds finish first."""
     chosen = [r for r in recipes() if not only or r.name in only or r.group in only]
-    points = tuple(r.values(steps, seed) for r in chosen for seed in seeds)
+    points = tuple(r.values(steps, seed) for seed in seeds for r in chosen)
     return SweepSpec(points=points, base={**zoo_base(steps), **(base or {})}, out=Path(out),
                      workers=workers)
 

@@ -104,8 +104,8 @@ def test_runs_are_scored_against_their_ground_truth(tmp_path):
     # the FID rule: 20 → 70 at step 1,240 (index 30); a collapse 150 steps later is missed
     weak = by_name["gp-weak-1"]
     fid = [300.0] + [20.0] * 29 + [70.0] * 20
-    _run(tmp_path, weak, 1, [_event("divergence", "collapse", 1390)], fid)
-    score = zoo.score_run(tmp_path / zoo.run_name(weak, 2000, 1), weak, 1)
+    _run(tmp_path, weak, 2, [_event("divergence", "collapse", 1390)], fid)
+    score = zoo.score_run(tmp_path / zoo.run_name(weak, 2000, 2), weak, 2)
     assert (score.truth_onset, score.caught, score.held_out) == (1240, None, True)
     # a broken layer with the FID fine: no failure of the run, the layer warning is found
     layer = by_name["softmax-saturated"]
