@@ -72,8 +72,10 @@ def truth_cell(score: zoo.RunScore) -> str:
 def event_cell(event: dict | None) -> str:
     if event is None:
         return "—"
-    graded = " (layer)" if "graded" in event.get("evidence", {}) else ""
-    return f"{event['kind']} {event['severity']}{graded} @ {event['step']:,}"
+    evidence = event.get("evidence", {})
+    how = " (graded)" if "graded" in evidence else " (corroborated)" \
+        if "corroborated_by" in evidence else ""
+    return f"{event['kind']} {event['severity']}{how} @ {event['step']:,}"
 
 
 def shown_event(score: zoo.RunScore) -> dict | None:

@@ -13,8 +13,9 @@ import torch
 from click.testing import CliRunner
 
 from probes.base import Probe
+from stabgan.text import number
 from probes.inject import InjectNaN
-from probes.collapse import (KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, DetectorState, series_by_step,
+from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState, series_by_step,
                              OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
                              make_diagnosis, sign_text, verdict)
 from stabgan.cli import cli
@@ -152,7 +153,7 @@ def test_every_kind_is_detected_at_its_onset(case, seed):
     build, gradual = CASES[case]
     kind = case.split(" ")[0]
     series = healthy_series(seed)
-    if kind in LAYER_KINDS:  # with the samples unmeasured, a degenerate layer is the run's collapse
+    if kind in SAMPLE_GRADED_KINDS:  # with the samples unmeasured, it is the run's collapse
         series = without_samples(series)
     events = detect(build(series))
     collapses = only(events)
@@ -366,6 +367,64 @@ def test_a_degenerate_layer_is_a_warning_while_the_samples_are_fine():
     assert {("kernel_collapse", "collapse"), ("mode_collapse", "warning")} <= kinds
 
 
+def test_a_first_sign_of_a_best_so_far_tag_is_sized_against_that_best():
+    # coverage declining slowly (its band follows it down), then falling: the sign's baseline
+    # is the best coverage, not the band's level just before the fall
+    series = modify(healthy_series(2), "coverage/modes", 600,
+                    lambda v, d: 2 if d >= 500 else max(2.0, 9 - d / 40))
+    state = DetectorState()
+    state.replay(series)
+    signs = [s for e in state.events for s in e["first_signs"] if s["tag"] == "coverage/modes"]
+    band = state._tracks["coverage/modes"].band.center
+    assert signs and band < 7 and all(s["baseline"] >= 8 for s in signs), (band, signs)
+    assert sign_text(signs[0]).startswith(f"coverage/modes {number(signs[0]['baseline'])} → ")
+
+
+def test_a_penalty_that_does_not_hold_is_a_warning_while_the_samples_are_fine():
+    # a too-weak λ: ‖∇D(x̂)‖ far from 1 from the start, the samples as healthy as ever
+    series = modify(healthy_series(3), "gp/norm_mean", ONSET, lambda v, d: v * 20)
+    [event] = detect(series)
+    assert (event["kind"], event["severity"], event["step"]) == ("gp_blowup", "warning", ONSET)
+    assert "critic's gradient penalty" in event["evidence"]["graded"]
+    assert "samples unaffected" in event["message"] and "layer" not in event["message"]
+    assert verdict([event]) == ("unstable", None)
+    # the samples losing their classes as well: a collapse
+    hurt = modify(dict(series), "coverage/modes", ONSET - 100, lambda v, d: 2)
+    assert ("gp_blowup", "collapse") in {(e["kind"], e["severity"]) for e in detect(hurt)}
+
+
+def _spike(series: dict, at: int, points: int, samples: bool) -> dict:
+    """A critic spike: `wgan/distance` ×12 for `points` logged points from `at` (shorter than
+    sustain_points), then back; with samples, coverage drops to 1 class for one reading."""
+    series = modify(series, "wgan/distance", at,
+                    lambda v, d: v * 12 if d < points * LOG_EVERY else v)
+    if samples:
+        series = modify(series, "coverage/modes", at + LOG_EVERY,
+                        lambda v, d: 1 if d == 0 else v)
+    return series
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_short_critic_spike_is_reported_only_when_the_samples_feel_it(seed):
+    assert T.corroborate_points < T.sustain_points
+    spike = T.corroborate_points
+    # late in the run: the transient is long over, coverage reached its level
+    [event] = detect(_spike(healthy_series(seed), 1000, spike, samples=True))
+    assert (event["kind"], event["severity"], event["step"]) == ("divergence", "warning", 1000)
+    assert event["evidence"]["detected_step"] == 1000 + (spike - 1) * LOG_EVERY
+    felt = event["evidence"]["corroborated_by"]
+    assert (felt["tag"], felt["step"], felt["value"]) == ("coverage/modes", 1010, 1)
+    assert "the samples felt it (coverage/modes" in event["message"]
+    # the same spike the samples did not feel, or one point shorter, or the samples alone
+    assert detect(_spike(healthy_series(seed), 1000, spike, samples=False)) == []
+    assert detect(_spike(healthy_series(seed), 1000, spike - 1, samples=True)) == []
+    no_spike = modify(healthy_series(seed), "coverage/modes", 1010, lambda v, d: 1 if d == 0 else v)
+    assert detect(no_spike) == []
+    # switched off
+    off = Thresholds(corroborate_window=0)
+    assert detect(_spike(healthy_series(seed), 1000, spike, samples=True), off) == []
+
+
 def test_every_tag_is_tracked_at_a_cost_of_o_tags():
     series = healthy_series(15)
     for i in range(160):  # a `--probes all` run's per-layer readings
@@ -409,7 +468,7 @@ def write_metrics(run_dir, series, truncated_tail: str = ""):
 
 
 def test_diagnose_run_writes_diagnosis_and_summary(tmp_path):
-    series = CASES["gp_blowup"][0](healthy_series(8))
+    series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(8))
     write_metrics(tmp_path, series, truncated_tail='{"step": 1210, "loss/cri')
     write_json(tmp_path / SUMMARY, {"status": "completed", "steps": 1200})
     diagnosis = diagnose_run(tmp_path)

@@ -32,9 +32,16 @@ never logged is never judged.
 First signs. Each event lists the tags that were out of their band at its onset, and had been
 since a step at or before it, in time order: step, lead over the onset, size, layer.
 
-Grading. A degenerate layer (kernel_collapse, spectral_explosion) is a collapse of the run
-only when the samples show it too: when the sample readings (coverage, diversity) are logged
-and all in band at its confirmation, it is a warning about that layer.
+Grading. A degenerate layer (kernel_collapse, spectral_explosion), or a critic whose gradient
+penalty does not hold (gp_blowup), is a collapse of the run only when the samples show it too:
+when the sample readings (coverage, diversity) are logged and all in band at its confirmation,
+it is a warning about that layer or that penalty.
+
+Corroboration. A critic excursion (divergence, gp_blowup) that the samples feel is a warning
+before it is sustained: `corroborate_points` of the latest `corroborate_window` logged points
+out of band and past the rule's warning threshold, with a sample reading (mode_collapse) at
+warning level among them. A spike the critic recovers from in a few steps but that cost the
+samples most of their classes is then reported; a spike the samples did not feel is not.
 
 `detect` replays the series through the same incremental state machine `OnlineDetector` runs,
 so online and offline diagnoses agree step for step; an update costs O(number of tags).
@@ -46,8 +53,8 @@ from pathlib import Path
 from typing import Mapping
 
 from probes.collapse.rules import Thresholds, layer_of
-from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS, VERDICTS,
-                                   WARNING, DetectorState, detect, make_diagnosis,
+from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS,
+                                   SAMPLE_GRADED_KINDS, VERDICTS, WARNING, DetectorState, detect, make_diagnosis,
                                    series_by_step, sign_size, sign_text, verdict)
 from stabgan.rundir import RunDir, as_lists
 from stabgan.runlog import DIAGNOSIS, SUMMARY, read_json, write_json
@@ -200,7 +207,7 @@ class OnlineDetector:
         return diagnosis
 
 
-__all__ = ["KINDS", "LAYER_KINDS", "VERDICTS", "WARNING", "COLLAPSE", "NONFINITE_WEIGHTS",
+__all__ = ["KINDS", "LAYER_KINDS", "SAMPLE_GRADED_KINDS", "VERDICTS", "WARNING", "COLLAPSE", "NONFINITE_WEIGHTS",
            "Thresholds", "DetectorState", "OnlineDetector", "series_by_step", "detect",
            "diagnose_run", "format_diagnosis", "make_diagnosis", "update_summary", "verdict",
            "layer_of", "sign_size", "sign_text"]

@@ -276,6 +276,21 @@ class Watch:
             return min(a, b)
         return b if band.z(b) > band.z(a) else a
 
+    def excursion(self, since: int, points_needed: int = 1,
+                  t: Thresholds | None = None) -> tuple[int, float, int] | None:
+        """(onset, extreme, last step before it) of this watch's points at warning level or
+        worse read after step `since`, when there are `points_needed` of them (with `t`: that
+        are also out of the tag's own band, not only past the rule's threshold); else None."""
+        points, track = list(self.latest), self.track
+        out = [i for i, (step, level, x) in enumerate(points) if step > since and level >= 1
+               and (t is None or track.out_of_band(x, track.band.z(x), t))]
+        if len(out) < max(points_needed, 1):
+            return None
+        extreme = points[out[0]][2]
+        for i in out:
+            extreme = self._more_extreme(extreme, points[i][2], track.band)
+        return points[out[0]][0], extreme, points[out[0] - 1][0] if out[0] > 0 else points[0][0]
+
     def pending_onset(self) -> int | None:
         """First step of an out-of-band stretch (warning or worse) in the current window."""
         span = self.track.counts.span

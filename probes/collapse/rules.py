@@ -40,6 +40,12 @@ class Thresholds:
     # events
     sustain_points: int = 5       # out-of-band points before an event ...
     sustain_gaps: int = 1         # ... among which this many in-band ones may fall (if >= 4)
+    # corroboration: a critic excursion (divergence, gp_blowup) is a warning before it is
+    # sustained when, within the latest corroborate_window logged points (0: off), it has
+    # corroborate_points points at warning level and out of its band, and a sample reading
+    # (mode_collapse) one at warning level
+    corroborate_window: int = 5
+    corroborate_points: int = 3
     # first signs: tags out of band at an event's onset, since a step at or before it
     sign_points: int = 3          # out-of-band points before an excursion counts as a sign
     # nan: any non-finite value in these tag groups (plus weights/nonfinite > 0), at once
@@ -73,7 +79,7 @@ class Thresholds:
     spectral_collapse: float = 100.0
 
     def __post_init__(self):
-        minimum = {"warmup_points": 0, "baseline_lag": 0, "sustain_gaps": 0,
+        minimum = {"warmup_points": 0, "baseline_lag": 0, "sustain_gaps": 0, "corroborate_window": 0, "corroborate_points": 1,
                    "baseline_points": 1, "sustain_points": 1, "rebase_points": 1,
                    "sign_points": 1}
         for name, low in minimum.items():

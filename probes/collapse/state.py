@@ -13,7 +13,12 @@ from stabgan.text import number
 
 KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
          "spectral_explosion")
-LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer; graded by the samples
+LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer
+# A collapse of the run only when the samples show it too: a degenerate layer, or a critic whose
+# penalty does not hold, while coverage and diversity stay in band is a warning about that part.
+SAMPLE_GRADED_KINDS = LAYER_KINDS + ("gp_blowup",)
+# Critic readings whose excursion is a warning before it is sustained when the samples feel it.
+CRITIC_KINDS = ("divergence", "gp_blowup")
 VERDICTS = ("healthy", "unstable", "collapsed")
 WARNING, COLLAPSE = "warning", "collapse"
 
@@ -48,7 +53,7 @@ class DetectorState:
         self._rules = make_rules(self.thresholds)
         self._tracks: dict[str, Track] = {}
         self._watches: dict[str, list[Watch]] = {}
-        self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "layer")
+        self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "graded")
         self.events: list[dict] = []
         self.latest: dict[str, float] = {}   # CONTEXT_TAGS' latest values (those logged)
         self.last_step: int | None = None
@@ -101,15 +106,16 @@ class DetectorState:
             severity = COLLAPSE if level == 2 else WARNING
             kind = watch.rule.kind
             key = (kind, severity)
-            if severity == COLLAPSE and kind in LAYER_KINDS and self._samples_unhurt():
-                key = (kind, "layer")
+            if severity == COLLAPSE and kind in SAMPLE_GRADED_KINDS and self._samples_unhurt():
+                key = (kind, "graded")
             if key in self._emitted or (severity == WARNING and (
-                    (kind, COLLAPSE) in self._emitted or (kind, "layer") in self._emitted)):
+                    (kind, COLLAPSE) in self._emitted or (kind, "graded") in self._emitted)):
                 continue
-            graded = key[1] == "layer"
+            graded = key[1] == "graded"
             new.append(self._event(watch, WARNING if graded else severity, onset, step,
-                                   extreme, previous, graded))
+                                   extreme, previous, graded=graded))
             self._emitted.add(key)
+        new += self._corroborated(step)
         if new:
             self.events.extend(new)
             self.events.sort(key=lambda e: (e["step"], e["severity"] != COLLAPSE))
@@ -124,16 +130,56 @@ class DetectorState:
     def _samples_unhurt(self) -> bool:
         """The sample readings (coverage, diversity) are logged and all in band now, and none
         has raised a mode-collapse warning."""
-        watches = [w for ws in self._watches.values() for w in ws
-                   if w.rule.kind == "mode_collapse"]
+        watches = self._kind_watches("mode_collapse")
         if not watches or ("mode_collapse", WARNING) in self._emitted:
             return False
         return all(w.pending_onset() is None for w in watches)
 
+    def _corroborated(self, step: int) -> list[dict]:
+        """The warning of a critic excursion confirmed early because the samples felt it: a
+        critic reading (divergence, gp_blowup) at warning level or worse, and out of its own
+        band, at `corroborate_points` of the latest `corroborate_window` logged points, and a
+        sample reading (mode_collapse) at warning level at one. A spike
+        of the critic that the samples felt and recovered from (shorter than sustain_points)
+        is what a user wants to hear about; one they did not feel stays unreported. It is the
+        kind's warning: a sustained warning of the kind adds nothing, a collapse still does."""
+        t = self.thresholds
+        window = t.corroborate_window * (self.log_interval or 0)
+        if not window:
+            return []
+        since = step - window
+        samples = [(found, w) for w in self._kind_watches("mode_collapse")
+                   for found in [w.excursion(since)] if found is not None]
+        if not samples:
+            return []
+        critic = [(found, w) for kind in CRITIC_KINDS for w in self._kind_watches(kind)
+                  if not {(kind, WARNING), (kind, COLLAPSE), (kind, "graded")} & self._emitted
+                  for found in [w.excursion(since, t.corroborate_points, t)] if found is not None]
+        if not critic:
+            return []
+        earliest = lambda pair: (pair[0][0], pair[1].tag)  # noqa: E731
+        (onset, extreme, previous), watch = min(critic, key=earliest)
+        felt = min(samples, key=earliest)
+        self._emitted.add((watch.rule.kind, WARNING))
+        return [self._event(watch, WARNING, onset, step, extreme, previous, felt=felt)]
+
+    def _kind_watches(self, kind: str) -> list[Watch]:
+        return [w for ws in self._watches.values() for w in ws if w.rule.kind == kind]
+
     def first_signs(self, onset: int) -> list[dict]:
-        """Every tag out of its band at `onset` since a step at or before it, earliest first."""
-        signs = [s for track in self._tracks.values() if track.band is not None
-                 for s in [track.sign(onset)] if s is not None]
+        """Every tag out of its band at `onset` since a step at or before it, earliest first.
+        A tag judged against its best so far (coverage, pairwise diversity) shows that best:
+        its band may have followed a slow decline down to the excursion's own level."""
+        signs = []
+        for tag, track in self._tracks.items():
+            sign = track.sign(onset) if track.band is not None else None
+            if sign is None:
+                continue
+            best = next((w.best for w in self._watches.get(tag, ())
+                         if w.rule.reference != "band"), None)
+            if best is not None:
+                sign["baseline"] = best
+            signs.append(sign)
         return sorted(signs, key=lambda s: (s["step"], -s["z"], s["tag"]))
 
     def watching(self) -> dict | None:
@@ -152,7 +198,10 @@ class DetectorState:
                            + _first_sign_clause(signs, None, step)}
 
     def _event(self, watch: Watch, severity: str, onset: int, detected: int,
-               extreme: float, previous: int, graded: bool) -> dict:
+               extreme: float, previous: int, graded: bool = False,
+               felt: tuple[tuple[int, float, int], Watch] | None = None) -> dict:
+        """The event of a watch's excursion; graded: a collapse the samples did not show,
+        reported as a warning; felt: (the samples' excursion, its watch) that confirmed it."""
         band = watch.track.band
         reference = band.center if watch.rule.reference == "band" else watch.best
         context = {tag: self.latest[tag] for tag in CONTEXT_TAGS
@@ -181,9 +230,17 @@ class DetectorState:
                    f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
                    f"steps{extra})")
         if graded:
-            evidence["graded"] = "layer only: the sample readings are in band"
-            message += "; samples unaffected (coverage and diversity in band), so a warning " \
-                       "about the layer, not a collapse of the run"
+            part = f"the layer {layer}" if layer else "the critic's gradient penalty"
+            evidence["graded"] = f"{part} only: the sample readings are in band"
+            message += (f"; samples unaffected (coverage and diversity in band), so a warning "
+                        f"about {part}, not a collapse of the run")
+        if felt is not None:
+            (sample_onset, sample_value, _), sample_watch = felt
+            evidence["corroborated_by"] = {"tag": sample_watch.tag, "step": sample_onset,
+                                           "value": sample_value, "baseline": sample_watch.best}
+            message += (f"; confirmed before it was sustained: the samples felt it "
+                        f"({sample_watch.tag} {number(sample_watch.best)} → "
+                        f"{number(sample_value)} at step {sample_onset:,})")
         signs = self.first_signs(onset)
         message += _first_sign_clause(signs, watch.tag, onset)
         return {"kind": watch.rule.kind, "step": onset, "severity": severity,
