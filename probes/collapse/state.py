@@ -53,6 +53,7 @@ class DetectorState:
         self._rules = make_rules(self.thresholds)
         self._tracks: dict[str, Track] = {}
         self._watches: dict[str, list[Watch]] = {}
+        self._by_kind: dict[str, list[Watch]] = {}   # the same watches, by their rule's kind
         self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "graded")
         self.events: list[dict] = []
         self.latest: dict[str, float] = {}   # CONTEXT_TAGS' latest values (those logged)
@@ -90,6 +91,8 @@ class DetectorState:
             if track.band is None:
                 if track.collect(step, x, t, self.log_interval):
                     self._watches[tag] = [Watch(r, track) for r in track.rules]
+                    for watch in self._watches[tag]:
+                        self._by_kind.setdefault(watch.rule.kind, []).append(watch)
                 continue
             blocked = False
             for watch in self._watches[tag]:
@@ -164,7 +167,7 @@ class DetectorState:
         return [self._event(watch, WARNING, onset, step, extreme, previous, felt=felt)]
 
     def _kind_watches(self, kind: str) -> list[Watch]:
-        return [w for ws in self._watches.values() for w in ws if w.rule.kind == kind]
+        return self._by_kind.get(kind, [])
 
     def first_signs(self, onset: int) -> list[dict]:
         """Every tag out of its band at `onset` since a step at or before it, earliest first.
