@@ -236,6 +236,11 @@ class Watch:
     def tag(self) -> str:
         return self.track.tag
 
+    @property
+    def reference(self) -> float:
+        """What the rule judges against: the band's level, or the best so far."""
+        return self.track.band.center if self.rule.reference == "band" else self.best
+
     def judge(self, step: int, x: float,
               t: Thresholds) -> tuple[int, int, list[tuple[int, int, float, int]]]:
         """(grade by the threshold alone, level, [(level, onset, extreme, previous step)]

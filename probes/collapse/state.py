@@ -142,10 +142,10 @@ class DetectorState:
         """The warning of a critic excursion confirmed early because the samples felt it: a
         critic reading (divergence, gp_blowup) at warning level or worse, and out of its own
         band, at `corroborate_points` of the latest `corroborate_window` logged points, and a
-        sample reading (mode_collapse) at warning level at one. A spike
-        of the critic that the samples felt and recovered from (shorter than sustain_points)
-        is what a user wants to hear about; one they did not feel stays unreported. It is the
-        kind's warning: a sustained warning of the kind adds nothing, a collapse still does."""
+        sample reading (mode_collapse) at warning level at one. A critic spike the samples
+        felt and recovered from (shorter than sustain_points) is what a user wants to hear
+        about; one they did not feel stays unreported. It is the kind's warning: a sustained
+        warning of the kind adds nothing, a collapse still does."""
         t = self.thresholds
         window = t.corroborate_window * (self.log_interval or 0)
         if not window:
@@ -178,7 +178,7 @@ class DetectorState:
             sign = track.sign(onset) if track.band is not None else None
             if sign is None:
                 continue
-            best = next((w.best for w in self._watches.get(tag, ())
+            best = next((w.reference for w in self._watches.get(tag, ())
                          if w.rule.reference != "band"), None)
             if best is not None:
                 sign["baseline"] = best
@@ -206,7 +206,7 @@ class DetectorState:
         """The event of a watch's excursion; graded: a collapse the samples did not show,
         reported as a warning; felt: (the samples' excursion, its watch) that confirmed it."""
         band = watch.track.band
-        reference = band.center if watch.rule.reference == "band" else watch.best
+        reference = watch.reference
         context = {tag: self.latest[tag] for tag in CONTEXT_TAGS
                    if tag != watch.tag and tag in self.latest}
         layer = layer_of(watch.tag)
@@ -240,9 +240,10 @@ class DetectorState:
         if felt is not None:
             (sample_onset, sample_value, _), sample_watch = felt
             evidence["corroborated_by"] = {"tag": sample_watch.tag, "step": sample_onset,
-                                           "value": sample_value, "baseline": sample_watch.best}
+                                           "value": sample_value,
+                                           "baseline": sample_watch.reference}
             message += (f"; confirmed before it was sustained: the samples felt it "
-                        f"({sample_watch.tag} {number(sample_watch.best)} → "
+                        f"({sample_watch.tag} {number(sample_watch.reference)} → "
                         f"{number(sample_value)} at step {sample_onset:,})")
         signs = self.first_signs(onset)
         message += _first_sign_clause(signs, watch.tag, onset)
