@@ -36,7 +36,6 @@ TWIN_READINGS = 3           # ground truth: FID readings in a row this far above
 ONSET_TOLERANCE = 0.05      # a catch is within this fraction of the run length of the truth
 TUNE_SEEDS = (0, 1)         # thresholds were tuned on these runs ...
 HELD_OUT_SEEDS = (2,)       # ... and are reported unchanged on these
-WIDTH = 16                  # half the quick preset's: 3 seeds of every recipe fit the 2 h budget
 NONFINITE_GROUPS = ("loss/", "weights/")  # a non-finite reading there ends a run: a failure
 
 
@@ -105,9 +104,9 @@ SEEDS = TUNE_SEEDS + HELD_OUT_SEEDS
 
 
 def zoo_base(steps: int) -> dict:
-    """Settings of every zoo run: `WIDTH`, every probe (first signs read every layer), FID on
-    1,000 samples every 2 % of the run (the ground truth), logs every 10 steps."""
-    return {"steps": steps, "width": WIDTH, "probes": "all", "fid_every": max(1, steps // 50),
+    """Settings of every zoo run: every probe (first signs read every layer), FID on 1,000
+    samples every 2 % of the run (the ground truth), logs every 10 steps."""
+    return {"steps": steps, "probes": "all", "fid_every": max(1, steps // 50),
             "fid_samples": 1000, "log_every": 10, "sample_every": max(10, steps // 8),
             "ckpt_every": max(10, steps // 8)}
 
