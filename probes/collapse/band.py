@@ -58,6 +58,7 @@ class _Counts:
     lag: int
     sustain: int
     span: int       # the window an event's sustain points must fall in
+    recent: int     # the latest points a watch keeps (span, and the corroboration window)
     rebase: int
     sign: int
 
@@ -71,10 +72,12 @@ def _counts(first_gap: int | None, t: Thresholds, log_interval: int | None) -> _
         k = max(1, round(first_gap / log_interval))
     window = max(math.ceil(t.baseline_points / k), min(3, t.baseline_points))
     sustain = max(math.ceil(t.sustain_points / k), min(2, t.sustain_points))
+    span = sustain + (t.sustain_gaps if sustain >= 4 else 0)
     return _Counts(warmup=math.ceil(t.warmup_points / k), window=window,
                    lag=math.ceil(t.baseline_lag / k),
                    rebase=max(math.ceil(t.rebase_points / k), window),
-                   sustain=sustain, span=sustain + (t.sustain_gaps if sustain >= 4 else 0),
+                   sustain=sustain, span=span,
+                   recent=max(span, math.ceil(t.corroborate_window / k)) + 1,
                    sign=max(math.ceil(t.sign_points / k), min(2, t.sign_points)))
 
 
@@ -229,7 +232,7 @@ class Watch:
         self.best = _median(track.initial)
         last_step = track.window[-1][0]
         self.latest: deque[tuple[int, int, float]] = deque([(last_step, 0, track.initial[-1])],
-                                                           maxlen=track.counts.span + 1)
+                                                           maxlen=track.counts.recent)
         self.active = [False, False]    # per level (warning, collapse): confirmed, still out
 
     @property
