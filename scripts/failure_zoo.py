@@ -73,8 +73,11 @@ def event_cell(event: dict | None) -> str:
     if event is None:
         return "—"
     evidence = event.get("evidence", {})
-    how = " (graded)" if "graded" in evidence else " (corroborated)" \
-        if "corroborated_by" in evidence else ""
+    how = ""
+    if "graded" in evidence:
+        how = " (graded)"
+    elif "corroborated_by" in evidence:
+        how = " (corroborated)"
     return f"{event['kind']} {event['severity']}{how} @ {event['step']:,}"
 
 

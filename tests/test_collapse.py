@@ -13,12 +13,12 @@ import torch
 from click.testing import CliRunner
 
 from probes.base import Probe
-from stabgan.text import number
 from probes.inject import InjectNaN
-from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState, series_by_step,
-                             OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
+from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState,
+                             series_by_step, OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
                              make_diagnosis, sign_text, verdict)
 from stabgan.cli import cli
+from stabgan.text import number
 from stabgan.runlog import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
                             read_json, read_metrics, write_json)
 

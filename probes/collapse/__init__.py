@@ -54,8 +54,9 @@ from typing import Mapping
 
 from probes.collapse.rules import Thresholds, layer_of
 from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS,
-                                   SAMPLE_GRADED_KINDS, VERDICTS, WARNING, DetectorState, detect, make_diagnosis,
-                                   series_by_step, sign_size, sign_text, verdict)
+                                   SAMPLE_GRADED_KINDS, VERDICTS, WARNING, DetectorState,
+                                   detect, make_diagnosis, series_by_step, sign_size, sign_text,
+                                   verdict)
 from stabgan.rundir import RunDir, as_lists
 from stabgan.runlog import DIAGNOSIS, SUMMARY, read_json, write_json
 
@@ -207,7 +208,8 @@ class OnlineDetector:
         return diagnosis
 
 
-__all__ = ["KINDS", "LAYER_KINDS", "SAMPLE_GRADED_KINDS", "VERDICTS", "WARNING", "COLLAPSE", "NONFINITE_WEIGHTS",
+__all__ = ["KINDS", "LAYER_KINDS", "SAMPLE_GRADED_KINDS", "VERDICTS", "WARNING", "COLLAPSE",
+           "NONFINITE_WEIGHTS",
            "Thresholds", "DetectorState", "OnlineDetector", "series_by_step", "detect",
            "diagnose_run", "format_diagnosis", "make_diagnosis", "update_summary", "verdict",
            "layer_of", "sign_size", "sign_text"]
