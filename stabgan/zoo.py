@@ -34,8 +34,8 @@ FID_RISE = 3.0              # ground truth: FID this many times its best so far
 FID_TAG = "fid/domain"
 TWIN_READINGS = 3           # ground truth: FID readings in a row this far above the twin's
 ONSET_TOLERANCE = 0.05      # a catch is within this fraction of the run length of the truth
-TUNE_SEEDS = (0, 1)         # thresholds were tuned on these runs ...
-HELD_OUT_SEEDS = (2,)       # ... and are reported unchanged on these
+TUNE_SEEDS = (0, 1, 2)      # thresholds were tuned on these runs ...
+HELD_OUT_SEEDS = (3,)       # ... and are reported unchanged on these
 NONFINITE_GROUPS = ("loss/", "weights/")  # a non-finite reading there ends a run: a failure
 
 
@@ -179,8 +179,9 @@ class RunScore:
     truth_onset: int | None           # the onset of the run's failure; None: it did not fail
     truth_from: str | None            # its rule: fault | FID | non-finite | FID vs twin
     events: list[dict]
-    caught: dict | None = None        # the first event within tolerance of the truth
-    early: list[dict] = field(default_factory=list)  # events before truth − tolerance
+    caught: dict | None = None        # the first event within tolerance of the truth (a
+    #                                   setting: from step 0 to the truth + tolerance)
+    early: list[dict] = field(default_factory=list)  # events before that window
     layer_event: dict | None = None   # layer faults: the event naming the broken layer
     wall_s: float | None = None
 
@@ -216,11 +217,13 @@ class RunScore:
         return signs[0] if signs else None
 
 
-def _near(events: list[dict], step: int, tolerance: int) -> tuple[dict | None, list[dict]]:
-    """(the first event from step − tolerance on, if it is by step + tolerance; the events
-    before step − tolerance)."""
-    early = [e for e in events if e["step"] < step - tolerance]
-    later = [e for e in events if e["step"] >= step - tolerance]
+def _near(events: list[dict], step: int, tolerance: int,
+          since: int | None = None) -> tuple[dict | None, list[dict]]:
+    """(the first event from `since` on (default step − tolerance), if it is by step +
+    tolerance; the events before `since`)."""
+    since = step - tolerance if since is None else since
+    early = [e for e in events if e["step"] < since]
+    later = [e for e in events if e["step"] >= since]
     first = min(later, key=lambda e: (e["step"], e["severity"] != "collapse"), default=None)
     return (first if first is not None and first["step"] <= step + tolerance else None), early
 
@@ -248,7 +251,10 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
                      diagnosis.get("verdict"), injected, by_fid, truth, truth_from,
                      diagnosis.get("events") or [], wall_s=summary.get("wall_s"))
     if truth is not None:
-        score.caught, score.early = _near(score.events, truth, score.tolerance)
+        # a setting acts from step 0: an event before its FID shows the failure is a catch
+        # ahead of the FID, not a false alarm (there was no healthy stretch before it)
+        since = 0 if recipe.twin is not None else None
+        score.caught, score.early = _near(score.events, truth, score.tolerance, since)
     if recipe.layer and injected is not None:
         named = [e for e in score.events if e["kind"] in LAYER_KINDS]
         score.layer_event = _near(named, injected, score.tolerance)[0]

@@ -104,7 +104,7 @@ def test_noisy_healthy_series_raise_no_event(seed):
 def test_a_short_run_and_missing_tags_say_nothing():
     assert detect({}) == []
     assert detect({"time/step_s": ([10, 20], [0.1, 0.2])}) == []
-    short = truncate(healthy_series(0), (T.warmup_points + T.baseline_points) * LOG_EVERY)
+    short = truncate(healthy_series(0), (T.warmup_points + T.baseline_min_points) * LOG_EVERY)
     assert detect(modify(short, "wgan/distance", 100, lambda v, d: v * 1000)) == []
     # only the core readings: the probe-based detectors stay silent
     core = {t: s for t, s in healthy_series(1).items() if t.split("/")[0] in ("loss", "wgan")}
@@ -391,6 +391,20 @@ def test_a_penalty_that_does_not_hold_is_a_warning_while_the_samples_are_fine():
     # the samples losing their classes as well: a collapse
     hurt = modify(dict(series), "coverage/modes", ONSET - 100, lambda v, d: 2)
     assert ("gp_blowup", "collapse") in {(e["kind"], e["severity"]) for e in detect(hurt)}
+
+
+def test_a_penalty_off_from_the_first_step_is_flagged_before_the_band_window_fills():
+    # critic batch norm, a too-weak λ: ‖∇D(x̂)‖ ~6 from the first step; the first band is made
+    # of baseline_min_points points, and the absolute rule (far from 1) judges the next one
+    series = modify(healthy_series(5), "gp/norm_mean", 0, lambda v, d: v * 5)
+    [event] = detect(series)
+    first_judged = (T.warmup_points + T.baseline_min_points + 1) * LOG_EVERY
+    assert (event["kind"], event["step"]) == ("gp_blowup", first_judged)
+    assert first_judged < (T.warmup_points + T.baseline_points) * LOG_EVERY
+    # the window went on filling up: a later event's band is baseline_points points wide
+    late = detect(modify(healthy_series(5), "wgan/distance", 1000, lambda v, d: v * 30))
+    first, last = late[0]["evidence"]["baseline_steps"]
+    assert last - first == (T.baseline_points - 1) * LOG_EVERY
 
 
 def _spike(series: dict, at: int, points: int, samples: bool) -> dict:

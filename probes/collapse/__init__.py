@@ -10,8 +10,9 @@ An event is `{"kind", "step", "severity": "warning"|"collapse", "evidence", "fir
 divergence, gp_blowup, mode_collapse, kernel_collapse, spectral_explosion.
 
 The band. Every logged tag (but `time/` and `weights/`) has a band that follows the run: the
-median and MAD of its latest `baseline_points` in-band points, each joining `baseline_lag`
-points after it was read (ln x for positive magnitudes). A point is out of band when it is
+median and MAD of its latest `baseline_points` in-band points (from `baseline_min_points` on:
+the window fills as the run goes), each joining `baseline_lag` points after it was read (ln x
+for positive magnitudes). A point is out of band when it is
 `robust_z` robust standard deviations from the median *and* `band_factor` times away from it
 (a tag of any sign: that many times its typical magnitude), or when a rule finds it out of
 band; such points never join. An excursion is therefore judged against the run as it was just

@@ -54,6 +54,7 @@ def _space(x: float, log: bool) -> float:
 class _Counts:
     """A tag's counts in its own points (a sparse tag counts proportionally fewer)."""
     warmup: int
+    first: int      # points the first band is made of (the window then fills up)
     window: int
     lag: int
     sustain: int
@@ -71,9 +72,10 @@ def _counts(first_gap: int | None, t: Thresholds, log_interval: int | None) -> _
     if first_gap and log_interval:
         k = max(1, round(first_gap / log_interval))
     window = max(math.ceil(t.baseline_points / k), min(3, t.baseline_points))
+    first = min(window, max(math.ceil(t.baseline_min_points / k), min(3, t.baseline_min_points)))
     sustain = max(math.ceil(t.sustain_points / k), min(2, t.sustain_points))
     span = sustain + (t.sustain_gaps if sustain >= 4 else 0)
-    return _Counts(warmup=math.ceil(t.warmup_points / k), window=window,
+    return _Counts(warmup=math.ceil(t.warmup_points / k), first=first, window=window,
                    lag=math.ceil(t.baseline_lag / k),
                    rebase=max(math.ceil(t.rebase_points / k), window),
                    sustain=sustain, span=span,
@@ -120,7 +122,7 @@ class Track:
         self.early.append((step, x))
         gap = self.early[1][0] - self.early[0][0] if len(self.early) >= 2 else None
         self.counts = c = _counts(gap, t, log_interval)
-        if len(self.early) < c.warmup + c.window:
+        if len(self.early) < c.warmup + c.first:
             return False
         points = self.early[c.warmup:]
         values = [v for _, v in points]

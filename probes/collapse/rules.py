@@ -26,7 +26,8 @@ class Thresholds:
     pairs grade the same excursion (a warning comes first). Counts are in logged points."""
     # the band every tag is judged against
     warmup_points: int = 1        # skipped: the first reading is taken before training settles
-    baseline_points: int = 20     # points whose median/MAD are the band
+    baseline_points: int = 20     # points whose median/MAD are the band ...
+    baseline_min_points: int = 10  # ... from this many on (the window fills as the run goes)
     baseline_lag: int = 10        # a point joins the band this many points after it is read
     rebase_points: int = 30       # an excursion this long that no rule minds: the new level
     robust_z: float = 4.0         # out of band: this many robust std (1.4826·MAD) from the median
@@ -80,7 +81,7 @@ class Thresholds:
 
     def __post_init__(self):
         minimum = {"warmup_points": 0, "baseline_lag": 0, "sustain_gaps": 0,
-                   "baseline_points": 1, "sustain_points": 1, "rebase_points": 1,
+                   "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1, "rebase_points": 1,
                    "sign_points": 1, "corroborate_window": 0, "corroborate_points": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
