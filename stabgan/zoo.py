@@ -28,6 +28,7 @@ from pathlib import Path
 from stabgan.rundir import RunDir, as_lists
 from stabgan.runlog import SUMMARY
 from probes.collapse import LAYER_KINDS, OnlineDetector, series_by_step
+from probes.readings import TIME_STEP_S
 from stabgan.sweep import SweepSpec, point_name
 
 FID_RISE = 3.0              # ground truth: FID this many times its best so far
@@ -184,6 +185,7 @@ class RunScore:
     early: list[dict] = field(default_factory=list)  # events before that window
     layer_event: dict | None = None   # layer faults: the event naming the broken layer
     wall_s: float | None = None
+    step_s: float | None = None       # the run's median wall seconds per step (machine speed)
 
     @property
     def failed(self) -> bool:
@@ -234,7 +236,7 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
     run = RunDir(run_dir)
     summary, diagnosis = run.summary, run.diagnosis
     steps = run.config.get("steps")
-    series = as_lists(run.series([FID_TAG, *NONFINITE_GROUPS]))
+    series = as_lists(run.series([FID_TAG, TIME_STEP_S, *NONFINITE_GROUPS]))
     fid = series.get(FID_TAG, ([], []))
     onsets = {"FID": fid_onset(*fid), "non-finite": nonfinite_step(series)}
     if twin_dir is not None:
@@ -249,7 +251,8 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
         truth, truth_from = injected, "fault"  # the cause; the FID (read every 2 %) sees it later
     score = RunScore(recipe, seed, run.path.name, summary.get("status"), steps,
                      diagnosis.get("verdict"), injected, by_fid, truth, truth_from,
-                     diagnosis.get("events") or [], wall_s=summary.get("wall_s"))
+                     diagnosis.get("events") or [], wall_s=summary.get("wall_s"),
+                     step_s=_median(series.get(TIME_STEP_S, ([], []))[1]))
     if truth is not None:
         # a setting acts from step 0: an event before its FID shows the failure is a catch
         # ahead of the FID, not a false alarm (there was no healthy stretch before it)

@@ -243,15 +243,17 @@ class Watch:
 
     @property
     def reference(self) -> float:
-        """What the rule judges against: the band's level, or the best so far."""
-        return self.track.band.center if self.rule.reference == "band" else self.best
+        """What the rule judges against: the band's level, its target, or the best so far."""
+        if self.rule.reference == "band":
+            return self.track.band.center
+        return self.rule.target if self.rule.reference == "target" else self.best
 
     def judge(self, step: int, x: float,
               t: Thresholds) -> tuple[int, int, list[tuple[int, int, float, int]]]:
         """(grade by the threshold alone, level, [(level, onset, extreme, previous step)]
         confirmed by this point), judged against the track's band before it moves."""
         band, counts = self.track.band, self.track.counts
-        best = self.best if self.rule.reference != "band" else None
+        best = self.best if self.rule.reference.startswith("best") else None
         grade, beyond_noise = self.rule.grade(x, band, best, t)
         level = grade if beyond_noise else 0
         if level == 0 and best is not None:

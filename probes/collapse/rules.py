@@ -1,6 +1,6 @@
 """The detector's rules and settings: `Thresholds` (every number the detector uses, written into
-diagnosis.json), and the rules that grade one point of a detector's tag against its band or
-its best so far (docs/design.md lists the kinds)."""
+diagnosis.json), and the rules that grade one point of a detector's tag against its band, its
+best so far or a target (docs/design.md lists the kinds)."""
 from __future__ import annotations
 
 import dataclasses
@@ -126,7 +126,9 @@ class Rule:
     matches: Callable[[str], bool]
     grade: Callable[[float, "Band", float | None, Thresholds], tuple[int, bool]]
     log: bool = False            # positive, multiplicative-noise quantity: judge ln(x)
-    reference: str = "band"      # band | best_max | best_min (best smoothed value so far)
+    reference: str = "band"      # band | best_max | best_min (best smoothed value so far) |
+    #                              target (a value with a meaning of its own: `target`)
+    target: float | None = None  # the value a "target" rule measures distance from
     extreme: str = "abs"         # which value to report: abs (farthest), max, min
     absolute: bool = False       # the threshold means the same in any run: points past it
     #                              never join the band, even within its noise
@@ -208,7 +210,7 @@ def make_rules(t: Thresholds) -> list[Rule]:
         Rule("divergence", "critic divergence", lambda tag: tag in t.divergence_tags,
               _divergence),
         Rule("gp_blowup", "gradient-penalty blow-up", lambda tag: tag in t.gp_tags, _gp,
-              log=True, absolute=True),
+              log=True, reference="target", target=1.0, absolute=True),
         Rule("mode_collapse", mode, lambda tag: tag == COVERAGE_MODES,
               _drop("mode_drop_warn", "mode_drop_collapse", use_best=True),
               reference="best_max", extreme="min"),

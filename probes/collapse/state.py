@@ -172,16 +172,20 @@ class DetectorState:
     def first_signs(self, onset: int) -> list[dict]:
         """Every tag out of its band at `onset` since a step at or before it, earliest first.
         A tag judged against its best so far (coverage, pairwise diversity) shows that best:
-        its band may have followed a slow decline down to the excursion's own level."""
+        its band may have followed a slow decline down to the excursion's own level; one
+        judged against a target (‖∇D(x̂)‖: 1) is sized against the target, which its band
+        may have been far from all along."""
         signs = []
         for tag, track in self._tracks.items():
             sign = track.sign(onset) if track.band is not None else None
             if sign is None:
                 continue
-            best = next((w.reference for w in self._watches.get(tag, ())
-                         if w.rule.reference != "band"), None)
-            if best is not None:
-                sign["baseline"] = best
+            reference = next((w.reference for w in self._watches.get(tag, ())
+                              if w.rule.reference != "band"), None)
+            if reference is not None:
+                sign["baseline"] = reference
+                if sign["factor"] is not None and reference > 0:
+                    sign["factor"] = sign["value"] / reference
             signs.append(sign)
         return sorted(signs, key=lambda s: (s["step"], -s["z"], s["tag"]))
 
