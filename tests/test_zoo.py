@@ -60,7 +60,9 @@ def test_a_run_that_never_learns_fails_against_its_healthy_twin(tmp_path):
          [300.0] + [50.0] * 4 + [80.0] * 45)  # ≥ 3 × 20 from step 240 on: onset 240
     score = next(s for s in zoo.score_zoo(tmp_path, 2000) if s.recipe.name == over.name)
     assert (score.truth_onset, score.truth_from, score.fid_onset) == (240, "FID vs twin", 240)
-    assert score.caught is None and [e["step"] for e in score.early] == [120]
+    # a setting acts from step 0: the warning before the FID saw the failure is a catch ahead
+    # of it (a fault recipe's early warning is not: see below)
+    assert (score.caught["step"], score.latency, score.early) == (120, -120, [])
 
 
 def _run(out: Path, recipe: zoo.Recipe, seed: int, events: list[dict], fid: list[float],
@@ -104,8 +106,9 @@ def test_runs_are_scored_against_their_ground_truth(tmp_path):
     # the FID rule: 20 → 70 at step 1,240 (index 30); a collapse 150 steps later is missed
     weak = by_name["gp-weak-1"]
     fid = [300.0] + [20.0] * 29 + [70.0] * 20
-    _run(tmp_path, weak, 2, [_event("divergence", "collapse", 1390)], fid)
-    score = zoo.score_run(tmp_path / zoo.run_name(weak, 2000, 2), weak, 2)
+    held_out = zoo.HELD_OUT_SEEDS[0]
+    _run(tmp_path, weak, held_out, [_event("divergence", "collapse", 1390)], fid)
+    score = zoo.score_run(tmp_path / zoo.run_name(weak, 2000, held_out), weak, held_out)
     assert (score.truth_onset, score.caught, score.held_out) == (1240, None, True)
     # a broken layer with the FID fine: no failure of the run, the layer warning is found
     layer = by_name["softmax-saturated"]
