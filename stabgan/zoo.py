@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import SUMMARY
+from stabgan.runlog import SUMMARY, read_json
 from probes.collapse import LAYER_KINDS, OnlineDetector, series_by_step
 from probes.readings import TIME_STEP_S
 from stabgan.sweep import SweepSpec, point_name
@@ -264,12 +264,18 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
     return score
 
 
+def finished(run_dir: Path) -> bool:
+    """The run ended (completed, or failed with its traceback kept): not interrupted part-way,
+    which a rerun of the zoo resumes, nor not started yet."""
+    summary = read_json(Path(run_dir) / SUMMARY)
+    return summary is not None and summary.get("status") not in (None, "interrupted")
+
+
 def found_runs(out: Path, steps: int) -> list[tuple[Recipe, int, Path]]:
-    """(recipe, seed, run directory) of every zoo run under `out` with a summary.json (runs
-    not started yet are left out)."""
+    """(recipe, seed, run directory) of every finished zoo run under `out`."""
     return [(recipe, seed, Path(out) / run_name(recipe, steps, seed))
             for recipe in recipes() for seed in SEEDS
-            if (Path(out) / run_name(recipe, steps, seed) / SUMMARY).is_file()]
+            if finished(Path(out) / run_name(recipe, steps, seed))]
 
 
 def score_zoo(out: Path, steps: int) -> list[RunScore]:
@@ -281,7 +287,7 @@ def score_zoo(out: Path, steps: int) -> list[RunScore]:
         twin_dir = None
         if recipe.twin is not None:
             twin_dir = Path(out) / run_name(by_name[recipe.twin], steps, seed)
-            twin_dir = twin_dir if (twin_dir / SUMMARY).is_file() else None
+            twin_dir = twin_dir if finished(twin_dir) else None
         scores.append(score_run(run_dir, recipe, seed, twin_dir))
     return scores
 

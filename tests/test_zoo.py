@@ -66,7 +66,7 @@ def test_a_run_that_never_learns_fails_against_its_healthy_twin(tmp_path):
 
 
 def _run(out: Path, recipe: zoo.Recipe, seed: int, events: list[dict], fid: list[float],
-         steps: int = 2000) -> Path:
+         steps: int = 2000, status: str = "completed") -> Path:
     run_dir = out / zoo.run_name(recipe, steps, seed)
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"config": {"steps": steps}}))
@@ -76,7 +76,7 @@ def _run(out: Path, recipe: zoo.Recipe, seed: int, events: list[dict], fid: list
     verdict = ("collapsed" if any(e["severity"] == "collapse" for e in events)
                else "unstable" if events else "healthy")
     (run_dir / "diagnosis.json").write_text(json.dumps({"verdict": verdict, "events": events}))
-    (run_dir / "summary.json").write_text(json.dumps({"status": "completed", "wall_s": 400.0}))
+    (run_dir / "summary.json").write_text(json.dumps({"status": status, "wall_s": 400.0}))
     return run_dir
 
 
@@ -121,6 +121,8 @@ def test_runs_are_scored_against_their_ground_truth(tmp_path):
     # a setting the FID shrugs off, called collapsed: the alarm the truth denies is counted
     shrugged = by_name["gp-weak-0.1"]
     _run(tmp_path, shrugged, 0, [_event("gp_blowup", "collapse", 220)], flat)
+    # a run interrupted part-way (the zoo resumes it) is not scored yet
+    _run(tmp_path, by_name["healthy-igan"], 0, [], flat[:20], status="interrupted")
     summary = zoo.summarize(zoo.score_zoo(tmp_path, 2000))
     assert (summary["healthy"], summary["healthy_collapsed"], summary["failures"],
             summary["caught"], summary["signs"]) == (1, [], 2, 1, 1)
