@@ -81,8 +81,9 @@ class Thresholds:
 
     def __post_init__(self):
         minimum = {"warmup_points": 0, "baseline_lag": 0, "sustain_gaps": 0,
-                   "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1, "rebase_points": 1,
-                   "sign_points": 1, "corroborate_window": 0, "corroborate_points": 1}
+                   "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1,
+                   "rebase_points": 1, "sign_points": 1, "corroborate_window": 0,
+                   "corroborate_points": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
