@@ -29,7 +29,7 @@ from stabgan.rundir import RunDir, as_lists
 from stabgan.runlog import SUMMARY, read_json
 from probes.collapse import LAYER_KINDS, OnlineDetector, series_by_step
 from probes.readings import TIME_STEP_S
-from stabgan.sweep import SweepSpec, point_name
+from stabgan.sweep import FINISHED, SweepSpec, point_name
 
 FID_RISE = 3.0              # ground truth: FID this many times its best so far
 FID_TAG = "fid/domain"
@@ -268,7 +268,7 @@ def finished(run_dir: Path) -> bool:
     """The run ended (completed, or failed with its traceback kept): not interrupted part-way,
     which a rerun of the zoo resumes, nor not started yet."""
     summary = read_json(Path(run_dir) / SUMMARY)
-    return summary is not None and summary.get("status") not in (None, "interrupted")
+    return summary is not None and summary.get("status") in (*FINISHED, "failed")
 
 
 def found_runs(out: Path, steps: int) -> list[tuple[Recipe, int, Path]]:
