@@ -174,7 +174,8 @@ def timeline_figure(scores: list[zoo.RunScore], path: Path) -> bool:
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title("Ground truth, first sign and detection of every failure", fontsize=9, loc="left")
+    ax.set_title("Ground truth, first sign and detection of every failure and broken layer",
+                 fontsize=9, loc="left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
