@@ -139,8 +139,8 @@ class RunConfig:
 
 
 PRESET_VALUES = {
-    # RunConfig's defaults, sized so that `stabgan run` with no flags takes under two minutes on
-    # 2 idle CPU cores (~110 ms a step) and ends with legible digits: 800 steps reach domain FID
+    # RunConfig's defaults, sized so that `stabgan run` with no flags takes about two minutes on
+    # 2 CPU cores (110-200 ms a step) and ends with recognisable digits: 800 steps reach domain FID
     # 17.9 and 10 of 10 classes, where 1,000 reached 17.2. A faster decay (x0.8 every 200 steps)
     # ended worse (22.1), so the seed's 0.95 per 1,000 stays.
     "quick": {},
