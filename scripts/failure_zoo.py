@@ -210,6 +210,8 @@ def write_doc(args, command: str) -> str:
         figures.append(f"_Report figures could not be rendered: {type(error).__name__}: {error}_")
     failures = summary["failures"]
     warned = summary["healthy_warnings"]
+    warned_events = "; ".join(f"{s.name}: " + ", ".join(event_cell(e) for e in s.events)
+                              for s in warned)
     t = Thresholds()
     step_s: dict[int, float] = {s.seed: s.step_s for s in scores
                                 if s.recipe.name == "healthy-igan" and s.step_s}
@@ -256,7 +258,7 @@ def write_doc(args, command: str) -> str:
         "| target | measured |", "|---|---|",
         f"| 0 collapse verdicts over the healthy runs | {len(summary['healthy_collapsed'])} of "
         f"{summary['healthy']} ({', '.join(summary['healthy_collapsed']) or 'none'}); warnings: "
-        f"{len(warned)}{' (' + '; '.join(f'{s.name}: ' + ', '.join(event_cell(e) for e in s.events) for s in warned) + ')' if warned else ''} |",
+        f"{len(warned)}{f' ({warned_events})' if warned else ''} |",
         f"| (reported beside the targets) no collapse verdict where a fault or setting did not "
         f"make the run fail | {len(summary['unfailed_collapsed'])} of {summary['unfailed']} "
         f"collapsed ({', '.join(summary['unfailed_collapsed']) or 'none'}) |",
