@@ -48,7 +48,7 @@ def main(argv=None) -> int:
                              "the repository; with --quick-check: OUT's sibling seed-study-check]")
     parser.add_argument("--seed-steps", type=int, default=None,
                         help="steps per seed-study run [default: 5000]")
-    parser.add_argument("--only", choices=(*SEED_SWEEPS, "table2", "stability", "archs"),
+    parser.add_argument("--only", choices=(*SEED_SWEEPS, "mechanism", "table2", "stability", "archs"),
                         action="append",
                         help="run only these sweeps (repeatable)")
     parser.add_argument("--workers", type=int, default=None)

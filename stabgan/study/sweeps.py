@@ -30,7 +30,21 @@ DEFAULT_DATASET = "mnist5k"
 SEED_SWEEPS = ("faithful", "successive", "norms")  # the long, seed-faithful runs
 SWEEP_KEYS = {"stability": ("inv_layers", "norm"), "archs": ("arch",),  # a grid point, over seeds
               "table2": ("kernel_size", "groups", "reduction"),
+              "mechanism": ("inv_where", "inv_stack", "inv_layers", "norm"),
               **{name: ("inv_layers", "norm") for name in SEED_SWEEPS}}
+MECHANISM_STEPS = 2000
+# Where batch statistics meet the WGAN-GP critic: the seed layout with involution in G, D or
+# both, one or two layers, kernel generation with or without BatchNorm; the stacked (plain)
+# form for both. Involution in G only without BatchNorm (1 and 2 layers) and with it (2
+# layers) are the faithful and norms sweeps (5,000 steps, healthy), so they are not run again.
+# Ordered by what the question needs first: the critic with batch statistics, its controls.
+MECHANISM_SETTINGS = (
+    *({"inv_where": where, "inv_layers": layers, "norm": norm}
+      for where in ("both", "d") for norm in ("batch", "none") for layers in (1, 2)),
+    {"inv_where": "g", "inv_layers": 1, "norm": "batch"},
+    *({"inv_where": "both", "inv_stack": "successive", "inv_block": "plain", "inv_layers": 2,
+       "norm": norm} for norm in ("batch", "none")),
+)
 # The seed's Table 2 (CelebA 64x64, Inception FID, C=64 at the involution layer):
 # case, K, G, R, min FID, #parameters as printed, seconds per step.
 SEED_TABLE2 = (
@@ -45,6 +59,17 @@ SEED_TABLE2 = (
 STUDY_SEEDS = (0, 1, 2)
 STUDY_BASE = {"image_size": 32, "width": 32, "probes": "all", "fid_samples": 1000,
               "log_every": 10, "sample_every": 250, "ckpt_every": 250}
+
+
+def mechanism_sweep(out: Path, steps: int = MECHANISM_STEPS, workers: int | None = 2,
+                    seeds: tuple[int, ...] = STUDY_SEEDS, base: dict | None = None,
+                    **spec) -> SweepSpec:
+    """Which setting makes involution layers unstable: MECHANISM_SETTINGS x seeds in the seed
+    layout, seed by seed (every setting's first seed before any second one), into OUT/mechanism."""
+    base = {**STUDY_BASE, "steps": steps, "fid_every": max(1, steps // 50), **(base or {})}
+    points = tuple({**setting, "seed": seed} for seed in seeds for setting in MECHANISM_SETTINGS)
+    return SweepSpec(points=points, base=base, preset="seed", workers=workers,
+                     out=Path(out) / "mechanism", **spec)
 
 
 def seed_study(out: Path, steps: int = 5000, workers: int | None = 2,
@@ -124,8 +149,11 @@ def reproduction_sweeps(args: StudyOptions) -> dict[str, SweepSpec]:
     long_runs = seed_study(args.seed_out, args.seed_steps or (4 if args.quick_check else 5000),
                            args.workers, seed_seeds, seed_base, executor=args.executor,
                            ray_address=args.ray_address, report=not args.no_report)
+    mechanism = mechanism_sweep(args.seed_out, 4 if args.quick_check else MECHANISM_STEPS,
+                                args.workers, seed_seeds, seed_base, executor=args.executor,
+                                ray_address=args.ray_address, report=not args.no_report)
     return {  # the long seed-faithful sweeps first, then the short ones of the first round
-        **long_runs,
+        **long_runs, "mechanism": mechanism,
         "stability": SweepSpec(grid={"inv_layers": layers, "norm": norms, "seed": seeds3},
                                base=base, out=args.out / "stability", **common),
         "archs": SweepSpec(grid={"arch": archs, "seed": seeds3}, base=base,
