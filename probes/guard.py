@@ -28,8 +28,9 @@ from typing import Mapping
 
 from probes.collapse import NONFINITE_WEIGHTS, OnlineDetector, Thresholds
 from probes.readings import LOSS_CRITIC, LOSS_GENERATOR
-from stabgan.runlog import (CHECKPOINTS, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT, RunWriter,
-                            atomic_write_bytes)
+from probes.rundir.files import (CHECKPOINTS, LAST_CHECKPOINT, PRE_COLLAPSE_CHECKPOINT,
+                                 atomic_write_bytes)
+from probes.rundir.writer import RunWriter
 
 LOSS_TAGS = (LOSS_CRITIC, LOSS_GENERATOR)  # non-finite: the run stops at once
 

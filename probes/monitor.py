@@ -28,8 +28,9 @@ from probes.base import Probe, StepState, check_probes, wants_prepare
 from probes.readings import (CORE_PANELS, GP_NORM_MEAN, GP_PENALTY, LOSS_CRITIC, LOSS_GENERATOR,
                              TIME_STEP_S, WGAN_DISTANCE, merge_panels, panels_json,
                              tensorboard_layout)
-from stabgan.rundir import BestFid, RunDir
-from stabgan.runlog import PANELS, RunWriter, write_json
+from probes.rundir.files import PANELS, write_json
+from probes.rundir.reader import BestFid, RunDir
+from probes.rundir.writer import RunWriter
 
 HPARAM_METRICS = (WGAN_DISTANCE, GP_NORM_MEAN)  # last values shown in the hparams table
 

@@ -3,10 +3,11 @@
 A `Panel` declares one plot of the HTML report and one chart of TensorBoard's custom-scalars
 tab. Every probe declares its panels (`Probe.panels`); the Monitor merges them with
 `CORE_PANELS` (the readings the Monitor and the trainer log themselves), writes them into the
-run directory (runlog.PANELS) and derives TensorBoard's layout from them; the report draws them
-from that file. stabgan's own probes take their tag names and panels from this module, which
-imports no torch: the detector (probes.collapse), `stabgan diagnose` and the report use the same
-names without loading the probes. A probe of your own declares its panels in its own class.
+run directory (rundir.files.PANELS) and derives TensorBoard's layout from them; the report
+draws them from that file. stabgan's own probes take their tag names and panels from this
+module, which imports no torch: the detector (probes.collapse), `stabgan diagnose` and the
+report use the same names without loading the probes. A probe of your own declares its panels
+in its own class.
 
 Tags are `group/name`; per-layer ones (`kernel/<layer>/<stat>`) depend on the model, so a panel
 names them by pattern: `*` matches any text, `/` included (`kernel/*/entropy`).
@@ -86,7 +87,7 @@ def merge_panels(*groups) -> tuple[Panel, ...]:
 
 
 def panels_json(panels) -> dict:
-    """What runlog.PANELS holds: {"panels": [{field: value}, ...]}."""
+    """What rundir.files.PANELS holds: {"panels": [{field: value}, ...]}."""
     return {"panels": [dataclasses.asdict(panel) for panel in panels]}
 
 
@@ -105,7 +106,7 @@ def panels_from_json(data) -> tuple[Panel, ...]:
 
 
 def tensorboard_layout(panels) -> dict[str, dict[str, list]]:
-    """TensorBoard's custom-scalars layout of the panels (runlog.RunWriter.log_layout): one
+    """TensorBoard's custom-scalars layout of the panels (rundir.writer.RunWriter.log_layout): one
     category per section; a band panel is a Margin chart of its first line, any other a
     Multiline chart of its tags as regexes (TensorBoard matches them at the start of a tag)."""
     layout: dict[str, dict[str, list]] = {}
@@ -257,7 +258,7 @@ FID_PANELS = (
     *(Panel(tag, QUALITY, (tag,)) for tag in (COVERAGE_KL, COVERAGE_MODES)),
 )
 
-# The panels of a run directory without runlog.PANELS (written before the file existed):
+# The panels of a run directory without rundir.files.PANELS (written before the file existed):
 # the core's and every probe's of probes.registry, in its order.
 DEFAULT_PANELS = merge_panels(CORE_PANELS, GP_PANELS, CRITIC_PANELS, KERNEL_PANELS,
                               SPECTRA_PANELS, DIVERSITY_PANELS, FID_PANELS, GRADIENT_PANELS)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stabgan.runlog import (CONFIG, METRICS, SAMPLES, SUMMARY, logged_value, metrics_line,
-                            write_json)
+from probes.rundir.files import (CONFIG, METRICS, SAMPLES, SUMMARY, logged_value, metrics_line,
+                                 write_json)
 
 ARCH_GRID = [("dcgan", 0, "none"), ("sagan", 0, "none")] + [
     ("igan", layers, norm)

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageChops
 
-from stabgan.text import slug
+from probes.text import slug
 
 MAX_POINTS = 400   # points per plotted series after downsampling (plots are 360 px wide)
 PANEL_DPI = 100

@@ -14,11 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from probes import readings
+from probes import readings, text
 from probes.collapse import VERDICTS, state as collapse_state
+from probes.rundir import reader
+from probes.text import number
 from reports import canvas, figures, runs as runlib
-from stabgan import rundir, text
-from stabgan.text import number
 
 CACHE_VERSION = 1          # with a hash of this package's rendering code: the cache key's version
 CACHE_FILE = ".stabgan-report.json"  # in each run directory: its cached rendering
@@ -139,9 +139,9 @@ class _Cache:
 def _code_files() -> list[Path]:
     """The code that reads and renders a run: this package's modules, the run-directory
     reader, the panel declarations a run without its own panels file is drawn with, and the
-    text the payload holds (first signs: probes.collapse.state, numbers: stabgan.text)."""
+    text the payload holds (first signs: probes.collapse.state, numbers: probes.text)."""
     return [*sorted(Path(__file__).parent.glob("*.py")),
-            *(Path(m.__file__) for m in (readings, rundir, collapse_state, text))]
+            *(Path(m.__file__) for m in (readings, reader, collapse_state, text))]
 
 
 def _code_version() -> str:

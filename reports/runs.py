@@ -1,6 +1,6 @@
 """Finding run directories below a folder and reading each one into plain data.
 
-Everything here reads files only (through `stabgan.rundir.RunDir`, the one reader of a run); a
+Everything here reads files only (through `probes.rundir.reader.RunDir`, the one reader of a run); a
 run that is still being written, truncated, half-missing or garbled comes back with warnings,
 never an error.
 """
@@ -19,9 +19,9 @@ import numpy as np
 
 from probes.collapse import VERDICTS, diagnose_run, sign_text
 from probes.readings import DEFAULT_PANELS, Panel, panels_from_json
-from stabgan.rundir import Metrics, RunDir, best_fid
-from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, PANELS, SAMPLES,
-                            SUMMARY, to_float)
+from probes.rundir.files import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, PANELS,
+                                 SAMPLES, SUMMARY, to_float)
+from probes.rundir.reader import Metrics, RunDir, best_fid
 
 RUNNING_WINDOW_S = 600  # metrics.jsonl written this recently and no summary.json: still running
 MAX_EVENTS = 50         # events listed per run; a pathological run can log thousands
@@ -34,7 +34,7 @@ _SAMPLE_NAME = re.compile(r"step_(\d+)\.png$")
 def discover(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(run directories at or below root, [(folder, reason)] for leaf folders that are not runs).
 
-    A run directory holds a config.json or a metrics.jsonl (runlog.is_run_dir). Hidden folders
+    A run directory holds a config.json or a metrics.jsonl (rundir.files.is_run_dir). Hidden folders
     (the report's cache) and a run's own samples/ and checkpoints/ are not walked.
     """
     root = Path(root)

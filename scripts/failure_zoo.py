@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes.collapse import Thresholds, diagnose_run, sign_text  # noqa: E402
+from probes.rundir.files import read_json, write_json  # noqa: E402
 from stabgan import zoo  # noqa: E402
-from stabgan.runlog import read_json, write_json  # noqa: E402
 from stabgan.sweep import format_table, run_sweep  # noqa: E402
 from stabgan.sweep.process import runs_import_from  # noqa: E402
 

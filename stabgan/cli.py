@@ -58,7 +58,7 @@ def cli():
 def run(ctx, preset, out, name, resume, **overrides):
     """Train one GAN into OUT/NAME (embedded default: iGAN, 1 involution layer, mnist5k)."""
     from stabgan.config import resolve_config, run_name
-    from stabgan.runlog import fresh_run_dir
+    from probes.rundir.files import fresh_run_dir
 
     if resume and not name:
         raise click.UsageError("--resume needs --name NAME of the run to continue")
@@ -91,8 +91,8 @@ def run(ctx, preset, out, name, resume, **overrides):
 
 def failure_line(error: Exception, run_dir: Path) -> str:
     """`run failed: Type: message`, and where the traceback is when this failure wrote one."""
-    from stabgan.rundir import RunDir
-    from stabgan.runlog import error_line
+    from probes.rundir.reader import RunDir
+    from probes.rundir.files import error_line
 
     line, run = error_line(error), RunDir(run_dir)
     log = run.error_log if run.summary.get("error") == line else None  # not an older one
@@ -102,7 +102,7 @@ def failure_line(error: Exception, run_dir: Path) -> str:
 def end_of_run(summary: dict, run_dir: Path) -> str:
     """What `stabgan run` prints when it ends: status, verdict (with onset, kind and the
     evidence when not healthy), the run directory and the commands to look at it."""
-    from stabgan.rundir import RunDir
+    from probes.rundir.reader import RunDir
 
     lines = [f"{summary['status']}: {summary['steps']:,} steps in {summary['wall_s']:.1f} s"]
     verdict = summary.get("verdict") or "unknown"
@@ -201,7 +201,7 @@ def diagnose(ctx, run_dir, as_json, fail_on_collapse):
     """Recompute RUN_DIR's collapse diagnosis from metrics.jsonl; rewrite diagnosis.json."""
     import json
     from probes.collapse import diagnose_run, format_diagnosis
-    from stabgan.runlog import is_run_dir
+    from probes.rundir.files import is_run_dir
 
     if not is_run_dir(run_dir):
         raise click.BadParameter(f"{str(run_dir)!r} is not a run directory (no config.json or "
@@ -225,7 +225,7 @@ def diagnose(ctx, run_dir, as_json, fail_on_collapse):
 def report(ctx, runs_dir, out, no_cache, workers):
     """Write one self-contained HTML report over every run directory below RUNS_DIR."""
     from reports import write_report
-    from stabgan.runlog import unwritable_reason
+    from probes.rundir.files import unwritable_reason
 
     unwritable = unwritable_reason(out.parent if out else runs_dir)
     if unwritable:  # checked before rendering, which can take minutes

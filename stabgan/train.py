@@ -28,14 +28,14 @@ from probes.collapse import NONFINITE_WEIGHTS, sign_text
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
 from probes.readings import GP_NORM_MEAN, WGAN_DISTANCE
-from stabgan import rundir
+from probes.rundir import reader
+from probes.rundir.files import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
+                                 error_line, unwritable_reason, write_json)
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             dataset_info, resolve_config, validate)
 from stabgan.data import BatchStream, load_dataset
 from stabgan.device import check_device, resolve_device
 from stabgan.models import Critic, Generator
-from stabgan.runlog import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
-                            error_line, unwritable_reason, write_json)
 from stabgan.signals import StopSignals
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
@@ -69,10 +69,10 @@ def resume_config(saved: dict, overrides: dict) -> RunConfig:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint dict, loaded without running code (`rundir.load_checkpoint`); RunError naming
+    """A checkpoint dict, loaded without running code (`reader.load_checkpoint`); RunError naming
     the file when it is missing, unreadable, refused by the safe loader or not a stabgan one."""
     try:
-        return rundir.load_checkpoint(path)
+        return reader.load_checkpoint(path)
     except CheckpointError as error:
         raise RunError(str(error)) from None
 
@@ -100,7 +100,7 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     run_dir = Path(run_dir)
     checkpoint = None
     if resume:
-        path = rundir.RunDir(run_dir).checkpoint_path("last")
+        path = reader.RunDir(run_dir).checkpoint_path("last")
         checkpoint = load_checkpoint(path)
         missing = [key for key in (*WganGp.STATE_KEYS, "elapsed") if key not in checkpoint]
         if missing:
@@ -396,7 +396,7 @@ class _Training:
             # clock times, for a study's wall span: file times do not survive a git clone
             "started_at": self.started_at, "ended_at": _utc_now(),
         }
-        run = rundir.RunDir(self.run.run_dir)
+        run = reader.RunDir(self.run.run_dir)
         if not run.path.is_dir():  # open() failed before making it: nothing to write into
             return summary
         if self.monitor is not None:

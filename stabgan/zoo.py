@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import SUMMARY, read_json
 from probes.collapse import LAYER_KINDS, OnlineDetector, series_by_step
 from probes.readings import TIME_STEP_S
+from probes.rundir.files import SUMMARY, read_json
+from probes.rundir.reader import RunDir, as_lists
 from stabgan.sweep import FINISHED, SweepSpec, point_name
 
 FID_RISE = 3.0              # ground truth: FID this many times its best so far

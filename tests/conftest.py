@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from stabgan.runlog import read_metrics
+from probes.rundir.files import read_metrics
 
 # Tiny models and few steps keep every test run in seconds on 2 CPU cores.
 TINY = ["--width", "8", "--z-dim", "16", "--batch-size", "16", "--probes", "none"]

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY, metrics_without_time, stabgan_cli
-from stabgan.runlog import read_json, read_metrics
+from probes.rundir.files import read_json, read_metrics
 from stabgan.train import load_checkpoint
 
 QUIET = ["--sample-every", "100000"]  # one sample grid: the run's other files stay small

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import TINY, stabgan_cli
-from stabgan.runlog import read_json
+from probes.rundir.files import read_json
 
 
 def _imported_modules(*args: str) -> set[str]:

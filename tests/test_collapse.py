@@ -17,10 +17,10 @@ from probes.inject import InjectNaN
 from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState,
                              series_by_step, OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
                              make_diagnosis, sign_text, verdict)
+from probes.rundir.files import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
+                                 read_json, read_metrics, write_json)
+from probes.text import number
 from stabgan.cli import cli
-from stabgan.text import number
-from stabgan.runlog import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
-                            read_json, read_metrics, write_json)
 
 LOG_EVERY = 10
 STEPS = 1200

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import TINY, stabgan_cli
+from probes.rundir.files import read_json
+from probes.rundir.reader import RunDir, as_lists
 from stabgan.fid import CACHE_ENV, INCEPTION_WEIGHTS_ENV
-from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import read_json
 
 
 @pytest.mark.slow

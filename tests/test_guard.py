@@ -9,8 +9,9 @@ import torch
 
 from probes import CollapseGuard, Monitor
 from probes.guard import _PreCollapseKeeper
-from stabgan.rundir import RunDir
-from stabgan.runlog import PRE_COLLAPSE_CHECKPOINT, RunWriter
+from probes.rundir.files import PRE_COLLAPSE_CHECKPOINT
+from probes.rundir.reader import RunDir
+from probes.rundir.writer import RunWriter
 from test_collapse import FakeDivergence
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from probes import CollapseGuard, CriticProbe, Monitor, Probe, build_probes
-from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import read_metrics
+from probes.rundir.files import read_metrics
+from probes.rundir.reader import RunDir, as_lists
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -121,7 +121,7 @@ def test_monitor_cadence_prepare_and_histogram_routing(tmp_path):
 
 def test_logged_values_are_what_the_detector_saw_and_what_readers_get_back(tmp_path):
     from probes.collapse import OnlineDetector
-    from stabgan.runlog import LOGGED_DIGITS
+    from probes.rundir.files import LOGGED_DIGITS
 
     class Recording(OnlineDetector):  # the real detector, keeping what it was given
         seen: list[dict] = []

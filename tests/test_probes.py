@@ -15,14 +15,14 @@ from probes.base import weight_of
 from probes.diversity import diversity_stats
 from probes.kernels import kernel_stats
 from probes.monitor import core_readings
+from probes.rundir.files import read_json
+from probes.rundir.reader import RunDir, as_lists
 from probes.spectra import top_singular_values, weight_matrix
 from stabgan import fid
 from stabgan.config import resolve_config
 from stabgan.data import load_dataset
 from stabgan.models import Critic, Generator, named_layers
 from stabgan.nn.involution import Involution2d
-from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import read_json
 
 K = 3
 LOG_K2 = math.log(K * K)

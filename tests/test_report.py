@@ -24,10 +24,10 @@ from markupsafe import escape
 from PIL import Image
 
 from conftest import stabgan_cli
+from probes.rundir.files import read_json
 from reports import write_report
 from reports.figures import downsample
 from reports.html import CACHE_FILE
-from stabgan.runlog import read_json
 
 RUN_FLAGS = ["--width", "16", "--z-dim", "16", "--batch-size", "16", "--steps", "30",
              "--log-every", "3", "--sample-every", "10", "--ckpt-every", "30",
@@ -391,9 +391,9 @@ def test_cache_reused_and_invalidated_by_new_metrics(report, tmp_path):
 
 
 def test_the_cache_key_covers_the_code_whose_text_is_cached():
+    from probes import text
     from probes.collapse import state
     from reports.html import _code_files
-    from stabgan import text
     # a first sign's text (state.sign_text) and every number (text.number) are in the payload
     assert {Path(state.__file__), Path(text.__file__)} <= set(_code_files())
 

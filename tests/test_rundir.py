@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from stabgan.rundir import BestFid, RunDir, best_fid
-from stabgan.runlog import (CheckpointError, RunWriter, logged_value, metrics_line,
-                            read_metrics, write_json)
+from probes.rundir.files import (CheckpointError, logged_value, metrics_line, read_metrics,
+                                 write_json)
+from probes.rundir.reader import BestFid, RunDir, best_fid
+from probes.rundir.writer import RunWriter
 
 
 def test_metrics_handle_cadences_order_and_odd_values(tmp_path):
@@ -150,7 +151,7 @@ def test_files_written_atomically_get_the_mode_of_a_plain_write(tmp_path):
     import os
     import stat
 
-    from stabgan.runlog import atomic_write_bytes, write_json
+    from probes.rundir.files import atomic_write_bytes, write_json
 
     plain = tmp_path / "plain.txt"
     plain.write_text("x")

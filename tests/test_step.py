@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from conftest import TINY, stabgan_cli
+from probes.rundir.files import read_json
 from stabgan.config import resolve_config
 from stabgan.config import dataset_info
 from stabgan.data import load_dataset
 from stabgan.models import Critic, Generator
 from stabgan.nn.layers import Residual
-from stabgan.runlog import read_json
 from stabgan.train import WganGp, critic_loss
 
 TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 6, "probes": "none"}

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from markupsafe import escape
 
 from conftest import TINY, stabgan_cli
+from probes.rundir.files import read_json, read_metrics, write_json
 from reports import write_report
 from stabgan.cli import cli
-from stabgan.runlog import read_json, read_metrics, write_json
 from stabgan.train import load_checkpoint
 from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_grid, point_name,
                            run_sweep, sweep_spec)

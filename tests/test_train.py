@@ -13,10 +13,10 @@ from PIL import Image
 
 from conftest import TINY, metrics_without_time, stabgan_cli
 from probes import Probe
+from probes.rundir.files import read_json, read_metrics
+from probes.rundir.reader import RunDir, as_lists
 from stabgan.config import ARCHS, NORMS, resolve_config
 from stabgan.models import Critic
-from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import read_json, read_metrics
 from stabgan.train import gradient_penalty, load_checkpoint, prepare_run, train
 
 TINY_OVERRIDES = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}

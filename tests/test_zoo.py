@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from probes.rundir.files import read_json
+from probes.rundir.reader import RunDir, as_lists
 from stabgan import zoo
-from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import read_json
 from stabgan.sweep import run_sweep
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "failure_zoo.py"

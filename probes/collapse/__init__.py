@@ -58,8 +58,8 @@ from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGH
                                    SAMPLE_GRADED_KINDS, VERDICTS, WARNING, DetectorState,
                                    detect, make_diagnosis, series_by_step, sign_size, sign_text,
                                    verdict)
-from stabgan.rundir import RunDir, as_lists
-from stabgan.runlog import DIAGNOSIS, SUMMARY, read_json, write_json
+from probes.rundir.files import DIAGNOSIS, SUMMARY, read_json, write_json
+from probes.rundir.reader import RunDir, as_lists
 
 
 def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:

@@ -9,7 +9,7 @@ from probes.collapse.band import Track, Watch
 from probes.collapse.rules import Thresholds, layer_of, make_rules
 from probes.readings import (GP_NORM_MEAN, GP_NORM_P95, LOSS_CRITIC, NONFINITE_WEIGHTS,
                              WGAN_DISTANCE)
-from stabgan.text import number
+from probes.text import number
 
 KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
          "spectral_explosion")

@@ -16,7 +16,7 @@ statistics and the measurement of a generator or a run's checkpoint.
 
 Caches (under `cache_root()`): `domain/<key>.pt` + `.json` (the classifier and its held-out
 accuracy) and `stats/<key>-<features>.npz` (real-data mean and covariance), where the key names
-the dataset spec and image size. They are written atomically (`runlog.atomic_write_bytes`):
+the dataset spec and image size. They are written atomically (`rundir.files.atomic_write_bytes`):
 parallel runs of a sweep may fill the same cache, and readers never see a partial file.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from probes.rundir.files import CheckpointError, atomic_write_bytes
+from probes.rundir.reader import RunDir
 from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
 from probes.inject import build_fault
 from stabgan.config import RunConfig, dataset_info
@@ -40,8 +42,6 @@ from stabgan.fid.extractors import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FIL
                                     inception_weights_path, progress_bar,
                                     train_domain_classifier)
 from stabgan.models import Generator
-from stabgan.rundir import RunDir
-from stabgan.runlog import CheckpointError, atomic_write_bytes
 
 REAL_STATS_MAX = 10_000  # real images used for the statistics (all of them when fewer)
 

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from probes.rundir.files import CheckpointError, atomic_write_bytes, safe_load
 from stabgan.cache import cache_root
 from stabgan.config import FEATURES, dataset_info
 from stabgan.data import load_dataset
-from stabgan.runlog import CheckpointError, atomic_write_bytes, safe_load
 
 INCEPTION_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's FID weights
 INCEPTION_WEIGHTS_ENV = "STABGAN_INCEPTION_WEIGHTS"

@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 
 from probes.readings import LOSS_CRITIC, WGAN_DISTANCE
+from probes.rundir.files import read_json
+from probes.rundir.reader import RunDir
+from probes.text import slug
 from stabgan.config import ARCHS, NORMS
 from stabgan.nn.involution import eq5_parameter_estimate as eq5
 from stabgan.nn.layers import CRITIC_SLOPE
-from stabgan.rundir import RunDir
-from stabgan.runlog import read_json
 from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_params,
                                   table2_width)
 from stabgan.study.markdown import (figure_lines, fmt, fmt_duration, fmt_mean, join, kinds,
@@ -29,7 +30,6 @@ from stabgan.study.records import (BAD_VERDICTS, Point, RunRecord, Sweep, config
 from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, SEED_TABLE2, StudyOptions,
                                   default_out, default_seed_out)
 from stabgan.sweep import SWEEP_RECORD
-from stabgan.text import slug
 
 SEED_STEPS = 50_000
 SEED_DATA = "CelebA 64×64"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from probes.collapse import VERDICTS
 from probes.readings import COVERAGE_MODES, GP_NORM_P95
-from stabgan.rundir import RunDir, as_lists, best_fid, verdict_and_onset
-from stabgan.runlog import CONFIG, METRICS, find_runs
+from probes.rundir.files import CONFIG, METRICS, find_runs
+from probes.rundir.reader import RunDir, as_lists, best_fid, verdict_and_onset
 from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
 

@@ -27,8 +27,8 @@ import sys
 import time
 from typing import Callable
 
+from probes.rundir.files import write_json
 from stabgan.config import RAY_JOIN_TIMEOUT_S
-from stabgan.runlog import write_json
 from stabgan.signals import StopSignals
 from stabgan.sweep.executors import LocalExecutor, execute
 from stabgan.sweep.plan import Job, cpu_count, parallelism, plan_sweep

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from probes.rundir.files import is_run_dir, unwritable_reason
+from probes.rundir.reader import RunDir
 from stabgan.config import (FIELD_NAMES, RESUMABLE_FIELDS, ConfigError, RunConfig, parse_spec,
                             resolve_config)
 from stabgan.device import check_device
-from stabgan.rundir import RunDir
-from stabgan.runlog import is_run_dir, unwritable_reason
 from stabgan.sweep.spec import SweepError, SweepSpec, displaced_dir, expand, point_name
 
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from stabgan.rundir import RunDir
-from stabgan.runlog import ERROR_LOG
+from probes.rundir.files import ERROR_LOG
+from probes.rundir.reader import RunDir
 from stabgan.sweep.plan import Job
 from stabgan.sweep.spec import LOGS
 

@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from probes.rundir.files import error_line
 from stabgan.config import RAY_JOIN_TIMEOUT_S
-from stabgan.runlog import error_line
 from stabgan.sweep.executors import POLL_S
 from stabgan.sweep.plan import Job
 from stabgan.sweep.process import log_path, run_command, run_outcome, start_run

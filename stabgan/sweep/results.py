@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from stabgan.rundir import RunDir, verdict_and_onset
-from stabgan.runlog import ERROR_LOG
+from probes.rundir.files import ERROR_LOG
+from probes.rundir.reader import RunDir, verdict_and_onset
 from stabgan.sweep.plan import Job
 
 FINISHED = ("completed", "stopped_on_collapse")

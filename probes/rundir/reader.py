@@ -1,4 +1,4 @@
-"""Reading a run directory: `RunDir(path)`, the one reader (trainer, Monitor, reports, studies).
+"""`RunDir(path)`: the one reader of a run directory (trainer, Monitor, reports, studies).
 
     run = RunDir("runs/quick-igan")
     run.config, run.summary, run.diagnosis      # the JSON files ({} when missing or unreadable)
@@ -8,7 +8,8 @@
 
 It tolerates runs still being written: a missing or garbled JSON file reads as {} (`read` says
 None), a truncated or garbled metrics.jsonl line is skipped and counted. Nothing is cached:
-every access reads the file again. The writer and the file names are `stabgan.runlog`'s.
+every access reads the file again. The file names and formats are `probes.rundir.files`'s, the
+writer `probes.rundir.writer.RunWriter`.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from itertools import chain
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from stabgan.runlog import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, LAST_CHECKPOINT, METRICS,
-                            PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError,
-                            is_metrics_record, read_json, safe_load, to_float)
+from probes.rundir.files import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, LAST_CHECKPOINT,
+                                 METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError,
+                                 is_metrics_record, read_json, safe_load, to_float)
 
 CHECKPOINT_NAMES = {"last": LAST_CHECKPOINT, "pre_collapse": PRE_COLLAPSE_CHECKPOINT}
 
@@ -165,7 +166,7 @@ class RunDir:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A stabgan checkpoint, loaded without running code (`runlog.safe_load`); CheckpointError
+    """A stabgan checkpoint, loaded without running code (`files.safe_load`); CheckpointError
     naming the file when it is missing, unreadable, refused or not a stabgan checkpoint."""
     path = Path(path)
     if not path.is_file():
