@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState
+from probes.layers import layer_parameters, named_layers
 from probes.readings import GRADIENT_PANELS, grad_tag, update_tag
-from stabgan.models import layer_parameters, named_layers
 
 
 class GradientProbe(Probe):

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState
+from probes.layers import involution_layers
 from stabgan.config import parse_fault
-from stabgan.models import involution_layers
 
 
 class Fault(Probe):

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, weight_of
+from probes.layers import involution_layers
 from probes.readings import KERNEL_PANELS, kernel_tag
-from stabgan.models import involution_layers
 
 HISTOGRAM_VALUES = 8192  # taps in the histogram, an even stride through the kernel tensor
 NEAR_ZERO = 0.01       # a tap is near zero below this fraction of its kernel's largest |tap|
@@ -57,7 +57,7 @@ def kernel_stats(kernel: torch.Tensor) -> dict[str, float]:
 
 class KernelProbe(Probe):
     """kernel/<layer>/{mean,std,max_abs,entropy,spatial_var,sample_var,near_zero,reduce_norm,
-    span_norm} and histogram kernel/<layer>/taps for every Involution2d of G (g.inv<i>) and D."""
+    span_norm} and histogram kernel/<layer>/taps for every involution layer of G (g.inv<i>) and D."""
 
     name = "kernels"
     panels = KERNEL_PANELS

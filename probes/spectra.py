@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, weight_of
+from probes.layers import named_layers
 from probes.readings import SPECTRA_PANELS, spectra_tag
-from stabgan.models import named_layers
 
 
 def weight_matrix(module: nn.Module) -> torch.Tensor | None:

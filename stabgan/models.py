@@ -14,16 +14,15 @@ Involution blocks (igan) and self-attention (sagan) go where `inv_stack` says:
 but the last), of D (every conv but the score), or both, as the SAGAN codebase does.
 
 Layers are named as the probes, metrics, TensorBoard and `stabgan inspect` name them
-(`named_layers`): `g.<module path>`, with the i-th involution layer of a network `g.inv<i>`.
+(`probes.layers`): `g.<module path>`, with the i-th involution layer of a network `g.inv<i>`.
 """
 from __future__ import annotations
-
-from typing import Iterator
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from probes.layers import involution_layers, layer_parameters, named_modules
 from stabgan.config import stage_widths
 from stabgan.nn.involution import Involution2d
 from stabgan.nn.layers import (CRITIC_SLOPE, SelfAttention2d, down_block, involution_block,
@@ -99,50 +98,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def layer_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """The parameters of one layer: its own plus the originals of its parametrizations."""
-    params = list(module.parameters(recurse=False))
-    if parametrize.is_parametrized(module):
-        params += [p.original for p in module.parametrizations.values()]
-    return params
-
-
-def _names(net: nn.Module, prefix: str) -> Iterator[tuple[str, str, nn.Module]]:
-    """(module path, display name, module) for every named module but parametrization
-    containers; the i-th Involution2d and its sub-layers become `<prefix>.inv<i>[.sub]`."""
-    renames: dict[str, str] = {}
-    for path, module in net.named_modules():
-        if isinstance(module, Involution2d):
-            renames[path] = f"inv{len(renames)}"
-    for path, module in net.named_modules():
-        if ".parametrizations" in f".{path}":
-            continue
-        short = path
-        for inv_path, inv_name in renames.items():
-            if path == inv_path or path.startswith(inv_path + "."):
-                short = inv_name + path[len(inv_path):]
-                break
-        yield path, f"{prefix}.{short}" if short else prefix, module
-
-
-def named_layers(net: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
-    """(short stable name, module) for every module owning parameters, in definition order.
-
-    Names are `<prefix>.<module path>`; the i-th Involution2d of the net and its sub-layers are
-    `<prefix>.inv<i>` and `<prefix>.inv<i>.reduce`, so kernel, spectra and gradient tags of one
-    involution layer share a name. Spectral-norm parametrization containers are folded into the
-    layer they belong to.
-    """
-    for _, name, module in _names(net, prefix):
-        if layer_parameters(module):
-            yield name, module
-
-
-def involution_layers(net: nn.Module, prefix: str) -> list[tuple[str, Involution2d]]:
-    """(`<prefix>.inv<i>`, layer) for every involution layer of net, in module order."""
-    return [(name, m) for _, name, m in _names(net, prefix) if isinstance(m, Involution2d)]
-
-
 def layer_table(config, image_channels: int) -> str:
     """Text table of both networks: layer, type, output shape, parameters (what `inspect`
     prints), with the layer names of metrics and TensorBoard (g.inv0, d.body.1.0, ...)."""
@@ -151,7 +106,7 @@ def layer_table(config, image_channels: int) -> str:
             ("generator", "g", Generator(config, image_channels), torch.zeros(2, config.z_dim)),
             ("critic", "d", Critic(config, image_channels),
              torch.zeros(2, image_channels, config.image_size, config.image_size))):
-        rows = [(name, m) for path, name, m in _names(net, prefix) if path and (
+        rows = [(name, m) for path, name, m in named_modules(net, prefix) if path and (
                 isinstance(m, Involution2d) or not list(m.children())
                 or list(m.parameters(recurse=False)) or parametrize.is_parametrized(m))]
         rows = [(name, m) for name, m in rows  # an involution layer's parts are in its row

@@ -14,6 +14,7 @@ from probes import (REGISTRY, CriticProbe, DiversityProbe, FidProbe, GradientPen
 from probes.base import weight_of
 from probes.diversity import diversity_stats
 from probes.kernels import kernel_stats
+from probes.layers import named_layers
 from probes.monitor import core_readings
 from probes.rundir.files import read_json
 from probes.rundir.reader import RunDir, as_lists
@@ -21,7 +22,7 @@ from probes.spectra import top_singular_values, weight_matrix
 from stabgan import fid
 from stabgan.config import resolve_config
 from stabgan.data import load_dataset
-from stabgan.models import Critic, Generator, named_layers
+from stabgan.models import Critic, Generator
 from stabgan.nn.involution import Involution2d
 
 K = 3

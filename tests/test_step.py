@@ -148,7 +148,7 @@ def test_stages_put_one_block_per_resolution():
     shapes = {}
     for prefix, net, example in (("g", Generator(config, 1), torch.zeros(2, 16)),
                                  ("d", Critic(config, 1), torch.zeros(2, 1, 32, 32))):
-        from stabgan.models import involution_layers
+        from probes.layers import involution_layers
         for name, layer in involution_layers(net, prefix):
             layer.register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(
                 name, tuple(o.shape[1:])))

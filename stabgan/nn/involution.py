@@ -267,7 +267,8 @@ class Involution2d(nn.Module):
     `norm` acts on kernel generation: none (ReLU only), batch (BatchNorm after reduce),
     spectral (spectral norm on reduce and span), softmax (softmax of each kernel over its taps).
     The generated kernels pass through `kernel_tap`, an identity with no parameters, so that a
-    forward hook on it sees them (the kernel probe's) without recomputing anything.
+    forward hook on it sees them (the kernel probe's) without recomputing anything; the probes
+    recognise an involution layer by it (probes.layers), without importing this class.
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 4,
