@@ -1,8 +1,10 @@
 """Probes: training hooks that record stability readings into a run directory.
 
-`build_probes(config)` turns the `--probes` selection (default | all | none | name,name) into
-probe instances; `Monitor` runs them for any training loop, and `CollapseGuard` (fed by the
-Monitor) detects collapse online, keeps a pre-collapse checkpoint and says when to stop.
+`build_probes("default", z_dim=..., log_every=...)` turns a selection (default | all | none |
+name,name) into probe instances; `Monitor` runs them for any training loop and writes the run
+directory (`probes.rundir`), and `CollapseGuard` (fed by the Monitor) detects collapse online,
+keeps a pre-collapse checkpoint and says when to stop. Nothing here imports the trainer
+(stabgan) or the report: a loop of your own needs this package only.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import importlib
 _EXPORTS = {
     "Monitor": "probes.monitor", "CollapseGuard": "probes.guard", "Panel": "probes.readings",
     "Probe": "probes.base", "StepState": "probes.base",
-    "REGISTRY": "probes.registry", "build_probes": "probes.registry",
-    "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity", "FidProbe": "probes.fid",
+    "REGISTRY": "probes.registry", "ProbeSettings": "probes.registry",
+    "build_probes": "probes.registry",
+    "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity",
     "GradientPenaltyProbe": "probes.gp", "GradientProbe": "probes.gradients",
     "KernelProbe": "probes.kernels", "SpectraProbe": "probes.spectra",
 }

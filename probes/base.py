@@ -71,7 +71,8 @@ class Probe:
 
     @classmethod
     def from_config(cls, config) -> "Probe":
-        """The probe as `--probes` builds it from a RunConfig (subclasses read their cadence)."""
+        """The probe as `build_probes` builds it from settings, a RunConfig or
+        probes.registry.ProbeSettings (subclasses read their cadence)."""
         return cls()
 
     @classmethod

@@ -259,6 +259,6 @@ FID_PANELS = (
 )
 
 # The panels of a run directory without rundir.files.PANELS (written before the file existed):
-# the core's and every probe's of probes.registry, in its order.
+# the core's and every probe's of stabgan's registry (stabgan.run_probes), in its order.
 DEFAULT_PANELS = merge_panels(CORE_PANELS, GP_PANELS, CRITIC_PANELS, KERNEL_PANELS,
                               SPECTRA_PANELS, DIVERSITY_PANELS, FID_PANELS, GRADIENT_PANELS)

@@ -1,22 +1,25 @@
-"""The probe registry: `--probes` names -> probe classes, and `build_probes`."""
+"""The probe registry: probe names -> probe classes, and `build_probes` for a selection.
+
+A selection is what `--probes` takes: `default` (the probes the collapse detector reads),
+`all`, `none`, or probe names separated by commas. Each probe builds itself (`from_config`)
+from settings: its cadence and sizes, read as attributes of any object that has them (stabgan
+passes its RunConfig) or given as keyword arguments over `ProbeSettings`' defaults.
+"""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 from probes.critic import CriticProbe
 from probes.diversity import DiversityProbe
-from probes.fid import FidProbe
 from probes.gp import GradientPenaltyProbe
 from probes.gradients import GradientProbe
-from probes.inject import build_fault
 from probes.kernels import KernelProbe
 from probes.spectra import SpectraProbe
-from stabgan.config import RunConfig
 
 # name -> (probe class, in the default set), in the order probes run within a step.
 # The default set is what the collapse detector reads; `gradients` (two tags per layer, a
 # weight copy per reading) is for finding the layer that went wrong, so only in `all`.
-# `fid` joins `default` and `all` only when --fid-every > 0 (its `enabled`).
 REGISTRY: dict[str, tuple[type, bool]] = {
     probe.name: (probe, default) for probe, default in (
         (GradientPenaltyProbe, True),
@@ -24,39 +27,47 @@ REGISTRY: dict[str, tuple[type, bool]] = {
         (KernelProbe, True),
         (SpectraProbe, True),
         (DiversityProbe, True),
-        (FidProbe, True),
         (GradientProbe, False),
     )}
 
 
-def build_probes(config="default", **settings) -> list:
-    """Probe instances for config.probes, then config.fault's fault (probes.inject), if any;
-    ValueError naming an unknown probe and the known ones.
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What the registered probes read to build themselves, for a loop without a RunConfig:
+    the RunConfig fields of the same names, with the same defaults."""
+    log_every: int = 10       # the Monitor's cadence
+    probe_every: int = 0      # gp, critic, kernel and gradient readings (0: log_every)
+    spectra_every: int = 0    # singular values (0: 10 x log_every)
+    diversity_every: int = 0  # diversity (0: 10 x log_every)
+    z_dim: int = 128          # the generator's noise size (diversity's fixed batch)
+    seed: int = 0             # diversity's fixed noise is drawn from seed + 0x5EED
 
-    config is a RunConfig, or a selection string for loops without one: then cadences and
-    sizes come from RunConfig's defaults and `settings`, e.g.
-    `build_probes("default", z_dim=64, log_every=10)`.
+
+def build_probes(selection: str = "default", settings=None, registry=None,
+                 **overrides) -> list:
+    """Probe instances for a selection of registry's probes (REGISTRY when None); ValueError
+    naming an unknown probe and the known ones.
+
+    settings: any object with ProbeSettings' attributes (a probe's `enabled` and
+    `from_config` read what they need), with `overrides` replaced; when None,
+    ProbeSettings(**overrides), e.g. `build_probes("default", z_dim=64, log_every=10)`.
     """
-    if isinstance(config, str):
-        config = RunConfig(probes=config, **settings)
-    elif settings:
-        config = dataclasses.replace(config, **settings)
-    spec = config.probes.strip()
-    if config.fid_every and spec not in ("default", "all") and "fid" not in spec.split(","):
-        raise ValueError(f"--fid-every {config.fid_every} asks for the fid probe but "
-                         f"probes={spec!r} leaves it out; add fid to --probes or drop --fid-every")
-    fault = build_fault(config.fault)
-    faults = [fault] if fault else []
+    if settings is None:
+        settings = ProbeSettings(**overrides)
+    elif overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    registry = REGISTRY if registry is None else registry
+    spec = selection.strip()
     if spec == "none":
-        return faults
+        return []
     if spec in ("default", "all"):
-        names = [n for n, (cls, default) in REGISTRY.items()
-                 if (spec == "all" or default) and cls.enabled(config)]
+        names = [n for n, (cls, default) in registry.items()
+                 if (spec == "all" or default) and cls.enabled(settings)]
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
-        unknown = [n for n in names if n not in REGISTRY]
+        unknown = [n for n in names if n not in registry]
         if unknown or not names:
-            known = ", ".join(["default", "all", "none", *REGISTRY])
+            known = ", ".join(["default", "all", "none", *registry])
             raise ValueError(f"probes={spec!r}: unknown probe {unknown[0] if unknown else ''!r}; "
                              f"choose from {known}")
-    return [REGISTRY[n][0].from_config(config) for n in names] + faults
+    return [registry[n][0].from_config(settings) for n in names]

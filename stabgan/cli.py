@@ -67,14 +67,14 @@ def run(ctx, preset, out, name, resume, **overrides):
             out, run_name(resolve_config(preset or "quick", **overrides)))
     except (ConfigError, DatasetError) as error:
         raise usage_error(error, ctx) from None
-    from probes import build_probes
+    from stabgan.run_probes import run_probes
     from stabgan.train import RunError, prepare_run, train
     try:
         prepared = prepare_run(run_dir, overrides, preset, resume, command=sys.argv)
     except (ConfigError, RunError, DatasetError) as error:
         raise usage_error(error, ctx) from None
     try:
-        probes = build_probes(prepared.config)
+        probes = run_probes(prepared.config)
     except ValueError as error:
         raise click.BadParameter(str(error), ctx=ctx, param_hint="--probes") from None
     for warning in prepared.warnings:

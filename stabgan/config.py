@@ -169,7 +169,7 @@ RESUMABLE_FIELDS = frozenset({"steps", "device", "log_every", "sample_every", "c
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 
 # --fault NAME@STEP[:VALUE]: name -> what its value is (None: it takes none). The faults
-# themselves are probes.inject's; this is their grammar, checked before torch loads.
+# themselves are stabgan.faults'; this is their grammar, checked before torch loads.
 FAULTS = {"nan": None, "lr": "factor", "data": None, "saturate": "factor", "collapse": "codes"}
 
 

@@ -159,7 +159,7 @@ class BatchStream:
             raise DatasetError(f"dataset has {len(dataset)} images, fewer than batch size {batch_size}")
         self.dataset, self.batch_size, self.seed, self.workers = dataset, batch_size, seed, workers
         self.epoch, self.batch = 0, 0
-        # the name of a BATCH_TRANSFORMS entry applied to every batch (probes.inject's data
+        # the name of a BATCH_TRANSFORMS entry applied to every batch (stabgan.faults' data
         # fault), or None; a name, so that the stream's state (and a checkpoint) holds no code
         self.transform: str | None = None
         self._iterator = None

@@ -1,7 +1,7 @@
 """The failure zoo: realistic failures with a ground truth the detector does not see, healthy
 runs, and how the collapse detector did on them (scripts/failure_zoo.py writes docs/collapse.md).
 
-A recipe is data: RunConfig settings, a fault from probes.inject among them or a setting that
+A recipe is data: RunConfig settings, a fault from stabgan.faults among them or a setting that
 makes training go wrong. The ground truth never comes from the detector's readings: a run has
 failed when its FID (domain features, 1,000 samples, every 2 % of the run) rises `FID_RISE`x
 over its best so far, or when a loss or weight goes non-finite, or, for a setting that trains

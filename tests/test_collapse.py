@@ -13,7 +13,6 @@ import torch
 from click.testing import CliRunner
 
 from probes.base import Probe
-from probes.inject import InjectNaN
 from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState,
                              series_by_step, OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
                              make_diagnosis, sign_text, verdict)
@@ -21,6 +20,7 @@ from probes.rundir.files import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_C
                                  read_json, read_metrics, write_json)
 from probes.text import number
 from stabgan.cli import cli
+from stabgan.faults import InjectNaN
 
 LOG_EVERY = 10
 STEPS = 1200

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from probes import CollapseGuard, CriticProbe, Monitor, Probe, build_probes
+from probes import CollapseGuard, CriticProbe, Monitor, Probe
 from probes.rundir.files import read_metrics
 from probes.rundir.reader import RunDir, as_lists
 
@@ -151,6 +151,7 @@ def test_logged_values_are_what_the_detector_saw_and_what_readers_get_back(tmp_p
 
 
 def test_critic_probe_resumes_exactly_through_a_checkpoint(tmp_path):
+    from stabgan.run_probes import run_probes
     from stabgan.train import prepare_run, train
 
     settings = {"width": 8, "z_dim": 16, "batch_size": 16, "log_every": 2, "probes": "critic",
@@ -161,11 +162,11 @@ def test_critic_probe_resumes_exactly_through_a_checkpoint(tmp_path):
         return series["critic/loss_ema"], series["critic/loss_drift_z"]
 
     straight = prepare_run(tmp_path / "straight", {**settings, "steps": 12})
-    train(straight, build_probes(straight.config))
+    train(straight, run_probes(straight.config))
     part = prepare_run(tmp_path / "part", {**settings, "steps": 8})
-    train(part, build_probes(part.config))
+    train(part, run_probes(part.config))
     resumed = prepare_run(tmp_path / "part", {"steps": 12}, resume=True)
-    train(resumed, build_probes(resumed.config))
+    train(resumed, run_probes(resumed.config))
     assert critic_series(tmp_path / "part") == critic_series(tmp_path / "straight")
     assert critic_series(tmp_path / "part")[1][0] == [12]  # the z-score needs 5 earlier readings
 

@@ -1,6 +1,7 @@
 """Probes: exact answers on hand-built inputs, then readings of one real short training run."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from probes import (REGISTRY, CriticProbe, DiversityProbe, FidProbe, GradientPenaltyProbe,
-                    GradientProbe, KernelProbe, SpectraProbe, StepState, build_probes)
+from probes import (CriticProbe, DiversityProbe, GradientPenaltyProbe, GradientProbe,
+                    KernelProbe, ProbeSettings, SpectraProbe, StepState, build_probes)
 from probes.base import weight_of
 from probes.diversity import diversity_stats
 from probes.kernels import kernel_stats
@@ -20,10 +21,12 @@ from probes.rundir.files import read_json
 from probes.rundir.reader import RunDir, as_lists
 from probes.spectra import top_singular_values, weight_matrix
 from stabgan import fid
-from stabgan.config import resolve_config
+from stabgan.config import RunConfig, resolve_config
 from stabgan.data import load_dataset
+from stabgan.fid_probe import FidProbe
 from stabgan.models import Critic, Generator
 from stabgan.nn.involution import Involution2d
+from stabgan.run_probes import REGISTRY, run_probes
 
 K = 3
 LOG_K2 = math.log(K * K)
@@ -243,21 +246,35 @@ def test_fid_probe_of_the_data_itself_is_zero(domain):
 
 def test_selection_builds_registered_probes_with_config_cadences():
     config = resolve_config(log_every=5)
-    default = build_probes(config)
+    default = run_probes(config)
     assert {p.name for p in default} == {n for n, (_, d) in REGISTRY.items() if d} - {"fid"}
-    assert {p.name for p in build_probes(resolve_config(probes="all"))} == set(REGISTRY) - {"fid"}
-    assert [p.every for p in build_probes("default", fid_every=50) if p.name == "fid"] == [50]
+    assert {p.name for p in run_probes(resolve_config(probes="all"))} == set(REGISTRY) - {"fid"}
+    assert [p.every for p in run_probes(resolve_config(fid_every=50)) if p.name == "fid"] == [50]
     with pytest.raises(ValueError, match="fid-every is 0"):
-        build_probes("fid")
-    assert build_probes(resolve_config(probes="none")) == []
+        run_probes(resolve_config(probes="fid"))
+    assert run_probes(resolve_config(probes="none")) == []
     every = {p.name: p.every for p in default}
     assert every["gp"] == every["critic"] == every["kernels"] == 5
     assert every["spectra"] == every["diversity"] == 50
     assert [p.every for p in build_probes("spectra,gp", spectra_every=7, probe_every=3)] == [7, 3]
     with pytest.raises(ValueError, match="unknown probe 'nope'.*gradients"):
-        build_probes(resolve_config(probes="gp,nope"))
+        run_probes(resolve_config(probes="gp,nope"))
     with pytest.raises(ValueError, match="every=0"):
         KernelProbe(every=0)
+
+
+def test_a_loop_without_a_run_config_gets_the_probes_a_run_of_the_same_settings_gets():
+    defaults = RunConfig()
+    assert all(getattr(ProbeSettings(), f.name) == getattr(defaults, f.name)
+               for f in dataclasses.fields(ProbeSettings))
+
+    def built(probes):
+        return [(type(p), p.every, getattr(p, "z_dim", None), getattr(p, "seed", None))
+                for p in probes]
+
+    for selection in ("default", "all", "kernels,gp"):
+        assert built(build_probes(selection, log_every=5, z_dim=32)) == built(
+            run_probes(resolve_config(probes=selection, log_every=5, z_dim=32)))
 
 
 # --------------------------------------------------------------------- one real run
@@ -270,7 +287,7 @@ RUN = {"steps": 60, "width": 8, "batch_size": 16, "log_every": 10, "probes": "al
 def train_run(path, extra=(), **overrides):
     from stabgan.train import prepare_run, train
     run = prepare_run(path, {**RUN, **overrides})
-    train(run, build_probes(run.config) + list(extra))
+    train(run, run_probes(run.config) + list(extra))
     return run.run_dir
 
 

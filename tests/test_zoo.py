@@ -236,8 +236,8 @@ def test_a_generator_collapsing_to_k_outputs_in_your_own_loop_is_caught(tmp_path
 
     import probes
     from probes.collapse import OnlineDetector
-    from probes.inject import CollapseToCodes
     from stabgan.data import load_dataset
+    from stabgan.faults import CollapseToCodes
 
     torch.manual_seed(0)
     data = load_dataset("mnist5k", 32).tensors[0]

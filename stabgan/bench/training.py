@@ -13,13 +13,13 @@ from typing import Callable
 
 import torch
 
-from probes import build_probes
 from probes.collapse import OnlineDetector
 from probes.monitor import Monitor
 from stabgan.bench.timing import interleaved_medians
 from stabgan.config import dataset_info, resolve_config
 from stabgan.data import load_dataset
 from stabgan.models import Critic, Generator
+from stabgan.run_probes import run_probes
 from stabgan.train import Run, WganGp, train
 
 
@@ -87,7 +87,7 @@ class _MonitoredLoop:
         self.gan = WganGp(config, load_dataset(config.dataset, config.image_size),
                           dataset_info(config.dataset).channels)
         self.generator, self.critic, self.step = self.gan.generator, self.gan.critic, 0
-        probes = build_probes(dataclasses.replace(config, probes=selection))
+        probes = run_probes(dataclasses.replace(config, probes=selection))
         self.monitor = Monitor(run_dir, self.generator, self.critic, probes,
                                log_every=config.log_every, detector=OnlineDetector(run_dir))
 
@@ -158,7 +158,7 @@ def bench_trainer(steps: int = 8, repeats: int = 5, overrides: dict | None = Non
             def trainer() -> None:
                 run = Run(config, Path(tmp) / f"r{next(runs)}", dataset, channels, None, [])
                 with contextlib.redirect_stderr(io.StringIO()):  # the run's progress bar
-                    train(run, build_probes(config))
+                    train(run, run_probes(config))
 
             medians = interleaved_medians({
                 "minimal": lambda: [minimal.step() for _ in range(steps)],

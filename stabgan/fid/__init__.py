@@ -30,9 +30,9 @@ from torch import nn
 from probes.rundir.files import CheckpointError, atomic_write_bytes
 from probes.rundir.reader import RunDir
 from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
-from probes.inject import build_fault
 from stabgan.config import RunConfig, dataset_info
 from stabgan.data import load_dataset
+from stabgan.faults import build_fault
 from stabgan.fid.distance import (COVERAGE_MIN_SHARE, frechet_distance, mode_coverage,
                                   statistics)
 from stabgan.fid.extractors import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE,

@@ -17,6 +17,7 @@ from torch import nn
 
 from probes.base import Probe, StepState, sampling
 from probes.readings import FID_PANELS
+from stabgan.config import dataset_info
 
 
 class FidProbe(Probe):
@@ -51,8 +52,8 @@ class FidProbe(Probe):
                    image_size=config.image_size, z_dim=config.z_dim, seed=config.seed)
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
+        # stabgan.fid loads scipy: imported when the probe runs, never by a run without it
         from stabgan import fid
-        from stabgan.config import dataset_info
 
         self.z_dim = self.z_dim or getattr(generator, "z_dim", None)
         if not self.z_dim:
