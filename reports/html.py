@@ -257,8 +257,14 @@ def write_report(runs_dir: Path | str, out: Path | str | None = None, *, cache: 
 
 
 def _version() -> str:
-    from stabgan import __version__
-    return __version__
+    """The installed stabgan's version, read from its package metadata: a report never imports
+    the trainer. "unknown" when stabgan is not installed (its packages on sys.path only)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("stabgan")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _environment():
