@@ -1,7 +1,7 @@
 """CollapseGuard: a training loop's collapse policy as one callback, stabgan's trainer included.
 
     guard = CollapseGuard(run_dir, stop_on_collapse=True)
-    monitor = Monitor(run_dir, generator=G, critic=D, probes=..., detector=guard)
+    monitor = Monitor(run_dir, generator=G, critic=D, probes=..., guard=guard)
     for step in range(1, steps + 1):
         ...  # your updates
         monitor.step(step, ...)            # feeds guard.update(step, readings) when it logs
@@ -38,8 +38,8 @@ LOSS_TAGS = (LOSS_CRITIC, LOSS_GENERATOR)  # non-finite: the run stops at once
 class CollapseGuard:
     """The online detector, pre_collapse.pt and the stop decision of one run (module docstring).
 
-    run_dir: where diagnosis.json and checkpoints/ are; a Monitor given the guard as its
-    detector fills it in when it is None. stop_on_collapse: stop at a confirmed collapse too.
+    run_dir: where diagnosis.json and checkpoints/ are; a Monitor given the guard fills it in
+    when it is None. stop_on_collapse: stop at a confirmed collapse too.
     """
 
     STATE_KEY = "collapse_guard"  # the guard's state in a checkpoint written by save_checkpoint

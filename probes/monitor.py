@@ -57,8 +57,8 @@ class Monitor:
     def __init__(self, run_dir: Path | str | RunWriter, generator: nn.Module, critic: nn.Module,
                  probes: Sequence[Probe] = (), log_every: int = 10,
                  purge_after_step: int | None = None, start_step: int = 0,
-                 time_offset: float = 0.0, detector=None, hparams: dict | None = None):
-        """detector: an optional `probes.guard.CollapseGuard` (or a bare
+                 time_offset: float = 0.0, guard=None, hparams: dict | None = None):
+        """guard: an optional `probes.guard.CollapseGuard` (or a bare
         `probes.collapse.OnlineDetector`) fed every logged step: online collapse detection,
         run_dir/diagnosis.json kept current; closed with the monitor.
         hparams: settings for TensorBoard's hparams table, added to config.json's when present."""
@@ -73,11 +73,11 @@ class Monitor:
         self.hparams = dict(hparams or {})
         self.latest: dict[str, float] = {}
         # collapse detection: events confirmed at the latest logged step
-        self.detector = detector
+        self.guard = guard
         self.events: list[dict] = []
         self.best_fid: BestFid | None = None  # the run's best FID (any segment), read at close
-        if detector is not None and detector.run_dir is None:
-            detector.run_dir = self.writer.dir
+        if guard is not None and guard.run_dir is None:
+            guard.run_dir = self.writer.dir
         self._start = time.perf_counter() - time_offset  # wall time of earlier segments (resume)
         self._last_log = (start_step, time.perf_counter())  # (step, time) of the previous log
         self._preparing = [p for p in self.probes if wants_prepare(p)]
@@ -124,14 +124,14 @@ class Monitor:
         return scalars
 
     def record(self, step: int, scalars: dict[str, float]) -> list[dict]:
-        """Log extra scalars for a step and feed them to the detector; returns its new events."""
+        """Log extra scalars for a step and feed them to the guard; returns its new events."""
         self.events = []
         if scalars:
-            # the detector gets the values as written, so `stabgan diagnose` agrees with it
+            # the guard gets the values as written, so `stabgan diagnose` agrees with it
             written = self.writer.log_scalars(step, time.perf_counter() - self._start, scalars)
             self.latest.update(written)
-            if self.detector is not None:
-                self.events = self.detector.update(step, written)
+            if self.guard is not None:
+                self.events = self.guard.update(step, written)
         return self.events
 
     def state_dict(self) -> dict:
@@ -143,12 +143,12 @@ class Monitor:
                 probe.load_state_dict(state[probe.name])
 
     def close(self) -> dict | None:
-        """Remove probe hooks, close the detector (the final diagnosis.json, and summary.json's
+        """Remove probe hooks, close the guard (the final diagnosis.json, and summary.json's
         verdict), read `best_fid`, write the hparams entry and close the run directory's files.
-        Returns the detector's final diagnosis (None without a detector)."""
+        Returns the guard's final diagnosis (None without a guard)."""
         for probe in self.probes:
             probe.detach()
-        diagnosis = self.detector.close() if self.detector is not None else None
+        diagnosis = self.guard.close() if self.guard is not None else None
         run = RunDir(self.writer.dir)
         self.best_fid = run.best_fid()
         self._log_hparams(run, diagnosis)

@@ -317,7 +317,7 @@ class _Training:
         self.monitor = Monitor(run.run_dir, self.gan.generator, self.gan.critic, self.probes,
                                log_every=config.log_every, purge_after_step=resumed,
                                start_step=self.step, time_offset=self.elapsed,
-                               detector=self.guard)
+                               guard=self.guard)
         if checkpoint is not None:
             if "monitor" in checkpoint:
                 self.monitor.load_state_dict(checkpoint["monitor"])

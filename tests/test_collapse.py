@@ -666,7 +666,7 @@ def test_a_real_run_records_verdict_and_onset(tmp_path):
 def test_monitor_feeds_a_detector_in_your_own_loop(tmp_path):
     from probes.monitor import Monitor
     g, d = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
-    monitor = Monitor(tmp_path, g, d, log_every=1, detector=OnlineDetector())
+    monitor = Monitor(tmp_path, g, d, log_every=1, guard=OnlineDetector())
     for step in range(1, 4):
         loss = torch.tensor(float("nan") if step == 3 else -1.0)
         monitor.step(step, loss_critic=loss, loss_generator=loss)

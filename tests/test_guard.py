@@ -105,13 +105,13 @@ def test_a_run_killed_while_an_excursion_is_watched_keeps_its_copy_through_a_res
     survive it, to be kept when the excursion is confirmed."""
     net = torch.nn.Linear(2, 2)
     guard = CollapseGuard(tmp_path)
-    monitor = Monitor(tmp_path, net, net, log_every=1, detector=guard)
+    monitor = Monitor(tmp_path, net, net, log_every=1, guard=guard)
     _bare_loop(guard, monitor, range(1, 26), range(1, 26))
     assert guard.state_dict()["aside_step"] == 20
     monitor.writer.close()  # killed: neither the monitor nor the guard closes
     resumed = CollapseGuard(tmp_path)
     monitor = Monitor(tmp_path, net, net, log_every=8, purge_after_step=25, start_step=25,
-                      detector=resumed)
+                      guard=resumed)
     resumed.load_state_dict(RunDir(tmp_path).checkpoint()[CollapseGuard.STATE_KEY], 25)
     _bare_loop(resumed, monitor, range(26, 57), range(32, 57, 8))
     monitor.close()

@@ -133,7 +133,7 @@ def test_logged_values_are_what_the_detector_saw_and_what_readers_get_back(tmp_p
     net = nn.Linear(2, 2)
     detector = Recording()
     monitor = Monitor(tmp_path / "r", generator=net, critic=net, probes=[], log_every=1,
-                      detector=detector)
+                      guard=detector)
     raw = {"loss/critic": 1 / 3, "wgan/distance": float(torch.tensor(0.1)),
            "big": 123456789012.345, "gone": float("nan"), "up": float("inf")}
     monitor.record(1, raw)
@@ -223,7 +223,7 @@ def test_a_resumed_run_with_no_step_left_closes_with_its_history_verdict(tmp_pat
 def test_monitor_close_returns_the_detectors_final_diagnosis(tmp_path):
     net = nn.Linear(2, 2)
     guard = CollapseGuard()
-    monitor = Monitor(tmp_path, net, net, log_every=1, detector=guard)
+    monitor = Monitor(tmp_path, net, net, log_every=1, guard=guard)
     monitor.record(1, {"loss/critic": float("nan")})
     diagnosis, written = monitor.close(), RunDir(tmp_path).diagnosis
     assert (diagnosis["verdict"], diagnosis["onset_step"]) == ("collapsed", 1)

@@ -251,7 +251,7 @@ def test_a_generator_collapsing_to_k_outputs_in_your_own_loop_is_caught(tmp_path
     opt_g = torch.optim.Adam(G.parameters(), 1e-4, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(D.parameters(), 4e-4, betas=(0.0, 0.9))
     detector = OnlineDetector()
-    monitor = probes.Monitor(tmp_path, generator=G, critic=D, log_every=2, detector=detector,
+    monitor = probes.Monitor(tmp_path, generator=G, critic=D, log_every=2, guard=detector,
                              probes=[*probes.build_probes("default", z_dim=z_dim, log_every=2),
                                      CollapseToCodes(at, codes=4)])
     for step in range(1, 171):

@@ -89,7 +89,7 @@ class _MonitoredLoop:
         self.generator, self.critic, self.step = self.gan.generator, self.gan.critic, 0
         probes = run_probes(dataclasses.replace(config, probes=selection))
         self.monitor = Monitor(run_dir, self.generator, self.critic, probes,
-                               log_every=config.log_every, detector=OnlineDetector(run_dir))
+                               log_every=config.log_every, guard=OnlineDetector(run_dir))
 
     def advance(self, steps: int) -> None:
         for _ in range(steps):
