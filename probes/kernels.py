@@ -57,7 +57,8 @@ def kernel_stats(kernel: torch.Tensor) -> dict[str, float]:
 
 class KernelProbe(Probe):
     """kernel/<layer>/{mean,std,max_abs,entropy,spatial_var,sample_var,near_zero,reduce_norm,
-    span_norm} and histogram kernel/<layer>/taps for every involution layer of G (g.inv<i>) and D."""
+    span_norm} and histogram kernel/<layer>/taps for every involution layer of G (g.inv<i>)
+    and D."""
 
     name = "kernels"
     panels = KERNEL_PANELS
