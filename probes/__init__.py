@@ -15,7 +15,8 @@ _EXPORTS = {
     "Probe": "probes.base", "StepState": "probes.base",
     "REGISTRY": "probes.registry", "build_probes": "probes.registry",
     "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity", "FidProbe": "probes.fid",
-    "GradientPenaltyProbe": "probes.gp", "GradientProbe": "probes.gradients",
+    "PenaltyProbe": "probes.penalty", "GradientProbe": "probes.gradients",
+    "Objective": "probes.objectives",
     "KernelProbe": "probes.kernels", "SpectraProbe": "probes.spectra",
 }
 __all__ = list(_EXPORTS)

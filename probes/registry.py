@@ -6,7 +6,7 @@ import dataclasses
 from probes.critic import CriticProbe
 from probes.diversity import DiversityProbe
 from probes.fid import FidProbe
-from probes.gp import GradientPenaltyProbe
+from probes.penalty import PenaltyProbe
 from probes.gradients import GradientProbe
 from probes.inject import build_fault
 from probes.kernels import KernelProbe
@@ -19,7 +19,7 @@ from stabgan.config import RunConfig
 # `fid` joins `default` and `all` only when --fid-every > 0 (its `enabled`).
 REGISTRY: dict[str, tuple[type, bool]] = {
     probe.name: (probe, default) for probe, default in (
-        (GradientPenaltyProbe, True),
+        (PenaltyProbe, True),
         (CriticProbe, True),
         (KernelProbe, True),
         (SpectraProbe, True),

@@ -10,13 +10,15 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
+from probes.objectives import LOSSES, PENALTIES, Objective
+
 ARCHS = ("dcgan", "sagan", "igan")
 INV_WHERE = ("g", "d", "both")
 NORMS = ("none", "batch", "spectral", "softmax")  # of the involution kernels
 INV_BLOCKS = ("bn", "plain", "residual")
 INV_STACKS = ("successive", "stages")
 SPECTRAL_NORM = ("none", "g", "d", "both")
-GP_UPDATES = ("joint", "separate")
+PENALTY_UPDATES = ("joint", "separate")
 DEVICES = ("auto", "cpu", "cuda")
 FEATURES = ("domain", "inception")  # FID feature extractors; the first is the default
 PRESETS = ("quick", "paper", "seed")
@@ -26,8 +28,10 @@ EXECUTORS = ("local", "ray")
 RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
 # RunConfig fields restricted to a fixed set of values (the CLI and the sweep grid check them).
 CHOICES = {"arch": ARCHS, "norm": NORMS, "inv_where": INV_WHERE, "inv_stack": INV_STACKS,
-           "inv_block": INV_BLOCKS, "spectral_norm": SPECTRAL_NORM, "gp_update": GP_UPDATES,
-           "device": DEVICES}
+           "inv_block": INV_BLOCKS, "spectral_norm": SPECTRAL_NORM, "loss": tuple(LOSSES),
+           "penalty": tuple(PENALTIES), "penalty_update": PENALTY_UPDATES, "device": DEVICES}
+# Fields an earlier stabgan wrote into config.json and checkpoints, and their names now.
+RENAMED_FIELDS = {"gp_lambda": "penalty_weight", "gp_update": "penalty_update"}
 
 
 DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT")
@@ -101,7 +105,17 @@ class RunConfig:
     # data
     dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT")
     image_size: int = _field(32, "square output size, 32 or 64")
-    # optimisation (WGAN-GP, TTUR)
+    # objective (stabgan.losses; probes.objectives says what each logs)
+    loss: str = _field("wgan", "wgan (Wasserstein) | hinge | ns (non-saturating) | rpgan "
+                               "(relativistic pairing)")
+    penalty: str = _field("gp", "gradient penalty: gp (‖∇D‖ → 1 at interpolates) | r1 (at real "
+                                "data) | r2 (at generated samples) | r1r2 | none")
+    penalty_weight: float = _field(10.0, "penalty weight: λ for gp, γ for r1/r2 (applied as γ/2)")
+    penalty_every: int = _field(1, "take the penalty every k critic updates, scaled by k (lazy "
+                                   "regularization; 1: every update)")
+    penalty_update: str = _field("joint", "joint: one critic Adam step on loss + penalty; "
+                                          "separate: two (the loss, then the penalty alone)")
+    # optimisation (TTUR)
     steps: int = _field(800, "generator updates")
     batch_size: int = _field(64, "images per critic and generator batch")
     n_critic: int = _field(1, "critic updates per generator update")
@@ -109,9 +123,6 @@ class RunConfig:
     lr_d: float = _field(4e-4, "critic learning rate")
     beta1: float = _field(0.0, "Adam β1")
     beta2: float = _field(0.9, "Adam β2")
-    gp_lambda: float = _field(10.0, "gradient-penalty weight λ")
-    gp_update: str = _field("joint", "joint: one critic Adam step on W-loss + λ·GP; separate: "
-                                     "two (W-loss, then λ·GP alone)")
     lr_decay: float = _field(0.95, "factor applied to both learning rates every lr-decay-every steps")
     lr_decay_every: int = _field(1000, "steps between learning-rate decays")
     seed: int = _field(0, "seed for weights, noise and data order")
@@ -145,7 +156,7 @@ PRESET_VALUES = {
     # ended worse (22.1), so the seed's 0.95 per 1,000 stays.
     "quick": {},
     # The seed's Table 1 (CelebA 64x64; use with folder: or celeba: data).
-    "paper": {"steps": 50_000, "batch_size": 64, "gp_lambda": 10.0, "z_dim": 128, "lr_g": 1e-4,
+    "paper": {"steps": 50_000, "batch_size": 64, "penalty_weight": 10.0, "z_dim": 128, "lr_g": 1e-4,
               "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "lr_decay": 0.95, "lr_decay_every": 1000,
               "image_size": 64, "width": 64, "log_every": 50, "sample_every": 1000,
               "ckpt_every": 1000},
@@ -155,7 +166,8 @@ PRESET_VALUES = {
     # (C=64 at S/2, as the seed's Table 2). That codebase defines the 0.95 decay but never
     # applies it; Table 1 lists it, so it is kept.
     "seed": {"spectral_norm": "both", "inv_stack": "stages", "inv_block": "residual",
-             "gp_update": "separate", "steps": 50_000, "batch_size": 64, "gp_lambda": 10.0,
+             "penalty_update": "separate", "steps": 50_000, "batch_size": 64,
+             "penalty_weight": 10.0,
              "z_dim": 128, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9,
              "lr_decay": 0.95, "lr_decay_every": 1000, "image_size": 64, "width": 64,
              "log_every": 50, "sample_every": 1000, "ckpt_every": 1000},
@@ -203,6 +215,16 @@ def parse_fault(spec: str) -> FaultSpec | None:
             raise ConfigError("fault", f"fault={spec!r}: the {kind} must be a positive "
                                        f"{'integer' if kind == 'codes' else 'number'}")
     return FaultSpec(name, int(step_text), value)
+
+
+def upgrade_saved(saved: dict) -> dict:
+    """A config.json's or checkpoint's settings with an earlier stabgan's field names renamed."""
+    return {RENAMED_FIELDS.get(k, k): v for k, v in saved.items()}
+
+
+def config_objective(config: RunConfig) -> Objective:
+    """The run's loss and penalty, as the Monitor and the detector read them."""
+    return Objective(config.loss, config.penalty)
 
 
 def resolve_config(preset: str = "quick", **overrides) -> RunConfig:
@@ -255,8 +277,16 @@ def validate(config: RunConfig) -> None:
     for name in ("lr_g", "lr_d"):
         if not getattr(config, name) > 0:
             raise ConfigError(name, f"{name.replace('_', '-')}={getattr(config, name)!r} must be > 0")
-    if config.gp_lambda < 0:
-        raise ConfigError("gp_lambda", f"gp-lambda={config.gp_lambda!r} must be >= 0")
+    if not config.penalty_weight >= 0:
+        raise ConfigError("penalty_weight", f"penalty-weight={config.penalty_weight!r} must be >= 0")
+    _positive("penalty_every", config.penalty_every)
+    if config.penalty == "none":
+        for name, default in (("penalty_every", 1), ("penalty_update", "joint")):
+            if getattr(config, name) != default:
+                raise ConfigError(name, f"{name.replace('_', '-')}={getattr(config, name)!r} "
+                                        f"acts on a penalty; penalty=none has none (use "
+                                        f"--penalty gp|r1|r2|r1r2 or --{name.replace('_', '-')} "
+                                        f"{default})")
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise ConfigError(name, f"{name}={getattr(config, name)!r} must be in [0, 1)")
@@ -316,6 +346,10 @@ def run_name(config: RunConfig) -> str:
         parts.append(config.inv_stack)
     if config.spectral_norm != "none":
         parts.append(f"sn{config.spectral_norm}")
-    if config.gp_update != "joint":
-        parts.append("gpsep")
+    if config.loss != "wgan" or config.penalty != "gp":
+        parts += [config.loss, config.penalty]
+    if config.penalty_every != 1:
+        parts.append(f"every{config.penalty_every}")
+    if config.penalty_update != "joint":
+        parts.append(f"{config.penalty}sep")
     return "-".join(parts + [f"s{config.seed}"])

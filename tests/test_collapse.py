@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from probes.base import Probe
+from probes.objectives import WGAN_GP
 from probes.inject import InjectNaN
 from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState,
                              series_by_step, OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
@@ -655,8 +656,8 @@ def test_stop_on_collapse_ends_a_real_run_at_a_confirmed_divergence(tmp_path):
 
 def test_a_real_run_records_verdict_and_onset(tmp_path):
     from stabgan.train import prepare_run, train
-    # --gp-lambda 0 (the study's "no gradient penalty" run) must train, not crash
-    summary = train(prepare_run(tmp_path / "run", dict(TINY, steps=10, gp_lambda=0.0)))
+    # --penalty-weight 0 (the study's "no gradient penalty" run) must train, not crash
+    summary = train(prepare_run(tmp_path / "run", dict(TINY, steps=10, penalty_weight=0.0)))
     assert summary["status"] == "completed"
     saved = read_json(tmp_path / "run" / SUMMARY)
     assert (saved["verdict"], saved["onset_step"]) == ("healthy", None)
@@ -682,7 +683,7 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     detector = OnlineDetector()
     for step, scalars in series_by_step(truncate(series, 1600)).items():
         detector.update(step, scalars)
-    postfix = _postfix(detector.state.latest, detector)
+    postfix = _postfix(detector.state.latest, detector, WGAN_GP)
     assert postfix["verdict"] == "healthy"  # out of its band, under any rule's threshold
     assert postfix["D"] == f"{detector.state.latest['wgan/distance']:.3g}"
     assert postfix["sign"].startswith("kernel/g.inv1/max_abs ×") and postfix["sign"].endswith(
@@ -691,5 +692,5 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     for step, scalars in series_by_step(diverged).items():
         if step > 1600:
             detector.update(step, scalars)
-    postfix = _postfix(detector.state.latest, detector)
+    postfix = _postfix(detector.state.latest, detector, WGAN_GP)
     assert postfix["verdict"] == "collapsed" and postfix["sign"].endswith(" @1,520")

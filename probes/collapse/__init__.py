@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Mapping
 
 from probes.collapse.rules import Thresholds, layer_of
+from probes.objectives import WGAN_GP, Objective
 from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS,
                                    SAMPLE_GRADED_KINDS, VERDICTS, WARNING, DetectorState,
                                    detect, make_diagnosis, series_by_step, sign_size, sign_text,
@@ -63,15 +64,16 @@ from stabgan.runlog import DIAGNOSIS, SUMMARY, read_json, write_json
 
 
 def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
-    """Recompute the diagnosis from metrics.jsonl; write diagnosis.json atomically and set
+    """Recompute the diagnosis from metrics.jsonl, judged by the run's objective (config.json's
+    loss and penalty); write diagnosis.json atomically and set
     summary.json's "verdict" and "onset_step" (when summary.json exists), each file only when
     its content changes. Works on runs still
     being written and on truncated files. Returns the diagnosis."""
-    run_dir = Path(run_dir)
-    metrics = RunDir(run_dir).metrics()
+    run = RunDir(run_dir)
+    metrics = run.metrics()
     thresholds = thresholds or Thresholds()
-    events = detect(as_lists(metrics.series), thresholds)
-    diagnosis = make_diagnosis(events, thresholds, metrics.last_step)
+    events = detect(as_lists(metrics.series), thresholds, run.objective)
+    diagnosis = make_diagnosis(events, thresholds, metrics.last_step, run.objective)
     # unchanged files keep their time stamps, so the report's cached rendering stays valid
     write_json(run_dir / DIAGNOSIS, diagnosis, changed_only=True)
     update_summary(run_dir, diagnosis)
@@ -128,9 +130,13 @@ class OnlineDetector:
     diagnosis equals `diagnose_run`'s.
     """
 
-    def __init__(self, run_dir: Path | str | None = None, thresholds: Thresholds | None = None):
+    def __init__(self, run_dir: Path | str | None = None, thresholds: Thresholds | None = None,
+                 objective: Objective | None = None):
+        """objective: the run's loss and penalty; None reads them from run_dir's config.json
+        when the detector starts (WGAN-GP without one)."""
         self.run_dir = None if run_dir is None else Path(run_dir)
-        self.state = DetectorState(thresholds)
+        self.objective = objective
+        self.state = DetectorState(thresholds, objective or WGAN_GP)
         self._primed = False
         self._written: tuple[Path | None, int] | None = None  # (run_dir, events) last written
 
@@ -185,6 +191,8 @@ class OnlineDetector:
         self._primed = True
         if self.run_dir is None:
             return
+        if self.objective is None:  # nothing fed yet: judge by the run's own objective
+            self.state = DetectorState(self.state.thresholds, RunDir(self.run_dir).objective)
         earlier = {tag: (steps[steps < step], values[steps < step])
                    for tag, (steps, values) in RunDir(self.run_dir).series().items()}
         self.state.replay(as_lists(earlier))
