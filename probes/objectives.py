@@ -19,8 +19,8 @@ from typing import Mapping
 
 from probes.readings import (CORE_PANELS, CRITIC, CRITIC_ACCURACY, CRITIC_PANELS, CRITIC_R_T,
                              DIVERSITY_PANELS, FID_PANELS, FRAC_OFF, GP_NORM_TITLE, GRADIENT_PANELS,
-                             KERNEL_PANELS, LOSS_CRITIC, SPECTRA_PANELS, TRAINING, WGAN_DISTANCE,
-                             Panel, merge_panels, penalty_tag)
+                             KERNEL_PANELS, LOSS_CRITIC, LOSS_GENERATOR, SPECTRA_PANELS, TRAINING,
+                             WGAN_DISTANCE, Panel, merge_panels, penalty_tag)
 
 CRITIC_GAP = "critic/gap"  # E[D(real)] − E[D(fake)] of a loss whose gap is no distance
 
@@ -34,12 +34,15 @@ class LossReadings:
     losses with a fixed decision boundary, which also log ADA's r_t = E[sign D(real)]) or
     "pair" (D(real) > D(fake) for the pair: the losses of score differences, where D's zero
     means nothing).
+    runaway: positive losses whose growth far over their band is a divergence: a generator
+    loss that climbs while D wins (softplus losses; hinge's and WGAN's take any sign).
     """
     name: str
     summary: str
     gap_tag: str
     gap_title: str
     decision: str
+    runaway: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,12 @@ LOSSES = {loss.name: loss for loss in (
                  CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)]", "sign"),
     LossReadings("ns", "non-saturating: E[softplus(−D(real))] + E[softplus(D(fake))], "
                        "G: E[softplus(−D(fake))]",
-                 CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "sign"),
+                 CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "sign",
+                 runaway=(LOSS_GENERATOR,)),
     LossReadings("rpgan", "relativistic pairing: E[softplus(−(D(real) − D(fake)))], G: the "
                           "same with real and fake swapped",
-                 CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "pair"),
+                 CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "pair",
+                 runaway=(LOSS_GENERATOR,)),
 )}
 _R1 = PenaltyTerm("r1", "real data")
 _R2 = PenaltyTerm("r2", "generated samples")

@@ -202,8 +202,14 @@ def test_the_detector_judges_the_tags_its_objective_declares():
     [event] = detect(blowing, objective=ns_r1)
     assert (event["kind"], event["evidence"]["tag"]) == ("gp_blowup", "r1/norm_p95")
     assert "R1 penalty blow-up" in event["message"]
-    # a WGAN-GP run has no critic/gap or r1 rules: the same series raise nothing there
-    assert detect(diverging) == [] and detect(blowing) == []
+    # ... and a generator loss climbing while D wins is one too (a softplus loss: positive)
+    climbing = _blow_up(_series({**healthy, "loss/generator": 1.1}), "loss/generator", 800, 4)
+    [event] = detect(climbing, objective=ns_r1)
+    assert (event["kind"], event["severity"]) == ("divergence", "warning")
+    assert "generator loss runaway" in event["message"]
+    # a WGAN-GP run has no critic/gap, r1 or generator-loss rules: the same series raise
+    # nothing there
+    assert detect(diverging) == detect(blowing) == detect(climbing) == []
     # and an R1 norm of 0.4 is no blow-up, where a gradient-penalty norm of 0.4 far from 1 is
     gp_low = _series({"wgan/distance": 3.0, "gp/norm_mean": 0.05})
     assert [e["kind"] for e in detect(gp_low)] == ["gp_blowup"]

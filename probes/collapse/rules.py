@@ -53,7 +53,7 @@ class Thresholds:
     # weights/nonfinite > 0), at once
     nan_groups: tuple[str, ...] = ("loss", "weights", "grad", "spectra")
     # divergence: the objective's score gap or the critic loss, |x − band| in multiples of
-    # |band| (two-sided)
+    # |band| (two-sided); a softplus generator loss growing by these factors over its band
     divergence_warn: float = 3.0
     divergence_collapse: float = 10.0
     # gp_blowup: a penalty term's gradient norms (mean, median, p95) at least f× away from its
@@ -227,6 +227,9 @@ def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
     return [
         Rule("divergence", "critic divergence",
               frozenset(objective.divergence_tags).__contains__, _divergence),
+        Rule("divergence", "generator loss runaway",
+              frozenset(objective.readings.runaway).__contains__,
+              _growth("divergence_warn", "divergence_collapse"), log=True, extreme="max"),
         *(_penalty_rule(term) for term in objective.terms),
         Rule("mode_collapse", mode, lambda tag: tag == COVERAGE_MODES,
               _drop("mode_drop_warn", "mode_drop_collapse", use_best=True),
