@@ -109,6 +109,7 @@ class Monitor:
         start_step = resume_from or 0
         self._last_log = (start_step, time.perf_counter())  # (step, time) of the previous log
         self.last_step = start_step  # the latest step recorded
+        self._recorded: tuple[int | None, set[str]] = (None, set())  # its step and tags
         self._preparing = [p for p in self.probes if wants_prepare(p)]
         for probe in self.probes:
             probe.set_objective(objective)
@@ -168,9 +169,16 @@ class Monitor:
             # the detector gets the values as written, so `stabgan diagnose` agrees with it
             written = self.writer.log_scalars(step, time.perf_counter() - self._start, scalars)
             self.latest.update(written)
+            if self._recorded[0] != step:
+                self._recorded = (step, set())
+            self._recorded[1].update(written)
             if self.detector is not None:
                 self.events = self.detector.update(step, written)
         return self.events
+
+    def logged_at(self, step: int) -> set[str]:
+        """The tags recorded at `step`, when it is the latest step recorded (else none)."""
+        return self._recorded[1] if self._recorded[0] == step else set()
 
     def state_dict(self) -> dict:
         return {p.name: p.state_dict() for p in self.probes}

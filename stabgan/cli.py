@@ -25,8 +25,9 @@ def _config_option(field: dataclasses.Field):
     """A click option for one RunConfig field; its default is None, meaning 'preset value'."""
     flag = "--" + field.name.replace("_", "-")
     help_text = f"{field.metadata['help']} [default: {field.default}]"
-    if field.type in ("bool", bool):
-        return click.option(flag, field.name, is_flag=True, default=None, help=help_text)
+    if field.type in ("bool", bool):  # --flag/--no-flag: a preset's value can be undone
+        flags = f"{flag}/--no-{flag[2:]}"
+        return click.option(flags, field.name, default=None, help=help_text)
     if field.name in CHOICES:
         kind = click.Choice(CHOICES[field.name])
     else:
@@ -131,7 +132,8 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
 
     lines = [f"{summary['status']}: {summary['steps']:,} steps in {summary['wall_s']:.1f} s"]
     verdict = summary.get("verdict") or "unknown"
-    events = RunDir(run_dir).diagnosis.get("events", [])
+    diagnosis = RunDir(run_dir).diagnosis
+    events = diagnosis.get("events", [])
     if verdict == "collapsed":
         onset = summary.get("onset_step")
         first = next((e for e in events if e.get("severity") == "collapse"
@@ -140,8 +142,19 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
                      (f" ({first['kind']}): {first['message']}" if first else ""))
     elif verdict == "unstable" and events:
         lines.append(f"verdict: unstable ({events[0]['kind']}): {events[0]['message']}")
+    elif diagnosis.get("logged_points", 0) < diagnosis.get("points_needed", 0):
+        lines.append(f"verdict: too short to judge: {diagnosis['logged_points']} logged steps, "
+                     f"and the detector needs {diagnosis['points_needed']} before it can tell "
+                     f"an excursion from the run's own level (more --steps, or a smaller "
+                     f"--log-every)")
     else:
         lines.append(f"verdict: {verdict}")
+    quality = summary.get("quality")
+    if quality:
+        lines.append(f"quality: FID {quality['fid']:.3g} in the domain classifier's features, "
+                     f"{quality['modes']:g} of {quality['classes']} classes, over "
+                     f"{quality['samples']:,} samples (lower is better; real images score "
+                     f"{quality['reference_fid']:.3g} at that count, the floor)")
     if summary.get("fid_min") is not None:
         lines.append(f"best FID ({summary['fid_features']}): {summary['fid_min']:.4g} at step "
                      f"{summary['fid_min_step']:,}")

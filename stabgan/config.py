@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 
 from probes.objectives import LOSSES, PENALTIES, Objective
 
-ARCHS = ("dcgan", "sagan", "igan")
+ARCHS = ("dcgan", "sagan", "igan")  # conv nets, for image datasets
+POINT_ARCH = "mlp"  # the one arch of 2-D point datasets, implied by them
 INV_WHERE = ("g", "d", "both")
 NORMS = ("none", "batch", "spectral", "softmax")  # of the involution kernels
 INV_BLOCKS = ("bn", "plain", "residual")
@@ -27,14 +28,16 @@ PRESETS = ("quick", "paper", "seed")
 EXECUTORS = ("local", "ray")
 RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
 # RunConfig fields restricted to a fixed set of values (the CLI and the sweep grid check them).
-CHOICES = {"arch": ARCHS, "norm": NORMS, "inv_where": INV_WHERE, "inv_stack": INV_STACKS,
-           "inv_block": INV_BLOCKS, "spectral_norm": SPECTRAL_NORM, "loss": tuple(LOSSES),
-           "penalty": tuple(PENALTIES), "penalty_update": PENALTY_UPDATES, "device": DEVICES}
+CHOICES = {"arch": (*ARCHS, POINT_ARCH), "norm": NORMS, "inv_where": INV_WHERE,
+           "inv_stack": INV_STACKS, "inv_block": INV_BLOCKS, "spectral_norm": SPECTRAL_NORM,
+           "loss": tuple(LOSSES), "penalty": tuple(PENALTIES), "penalty_update": PENALTY_UPDATES,
+           "device": DEVICES}
 # Fields an earlier stabgan wrote into config.json and checkpoints, and their names now.
 RENAMED_FIELDS = {"gp_lambda": "penalty_weight", "gp_update": "penalty_update"}
 
 
-DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT")
+POINT_DATASETS = ("ring8", "grid25")  # 2-D Gaussian mixtures (stabgan.toy)
+DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT", *POINT_DATASETS)
 
 
 class DatasetError(ValueError):
@@ -44,14 +47,17 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the models need to know about a dataset."""
-    channels: int
-    num_classes: int  # 0 when the dataset has no labels
+    channels: int  # of an image, or a point's coordinates (2)
+    # classes a domain classifier learns for FID and coverage; 0 for unlabelled images and for
+    # points, whose modes stabgan.toy counts exactly
+    num_classes: int
+    points: bool = False  # 2-D points (arch mlp; image_size does not apply)
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """Split `kind:PATH` into (kind, path); raise DatasetError naming the accepted forms."""
     kind, _, path = spec.partition(":")
-    if kind == "mnist5k" and not path:
+    if kind in ("mnist5k", *POINT_DATASETS) and not path:
         return kind, None
     if kind in ("folder", "celeba", "mnist") and path:
         return kind, path
@@ -59,8 +65,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 def dataset_info(spec: str) -> DatasetInfo:
-    """Channels and class count of a dataset spec, without loading it."""
+    """Channels, class count and kind of a dataset spec, without loading it."""
     kind, _ = parse_spec(spec)
+    if kind in POINT_DATASETS:
+        return DatasetInfo(2, 0, points=True)
     return {"mnist5k": DatasetInfo(1, 10), "mnist": DatasetInfo(1, 10),
             "folder": DatasetInfo(3, 0), "celeba": DatasetInfo(3, 0)}[kind]
 
@@ -87,7 +95,8 @@ def _field(default, help: str):
 @dataclass(frozen=True)
 class RunConfig:
     # model
-    arch: str = _field("igan", "dcgan | sagan | igan")
+    arch: str = _field("igan", "dcgan | sagan | igan (images) | mlp (2-D points, implied by "
+                               "ring8 and grid25)")
     inv_layers: int = _field(1, "involution blocks (igan), or attention blocks (sagan)")
     inv_where: str = _field("g", "involution blocks in the generator (g), critic (d) or both "
                                  "(sagan: attention in both)")
@@ -99,12 +108,14 @@ class RunConfig:
     groups: int = _field(4, "involution groups G (must divide the channels at that layer)")
     reduction: int = _field(2, "involution reduction ratio R")
     norm: str = _field("none", "kernel-generation normalization: none | batch | spectral | softmax")
-    width: int = _field(32, "channels at half the image size, where involution/attention sit")
+    width: int = _field(32, "channels at half the image size, where involution/attention sit "
+                            "(mlp: 4 x width units per hidden layer)")
     spectral_norm: str = _field("none", "spectral norm on the backbone convs of g, d, both or none")
     z_dim: int = _field(128, "latent dimension")
     # data
-    dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT")
-    image_size: int = _field(32, "square output size, 32 or 64")
+    dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT | ring8 "
+                                     "| grid25 (2-D Gaussian mixtures)")
+    image_size: int = _field(32, "square output size, 32 or 64 (images only)")
     # objective (stabgan.losses; probes.objectives says what each logs)
     loss: str = _field("wgan", "wgan (Wasserstein) | hinge | ns (non-saturating) | rpgan "
                                "(relativistic pairing)")
@@ -138,6 +149,10 @@ class RunConfig:
     stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
     fid_every: int = _field(0, "FID probe cadence in steps (0: off)")
     fid_samples: int = _field(1000, "generated samples per FID measurement")
+    fid_final: bool = _field(True, "at the end of a completed run, the final generator's FID "
+                                   "and classes covered beside the real data's own FID (data "
+                                   "with labels; the domain classifier is trained once per "
+                                   "machine)")
     threads: int = _field(0, "torch CPU threads (0: torch's default)")
     # validating the collapse detector
     fault: str = _field("", "a fault injected at the end of step S, to check the detector: "
@@ -175,7 +190,8 @@ PRESET_VALUES = {
 
 # Fields a resumed run may change: they do not alter the model, the data or the optimiser.
 RESUMABLE_FIELDS = frozenset({"steps", "device", "log_every", "sample_every", "ckpt_every",
-                              "probes", "stop_on_collapse", "fid_every", "fid_samples", "threads",
+                              "probes", "stop_on_collapse", "fid_every", "fid_samples",
+                              "fid_final", "threads",
                               "probe_every", "spectra_every", "diversity_every"})
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
@@ -236,11 +252,14 @@ def resolve_config(preset: str = "quick", **overrides) -> RunConfig:
     unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
         raise ConfigError(unknown[0], f"unknown setting {unknown[0]!r}")
-    # --inv-layers 0 without --arch means dcgan; dcgan has no blocks, sagan one unless asked.
+    # Without --arch, point data means mlp and --inv-layers 0 dcgan; dcgan and mlp have no
+    # blocks, sagan one unless asked.
     if "arch" not in overrides or overrides["arch"] is None:
-        if values.get("inv_layers", RunConfig.inv_layers) == 0:
+        if values.get("dataset", RunConfig.dataset) in POINT_DATASETS:
+            values["arch"] = POINT_ARCH
+        elif values.get("inv_layers", RunConfig.inv_layers) == 0:
             values["arch"] = "dcgan"
-    elif values["arch"] == "dcgan" and "inv_layers" not in values:
+    if values.get("arch") in ("dcgan", POINT_ARCH) and "inv_layers" not in values:
         values["inv_layers"] = 0
     config = RunConfig(**values)
     validate(config)
@@ -264,9 +283,17 @@ def validate(config: RunConfig) -> None:
         _choice(name, getattr(config, name), accepted)
     _choice("image_size", config.image_size, (32, 64))
     try:
-        parse_spec(config.dataset)
+        points = dataset_info(config.dataset).points
     except DatasetError as error:
         raise ConfigError("dataset", str(error)) from None
+    if points and config.arch != POINT_ARCH:
+        raise ConfigError("arch", f"arch={config.arch!r} builds conv nets for images; dataset "
+                                  f"{config.dataset!r} is 2-D points, which take arch "
+                                  f"{POINT_ARCH} (implied when --arch is not given)")
+    if config.arch == POINT_ARCH and not points:
+        raise ConfigError("arch", f"arch={POINT_ARCH!r} is for 2-D point data "
+                                  f"({', '.join(POINT_DATASETS)}); dataset {config.dataset!r} "
+                                  f"holds images (use {', '.join(ARCHS)})")
     for name in ("steps", "batch_size", "n_critic", "width", "z_dim", "lr_decay_every",
                  "log_every", "sample_every", "ckpt_every", "fid_samples", "kernel_size",
                  "groups", "reduction"):
@@ -333,7 +360,7 @@ def validate(config: RunConfig) -> None:
 
 def run_name(config: RunConfig) -> str:
     """A readable directory name from the settings that define the experiment."""
-    parts = [config.arch]
+    parts = [config.dataset if config.arch == POINT_ARCH else config.arch]  # mlp: the data's
     if config.arch == "igan":
         where = "" if config.inv_where == "g" else config.inv_where
         parts += [f"inv{config.inv_layers}{where}", config.norm,

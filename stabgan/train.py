@@ -253,6 +253,8 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     try:  # from open() on, the run directory exists: a failure leaves its traceback there
         training.open()
         status = training.loop()
+        if status == "completed" and run.config.fid_final:
+            training.measure_quality()
     except KeyboardInterrupt:
         status = "interrupted"
     except Exception as exc:
@@ -281,6 +283,7 @@ class _Training:
         self.step_times: list[float] = []
         self.stop = StopSignals(second_raises=True)
         self.bar = self.monitor = self.guard = None  # open() makes them
+        self.quality: dict | None = None  # measure_quality's, for summary.json
         self.started, self.started_at = time.perf_counter(), _utc_now()
 
     def resume(self) -> None:
@@ -342,6 +345,21 @@ class _Training:
             self.save_checkpoint(self.step)
         return "interrupted"
 
+    def measure_quality(self) -> None:
+        """The final generator's FID and classes covered beside the real data's own FID
+        (`stabgan.fid.final_quality`), logged at the last step unless the FID probe logged
+        there already, and kept for summary.json."""
+        from stabgan.fid import final_quality
+
+        self.bar.close()  # the classifier's training, on first use, shows its own bar
+        quality = final_quality(self.gan.generator, self.config, self.gan.device)
+        if quality is None:
+            return
+        readings = quality.pop("readings")
+        if not set(readings) & set(self.monitor.logged_at(self.step)):
+            self.monitor.record(self.step, readings)
+        self.quality = quality
+
     def log_step(self, step: int, tensors: dict) -> None:
         """The Monitor's probes and logs for this step, forced when a loss is non-finite; then
         the weights check (an update or a probe may have written NaN/Inf weights), logged when
@@ -392,6 +410,7 @@ class _Training:
         else:  # open() failed before the Monitor: the earlier segments' best
             best = run.best_fid()
         summary.update(best.summary_fields() if best else {})
+        summary["quality"] = self.quality
         previous = run.summary  # the earlier segments', as the guard's close just left it
         summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         write_json(run.path / SUMMARY, {**previous, **summary})
@@ -421,15 +440,21 @@ def _nonfinite_weights(*modules: torch.nn.Module) -> int:
 
 
 def _postfix(latest: dict[str, float], detector, objective: Objective) -> dict[str, str]:
-    """The progress bar's readings: the objective's score gap and first penalty norm, verdict
-    and the first sign to look at (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band
-    since that step)."""
+    """The progress bar's readings: the objective's score gap and first penalty norm, the
+    verdict (`too early` until the detector has the points for a band), and what to look at:
+    after an event its first sign (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band since
+    that step), before any a tag some rule judges that is out of its band now
+    (`watch=gp/norm_p95 ×2.1 since 1,200`), else nothing."""
     shown = {"D": objective.gap_tag, **{term.name: term.tag("norm_mean")
                                          for term in objective.terms[:1]}}
     postfix = {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
                if tag in latest and math.isfinite(latest[tag])}
-    postfix["verdict"] = detector.verdict
-    sign = detector.first_sign()
+    state = detector.state
+    postfix["verdict"] = detector.verdict if state.judged or state.events else (
+        f"too early ({state.points}/{state.points_needed} logs)")
+    sign, watched = detector.first_sign(), detector.watching()
     if sign is not None:
         postfix["sign"] = f"{sign_text(sign)} @{sign['step']:,}"
+    elif watched is not None:
+        postfix["watch"] = f"{sign_text(watched)} since {watched['step']:,}"
     return postfix

@@ -102,3 +102,33 @@ def test_an_interrupted_run_prints_the_command_that_resumes_it(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed {out / 's'} from step {steps:,} of {steps + 2:,}" in resumed.stderr
     assert "resume: " not in resumed.stderr  # a completed run needs no resuming
+
+
+@pytest.mark.slow
+def test_a_completed_run_ends_with_its_quality_beside_the_real_datas(tmp_path):
+    result = stabgan_cli("run", "--out", str(tmp_path), "--name", "q", *TINY[:-1],
+                         "--steps", "20", "--log-every", "2", "--fid-samples", "200")
+    assert result.returncode == 0, result.stderr
+    quality = read_json(tmp_path / "q" / "summary.json")["quality"]
+    assert quality["features"] == "domain" and quality["samples"] == 200
+    assert quality["classes"] == 10 and 0 <= quality["modes"] <= 10
+    assert 0 < quality["reference_fid"] < quality["fid"]  # 20 steps are far from the data
+    # logged at the last step, so the report's best FID and TensorBoard have it too
+    last = [r for r in read_metrics(tmp_path / "q") if r["step"] == 20]
+    assert any(r.get("fid/domain") == pytest.approx(quality["fid"], rel=1e-6) for r in last)
+    line = next(s for s in result.stderr.splitlines() if s.startswith("quality: "))
+    assert f"{quality['modes']:g} of 10 classes" in line and "real images score" in line
+    off = stabgan_cli("run", "--out", str(tmp_path), "--name", "off", *TINY, "--steps", "2")
+    assert read_json(tmp_path / "off" / "summary.json")["quality"] is None
+
+
+def test_a_run_too_short_to_judge_says_so(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path), "--name", "s", *TINY,
+                                      "--steps", "30"])
+    assert result.exit_code == 0, result.output
+    assert "verdict: too short to judge: 3 logged steps, and the detector needs 11" in \
+        result.output
+    diagnosis = read_json(tmp_path / "s" / "diagnosis.json")
+    assert (diagnosis["logged_points"], diagnosis["points_needed"]) == (3, 11)
+    shown = CliRunner().invoke(cli, ["diagnose", str(tmp_path / "s")])
+    assert "too short to judge: 3 logged steps of the 11 a band needs" in shown.output

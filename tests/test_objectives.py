@@ -108,7 +108,7 @@ def test_a_lazy_penalty_is_taken_every_k_updates_scaled_by_k():
 
 def _tiny(tmp_path, name, **settings):
     config = {"width": 8, "z_dim": 16, "batch_size": 8, "probes": "default", "log_every": 2,
-              "ckpt_every": 3, "sample_every": 100, **settings}
+              "ckpt_every": 3, "sample_every": 100, "fid_final": False, **settings}
     return prepare_run(tmp_path / name, config)
 
 

@@ -72,8 +72,9 @@ def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> d
     run = RunDir(run_dir)
     metrics = run.metrics()
     thresholds = thresholds or Thresholds()
-    events = detect(as_lists(metrics.series), thresholds, run.objective)
-    diagnosis = make_diagnosis(events, thresholds, metrics.last_step, run.objective)
+    state = DetectorState(thresholds, run.objective)
+    state.replay(as_lists(metrics.series))
+    diagnosis = {**state.diagnosis(), "last_step": metrics.last_step}
     # unchanged files keep their time stamps, so the report's cached rendering stays valid
     write_json(run_dir / DIAGNOSIS, diagnosis, changed_only=True)
     update_summary(run_dir, diagnosis)
@@ -103,6 +104,9 @@ def format_diagnosis(diagnosis: dict, run_dir: Path | str | None = None) -> str:
     head += f"; {len(events)} event{'s' * (len(events) != 1)}"
     if last is not None:
         head += f" (metrics up to step {last:,})"
+    points, needed = diagnosis.get("logged_points"), diagnosis.get("points_needed")
+    if points is not None and needed and points < needed:
+        head += f"; too short to judge: {points} logged steps of the {needed} a band needs"
     lines = [head]
     for event in events:
         lines.append(f"  {event['severity']:<8} {event['kind']:<18} {event['message']}")
@@ -163,14 +167,19 @@ class OnlineDetector:
         return self.state.pending_onset()
 
     def first_sign(self) -> dict | None:
-        """What a user should look at now: the first sign of the earliest collapse (or of the
-        first warning), else the earliest tag out of its band at the latest step."""
+        """The first sign of the earliest collapse (or of the first warning); None before any
+        event (see `watching`)."""
         events = self.state.events
         collapses = [e for e in events if e["severity"] == COLLAPSE]
         for event in collapses[:1] or events[:1]:
             if event.get("first_signs"):
                 return event["first_signs"][0]
-        return self.state.watching()
+        return None
+
+    def watching(self) -> dict | None:
+        """Before any event, what to keep an eye on: the earliest excursion under way of a tag
+        some rule judges (one that can become an event), else None."""
+        return None if self.state.events else self.state.watching(ruled_only=True)
 
     def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
         """Feed one logged step; returns the new events (usually none)."""

@@ -69,6 +69,7 @@ class DetectorState:
         self.latest: dict[str, float] = {}   # the context tags' latest values (those logged)
         self.last_step: int | None = None
         self.log_interval: int | None = None  # smallest step gap between logged steps
+        self.points = 0  # logged steps seen
 
     def _track_for(self, tag: str) -> Track:
         track = self._tracks.get(tag)
@@ -79,6 +80,8 @@ class DetectorState:
     def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
         """Feed one logged step's scalars (any tags); returns the events it confirmed."""
         t = self.thresholds
+        if self.last_step is None or step > self.last_step:
+            self.points += 1
         if self.last_step is not None and step > self.last_step:
             gap = step - self.last_step
             self.log_interval = gap if self.log_interval is None else min(self.log_interval, gap)
@@ -203,10 +206,23 @@ class DetectorState:
             signs.append(sign)
         return sorted(signs, key=lambda s: (s["step"], -s["z"], s["tag"]))
 
-    def watching(self) -> dict | None:
-        """The earliest excursion under way now (a first sign before any event), or None."""
+    def watching(self, ruled_only: bool = False) -> dict | None:
+        """The earliest excursion under way now (a first sign before any event), or None;
+        ruled_only: of a tag some rule judges (one whose excursion can become an event)."""
         signs = self.first_signs(self.last_step) if self.last_step is not None else []
+        if ruled_only:
+            signs = [s for s in signs if self._watches.get(s["tag"])]
         return signs[0] if signs else None
+
+    @property
+    def points_needed(self) -> int:
+        """Logged steps before any tag has a band: fewer, and nothing can be judged."""
+        return self.thresholds.warmup_points + self.thresholds.baseline_min_points
+
+    @property
+    def judged(self) -> bool:
+        """Whether enough steps were logged for a band (else a healthy verdict means nothing)."""
+        return self.points >= self.points_needed
 
     def _nan_event(self, step: int, bad: dict[str, float]) -> dict:
         shown = ", ".join(f"{tag} {number(v)}" for tag, v in sorted(bad.items()))
@@ -275,7 +291,8 @@ class DetectorState:
         return min(onsets) if onsets else None
 
     def diagnosis(self) -> dict:
-        return make_diagnosis(self.events, self.thresholds, self.last_step, self.objective)
+        return {**make_diagnosis(self.events, self.thresholds, self.last_step, self.objective),
+                "logged_points": self.points, "points_needed": self.points_needed}
 
 
 def _first_sign_clause(signs: list[dict], own_tag: str | None, onset: int) -> str:
