@@ -36,10 +36,11 @@ from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunCon
 from stabgan.data import BatchStream, load_dataset
 from stabgan.losses import LOSSES, Penalty, PenaltyTerms
 from stabgan.device import check_device, resolve_device
-from stabgan.models import Critic, Generator
+from stabgan.models import build_models
 from stabgan.runlog import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
                             error_line, unwritable_reason, write_json)
 from stabgan.signals import StopSignals
+from stabgan.toy import SCATTER_POINTS, mixture_means
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 
@@ -149,8 +150,8 @@ class Gan:
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)  # noise, interpolation
         self.stream = BatchStream(dataset, config.batch_size, config.seed,
                                   workers=0 if isinstance(dataset, torch.utils.data.TensorDataset) else 2)
-        self.generator = Generator(config, image_channels).to(self.device)
-        self.critic = Critic(config, image_channels).to(self.device)
+        self.generator, self.critic = (net.to(self.device)
+                                       for net in build_models(config, image_channels))
         self.loss = LOSSES[config.loss]()
         self.penalty = Penalty(config.penalty, config.penalty_weight, config.penalty_every)
         self.last_penalty: PenaltyTerms | None = None  # a lazy penalty's latest, for the readings
@@ -196,11 +197,13 @@ class Gan:
                 terms = penalty.compute(critic, real, fake, self.rng) if due else None
                 if terms and penalty.weight > 0:
                     self._critic_update(penalty.loss(terms.values))
-            self.last_penalty = terms or self.last_penalty
+            if terms:  # kept without their graphs: a lazy penalty's readings until the next
+                self.last_penalty = PenaltyTerms(*({k: v.detach() for k, v in part.items()}
+                                                   for part in (terms.points, terms.grads,
+                                                                terms.values)))
         last = self.last_penalty
-        loss_critic = adversarial.detach() + (
-            penalty.loss({k: v.detach() for k, v in last.values.items()}, lazy=False)
-            if last else 0.0)
+        loss_critic = adversarial.detach() + (penalty.loss(last.values, lazy=False)
+                                              if last else 0.0)
 
         # generator step (critic frozen so its gradients stay those of its own step)
         critic.requires_grad_(False)
@@ -277,7 +280,10 @@ class _Training:
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.gan = Gan(self.config, run.dataset, run.image_channels)
-        self.fixed_z = torch.randn(SAMPLE_COUNT, self.config.z_dim, generator=torch.Generator(
+        # point data: a scatter over the data's modes, with samples enough to show each mode
+        self.modes = mixture_means(self.config.dataset)
+        samples = SAMPLE_COUNT if self.modes is None else SCATTER_POINTS
+        self.fixed_z = torch.randn(samples, self.config.z_dim, generator=torch.Generator(
         ).manual_seed(self.config.seed + 1)).to(self.gan.device)
         self.step, self.elapsed = 0, 0.0  # the last step done; wall time of earlier segments
         self.step_times: list[float] = []
@@ -376,7 +382,7 @@ class _Training:
         generator = self.gan.generator
         generator.eval()
         with torch.no_grad():
-            self.monitor.writer.save_samples(step, generator(self.fixed_z))
+            self.monitor.writer.save_samples(step, generator(self.fixed_z), self.modes)
         generator.train()
 
     def save_checkpoint(self, step: int) -> None:

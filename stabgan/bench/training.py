@@ -174,8 +174,9 @@ def bench_trainer(steps: int = 8, repeats: int = 5, overrides: dict | None = Non
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for arch in archs:
+            # the final FID is a one-off after training, not a cost per step
             settings = {"arch": arch, "steps": steps, "sample_every": steps, "ckpt_every": steps,
-                        **(overrides or {})}
+                        "fid_final": False, **(overrides or {})}
             config = resolve_config("quick", **settings)
             if config.threads:
                 torch.set_num_threads(config.threads)
