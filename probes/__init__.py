@@ -16,9 +16,9 @@ _EXPORTS = {
     "Monitor": "probes.monitor", "CollapseGuard": "probes.guard", "Panel": "probes.readings",
     "Probe": "probes.base", "StepState": "probes.base",
     "REGISTRY": "probes.registry", "ProbeSettings": "probes.registry",
-    "build_probes": "probes.registry",
+    "build_probes": "probes.registry", "Objective": "probes.objectives",
     "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity",
-    "GradientPenaltyProbe": "probes.gp", "GradientProbe": "probes.gradients",
+    "PenaltyProbe": "probes.penalty", "GradientProbe": "probes.gradients",
     "KernelProbe": "probes.kernels", "SpectraProbe": "probes.spectra",
 }
 __all__ = list(_EXPORTS)

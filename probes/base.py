@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -36,21 +36,24 @@ class StepState:
     fake: torch.Tensor | None = None          # generated batch the critic saw
     d_real: torch.Tensor | None = None        # critic scores of real, (B,)
     d_fake: torch.Tensor | None = None        # critic scores of fake, (B,)
-    x_hat: torch.Tensor | None = None         # gradient-penalty interpolates
-    grad_x_hat: torch.Tensor | None = None    # ∇D(x̂), same shape as x_hat
-    loss_critic: torch.Tensor | None = None
+    loss_critic: torch.Tensor | None = None   # the critic's loss, penalty included
     loss_generator: torch.Tensor | None = None
-    gp_penalty: torch.Tensor | None = None    # λ-free mean of (‖∇D(x̂)‖ − 1)²
+    # per penalty term of the objective (probes.objectives: "gp", "r1", "r2"), from the step
+    # that last computed it (every step, or every k-th under a lazy penalty):
+    penalty_points: Mapping[str, torch.Tensor] | None = None  # where ∇D was taken (x̂, real, fake)
+    penalty_grads: Mapping[str, torch.Tensor] | None = None   # ∇D there, same shape
+    penalties: Mapping[str, torch.Tensor] | None = None       # weight-free value: gp
+    #                                    E[(‖∇D(x̂)‖ − 1)²], r1/r2 E[‖∇D(x)‖²]
     labels: torch.Tensor | None = None        # labels of the real batch, when the data has them
     optimizers: dict[str, Any] | None = None  # {"generator": opt, "critic": opt}
     stream: Any = None                        # the real-batch source (stabgan.data.BatchStream)
 
     @cached_property
-    def grad_norms(self) -> torch.Tensor | None:
-        """Per-sample ‖∇D(x̂)‖₂, (B,): computed once per step for all readers (core, gp probe)."""
-        if self.grad_x_hat is None:
-            return None
-        return self.grad_x_hat.flatten(1).norm(dim=1)
+    def grad_norms(self) -> dict[str, torch.Tensor]:
+        """Per-sample ‖∇D‖₂ at each penalty term's points, term -> (B,): computed once per step
+        for all readers (core, penalty probe)."""
+        return {term: grad.flatten(1).norm(dim=1)
+                for term, grad in (self.penalty_grads or {}).items()}
 
 
 class Probe:
@@ -79,6 +82,10 @@ class Probe:
     def enabled(cls, config) -> bool:
         """Whether `default`/`all` include the probe under this config (False: switched off)."""
         return True
+
+    def set_objective(self, objective) -> None:
+        """Called by the Monitor before `attach` with the objective the loop trains with
+        (probes.objectives.Objective), for a probe whose readings depend on it."""
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
         """Called once before training; register module hooks here."""

@@ -7,7 +7,11 @@ defined up to a constant, so a drift without a growing gap means the penalty no 
 the scale), and a collapse of the score spread (std → 0) means the critic no longer tells
 samples apart. The critic loss is summarised by an exponential moving average and by a drift
 z-score, (loss − mean of the previous readings) / their std, which flags a loss leaving its
-own recent band (divergence) without a fixed threshold. Cost: a few means of B scores.
+own recent band (divergence) without a fixed threshold. How well D tells real from fake is
+`critic/accuracy`, by the objective's decision (D(x) > 0 for a loss with a fixed boundary, or
+D(real) > D(fake) over all pairs of the batch for a loss of score differences); a loss with a
+fixed boundary also gives ADA's overfitting heuristic r_t = E[sign D(real)] (`critic/r_t`).
+Cost: a few means of B scores and B² comparisons.
 """
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ import math
 from collections import deque
 
 from probes.base import Probe, StepState
-from probes.readings import (CRITIC_D_FAKE_MEAN, CRITIC_D_FAKE_STD, CRITIC_D_REAL_MEAN,
-                             CRITIC_D_REAL_STD, CRITIC_LOSS_DRIFT_Z, CRITIC_LOSS_EMA,
-                             CRITIC_PANELS)
+from probes.objectives import WGAN_GP, Objective
+from probes.readings import (CRITIC_ACCURACY, CRITIC_D_FAKE_MEAN, CRITIC_D_FAKE_STD,
+                             CRITIC_D_REAL_MEAN, CRITIC_D_REAL_STD, CRITIC_LOSS_DRIFT_Z,
+                             CRITIC_LOSS_EMA, CRITIC_R_T)
 
 WINDOW = 20      # previous readings the drift z-score compares against
 MIN_WINDOW = 5   # no z-score until this many readings exist
@@ -25,13 +30,14 @@ EMA_DECAY = 0.9  # per reading
 
 
 class CriticProbe(Probe):
-    """critic/d_real_mean, _std, critic/d_fake_mean, _std, critic/loss_ema, critic/loss_drift_z."""
+    """critic/d_real_mean, _std, critic/d_fake_mean, _std, critic/loss_ema, critic/loss_drift_z,
+    critic/accuracy and (a loss with a fixed decision boundary) critic/r_t."""
 
     name = "critic"
-    panels = CRITIC_PANELS
 
     def __init__(self, every: int = 10, window: int = WINDOW, ema_decay: float = EMA_DECAY):
         super().__init__(every)
+        self.set_objective(WGAN_GP)
         if window < MIN_WINDOW:
             raise ValueError(f"CriticProbe: window={window!r} must be >= {MIN_WINDOW}")
         if not 0.0 <= ema_decay < 1.0:
@@ -39,6 +45,10 @@ class CriticProbe(Probe):
         self.ema_decay = ema_decay
         self.ema: float | None = None
         self.window: deque[float] = deque(maxlen=window)
+
+    def set_objective(self, objective: Objective) -> None:
+        self.by_sign = objective.readings.decision == "sign"
+        self.panels = objective.critic_panels()
 
     @classmethod
     def from_config(cls, config) -> "CriticProbe":
@@ -50,12 +60,21 @@ class CriticProbe(Probe):
                 (state.d_real, CRITIC_D_REAL_MEAN, CRITIC_D_REAL_STD),
                 (state.d_fake, CRITIC_D_FAKE_MEAN, CRITIC_D_FAKE_STD)):
             if scores is not None and scores.numel():
-                scores = scores.float()
+                scores = scores.float().flatten()
                 readings[mean_tag] = scores.mean().item()
                 readings[std_tag] = scores.std().item() if scores.numel() > 1 else 0.0
+        if state.d_real is not None and state.d_fake is not None and state.d_real.numel() \
+                and state.d_fake.numel():
+            readings.update(self._decision_readings(state.d_real.float(), state.d_fake.float()))
         if state.loss_critic is not None:
             readings.update(self._loss_readings(float(state.loss_critic)))
         return readings
+
+    def _decision_readings(self, d_real, d_fake) -> dict[str, float]:
+        if self.by_sign:
+            accuracy = ((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2
+            return {CRITIC_ACCURACY: accuracy.item(), CRITIC_R_T: d_real.sign().mean().item()}
+        return {CRITIC_ACCURACY: (d_real[:, None] > d_fake[None, :]).float().mean().item()}
 
     def _loss_readings(self, loss: float) -> dict[str, float]:
         if not math.isfinite(loss):  # keep the statistics usable after a single bad reading

@@ -129,41 +129,38 @@ def matched_part(pattern: str, tag: str) -> str:
 
 
 # --------------------------------------------------------------------------- core: the Monitor
-# (probes/monitor.py core_readings) and the trainer (stabgan/train.py)
+# (probes/monitor.py core_readings) and the trainer (stabgan/train.py); the objective's own
+# (the score gap, the penalty terms) are declared by probes/objectives.py
 
 LOSS_CRITIC = "loss/critic"
 LOSS_GENERATOR = "loss/generator"
-WGAN_DISTANCE = "wgan/distance"        # E[D(real)] − E[D(fake)]
-GP_PENALTY = "gp/penalty"              # mean (‖∇D(x̂)‖ − 1)², without λ
-GP_NORM_MEAN = "gp/norm_mean"          # mean per-sample ‖∇D(x̂)‖
+WGAN_DISTANCE = "wgan/distance"        # E[D(real)] − E[D(fake)] under the Wasserstein loss
 TIME_STEP_S = "time/step_s"            # wall seconds per step: the report's ms/step column
 NONFINITE_WEIGHTS = "weights/nonfinite"  # non-finite weight elements of G and D (trainer)
 UNPLOTTED = ("time/*",)  # timings: a column of the report's table, not a plot
 
-GP_NORM_TITLE = "GP: ‖∇D(x̂)‖ at interpolates"
 CORE_PANELS = (
     Panel("Losses", TRAINING, (LOSS_CRITIC, LOSS_GENERATOR, "loss/*")),
-    Panel("wgan/distance = E[D(real)] − E[D(fake)]", TRAINING, (WGAN_DISTANCE,)),
-    Panel(GP_NORM_TITLE, TRAINING, (GP_NORM_MEAN,), labels=("mean",), target=1.0),
-    Panel(GP_PENALTY, TRAINING, (GP_PENALTY,)),
     Panel("non-finite weight elements", TRAINING, (NONFINITE_WEIGHTS,)),
 )
 
-# --------------------------------------------------------------------------- gp probe
+# --------------------------------------------------------------------------- penalty terms:
+# the core's <term>/penalty and <term>/norm_mean, the penalty probe's spread and quantiles
 
-GP_NORM_STD = "gp/norm_std"
-GP_NORM_P05 = "gp/norm_p05"
-GP_NORM_P50 = "gp/norm_p50"
-GP_NORM_P95 = "gp/norm_p95"
-GP_FRAC_OFF = "gp/frac_off"            # fraction of interpolates with |‖∇D(x̂)‖ − 1| > 0.5
-GP_NORM = "gp/norm"                    # histogram of the per-sample norms (TensorBoard only)
 
-GP_PANELS = (
-    Panel(GP_NORM_TITLE, TRAINING, (GP_NORM_MEAN, GP_NORM_P50), labels=("mean", "median"),
-          dashed=(GP_NORM_P50,), band=(GP_NORM_P05, GP_NORM_P95), band_label="p05–p95",
-          std=(GP_NORM_STD,), target=1.0),
-    Panel(GP_FRAC_OFF, TRAINING, (GP_FRAC_OFF,)),
-)
+def penalty_tag(term: str, stat: str) -> str:
+    """<term>/<stat> of a penalty term (gp, r1, r2): penalty (its weight-free value),
+    norm_mean, norm_std, norm_p05, norm_p50, norm_p95, frac_off (gp), norm (histogram)."""
+    return f"{term}/{stat}"
+
+
+GP_PENALTY = penalty_tag("gp", "penalty")        # mean (‖∇D(x̂)‖ − 1)², without λ
+GP_NORM_MEAN = penalty_tag("gp", "norm_mean")    # mean per-sample ‖∇D(x̂)‖
+GP_NORM_P50 = penalty_tag("gp", "norm_p50")
+GP_NORM_P95 = penalty_tag("gp", "norm_p95")
+GP_NORM_TITLE = "GP: ‖∇D(x̂)‖ at interpolates"
+PENALTY_NORM_STATS = ("norm_std", "norm_p05", "norm_p50", "norm_p95")
+FRAC_OFF = "frac_off"  # fraction of points whose norm is more than 0.5 from the target
 
 # --------------------------------------------------------------------------- critic probe
 
@@ -173,6 +170,8 @@ CRITIC_D_FAKE_MEAN = "critic/d_fake_mean"
 CRITIC_D_FAKE_STD = "critic/d_fake_std"
 CRITIC_LOSS_EMA = "critic/loss_ema"
 CRITIC_LOSS_DRIFT_Z = "critic/loss_drift_z"
+CRITIC_ACCURACY = "critic/accuracy"    # fraction of real and fake D tells apart
+CRITIC_R_T = "critic/r_t"              # ADA's overfitting heuristic E[sign D(real)]
 
 CRITIC_PANELS = (
     Panel("D(real) and D(fake)", CRITIC, (CRITIC_D_REAL_MEAN, CRITIC_D_FAKE_MEAN),
@@ -257,8 +256,3 @@ FID_PANELS = (
     Panel("FID (lower is better)", FID_SECTION, (FID,)),
     *(Panel(tag, QUALITY, (tag,)) for tag in (COVERAGE_KL, COVERAGE_MODES)),
 )
-
-# The panels of a run directory without rundir.files.PANELS (written before the file existed):
-# the core's and every probe's of stabgan's registry (stabgan.run_probes), in its order.
-DEFAULT_PANELS = merge_panels(CORE_PANELS, GP_PANELS, CRITIC_PANELS, KERNEL_PANELS,
-                              SPECTRA_PANELS, DIVERSITY_PANELS, FID_PANELS, GRADIENT_PANELS)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from probes.critic import CriticProbe
 from probes.diversity import DiversityProbe
-from probes.gp import GradientPenaltyProbe
+from probes.penalty import PenaltyProbe
 from probes.gradients import GradientProbe
 from probes.kernels import KernelProbe
 from probes.spectra import SpectraProbe
@@ -22,7 +22,7 @@ from probes.spectra import SpectraProbe
 # weight copy per reading) is for finding the layer that went wrong, so only in `all`.
 REGISTRY: dict[str, tuple[type, bool]] = {
     probe.name: (probe, default) for probe, default in (
-        (GradientPenaltyProbe, True),
+        (PenaltyProbe, True),
         (CriticProbe, True),
         (KernelProbe, True),
         (SpectraProbe, True),

@@ -14,8 +14,11 @@ from matplotlib.lines import Line2D
 
 from reports.figures import PALETTE, PANEL_DPI, STYLE, data_uri, downsample, png_bytes
 from reports.panels import Plot, plot_sections
+from probes.text import number
 
 MAX_LEGEND = 14    # legend entries per panel; more lines are drawn but not named
+RANKED_LINES = 4   # from this many lines (per-layer ones), the legend is ranked: see render
+LINE_STYLES = {"solid": "-", "dashed": "--", "dotted": ":"}
 PLOT_SIZE = (3.6, 1.9)    # inches at PANEL_DPI: the 360 × 190 px plot area of a panel
 ONSET_COLOR = "#c62828"
 TARGET_COLOR = "#455a64"
@@ -30,13 +33,29 @@ def _limits(arrays: list[np.ndarray], log: bool) -> tuple[float, float] | None:
     hi = max(float(a.max()) for a in finite)
     if log:
         lo, hi = math.log10(lo), math.log10(hi)
-    if hi - lo < 1e-12 * max(1.0, abs(hi)):
-        pad = 0.5 if log else max(abs(hi) * 0.1, 0.5)
-        lo, hi = lo - pad, hi + pad
-    else:
-        pad = (hi - lo) * 0.06
-        lo, hi = lo - pad, hi + pad
+    if _constant(lo, hi):  # an axis around the value; a constant 0 (a rate) sits on its floor
+        half = 0.5 if log or hi == 0 else abs(hi) * 0.1
+        lo, hi = (lo if hi == 0 and not log else lo - half), hi + half
+    pad = (hi - lo) * 0.06
+    lo, hi = lo - pad, hi + pad
     return (10 ** lo, 10 ** hi) if log else (lo, hi)
+
+
+def _constant(lo: float, hi: float) -> bool:
+    return hi - lo < 1e-12 * max(1.0, abs(hi))
+
+
+def _flat(arrays: list[np.ndarray]) -> tuple[float, int] | None:
+    """(the value, how many points) when every finite value drawn is the same, else None."""
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays]) if arrays else np.array([])
+    if not finite.size or not _constant(float(finite.min()), float(finite.max())):
+        return None
+    return float(finite[0]), finite.size
+
+
+def _last_finite(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else math.nan
 
 
 def compact_number(value: float) -> str:
@@ -97,19 +116,24 @@ class Canvas:
     def _add_line(self, **style):
         return self.ax.add_line(Line2D([], [], **style))
 
-    def _series_line(self, i: int, steps, values, color: str, dashed: bool, points: int):
+    def _series_line(self, i: int, steps, values, color: str, style: str, points: int):
         while len(self.series) <= i:
             self.series.append(self._add_line(zorder=2))
         line = self.series[i]
         line.set_data(steps, values)
         line.set_color(color)
-        line.set_linestyle("--" if dashed else "-")
+        line.set_linestyle(LINE_STYLES[style])
         line.set_marker("o" if points <= 40 else "None")  # few points (sparse cadence): each one
         line.set_markersize(4 if points <= 2 else 2)
         line.set_visible(True)
 
     def render(self, panel: Plot, onset: int | None, xmax: int | None) -> dict:
-        """{"uri", "xticks", "yticks", "legend", "empty"} for one plot."""
+        """{"uri", "xticks", "yticks", "legend", "ranked", "note", "empty"} for one plot.
+
+        A panel of many lines (one per layer) has a ranked legend: ordered by each line's last
+        value, highest first (the order of the line ends), each entry with that value, and
+        colours and styles given in that order, so neighbouring lines differ in both.
+        """
         ax = self.ax
         kept = {self.grid, self.target, self.onset, *self.series}
         for artist in [*ax.lines, *ax.collections, *ax.patches]:
@@ -129,17 +153,29 @@ class Canvas:
             legend.append({"label": band.label, "color": color, "style": "band"})
             arrays += [l, h]
             xs.append(s)
-        for i, item in enumerate(panel.lines):
+        ranked = len(panel.lines) >= RANKED_LINES and not panel.bands  # bands name lines by index
+        last = [_last_finite(item.values) for item in panel.lines]
+        order = (sorted(range(len(last)), key=lambda i: (math.isnan(last[i]), -last[i]))
+                 if ranked else range(len(last)))
+        for slot, i in enumerate(order):
+            item = panel.lines[i]
             finite = np.isfinite(item.values)
             if not finite.all():
                 bad_steps.append(item.steps[~finite])
             s, v = downsample(item.steps, np.where(finite, item.values, np.nan))
-            color = PALETTE[i % len(PALETTE)]
-            self._series_line(i, s, v, color, item.dashed, int(np.isfinite(v).sum()))
-            legend.append({"label": item.label, "color": color,
-                           "style": "dashed" if item.dashed else "solid"})
+            color = PALETTE[slot % len(PALETTE)]
+            style = (list(LINE_STYLES)[slot % len(LINE_STYLES)] if ranked
+                     else "dashed" if item.dashed else "solid")
+            self._series_line(slot, s, v, color, style, int(np.isfinite(v).sum()))
+            legend.append({"label": f"{item.label} · {number(last[i])}" if ranked else item.label,
+                           "color": color, "style": style})
             arrays.append(v)
             xs.append(s)
+        # a flat panel gets one tick, at its value, and says so: ticks around it would read
+        # as a scale of variation
+        flat = _flat(arrays)
+        note = None if flat is None else (f"constant {number(flat[0])}" if flat[1] > 1
+                                          else f"one reading: {number(flat[0])}")
         if panel.target is not None:
             y, label = panel.target
             legend.append({"label": label, "color": TARGET_COLOR, "style": "dotted"})
@@ -153,8 +189,11 @@ class Canvas:
         xlim = (x_lo, x_hi + 0.015 * (x_hi - x_lo))  # room for a marker on the last step
         ax.set_ylim(*ylim)
         ax.set_xlim(*xlim)
-        y_locator = ticker.LogLocator(numticks=5) if log else ticker.MaxNLocator(nbins=4)
-        yticks = _ticks(y_locator, ylim, log)
+        if flat:  # labelled as the note gives the value, not with all of the float's digits
+            yticks = _ticks(ticker.FixedLocator([flat[0]]), ylim, log, number)
+        else:
+            y_locator = ticker.LogLocator(numticks=5) if log else ticker.MaxNLocator(nbins=4)
+            yticks = _ticks(y_locator, ylim, log)
         xticks = _ticks(ticker.MaxNLocator(nbins=5, integer=True), xlim, False)
         self.grid.set_data(*_grid_segments([t["value"] for t in xticks],
                                            [t["value"] for t in yticks], xlim, ylim))
@@ -177,7 +216,7 @@ class Canvas:
             legend = legend[:MAX_LEGEND - 1] + [{"label": f"+{more} more (drawn, not named)",
                                                  "color": "#9e9e9e", "style": "solid"}]
         return {"uri": data_uri(png_bytes(self.fig)), "xticks": xticks, "yticks": yticks,
-                "legend": legend, "empty": found is None}
+                "legend": legend, "ranked": ranked, "note": note, "empty": found is None}
 
 
 def _grid_segments(xs, ys, xlim, ylim) -> tuple[np.ndarray, np.ndarray]:
@@ -187,12 +226,12 @@ def _grid_segments(xs, ys, xlim, ylim) -> tuple[np.ndarray, np.ndarray]:
     return np.array(x), np.array(y)
 
 
-def _ticks(locator, limits: tuple[float, float], log: bool) -> list[dict]:
+def _ticks(locator, limits: tuple[float, float], log: bool, label=compact_number) -> list[dict]:
     """[{"value", "label", "pos"}]: the locator's ticks inside limits, pos in % of the axis."""
     lo, hi = limits
     to_axis = (lambda v: math.log10(v)) if log else (lambda v: v)
     span = to_axis(hi) - to_axis(lo)
-    return [{"value": float(v), "label": compact_number(float(v)),
+    return [{"value": float(v), "label": label(float(v)),
              "pos": round(100 * (to_axis(v) - to_axis(lo)) / span, 2)}
             for v in locator.tick_values(lo, hi) if lo <= v <= hi]
 

@@ -130,20 +130,25 @@ def aggregate_figures(rows: list[dict],
                       fid_curves: list[tuple[str, str | None, dict]]) -> list[dict]:
     """Overview figures: collapse rate by (inv-layers × norm) and by arch, FID curves overlaid,
     onset steps. rows: run_row dicts with "name"; fid_curves: (name, verdict, {features: [steps,
-    values]}). A figure with nothing to show is left out."""
+    values]}). A figure that compares nothing is left out: each needs two runs (the grid two
+    of its cells), since one run's figure only repeats its row (a one-cell grid, a bar of one
+    colour)."""
     figures = []
     judged = [r for r in rows if r.get("verdict")]  # runs without a config are left out here
     gridded = [r for r in judged
                if type(r.get("inv_layers")) is int and isinstance(r.get("norm"), str)]
+    named = [r for r in judged if isinstance(r.get("arch"), str)]
+    features = sorted({f for _, _, curves in fid_curves for f in curves})
+    shared = [f for f in features if sum(f in curves for _, _, curves in fid_curves) >= 2]
     with matplotlib.rc_context({**STYLE, "axes.grid": False}):
-        if gridded:
+        if len({(r["inv_layers"], r["norm"]) for r in gridded}) >= 2:
             figures.append(_rate_grid(gridded))
-        if any(isinstance(r.get("arch"), str) for r in judged):
-            figures.append(_by_arch([r for r in judged if isinstance(r.get("arch"), str)]))
-        for features in sorted({f for _, _, curves in fid_curves for f in curves})[:2]:
-            figures.append(_fid_overlay(fid_curves, features))
+        if len(named) >= 2:
+            figures.append(_by_arch(named))
+        for feature in shared[:2]:
+            figures.append(_fid_overlay(fid_curves, feature))
         onsets = [r for r in judged if r.get("onset_step") is not None]
-        if onsets:
+        if onsets and len(judged) >= 2:
             figures.append(_onsets(onsets))
     return figures
 

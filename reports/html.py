@@ -94,17 +94,21 @@ def _render_safely(run_dir: Path) -> dict:
 
 
 def _pick_samples(samples, onset):
-    """(label, step, path): the first grid, the last one before the onset, the last one."""
-    if not samples:
-        return []
-    picked = [("start", *samples[0])]
-    if onset is not None:
-        before = [s for s in samples if s[0] < onset]
-        if before and before[-1] != samples[0]:
-            picked.append(("before onset", *before[-1]))
-    if samples[-1][1] not in {p[2] for p in picked}:
-        picked.append(("end", *samples[-1]))
-    return picked
+    """(label, step, path) by step: the first grid after step 0, the last one, the one between
+    them nearest the middle of the run, and the last one before the onset. Step 0's grid (the
+    untrained generator: flat grey) is shown only when it is the only one, labelled as such."""
+    trained = [s for s in samples if s[0] > 0]
+    if not trained:
+        return [("untrained", *s) for s in samples[:1]]
+    inner = trained[1:-1]
+    middle = min(inner, key=lambda s: abs(s[0] - trained[-1][0] / 2)) if inner else None
+    before = [s for s in trained if onset is not None and s[0] < onset]
+    picked = {}  # step -> (label, step, path); a later label wins a shared grid
+    for label, sample in (("first", trained[0]), ("middle", middle), ("end", trained[-1]),
+                          ("before onset", before[-1] if before else None)):
+        if sample is not None:
+            picked[sample[0]] = (label, *sample)
+    return [picked[step] for step in sorted(picked)]
 
 
 class _Cache:

@@ -2,8 +2,10 @@
 it logged, then "Other readings" for every logged tag no panel claimed.
 
 A panel is drawn when one of its lines was logged; a tag never logged gives no line, and a
-section with no plot is left out. Sections come in probes.readings.SECTIONS order, then any
-other (a probe of your own), then "Other readings"; panels in declaration order within each.
+section with no plot is left out. A section named for several tag groups ("Spectra and
+gradients") is headed by the ones it draws ("Spectra" under the default probes, which log no
+gradients). Sections come in probes.readings.SECTIONS order, then any other (a probe of your
+own), then "Other readings"; panels in declaration order within each.
 """
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def plot_sections(series: dict[str, tuple[np.ndarray, np.ndarray]],
         if plot is not None:
             sections.setdefault(panel.section, []).append(plot)
     order = sorted(sections, key=lambda s: SECTIONS.index(s) if s in SECTIONS else len(SECTIONS))
-    found = [(title, sections[title]) for title in order]
+    found = [(_heading(title, sections[title]), sections[title]) for title in order]
     groups: dict[str, list[str]] = {}
     for tag in sorted(series):
         if tag not in claimed and not any(fnmatchcase(tag, p) for p in UNPLOTTED):
@@ -66,6 +68,18 @@ def plot_sections(series: dict[str, tuple[np.ndarray, np.ndarray]],
         found.append((OTHER, [Plot(group, [Line(t, *series[t]) for t in tags], tags=tags)
                               for group, tags in groups.items()]))
     return found
+
+
+def _heading(section: str, plots: list[Plot]) -> str:
+    """The section's title, or its "X and Y" parts that name a drawn tag group (a part naming
+    the group or a word it starts: "gradients" names grad/...); the title when none does."""
+    parts = section.split(" and ")
+    groups = {tag.split("/")[0] for plot in plots for tag in plot.tags}
+    shown = [part for part in parts if any(part.lower().startswith(g) for g in groups)]
+    if len(parts) < 2 or not shown:
+        return section
+    heading = " and ".join(shown)
+    return heading[0].upper() + heading[1:]
 
 
 def _plot(panel: Panel, series, exact: set[str], claimed: set[str]) -> Plot | None:

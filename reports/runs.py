@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from probes.collapse import VERDICTS, diagnose_run, sign_text
-from probes.readings import DEFAULT_PANELS, Panel, panels_from_json
+from probes.objectives import DEFAULT_PANELS
+from probes.readings import Panel, panels_from_json
 from probes.rundir.files import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, PANELS,
                                  SAMPLES, SUMMARY, to_float)
 from probes.rundir.reader import Metrics, RunDir, best_fid

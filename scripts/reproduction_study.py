@@ -4,16 +4,17 @@ docs/reproduction.md from the run directories.
     python scripts/reproduction_study.py                   # run what is missing, write the doc
     python scripts/reproduction_study.py --only faithful   # one sweep (repeatable)
     python scripts/reproduction_study.py --doc-only        # rewrite the doc from existing runs
-    python scripts/reproduction_study.py --quick-check     # tiny smoke test (runs/*-check)
+    python scripts/reproduction_study.py --quick-check     # tiny smoke test (runs/seed-study-check)
 
-Sweeps (each into OUT/<sweep> or SEED_OUT/<sweep>; resumable: re-running skips finished runs
-and resumes interrupted ones):
+Sweeps, each into OUT/<sweep> (default studies/seed-study, kept in the repository); resumable:
+re-running skips finished runs and resumes interrupted ones:
   faithful    the seed's layout (--preset seed at 32x32, width 32), inv_layers {1, 2} x 3 seeds
   successive  the same with the blocks stacked at one resolution, inv_layers {1, 2} x 3 seeds
   norms       kernel normalization {batch, spectral, softmax} on two faithful layers x 3 seeds
-  stability   the first round: inv_layers {1, 2} x norm {none, batch, spectral, softmax} x 3 seeds
+  mechanism   involution in G, D or both x 1, 2 layers x kernel BatchNorm or none x 3 seeds
+  table2      the seed's seven (K, G, R) cases with --width 64 x 3 seeds
   archs       arch {dcgan, sagan, igan} x 3 seeds
-  table2      the seed's seven (K, G, R) cases with --width 64 x 2 seeds
+The first three train 5,000 steps a run (--seed-steps), the others 2,000 (--steps).
 """
 from __future__ import annotations
 
@@ -25,31 +26,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's stabgan, not an installed copy of another
 
 from stabgan.study.doc import write_doc  # noqa: E402
-from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, StudyOptions,  # noqa: E402
-                                  default_out, default_seed_out, reproduction_sweeps)
+from stabgan.study.sweeps import (DEFAULT_DATASET, SWEEPS, StudyOptions,  # noqa: E402
+                                  default_out, reproduction_sweeps)
 from stabgan.sweep import format_table, run_sweep  # noqa: E402
 from stabgan.sweep.process import runs_import_from  # noqa: E402
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder of the three sweeps [default: runs/reproduction, or "
-                             "runs/reproduction-check with --quick-check]")
+                        help="folder of every sweep [default: studies/seed-study, kept in the "
+                             "repository; with --quick-check: runs/seed-study-check]")
     parser.add_argument("--doc", type=Path, default=None,
                         help="markdown to write [default: docs/reproduction.md, or "
                              "OUT/reproduction.md with --quick-check]")
-    parser.add_argument("--steps", type=int, default=None, help="steps per run [default: preset quick]")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps per mechanism, table2 and archs run [default: 2000]")
+    parser.add_argument("--seed-steps", type=int, default=None,
+                        help="steps per faithful, successive and norms run [default: 5000]")
     parser.add_argument("--dataset", default=DEFAULT_DATASET, help="dataset spec for every run")
     parser.add_argument("--quick-check", action="store_true",
                         help="tiny models, few steps, a subset of points, one seed: a smoke test")
     parser.add_argument("--doc-only", action="store_true", help="do not run; rewrite the doc")
-    parser.add_argument("--seed-out", type=Path, default=None,
-                        help="folder of the seed study's sweeps [default: studies/seed-study, kept in "
-                             "the repository; with --quick-check: OUT's sibling seed-study-check]")
-    parser.add_argument("--seed-steps", type=int, default=None,
-                        help="steps per seed-study run [default: 5000]")
-    parser.add_argument("--only", choices=(*SEED_SWEEPS, "mechanism", "table2", "stability", "archs"),
-                        action="append",
+    parser.add_argument("--only", choices=SWEEPS, action="append",
                         help="run only these sweeps (repeatable)")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
@@ -58,8 +57,6 @@ def main(argv=None) -> int:
     parsed = vars(parser.parse_args(argv))
     only, doc_only = parsed.pop("only"), parsed.pop("doc_only")
     parsed["out"] = parsed["out"] or default_out(parsed["quick_check"])
-    parsed["seed_out"] = parsed["seed_out"] or default_seed_out(parsed["out"],
-                                                                parsed["quick_check"])
     args = StudyOptions(**parsed)
     doc = args.doc or (args.out / "reproduction.md" if args.quick_check
                        else ROOT / "docs" / "reproduction.md")

@@ -5,21 +5,29 @@ Bad input ends in a one-line click error with exit code 2, before anything is wr
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
 import click
 
 from stabgan.config import (CHOICES, DEVICES, EXECUTORS, FEATURES, PRESETS,
-                            RAY_JOIN_TIMEOUT_S, ConfigError, DatasetError, RunConfig)
+                            RAY_JOIN_TIMEOUT_S, RENAMED_FIELDS, ConfigError, DatasetError,
+                            RunConfig)
+
+# One phrase per preset for --preset's help; a preset added to PRESETS needs its phrase here.
+PRESET_HELP = {"quick": "the default, about two minutes on 2 CPU cores",
+               "paper": "the seed's Table 1: 64x64, 50,000 steps, for a GPU",
+               "seed": "paper in the layout of the public SAGAN codebase"}
 
 
 def _config_option(field: dataclasses.Field):
     """A click option for one RunConfig field; its default is None, meaning 'preset value'."""
     flag = "--" + field.name.replace("_", "-")
     help_text = f"{field.metadata['help']} [default: {field.default}]"
-    if field.type in ("bool", bool):
-        return click.option(flag, field.name, is_flag=True, default=None, help=help_text)
+    if field.type in ("bool", bool):  # --flag/--no-flag: a preset's value can be undone
+        flags = f"{flag}/--no-{flag[2:]}"
+        return click.option(flags, field.name, default=None, help=help_text)
     if field.name in CHOICES:
         kind = click.Choice(CHOICES[field.name])
     else:
@@ -27,12 +35,26 @@ def _config_option(field: dataclasses.Field):
     return click.option(flag, field.name, type=kind, default=None, help=help_text)
 
 
+def _renamed_option(old: str, new: str):
+    """A hidden option for a field's earlier name: a one-line error naming its new flag."""
+    def refuse(ctx, param, value):
+        if value is not None:
+            raise click.BadParameter(f"--{old.replace('_', '-')} is now --{new.replace('_', '-')}",
+                                     ctx=ctx, param=param)
+    return click.option("--" + old.replace("_", "-"), hidden=True, expose_value=False,
+                        callback=refuse, is_eager=True)
+
+
 def config_options(function):
-    """Decorate a command with one option per RunConfig field."""
+    """Decorate a command with one option per RunConfig field (and a refusal naming the new
+    flag for each field's earlier name)."""
+    for old, new in RENAMED_FIELDS.items():
+        function = _renamed_option(old, new)(function)
     for field in reversed(dataclasses.fields(RunConfig)):
         function = _config_option(field)(function)
+    presets = "; ".join(f"{name} ({PRESET_HELP[name]})" for name in PRESETS)
     return click.option("--preset", type=click.Choice(PRESETS), default=None,
-                        help="base values: quick (default) or paper (the seed's Table 1)")(function)
+                        help=f"base values: {presets}")(function)
 
 
 def usage_error(error: Exception, ctx: click.Context | None = None) -> click.ClickException:
@@ -79,7 +101,11 @@ def run(ctx, preset, out, name, resume, **overrides):
         raise click.BadParameter(str(error), ctx=ctx, param_hint="--probes") from None
     for warning in prepared.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"run directory: {run_dir}", err=True)
+    if prepared.checkpoint is None:
+        click.echo(f"run directory: {run_dir}", err=True)
+    else:
+        click.echo(f"resumed {run_dir} from step {prepared.checkpoint['step']:,} of "
+                   f"{prepared.config.steps:,}", err=True)
     try:
         summary = train(prepared, probes)
     except Exception as error:  # summary.json and error.log keep it; show one line, not a traceback
@@ -106,7 +132,8 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
 
     lines = [f"{summary['status']}: {summary['steps']:,} steps in {summary['wall_s']:.1f} s"]
     verdict = summary.get("verdict") or "unknown"
-    events = RunDir(run_dir).diagnosis.get("events", [])
+    diagnosis = RunDir(run_dir).diagnosis
+    events = diagnosis.get("events", [])
     if verdict == "collapsed":
         onset = summary.get("onset_step")
         first = next((e for e in events if e.get("severity") == "collapse"
@@ -115,13 +142,28 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
                      (f" ({first['kind']}): {first['message']}" if first else ""))
     elif verdict == "unstable" and events:
         lines.append(f"verdict: unstable ({events[0]['kind']}): {events[0]['message']}")
+    elif diagnosis.get("logged_points", 0) < diagnosis.get("points_needed", 0):
+        lines.append(f"verdict: too short to judge: {diagnosis['logged_points']} logged steps, "
+                     f"and the detector needs {diagnosis['points_needed']} before it can tell "
+                     f"an excursion from the run's own level (more --steps, or a smaller "
+                     f"--log-every)")
     else:
         lines.append(f"verdict: {verdict}")
+    quality = summary.get("quality")
+    if quality:
+        lines.append(f"quality: FID {quality['fid']:.3g} in the domain classifier's features, "
+                     f"{quality['modes']:g} of {quality['classes']} classes, over "
+                     f"{quality['samples']:,} samples (lower is better; real images score "
+                     f"{quality['reference_fid']:.3g} at that count, the floor)")
     if summary.get("fid_min") is not None:
         lines.append(f"best FID ({summary['fid_features']}): {summary['fid_min']:.4g} at step "
                      f"{summary['fid_min_step']:,}")
-    lines += [f"run directory: {run_dir}",
-              f"next: stabgan report {run_dir}      (one HTML file: curves, samples, evidence)",
+    lines.append(f"run directory: {run_dir}")
+    if summary["status"] == "interrupted":
+        lines.append(f"resume: stabgan run --out {shlex.quote(str(run_dir.parent))} --name "
+                     f"{shlex.quote(run_dir.name)} --resume      (from step {summary['steps']:,} "
+                     f"of {summary['target_steps']:,})")
+    lines += [f"next: stabgan report {run_dir}      (one HTML file: curves, samples, evidence)",
               f"      tensorboard --logdir {run_dir}",
               f"      stabgan diagnose {run_dir}"]
     return "\n".join(lines)
@@ -194,22 +236,48 @@ def inspect(ctx, preset, **overrides):
 # --- diagnose: collapse detection ---
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="print the diagnosis.json object")
-@click.option("--fail-on-collapse", is_flag=True, help="exit 1 when the verdict is collapsed")
+@click.option("--json", "as_json", is_flag=True, help="print the diagnosis.json object (for a "
+              "folder of runs: one object, run directory -> diagnosis)")
+@click.option("--fail-on-collapse", is_flag=True, help="exit 1 when a verdict is collapsed")
 @click.pass_context
 def diagnose(ctx, run_dir, as_json, fail_on_collapse):
-    """Recompute RUN_DIR's collapse diagnosis from metrics.jsonl; rewrite diagnosis.json."""
-    import json
-    from probes.collapse import diagnose_run, format_diagnosis
-    from probes.rundir.files import is_run_dir
+    """Recompute RUN_DIR's collapse diagnosis from metrics.jsonl; rewrite diagnosis.json.
 
-    if not is_run_dir(run_dir):
-        raise click.BadParameter(f"{str(run_dir)!r} is not a run directory (no config.json or "
-                                 f"metrics.jsonl)", ctx=ctx, param_hint="RUN_DIR")
-    diagnosis = diagnose_run(run_dir)
-    click.echo(json.dumps(diagnosis, indent=2, default=str) if as_json
-               else format_diagnosis(diagnosis, run_dir))
-    if fail_on_collapse and diagnosis["verdict"] == "collapsed":
+    RUN_DIR may also be a folder of run directories (a sweep's OUT): each is diagnosed, then
+    one summary line. Exit 1 when a run cannot be diagnosed (or, with --fail-on-collapse, when
+    one collapsed).
+    """
+    import json
+    from probes.collapse import VERDICTS, diagnose_run, format_diagnosis
+    from probes.rundir.files import find_runs, is_run_dir
+
+    single = is_run_dir(run_dir)
+    runs = [run_dir] if single else find_runs(run_dir)
+    if not runs:
+        raise click.BadParameter(f"{str(run_dir)!r} is not a run directory and holds none (no "
+                                 f"config.json or metrics.jsonl in it or below it)", ctx=ctx,
+                                 param_hint="RUN_DIR")
+    diagnoses, failed = {}, []
+    for path in runs:
+        try:
+            diagnoses[path] = diagnose_run(path)
+        except Exception as error:  # one unreadable run must not hide the others' diagnoses
+            failed.append(path)
+            click.echo(f"{path}: could not be diagnosed: {type(error).__name__}: {error}",
+                       err=True)
+            continue
+        if not as_json:
+            click.echo(format_diagnosis(diagnoses[path], path) + ("" if single else "\n"))
+    if as_json and (diagnoses or not single):
+        click.echo(json.dumps(diagnoses[run_dir] if single else
+                              {str(p): d for p, d in diagnoses.items()}, indent=2, default=str))
+    verdicts = [d["verdict"] for d in diagnoses.values()]
+    if not single:
+        counts = [f"{verdicts.count(v)} {v}" for v in reversed(VERDICTS) if v in verdicts]
+        counts += [f"{len(failed)} could not be diagnosed"] if failed else []
+        click.echo(f"{len(runs)} run{'s' * (len(runs) != 1)} under {run_dir}: "
+                   f"{', '.join(counts)}", err=as_json)
+    if failed or (fail_on_collapse and "collapsed" in verdicts):
         ctx.exit(1)
 
 
@@ -292,10 +360,16 @@ def _step_timing(steps: int, repeats: int):
 @_step_timing(steps=8, repeats=5)
 @click.option("--arch", "archs", type=click.Choice(CHOICES["arch"]), multiple=True,
               default=("igan", "dcgan"), show_default=True, help="architectures (repeatable)")
-def bench_trainer(steps, repeats, threads, archs):
-    """Our WGAN-GP step vs an independent minimal loop of the same models, and the trainer."""
+@click.option("--loss", type=click.Choice(CHOICES["loss"]), default="wgan", show_default=True)
+@click.option("--penalty", type=click.Choice(CHOICES["penalty"]), default="gp", show_default=True)
+@click.option("--penalty-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="lazy penalty: every k critic updates")
+def bench_trainer(steps, repeats, threads, archs, loss, penalty, penalty_every):
+    """Our step vs an independent minimal loop of the same models and objective, and the
+    trainer."""
     from stabgan.bench import bench_trainer as run_bench
-    run_bench(steps, repeats, {"threads": threads}, archs, echo=click.echo)
+    run_bench(steps, repeats, {"threads": threads, "loss": loss, "penalty": penalty,
+                               "penalty_every": penalty_every}, archs, echo=click.echo)
 
 
 @bench.command("scale")

@@ -10,13 +10,16 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
-ARCHS = ("dcgan", "sagan", "igan")
+from probes.objectives import LOSSES, PENALTIES, Objective
+
+ARCHS = ("dcgan", "sagan", "igan")  # conv nets, for image datasets
+POINT_ARCH = "mlp"  # the one arch of 2-D point datasets, implied by them
 INV_WHERE = ("g", "d", "both")
 NORMS = ("none", "batch", "spectral", "softmax")  # of the involution kernels
 INV_BLOCKS = ("bn", "plain", "residual")
 INV_STACKS = ("successive", "stages")
 SPECTRAL_NORM = ("none", "g", "d", "both")
-GP_UPDATES = ("joint", "separate")
+PENALTY_UPDATES = ("joint", "separate")
 DEVICES = ("auto", "cpu", "cuda")
 FEATURES = ("domain", "inception")  # FID feature extractors; the first is the default
 PRESETS = ("quick", "paper", "seed")
@@ -25,12 +28,16 @@ PRESETS = ("quick", "paper", "seed")
 EXECUTORS = ("local", "ray")
 RAY_JOIN_TIMEOUT_S = 30  # ray.init(address=...) waits for minutes, or for ever, on a non-Ray port
 # RunConfig fields restricted to a fixed set of values (the CLI and the sweep grid check them).
-CHOICES = {"arch": ARCHS, "norm": NORMS, "inv_where": INV_WHERE, "inv_stack": INV_STACKS,
-           "inv_block": INV_BLOCKS, "spectral_norm": SPECTRAL_NORM, "gp_update": GP_UPDATES,
+CHOICES = {"arch": (*ARCHS, POINT_ARCH), "norm": NORMS, "inv_where": INV_WHERE,
+           "inv_stack": INV_STACKS, "inv_block": INV_BLOCKS, "spectral_norm": SPECTRAL_NORM,
+           "loss": tuple(LOSSES), "penalty": tuple(PENALTIES), "penalty_update": PENALTY_UPDATES,
            "device": DEVICES}
+# Fields an earlier stabgan wrote into config.json and checkpoints, and their names now.
+RENAMED_FIELDS = {"gp_lambda": "penalty_weight", "gp_update": "penalty_update"}
 
 
-DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT")
+POINT_DATASETS = ("ring8", "grid25")  # 2-D Gaussian mixtures (stabgan.toy)
+DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT", *POINT_DATASETS)
 
 
 class DatasetError(ValueError):
@@ -40,14 +47,17 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class DatasetInfo:
     """What the models need to know about a dataset."""
-    channels: int
-    num_classes: int  # 0 when the dataset has no labels
+    channels: int  # of an image, or a point's coordinates (2)
+    # classes a domain classifier learns for FID and coverage; 0 for unlabelled images and for
+    # points, whose modes stabgan.toy counts exactly
+    num_classes: int
+    points: bool = False  # 2-D points (arch mlp; image_size does not apply)
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """Split `kind:PATH` into (kind, path); raise DatasetError naming the accepted forms."""
     kind, _, path = spec.partition(":")
-    if kind == "mnist5k" and not path:
+    if kind in ("mnist5k", *POINT_DATASETS) and not path:
         return kind, None
     if kind in ("folder", "celeba", "mnist") and path:
         return kind, path
@@ -55,8 +65,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 def dataset_info(spec: str) -> DatasetInfo:
-    """Channels and class count of a dataset spec, without loading it."""
+    """Channels, class count and kind of a dataset spec, without loading it."""
     kind, _ = parse_spec(spec)
+    if kind in POINT_DATASETS:
+        return DatasetInfo(2, 0, points=True)
     return {"mnist5k": DatasetInfo(1, 10), "mnist": DatasetInfo(1, 10),
             "folder": DatasetInfo(3, 0), "celeba": DatasetInfo(3, 0)}[kind]
 
@@ -83,7 +95,8 @@ def _field(default, help: str):
 @dataclass(frozen=True)
 class RunConfig:
     # model
-    arch: str = _field("igan", "dcgan | sagan | igan")
+    arch: str = _field("igan", "dcgan | sagan | igan (images) | mlp (2-D points, implied by "
+                               "ring8 and grid25)")
     inv_layers: int = _field(1, "involution blocks (igan), or attention blocks (sagan)")
     inv_where: str = _field("g", "involution blocks in the generator (g), critic (d) or both "
                                  "(sagan: attention in both)")
@@ -95,13 +108,25 @@ class RunConfig:
     groups: int = _field(4, "involution groups G (must divide the channels at that layer)")
     reduction: int = _field(2, "involution reduction ratio R")
     norm: str = _field("none", "kernel-generation normalization: none | batch | spectral | softmax")
-    width: int = _field(32, "channels at half the image size, where involution/attention sit")
+    width: int = _field(32, "channels at half the image size, where involution/attention sit "
+                            "(mlp: 4 x width units per hidden layer)")
     spectral_norm: str = _field("none", "spectral norm on the backbone convs of g, d, both or none")
     z_dim: int = _field(128, "latent dimension")
     # data
-    dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT")
-    image_size: int = _field(32, "square output size, 32 or 64")
-    # optimisation (WGAN-GP, TTUR)
+    dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT | ring8 "
+                                     "| grid25 (2-D Gaussian mixtures)")
+    image_size: int = _field(32, "square output size, 32 or 64 (images only)")
+    # objective (stabgan.losses; probes.objectives says what each logs)
+    loss: str = _field("wgan", "wgan (Wasserstein) | hinge | ns (non-saturating) | rpgan "
+                               "(relativistic pairing)")
+    penalty: str = _field("gp", "gradient penalty: gp (‖∇D‖ → 1 at interpolates) | r1 (at real "
+                                "data) | r2 (at generated samples) | r1r2 | none")
+    penalty_weight: float = _field(10.0, "penalty weight: λ for gp, γ for r1/r2 (applied as γ/2)")
+    penalty_every: int = _field(1, "take the penalty every k critic updates, scaled by k (lazy "
+                                   "regularization; 1: every update)")
+    penalty_update: str = _field("joint", "joint: one critic Adam step on loss + penalty; "
+                                          "separate: two (the loss, then the penalty alone)")
+    # optimisation (TTUR)
     steps: int = _field(800, "generator updates")
     batch_size: int = _field(64, "images per critic and generator batch")
     n_critic: int = _field(1, "critic updates per generator update")
@@ -109,9 +134,6 @@ class RunConfig:
     lr_d: float = _field(4e-4, "critic learning rate")
     beta1: float = _field(0.0, "Adam β1")
     beta2: float = _field(0.9, "Adam β2")
-    gp_lambda: float = _field(10.0, "gradient-penalty weight λ")
-    gp_update: str = _field("joint", "joint: one critic Adam step on W-loss + λ·GP; separate: "
-                                     "two (W-loss, then λ·GP alone)")
     lr_decay: float = _field(0.95, "factor applied to both learning rates every lr-decay-every steps")
     lr_decay_every: int = _field(1000, "steps between learning-rate decays")
     seed: int = _field(0, "seed for weights, noise and data order")
@@ -127,6 +149,10 @@ class RunConfig:
     stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
     fid_every: int = _field(0, "FID probe cadence in steps (0: off)")
     fid_samples: int = _field(1000, "generated samples per FID measurement")
+    fid_final: bool = _field(True, "at the end of a completed run, the final generator's FID "
+                                   "and classes covered beside the real data's own FID (data "
+                                   "with labels; the domain classifier is trained once per "
+                                   "machine)")
     threads: int = _field(0, "torch CPU threads (0: torch's default)")
     # validating the collapse detector
     fault: str = _field("", "a fault injected at the end of step S, to check the detector: "
@@ -145,7 +171,7 @@ PRESET_VALUES = {
     # ended worse (22.1), so the seed's 0.95 per 1,000 stays.
     "quick": {},
     # The seed's Table 1 (CelebA 64x64; use with folder: or celeba: data).
-    "paper": {"steps": 50_000, "batch_size": 64, "gp_lambda": 10.0, "z_dim": 128, "lr_g": 1e-4,
+    "paper": {"steps": 50_000, "batch_size": 64, "penalty_weight": 10.0, "z_dim": 128, "lr_g": 1e-4,
               "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "lr_decay": 0.95, "lr_decay_every": 1000,
               "image_size": 64, "width": 64, "log_every": 50, "sample_every": 1000,
               "ckpt_every": 1000},
@@ -155,7 +181,8 @@ PRESET_VALUES = {
     # (C=64 at S/2, as the seed's Table 2). That codebase defines the 0.95 decay but never
     # applies it; Table 1 lists it, so it is kept.
     "seed": {"spectral_norm": "both", "inv_stack": "stages", "inv_block": "residual",
-             "gp_update": "separate", "steps": 50_000, "batch_size": 64, "gp_lambda": 10.0,
+             "penalty_update": "separate", "steps": 50_000, "batch_size": 64,
+             "penalty_weight": 10.0,
              "z_dim": 128, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9,
              "lr_decay": 0.95, "lr_decay_every": 1000, "image_size": 64, "width": 64,
              "log_every": 50, "sample_every": 1000, "ckpt_every": 1000},
@@ -163,7 +190,8 @@ PRESET_VALUES = {
 
 # Fields a resumed run may change: they do not alter the model, the data or the optimiser.
 RESUMABLE_FIELDS = frozenset({"steps", "device", "log_every", "sample_every", "ckpt_every",
-                              "probes", "stop_on_collapse", "fid_every", "fid_samples", "threads",
+                              "probes", "stop_on_collapse", "fid_every", "fid_samples",
+                              "fid_final", "threads",
                               "probe_every", "spectra_every", "diversity_every"})
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
@@ -205,6 +233,16 @@ def parse_fault(spec: str) -> FaultSpec | None:
     return FaultSpec(name, int(step_text), value)
 
 
+def upgrade_saved(saved: dict) -> dict:
+    """A config.json's or checkpoint's settings with an earlier stabgan's field names renamed."""
+    return {RENAMED_FIELDS.get(k, k): v for k, v in saved.items()}
+
+
+def config_objective(config: RunConfig) -> Objective:
+    """The run's loss and penalty, as the Monitor and the detector read them."""
+    return Objective(config.loss, config.penalty)
+
+
 def resolve_config(preset: str = "quick", **overrides) -> RunConfig:
     """Preset values, then every override that is not None, then validation."""
     if preset not in PRESETS:
@@ -214,11 +252,14 @@ def resolve_config(preset: str = "quick", **overrides) -> RunConfig:
     unknown = sorted(set(values) - set(FIELD_NAMES))
     if unknown:
         raise ConfigError(unknown[0], f"unknown setting {unknown[0]!r}")
-    # --inv-layers 0 without --arch means dcgan; dcgan has no blocks, sagan one unless asked.
+    # Without --arch, point data means mlp and --inv-layers 0 dcgan; dcgan and mlp have no
+    # blocks, sagan one unless asked.
     if "arch" not in overrides or overrides["arch"] is None:
-        if values.get("inv_layers", RunConfig.inv_layers) == 0:
+        if values.get("dataset", RunConfig.dataset) in POINT_DATASETS:
+            values["arch"] = POINT_ARCH
+        elif values.get("inv_layers", RunConfig.inv_layers) == 0:
             values["arch"] = "dcgan"
-    elif values["arch"] == "dcgan" and "inv_layers" not in values:
+    if values.get("arch") in ("dcgan", POINT_ARCH) and "inv_layers" not in values:
         values["inv_layers"] = 0
     config = RunConfig(**values)
     validate(config)
@@ -242,9 +283,17 @@ def validate(config: RunConfig) -> None:
         _choice(name, getattr(config, name), accepted)
     _choice("image_size", config.image_size, (32, 64))
     try:
-        parse_spec(config.dataset)
+        points = dataset_info(config.dataset).points
     except DatasetError as error:
         raise ConfigError("dataset", str(error)) from None
+    if points and config.arch != POINT_ARCH:
+        raise ConfigError("arch", f"arch={config.arch!r} builds conv nets for images; dataset "
+                                  f"{config.dataset!r} is 2-D points, which take arch "
+                                  f"{POINT_ARCH} (implied when --arch is not given)")
+    if config.arch == POINT_ARCH and not points:
+        raise ConfigError("arch", f"arch={POINT_ARCH!r} is for 2-D point data "
+                                  f"({', '.join(POINT_DATASETS)}); dataset {config.dataset!r} "
+                                  f"holds images (use {', '.join(ARCHS)})")
     for name in ("steps", "batch_size", "n_critic", "width", "z_dim", "lr_decay_every",
                  "log_every", "sample_every", "ckpt_every", "fid_samples", "kernel_size",
                  "groups", "reduction"):
@@ -255,8 +304,16 @@ def validate(config: RunConfig) -> None:
     for name in ("lr_g", "lr_d"):
         if not getattr(config, name) > 0:
             raise ConfigError(name, f"{name.replace('_', '-')}={getattr(config, name)!r} must be > 0")
-    if config.gp_lambda < 0:
-        raise ConfigError("gp_lambda", f"gp-lambda={config.gp_lambda!r} must be >= 0")
+    if not config.penalty_weight >= 0:
+        raise ConfigError("penalty_weight", f"penalty-weight={config.penalty_weight!r} must be >= 0")
+    _positive("penalty_every", config.penalty_every)
+    if config.penalty == "none":
+        for name, default in (("penalty_every", 1), ("penalty_update", "joint")):
+            if getattr(config, name) != default:
+                raise ConfigError(name, f"{name.replace('_', '-')}={getattr(config, name)!r} "
+                                        f"acts on a penalty; penalty=none has none (use "
+                                        f"--penalty gp|r1|r2|r1r2 or --{name.replace('_', '-')} "
+                                        f"{default})")
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise ConfigError(name, f"{name}={getattr(config, name)!r} must be in [0, 1)")
@@ -303,7 +360,7 @@ def validate(config: RunConfig) -> None:
 
 def run_name(config: RunConfig) -> str:
     """A readable directory name from the settings that define the experiment."""
-    parts = [config.arch]
+    parts = [config.dataset if config.arch == POINT_ARCH else config.arch]  # mlp: the data's
     if config.arch == "igan":
         where = "" if config.inv_where == "g" else config.inv_where
         parts += [f"inv{config.inv_layers}{where}", config.norm,
@@ -316,6 +373,10 @@ def run_name(config: RunConfig) -> str:
         parts.append(config.inv_stack)
     if config.spectral_norm != "none":
         parts.append(f"sn{config.spectral_norm}")
-    if config.gp_update != "joint":
-        parts.append("gpsep")
+    if config.loss != "wgan" or config.penalty != "gp":
+        parts += [config.loss, config.penalty]
+    if config.penalty_every != 1:
+        parts.append(f"every{config.penalty_every}")
+    if config.penalty_update != "joint":
+        parts.append(f"{config.penalty}sep")
     return "-".join(parts + [f"s{config.seed}"])

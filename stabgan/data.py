@@ -18,6 +18,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from stabgan.config import DatasetError, parse_spec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# What each kind of dataset path must hold, for the error that finds it does not.
+EXPECTED = {"folder": "folder:PATH expects a folder holding .jpg/.jpeg/.png images (at any depth)",
+            "celeba": "celeba:ROOT expects torchvision's CelebA files in ROOT/celeba",
+            "mnist": "mnist:ROOT expects torchvision's MNIST files in ROOT/MNIST/raw"}
 
 
 def _to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -57,7 +61,7 @@ class ImageFolderFlat(Dataset):
     def __init__(self, root: Path, image_size: int):
         self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
-            raise DatasetError(f"folder {str(root)!r} holds no .jpg/.jpeg/.png images")
+            raise DatasetError(f"folder {str(root)!r} has no images; {EXPECTED['folder']}")
         self.transform = _image_transform(image_size, 3)
 
     def __len__(self) -> int:
@@ -105,8 +109,8 @@ def load_dataset(spec: str, image_size: int) -> Dataset:
         return _mnist5k(image_size)
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"dataset path {str(root)!r} does not exist or is not a folder "
-                           f"(expected {kind}:ROOT with the {kind} files under ROOT)")
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"dataset path {str(root)!r} {problem}; {EXPECTED[kind]}")
     if kind == "folder":
         return ImageFolderFlat(root, image_size)
     from torchvision import datasets
@@ -116,8 +120,8 @@ def load_dataset(spec: str, image_size: int) -> Dataset:
                                               transform=_image_transform(image_size, 3)))
         train = datasets.MNIST(str(root), train=True, download=False,
                                transform=_image_transform(image_size, 1, pad=2))
-    except RuntimeError as error:
-        raise DatasetError(f"{kind} files not found under {str(root)!r}: {error}") from None
+    except RuntimeError:  # torchvision's message suggests download=True; stabgan never downloads
+        raise DatasetError(f"{kind} files not found under {str(root)!r}; {EXPECTED[kind]}") from None
     return train
 
 

@@ -1,4 +1,5 @@
-"""The WGAN-GP training loop (the seed's eq. 4, TTUR, Adam(0, 0.9), step decay), top to bottom.
+"""The training loop (the seed's WGAN-GP by default: eq. 4, TTUR, Adam(0, 0.9), step decay; any
+loss and penalty of stabgan.losses), top to bottom.
 
 `prepare_run` does everything that can fail on bad input before anything is written (data,
 models, checkpoint, run directory checks); `train` runs the loop in phases (setup, resume,
@@ -27,16 +28,19 @@ from probes.base import check_probes
 from probes.collapse import NONFINITE_WEIGHTS, sign_text
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
-from probes.readings import GP_NORM_MEAN, WGAN_DISTANCE
+from probes.objectives import Objective
 from probes.rundir import reader
 from probes.rundir.files import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
                                  error_line, unwritable_reason, write_json)
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
-                            dataset_info, resolve_config, validate)
+                            config_objective, dataset_info, resolve_config, upgrade_saved,
+                            validate)
 from stabgan.data import BatchStream, load_dataset
+from stabgan.losses import LOSSES, Penalty, PenaltyTerms
 from stabgan.device import check_device, resolve_device
-from stabgan.models import Critic, Generator
+from stabgan.models import build_models
 from stabgan.signals import StopSignals
+from stabgan.toy import SCATTER_POINTS, mixture_means
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 
@@ -53,7 +57,8 @@ def versions() -> dict[str, str]:
 
 def resume_config(saved: dict, overrides: dict) -> RunConfig:
     """The saved run's config with the given overrides; refuse any that changes model/data/optimiser."""
-    values = {k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(RunConfig)}}
+    values = {k: v for k, v in upgrade_saved(saved).items()
+              if k in {f.name for f in dataclasses.fields(RunConfig)}}
     for field, value in overrides.items():
         if value is None or values.get(field) == value:
             continue
@@ -102,7 +107,7 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     if resume:
         path = reader.RunDir(run_dir).checkpoint_path("last")
         checkpoint = load_checkpoint(path)
-        missing = [key for key in (*WganGp.STATE_KEYS, "elapsed") if key not in checkpoint]
+        missing = [key for key in (*Gan.STATE_KEYS, "elapsed") if key not in checkpoint]
         if missing:
             raise RunError(f"cannot resume: checkpoint {str(path)!r} has no {', '.join(missing)} "
                            f"(written by an earlier stabgan); start a new run, or measure this "
@@ -129,46 +134,13 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
                list(command), [warning] if warning else [])
 
 
-def gradient_penalty(critic, x_hat: torch.Tensor, scores_hat: torch.Tensor,
-                     create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean of (‖∇D(x̂)‖₂ − 1)², ∇D(x̂)) with per-sample norms over all pixels and channels."""
-    grad, = torch.autograd.grad(scores_hat.sum(), x_hat, create_graph=create_graph)
-    norms = grad.flatten(1).norm(dim=1)
-    return ((norms - 1.0) ** 2).mean(), grad
+class Gan:
+    """Models, optimisers, schedulers, data stream and noise RNG of one run, its objective
+    (stabgan.losses: the loss and the penalty of config.loss and config.penalty) and its step.
 
-
-def interpolate_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
-                        create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x̂ = eps·real + (1 − eps)·fake, its penalty, ∇D(x̂)), x̂ scored in a critic call of its own.
-
-    Scoring x̂ apart from real and fake keeps the penalty's gradient and its double backward to
-    the B samples that have one (a joint call of 3B samples runs them over all 3B). For a critic
-    without batch statistics the two are the same function; with batch norm inside the critic
-    (`--norm batch` with involution in D) x̂ is normalised as a batch of its own, and the
-    norm's running statistics get one more update per critic pass.
-    """
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    gp, grad_x_hat = gradient_penalty(critic, x_hat, critic(x_hat), create_graph=create_graph)
-    return x_hat, gp, grad_x_hat
-
-
-def critic_loss(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
-                gp_lambda: float) -> dict[str, torch.Tensor]:
-    """The critic loss of the seed's eq. 4, E[D(fake)] − E[D(real)] + λ·GP, and its terms;
-    real and fake are scored in one critic call, x̂ in another (`interpolate_penalty`)."""
-    d_real, d_fake = critic(torch.cat([real, fake])).chunk(2)
-    x_hat, gp, grad_x_hat = interpolate_penalty(critic, real, fake, eps, gp_lambda > 0)
-    w_loss = d_fake.mean() - d_real.mean()
-    return {"d_real": d_real, "d_fake": d_fake, "x_hat": x_hat, "grad_x_hat": grad_x_hat,
-            "gp_penalty": gp, "loss": w_loss + gp_lambda * gp}
-
-
-class WganGp:
-    """Models, optimisers, schedulers, data stream and noise RNG of one WGAN-GP run, and its step.
-
-    `step()` is one generator update after `n_critic` critic updates (the seed's eq. 4) and
-    returns what it computed, named as the Monitor's StepState fields. The trainer, the
-    benchmarks and notebook users all train through this one step.
+    `step()` is one generator update after `n_critic` critic updates and returns what it
+    computed, named as the Monitor's StepState fields. The trainer, the benchmarks and
+    notebook users all train through this one step.
     """
 
     def __init__(self, config: RunConfig, dataset, image_channels: int):
@@ -178,8 +150,11 @@ class WganGp:
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)  # noise, interpolation
         self.stream = BatchStream(dataset, config.batch_size, config.seed,
                                   workers=0 if isinstance(dataset, torch.utils.data.TensorDataset) else 2)
-        self.generator = Generator(config, image_channels).to(self.device)
-        self.critic = Critic(config, image_channels).to(self.device)
+        self.generator, self.critic = (net.to(self.device)
+                                       for net in build_models(config, image_channels))
+        self.loss = LOSSES[config.loss]()
+        self.penalty = Penalty(config.penalty, config.penalty_weight, config.penalty_every)
+        self.last_penalty: PenaltyTerms | None = None  # a lazy penalty's latest, for the readings
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr_g, betas=betas)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_d, betas=betas)
@@ -191,47 +166,60 @@ class WganGp:
                            device=self.device)
 
     def step(self) -> dict[str, torch.Tensor | dict]:
-        """One training step; returns real, fake, scores, x̂, ∇D(x̂), losses, gp, labels,
-        optimizers and the data stream.
+        """One training step; returns real, fake, scores, the penalty's points, ∇D there and
+        values, the losses, labels, optimizers and the data stream.
 
-        gp_update joint makes one critic Adam step on W-loss + λ·GP; separate makes two, as the
-        SAGAN codebase does: on the W-loss, then on λ·GP alone (the interpolates scored by the
-        updated critic). λ = 0 leaves nothing for the second step, so it is skipped.
+        Real and fake are scored in one critic call, each penalty term in another. With
+        penalty_update joint a critic update is one Adam step on loss + penalty; separate makes
+        two, as the SAGAN codebase does: on the loss, then on the penalty alone (its points
+        scored by the updated critic); a zero weight leaves nothing for the second. A lazy
+        penalty (penalty_every k) is taken on every k-th critic update, scaled by k.
         """
-        config, generator, critic = self.config, self.generator, self.critic
+        config, generator, critic, penalty = self.config, self.generator, self.critic, self.penalty
         critic.requires_grad_(True)
-        for _ in range(config.n_critic):
+        # critic updates so far: the scheduler steps once a step, and is part of every checkpoint
+        updates = self.sched_d.last_epoch * config.n_critic
+        for i in range(config.n_critic):
             real, labels = self.stream.next()
             real = real.to(self.device, non_blocking=True)
             with torch.no_grad():
                 fake = generator(self.noise())
-            eps = torch.rand(config.batch_size, 1, 1, 1, generator=self.rng, device=self.device)
-            if config.gp_update == "joint":
-                terms = critic_loss(critic, real, fake, eps, config.gp_lambda)
-                self._critic_update(terms["loss"])
+            d_real, d_fake = critic(torch.cat([real, fake])).chunk(2)
+            due = penalty.due(updates + i)
+            if config.penalty_update == "joint":
+                terms = penalty.compute(critic, real, fake, self.rng) if due else None
+                adversarial = self.loss.critic(d_real, d_fake)
+                self._critic_update(adversarial + penalty.loss(terms.values) if terms else
+                                    adversarial)
             else:
-                d_real, d_fake = critic(torch.cat([real, fake])).chunk(2)
-                w_loss = d_fake.mean() - d_real.mean()
-                self._critic_update(w_loss)
-                x_hat, gp, grad_x_hat = interpolate_penalty(critic, real, fake, eps,
-                                                            config.gp_lambda > 0)
-                if config.gp_lambda > 0:
-                    self._critic_update(config.gp_lambda * gp)
-                terms = {"d_real": d_real, "d_fake": d_fake, "x_hat": x_hat,
-                         "grad_x_hat": grad_x_hat, "gp_penalty": gp,
-                         "loss": w_loss.detach() + config.gp_lambda * gp.detach()}
+                adversarial = self.loss.critic(d_real, d_fake)
+                self._critic_update(adversarial)
+                terms = penalty.compute(critic, real, fake, self.rng) if due else None
+                if terms and penalty.weight > 0:
+                    self._critic_update(penalty.loss(terms.values))
+            if terms:  # kept without their graphs: a lazy penalty's readings until the next
+                self.last_penalty = PenaltyTerms(*({k: v.detach() for k, v in part.items()}
+                                                   for part in (terms.points, terms.grads,
+                                                                terms.values)))
+        last = self.last_penalty
+        loss_critic = adversarial.detach() + (penalty.loss(last.values, lazy=False)
+                                              if last else 0.0)
 
         # generator step (critic frozen so its gradients stay those of its own step)
         critic.requires_grad_(False)
-        loss_g = -critic(generator(self.noise())).mean()
+        d_fake_g = critic(generator(self.noise()))
+        d_real_g = critic(real) if self.loss.needs_real else None
+        loss_g = self.loss.generator(d_fake_g, d_real_g)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         self.sched_g.step()
         self.sched_d.step()
-        return {"real": real, "fake": fake, "d_real": terms["d_real"], "d_fake": terms["d_fake"],
-                "x_hat": terms["x_hat"], "grad_x_hat": terms["grad_x_hat"], "loss_critic": terms["loss"],
-                "loss_generator": loss_g, "gp_penalty": terms["gp_penalty"], "labels": labels,
+        return {"real": real, "fake": fake, "d_real": d_real, "d_fake": d_fake,
+                "penalty_points": last.points if last else None,
+                "penalty_grads": last.grads if last else None,
+                "penalties": last.values if last else None,
+                "loss_critic": loss_critic, "loss_generator": loss_g, "labels": labels,
                 "optimizers": {"generator": self.opt_g, "critic": self.opt_d},
                 "stream": self.stream}
 
@@ -268,6 +256,8 @@ def train(run: Run, probes: Sequence = ()) -> dict:
     try:  # from open() on, the run directory exists: a failure leaves its traceback there
         training.open()
         status = training.loop()
+        if status == "completed" and run.config.fid_final:
+            training.measure_quality()
     except KeyboardInterrupt:
         status = "interrupted"
     except Exception as exc:
@@ -289,13 +279,17 @@ class _Training:
         self.run, self.config, self.probes = run, run.config, probes
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        self.gan = WganGp(self.config, run.dataset, run.image_channels)
-        self.fixed_z = torch.randn(SAMPLE_COUNT, self.config.z_dim, generator=torch.Generator(
+        self.gan = Gan(self.config, run.dataset, run.image_channels)
+        # point data: a scatter over the data's modes, with samples enough to show each mode
+        self.modes = mixture_means(self.config.dataset)
+        samples = SAMPLE_COUNT if self.modes is None else SCATTER_POINTS
+        self.fixed_z = torch.randn(samples, self.config.z_dim, generator=torch.Generator(
         ).manual_seed(self.config.seed + 1)).to(self.gan.device)
         self.step, self.elapsed = 0, 0.0  # the last step done; wall time of earlier segments
         self.step_times: list[float] = []
         self.stop = StopSignals(second_raises=True)
         self.bar = self.monitor = self.guard = None  # open() makes them
+        self.quality: dict | None = None  # measure_quality's, for summary.json
         self.started, self.started_at = time.perf_counter(), _utc_now()
 
     def resume(self) -> None:
@@ -315,9 +309,9 @@ class _Training:
         resumed = self.step if checkpoint is not None else None
         self.guard = CollapseGuard(run.run_dir, stop_on_collapse=config.stop_on_collapse)
         self.monitor = Monitor(run.run_dir, self.gan.generator, self.gan.critic, self.probes,
-                               log_every=config.log_every, purge_after_step=resumed,
-                               start_step=self.step, time_offset=self.elapsed,
-                               guard=self.guard)
+                               log_every=config.log_every, resume_from=resumed,
+                               time_offset=self.elapsed, guard=self.guard,
+                               objective=config_objective(config))
         if checkpoint is not None:
             if "monitor" in checkpoint:
                 self.monitor.load_state_dict(checkpoint["monitor"])
@@ -341,8 +335,8 @@ class _Training:
                 self.step_times.append(time.perf_counter() - t0)
                 self.bar.update(1)
                 if step % config.log_every == 0 or guard.should_stop:
-                    self.bar.set_postfix(_postfix(self.monitor.latest, guard.detector),
-                                         refresh=False)
+                    self.bar.set_postfix(_postfix(self.monitor.latest, guard.detector,
+                                                  self.monitor.objective), refresh=False)
                 if guard.should_stop:  # before any checkpoint of a non-finite model
                     return "stopped_on_collapse"
                 if step % config.sample_every == 0 or step == config.steps:
@@ -356,6 +350,21 @@ class _Training:
         if self.step % config.ckpt_every:
             self.save_checkpoint(self.step)
         return "interrupted"
+
+    def measure_quality(self) -> None:
+        """The final generator's FID and classes covered beside the real data's own FID
+        (`stabgan.fid.final_quality`), logged at the last step unless the FID probe logged
+        there already, and kept for summary.json."""
+        from stabgan.fid import final_quality
+
+        self.bar.close()  # the classifier's training, on first use, shows its own bar
+        quality = final_quality(self.gan.generator, self.config, self.gan.device)
+        if quality is None:
+            return
+        readings = quality.pop("readings")
+        if not set(readings) & set(self.monitor.logged_at(self.step)):
+            self.monitor.record(self.step, readings)
+        self.quality = quality
 
     def log_step(self, step: int, tensors: dict) -> None:
         """The Monitor's probes and logs for this step, forced when a loss is non-finite; then
@@ -373,7 +382,7 @@ class _Training:
         generator = self.gan.generator
         generator.eval()
         with torch.no_grad():
-            self.monitor.writer.save_samples(step, generator(self.fixed_z))
+            self.monitor.writer.save_samples(step, generator(self.fixed_z), self.modes)
         generator.train()
 
     def save_checkpoint(self, step: int) -> None:
@@ -400,13 +409,14 @@ class _Training:
         if not run.path.is_dir():  # open() failed before making it: nothing to write into
             return summary
         if self.monitor is not None:
-            diagnosis = self.monitor.close()
+            diagnosis = self.monitor.close(status)
             summary.update(verdict=diagnosis["verdict"], onset_step=diagnosis["onset_step"],
                            pre_collapse_step=self.guard.pre_collapse_step)
             best = self.monitor.best_fid
         else:  # open() failed before the Monitor: the earlier segments' best
             best = run.best_fid()
         summary.update(best.summary_fields() if best else {})
+        summary["quality"] = self.quality
         previous = run.summary  # the earlier segments', as the guard's close just left it
         summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         write_json(run.path / SUMMARY, {**previous, **summary})
@@ -435,14 +445,22 @@ def _nonfinite_weights(*modules: torch.nn.Module) -> int:
     return sum(int((~torch.isfinite(p)).sum()) for p in params)  # 0 if the sum merely overflowed
 
 
-def _postfix(latest: dict[str, float], detector) -> dict[str, str]:
-    """The progress bar's readings: distance, GP norm, verdict and the first sign to look at
-    (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band since that step)."""
-    shown = {"D": WGAN_DISTANCE, "gp": GP_NORM_MEAN}
+def _postfix(latest: dict[str, float], detector, objective: Objective) -> dict[str, str]:
+    """The progress bar's readings: the objective's score gap and first penalty norm, the
+    verdict (`too early` until the detector has the points for a band), and what to look at:
+    after an event its first sign (`sign=kernel/g.inv1/max_abs ×12 @1,520`: out of its band since
+    that step), before any a tag some rule judges that is out of its band now
+    (`watch=gp/norm_p95 ×2.1 since 1,200`), else nothing."""
+    shown = {"D": objective.gap_tag, **{term.name: term.tag("norm_mean")
+                                         for term in objective.terms[:1]}}
     postfix = {k: f"{latest[tag]:.3g}" for k, tag in shown.items()
                if tag in latest and math.isfinite(latest[tag])}
-    postfix["verdict"] = detector.verdict
-    sign = detector.first_sign()
+    state = detector.state
+    postfix["verdict"] = detector.verdict if state.judged or state.events else (
+        f"too early ({state.points}/{state.points_needed} logs)")
+    sign, watched = detector.first_sign(), detector.watching()
     if sign is not None:
         postfix["sign"] = f"{sign_text(sign)} @{sign['step']:,}"
+    elif watched is not None:
+        postfix["watch"] = f"{sign_text(watched)} since {watched['step']:,}"
     return postfix

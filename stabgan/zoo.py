@@ -82,9 +82,9 @@ def recipes() -> list[Recipe]:
         Recipe("lr-raise-dcgan", "realistic", "schedule bug on DCGAN: learning rates ×30 at 60 %",
                {"arch": "dcgan", "fault": "lr@STEP:30"}, fault_at=0.6),
         Recipe("gp-weak-0.1", "realistic", "too weak a penalty: λ = 0.1",
-               {"arch": "igan", "gp_lambda": 0.1}, twin="healthy-igan"),
+               {"arch": "igan", "penalty_weight": 0.1}, twin="healthy-igan"),
         Recipe("gp-weak-1", "realistic", "too weak a penalty: λ = 1",
-               {"arch": "igan", "gp_lambda": 1.0}, twin="healthy-igan"),
+               {"arch": "igan", "penalty_weight": 1.0}, twin="healthy-igan"),
         Recipe("critic-bn", "realistic", "batch norm in the critic (its involution kernels)",
                {"arch": "igan", "inv_where": "both", "norm": "batch"}, twin="healthy-igan"),
         Recipe("g-overpowers", "realistic", "generator overpowers the critic: lr G 1e-3 ≫ "

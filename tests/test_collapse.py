@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from probes.base import Probe
+from probes.objectives import WGAN_GP
 from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState,
                              series_by_step, OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
                              make_diagnosis, sign_text, verdict)
@@ -534,6 +535,13 @@ def test_online_detector_resumes_from_the_run_directory(tmp_path):
     assert read_json(tmp_path / DIAGNOSIS)["onset_step"] == ONSET
 
 
+def _replayed(series) -> dict:
+    """The diagnosis a fresh detector gives the series, as diagnosis.json holds it."""
+    state = DetectorState(T)
+    state.replay(series)
+    return json.loads(json.dumps(state.diagnosis()))
+
+
 def test_online_diagnosis_is_written_when_it_changes_and_is_correct_when_killed(tmp_path):
     series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(9))
     online = OnlineDetector(tmp_path)
@@ -544,15 +552,13 @@ def test_online_diagnosis_is_written_when_it_changes_and_is_correct_when_killed(
         if not written or on_disk["last_step"] != written[-1][1]:
             written.append((step, on_disk["last_step"]))
         if step == 1000:  # killed here: a correct diagnosis of the metrics up to last_step
-            assert on_disk == json.loads(json.dumps(make_diagnosis(
-                detect(truncate(series, on_disk["last_step"])), T, on_disk["last_step"])))
+            assert on_disk == _replayed(truncate(series, on_disk["last_step"]))
             assert on_disk["events"] == json.loads(json.dumps(detect(truncate(series, 1000))))
     detected = [e["evidence"]["detected_step"] for e in online.events]
     assert [s for s, last in written] == [LOG_EVERY] + detected
     assert all(s == last for s, last in written)
     online.close()  # the final file: every step
-    assert read_json(tmp_path / DIAGNOSIS) == json.loads(json.dumps(make_diagnosis(
-        detect(series), T, STEPS)))
+    assert read_json(tmp_path / DIAGNOSIS) == _replayed(series)
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -590,14 +596,14 @@ def test_cli_diagnose_refuses_a_directory_that_is_not_a_run(tmp_path, runner):
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
         f"Error: Invalid value for RUN_DIR: {str(tmp_path)!r} is not a run directory "
-        f"(no config.json or metrics.jsonl)")
+        f"and holds none (no config.json or metrics.jsonl in it or below it)")
     assert runner.invoke(cli, ["diagnose", str(tmp_path / "missing")]).exit_code == 2
     assert not (tmp_path / DIAGNOSIS).exists()
 
 
 # --------------------------------------------------------------------------- the trainer
 
-TINY = dict(width=8, z_dim=16, batch_size=16, probes="none", threads=1, log_every=5,
+TINY = dict(width=8, z_dim=16, batch_size=16, probes="none", fid_final=False, threads=1, log_every=5,
             ckpt_every=10, sample_every=100)
 
 
@@ -655,8 +661,8 @@ def test_stop_on_collapse_ends_a_real_run_at_a_confirmed_divergence(tmp_path):
 
 def test_a_real_run_records_verdict_and_onset(tmp_path):
     from stabgan.train import prepare_run, train
-    # --gp-lambda 0 (the study's "no gradient penalty" run) must train, not crash
-    summary = train(prepare_run(tmp_path / "run", dict(TINY, steps=10, gp_lambda=0.0)))
+    # --penalty-weight 0 (the study's "no gradient penalty" run) must train, not crash
+    summary = train(prepare_run(tmp_path / "run", dict(TINY, steps=10, penalty_weight=0.0)))
     assert summary["status"] == "completed"
     saved = read_json(tmp_path / "run" / SUMMARY)
     assert (saved["verdict"], saved["onset_step"]) == ("healthy", None)
@@ -682,14 +688,15 @@ def test_the_progress_bar_shows_the_verdict_and_the_first_sign():
     detector = OnlineDetector()
     for step, scalars in series_by_step(truncate(series, 1600)).items():
         detector.update(step, scalars)
-    postfix = _postfix(detector.state.latest, detector)
+    postfix = _postfix(detector.state.latest, detector, WGAN_GP)
     assert postfix["verdict"] == "healthy"  # out of its band, under any rule's threshold
     assert postfix["D"] == f"{detector.state.latest['wgan/distance']:.3g}"
-    assert postfix["sign"].startswith("kernel/g.inv1/max_abs ×") and postfix["sign"].endswith(
-        " @1,520")
+    # before any event, a tag a rule judges out of its band is one to watch, not a sign
+    assert "sign" not in postfix and postfix["watch"].startswith("kernel/g.inv1/max_abs ×")
+    assert postfix["watch"].endswith(" since 1,520")
     diverged = modify(series, "wgan/distance", 1760, lambda v, d: v * 40)
     for step, scalars in series_by_step(diverged).items():
         if step > 1600:
             detector.update(step, scalars)
-    postfix = _postfix(detector.state.latest, detector)
+    postfix = _postfix(detector.state.latest, detector, WGAN_GP)
     assert postfix["verdict"] == "collapsed" and postfix["sign"].endswith(" @1,520")

@@ -18,7 +18,7 @@ def test_fid_probe_summary_and_fid_command(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     result = stabgan_cli("run", "--out", str(tmp_path), "--name", "f", *TINY, "--steps", "6",
                          "--log-every", "2", "--fid-every", "3", "--fid-samples", "100",
-                         "--probes", "gp,fid")
+                         "--probes", "penalty,fid")
     assert result.returncode == 0, result.stderr
     fids = as_lists(RunDir(tmp_path / "f").series())["fid/domain"]
     assert fids[0] == [3, 6]

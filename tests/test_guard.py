@@ -110,8 +110,7 @@ def test_a_run_killed_while_an_excursion_is_watched_keeps_its_copy_through_a_res
     assert guard.state_dict()["aside_step"] == 20
     monitor.writer.close()  # killed: neither the monitor nor the guard closes
     resumed = CollapseGuard(tmp_path)
-    monitor = Monitor(tmp_path, net, net, log_every=8, purge_after_step=25, start_step=25,
-                      guard=resumed)
+    monitor = Monitor(tmp_path, net, net, log_every=8, resume_from=25, guard=resumed)
     resumed.load_state_dict(RunDir(tmp_path).checkpoint()[CollapseGuard.STATE_KEY], 25)
     _bare_loop(resumed, monitor, range(26, 57), range(32, 57, 8))
     monitor.close()

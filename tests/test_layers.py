@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # What each package may not import: the packages above it.
 FORBIDDEN = {"probes": {"stabgan", "reports"}, "reports": {"stabgan"}}
 
-# A bring-your-own WGAN-GP loop on 2-D points, watched and guarded by probes alone; it prints
+# A bring-your-own non-saturating + R1 loop on 2-D points, watched and guarded by probes alone; it prints
 # what the test checks, among it every stabgan module the process loaded. Spectra and diversity
 # read every 10 x log_every steps: once, at the last step.
 OWN_LOOP = r"""
@@ -36,21 +36,23 @@ opt_g = torch.optim.Adam(G.parameters(), 1e-4, betas=(0.0, 0.9))
 opt_d = torch.optim.Adam(D.parameters(), 4e-4, betas=(0.0, 0.9))
 guard = probes.CollapseGuard(run_dir)
 monitor = probes.Monitor(run_dir, generator=G, critic=D, log_every=3, guard=guard,
+                         objective=probes.Objective("ns", "r1"),
                          probes=probes.build_probes("default", z_dim=Z, log_every=3))
+softplus = torch.nn.functional.softplus
 for step in range(1, 31):
     real = data[torch.randint(len(data), (B,))]
     fake = G(torch.randn(B, Z)).detach()
-    eps = torch.rand(B, 1)
-    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     d_real, d_fake = D(torch.cat([real, fake])).chunk(2)
-    grad, = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
-    gp = ((grad.norm(dim=1) - 1) ** 2).mean()
-    loss_d = d_fake.mean() - d_real.mean() + 10 * gp
+    x = real.detach().requires_grad_(True)
+    grad, = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    r1 = grad.square().sum(dim=1).mean()
+    loss_d = softplus(-d_real).mean() + softplus(d_fake).mean() + 0.5 * r1
     opt_d.zero_grad(); loss_d.backward(); opt_d.step()
-    loss_g = -D(G(torch.randn(B, Z))).mean()
+    loss_g = softplus(-D(G(torch.randn(B, Z)))).mean()
     opt_g.zero_grad(); loss_g.backward(inputs=list(G.parameters())); opt_g.step()
-    monitor.step(step, real=real, fake=fake, d_real=d_real, d_fake=d_fake, x_hat=x_hat,
-                 grad_x_hat=grad, loss_critic=loss_d, loss_generator=loss_g, gp_penalty=gp)
+    monitor.step(step, real=real, fake=fake, d_real=d_real, d_fake=d_fake, loss_critic=loss_d,
+                 loss_generator=loss_g, penalty_points={"r1": x}, penalty_grads={"r1": grad},
+                 penalties={"r1": r1})
 monitor.close()
 diagnosis = probes.collapse.diagnose_run(run_dir)
 tags = sorted({tag for line in open(f"{run_dir}/metrics.jsonl") for tag in json.loads(line)})
@@ -69,8 +71,8 @@ def test_your_own_loop_with_monitor_guard_and_detector_loads_no_stabgan(tmp_path
     out = json.loads(result.stdout.splitlines()[-1])
     assert out["stabgan"] == []
     assert out["verdict"] in ("healthy", "unstable", "collapsed")
-    for tag in ("wgan/distance", "gp/norm_p50", "critic/d_real_mean", "spectra/g.0/sigma0",
-                "diversity/pairwise"):
+    for tag in ("critic/gap", "r1/norm_p50", "critic/r_t", "critic/d_real_mean",
+                "spectra/g.0/sigma0", "diversity/pairwise"):
         assert tag in out["tags"]
     assert (tmp_path / "run" / "diagnosis.json").is_file()
 

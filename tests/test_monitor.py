@@ -46,20 +46,27 @@ def test_readme_bring_your_own_loop_runs_and_fills_a_run_directory(readme_loops)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    assert len(readme_example().splitlines()) <= 45
+    assert len(readme_example().splitlines()) <= 50
     run_dir = readme_loops[0] / "runs" / "byo"
     series = as_lists(RunDir(run_dir).series())
     assert series["loss/critic"][0] == [10, 20, 30, 40]
-    for tag in ("wgan/distance", "gp/norm_mean", "gp/norm_p95", "critic/d_fake_mean",
-                "grad/d.0", "update/g.0", "time/step_s"):
+    # the objective's readings: the logit gap, R1's norms, D's accuracy and ADA's r_t
+    for tag in ("critic/gap", "r1/penalty", "r1/norm_mean", "r1/norm_p95", "critic/accuracy",
+                "critic/r_t", "critic/d_fake_mean", "grad/d.0", "update/g.0", "time/step_s"):
         assert tag in series, tag
+    assert not any(tag.startswith(("wgan/", "gp/")) for tag in series)  # no Wasserstein here
     assert "spectra/g.0/sigma0" not in series  # its cadence (100) was not reached
     assert not any(tag.startswith("kernel/") for tag in series)  # no involution layer here
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000020.png",
                                                                       "step_000040.png"]
+    run = RunDir(run_dir)  # a finished run of its own: the report calls it completed
+    assert run.config == {"loss": "ns", "penalty": "r1", "model": "tiny-dcgan", "batch_size": 32}
+    assert run.summary["status"] == "completed" and run.summary["steps"] == 40
+    with pytest.raises(ValueError, match="already holds a run"):  # never two runs in one
+        Monitor(run_dir, nn.Linear(1, 1), nn.Linear(1, 1))
     acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
     acc.Reload()
-    assert "gp/norm" in acc.Tags()["histograms"] and "samples" in acc.Tags()["images"]
+    assert "r1/norm" in acc.Tags()["histograms"] and "samples" in acc.Tags()["images"]
     start = plugin_data_pb2.HParamsPluginData.FromString(
         acc.PluginTagToContent("hparams")["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams

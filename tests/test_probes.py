@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from probes import (CriticProbe, DiversityProbe, GradientPenaltyProbe, GradientProbe,
-                    KernelProbe, ProbeSettings, SpectraProbe, StepState, build_probes)
+from probes import (CriticProbe, DiversityProbe, GradientProbe, KernelProbe, PenaltyProbe,
+                    ProbeSettings, SpectraProbe, StepState, build_probes)
 from probes.base import weight_of
 from probes.diversity import diversity_stats
 from probes.kernels import kernel_stats
@@ -125,12 +125,13 @@ def test_layer_names_are_short_and_stable():
         width=8, z_dim=16, norm="spectral", inv_where="both", inv_layers=2), 1), "g")]
 
 
-def test_gp_probe_quantiles_and_off_band_fraction_of_known_norms():
+def test_penalty_probe_quantiles_and_off_band_fraction_of_known_norms():
     norms = torch.linspace(0.0, 1.9, 20)
     directions = torch.nn.functional.normalize(torch.randn(20, 1, 4, 4).flatten(1), dim=1)
     grad = (directions * norms[:, None]).view(20, 1, 4, 4)
-    state = StepState(step=1, generator=nn.Identity(), critic=nn.Identity(), grad_x_hat=grad)
-    readings = GradientPenaltyProbe(every=1).on_step(state)
+    state = StepState(step=1, generator=nn.Identity(), critic=nn.Identity(),
+                      penalty_grads={"gp": grad})
+    readings = PenaltyProbe(every=1).on_step(state)
     expected = np.percentile(norms.numpy(), [5, 50, 95])  # linear interpolation, as torch
     quantiles = [readings[f"gp/norm_p{q}"] for q in ("05", "50", "95")]
     assert quantiles == pytest.approx(expected, abs=1e-5)
@@ -165,7 +166,7 @@ def test_critic_probe_ema_drift_z_and_exact_resume():
                        d_real=torch.tensor([1.0, 3.0]), d_fake=torch.tensor([-1.0, -1.0]))
     out = CriticProbe(every=1).on_step(scores)
     assert out == {"critic/d_real_mean": 2.0, "critic/d_real_std": pytest.approx(math.sqrt(2)),
-                   "critic/d_fake_mean": -1.0, "critic/d_fake_std": 0.0}
+                   "critic/d_fake_mean": -1.0, "critic/d_fake_std": 0.0, "critic/accuracy": 1.0}
 
 
 def test_diversity_of_known_images():
@@ -254,11 +255,11 @@ def test_selection_builds_registered_probes_with_config_cadences():
         run_probes(resolve_config(probes="fid"))
     assert run_probes(resolve_config(probes="none")) == []
     every = {p.name: p.every for p in default}
-    assert every["gp"] == every["critic"] == every["kernels"] == 5
+    assert every["penalty"] == every["critic"] == every["kernels"] == 5
     assert every["spectra"] == every["diversity"] == 50
-    assert [p.every for p in build_probes("spectra,gp", spectra_every=7, probe_every=3)] == [7, 3]
+    assert [p.every for p in build_probes("spectra,penalty", spectra_every=7, probe_every=3)] == [7, 3]
     with pytest.raises(ValueError, match="unknown probe 'nope'.*gradients"):
-        run_probes(resolve_config(probes="gp,nope"))
+        run_probes(resolve_config(probes="penalty,nope"))
     with pytest.raises(ValueError, match="every=0"):
         KernelProbe(every=0)
 
@@ -390,11 +391,12 @@ def test_probes_do_not_change_training(run_dir, tmp_path):
 def test_panels_of_old_runs_are_the_core_and_every_registered_probe():
     import re
 
-    from probes.readings import (CORE_PANELS, DEFAULT_PANELS, KERNELS, Panel, merge_panels,
-                                 tensorboard_layout)
+    from probes.objectives import DEFAULT_PANELS, WGAN_GP
+    from probes.readings import CORE_PANELS, KERNELS, Panel, merge_panels, tensorboard_layout
 
-    registered = [cls.panels for cls, _ in REGISTRY.values()]
-    assert DEFAULT_PANELS == merge_panels(CORE_PANELS, *registered)
+    registered = [cls.from_config(resolve_config(fid_every=10)).panels
+                  for cls, _ in REGISTRY.values()]
+    assert DEFAULT_PANELS == merge_panels(CORE_PANELS, WGAN_GP.panels(), *registered)
     charts = tensorboard_layout(DEFAULT_PANELS)
     entropy = charts[KERNELS]["kernel entropy"]
     assert entropy[0] == "Multiline" and re.match(entropy[1][0], "kernel/g.inv0/entropy")

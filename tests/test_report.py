@@ -24,7 +24,7 @@ from markupsafe import escape
 from PIL import Image
 
 from conftest import stabgan_cli
-from probes.rundir.files import read_json
+from probes.rundir.files import read_json, read_metrics
 from reports import write_report
 from reports.figures import downsample
 from reports.html import CACHE_FILE
@@ -32,7 +32,7 @@ from reports.html import CACHE_FILE
 RUN_FLAGS = ["--width", "16", "--z-dim", "16", "--batch-size", "16", "--steps", "30",
              "--log-every", "3", "--sample-every", "10", "--ckpt-every", "30",
              "--threads", "1",  # two runs train side by side on 2 cores
-             "--probes", "gp,kernels,spectra"]
+             "--probes", "penalty,kernels,spectra"]
 HTML_NAME = "<img src=x onerror=alert(1)>"       # a run folder whose name is HTML
 HTML_CONFIG = "<script>alert('pwned')</script>"  # and a config string that is HTML
 ROW = re.compile(r'<tr data-run="([^"]*)" data-verdict="([^"]*)">')
@@ -245,7 +245,9 @@ def test_figures_and_samples_are_embedded(report):
             assert image.width >= 200 and image.height >= 150
     for title in ("Losses", "GP: ‖∇D(x̂)‖ at interpolates", "kernel entropy"):
         assert f'alt="{escape(title)}' in section, title
-    assert "start · step 0" in section and "end · step 30" in section
+    # the untrained grid (step 0, flat grey) is left out: the first trained, middle and last
+    assert re.findall(r"<figcaption>([^<]*)</figcaption>", section) == [
+        "first · step 10", "middle · step 20", "end · step 30"]
     # titles, tick labels and legends are HTML text beside the (text-free) plot images
     losses = section[section.index("<figcaption"):].split("</figure>", 1)[0]
     assert "<figcaption" in losses and ">Losses</figcaption>" in losses
@@ -273,14 +275,16 @@ def _plotted(section: str) -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 def test_a_run_is_drawn_from_the_panels_its_monitor_wrote(report):
-    from probes.readings import GP_PANELS, KERNEL_PANELS, panels_from_json
+    from probes.objectives import WGAN_GP
+    from probes.readings import KERNEL_PANELS, panels_from_json
 
     run_dir = report["root"] / "sweep" / "igan"
     declared = {p.title for p in panels_from_json(read_json(run_dir / "panels.json"))}
-    assert {p.title for p in GP_PANELS + KERNEL_PANELS} <= declared  # --probes gp,kernels,...
+    assert {p.title for p in WGAN_GP.penalty_panels() + KERNEL_PANELS} <= declared  # --probes penalty,...
     assert "FID (lower is better)" not in declared  # the fid probe did not run
     plotted = dict(_plotted(_section(report["page"], "sweep/igan")))
-    assert list(plotted) == ["Training", "Involution kernels", "Spectra and gradients"]
+    # no gradients probe ran: its panels are left out, and the heading does not promise them
+    assert list(plotted) == ["Training", "Involution kernels", "Spectra"]
     captions = [caption for figures in plotted.values() for caption, _ in figures]
     assert "gp/frac_off" in captions and "kernel entropy · g.inv0" in captions
     band = dict(plotted["Training"])["GP: ‖∇D(x̂)‖ at interpolates"]
@@ -396,6 +400,92 @@ def test_the_cache_key_covers_the_code_whose_text_is_cached():
     from reports.html import _code_files
     # a first sign's text (state.sign_text) and every number (text.number) are in the payload
     assert {Path(state.__file__), Path(text.__file__)} <= set(_code_files())
+
+
+def test_logged_steps_are_counted_the_same_in_the_headline_and_the_footer(report):
+    for name in ("sweep/igan", "sweep/dcgan"):
+        section = _section(report["page"], name)
+        records = len(read_metrics(report["root"] / name))
+        assert records == 10  # 30 steps, logged every 3
+        counts = re.findall(r"([\d,]+) logged steps \(up to step ([\d,]+)\)", section)
+        assert counts and set(counts) == {("10", "30")}, (name, counts)
+        assert f"{records} logged steps (up to step 30)</p>" in section  # the footer
+        if read_json(report["root"] / name / "diagnosis.json")["verdict"] == "healthy":
+            assert "Healthy: no event in 10 logged steps (up to step 30)" in section
+
+
+def test_overview_figures_only_compare_runs(report, tmp_path):
+    def overview(page: str) -> str:
+        return page[:page.index('<section class="card run"')]
+
+    many = overview(report["page"])  # two settings (dcgan, igan) among several runs
+    assert 'alt="Collapse rate by inv-layers × norm"' in many and 'id="no-aggregates"' not in many
+    shutil.copytree(report["root"] / "sweep" / "igan", tmp_path / "runs" / "igan",
+                    ignore=shutil.ignore_patterns(CACHE_FILE))
+    one = overview(write_report(tmp_path / "runs").read_text())
+    assert "<img" not in one and 'class="aggregates"' not in one
+    assert re.search(r'<p class="note" id="no-aggregates">No overview figures: they compare '
+                     r'runs .*and this report has one', one)
+    shutil.copytree(tmp_path / "runs" / "igan", tmp_path / "runs" / "igan-again")
+    same_cell = overview(write_report(tmp_path / "runs").read_text())
+    assert 'alt="Verdicts by arch"' in same_cell  # two runs: their verdicts compare
+    assert 'alt="Collapse rate' not in same_cell  # one inv-layers × norm cell: nothing to compare
+
+
+def _figure(section: str, title: str) -> str:
+    """The <figure> of the plot captioned title in a run section."""
+    start = section.index(f">{escape(title)}</figcaption>")
+    return section[section.rindex("<figure", 0, start):section.index("</figure>", start)]
+
+
+def test_a_constant_reading_gets_an_axis_around_its_value(tmp_path):
+    run = tmp_path / "flat"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"arch": "igan"}}))
+    with open(run / "metrics.jsonl", "w") as f:
+        for step in range(10, 101, 10):
+            once = {"diversity/pairwise": 0.26} if step == 100 else {}
+            f.write(json.dumps({"step": step, "loss/critic": -step / 10, "diversity/dup_rate": 0.0,
+                                "critic/loss_ema": 1.0, **once}) + "\n")
+    section = _section(write_report(tmp_path).read_text(), "flat")
+    for title, value, note in (("diversity/dup_rate", "0", "constant 0"),
+                               ("critic/loss_ema", "1", "constant 1"),
+                               ("diversity/pairwise", "0.26", "one reading: 0.26")):
+        figure = _figure(section, title)
+        yticks = re.search(r'<div class="ticks y">(.*?)</div>', figure).group(1)
+        assert re.findall(r">([^<]+)</span>", yticks) == [value], title  # one tick, the value
+        assert f'<span class="flat">{note}</span>' in figure, title
+    losses = _figure(section, "Losses · loss/critic")
+    assert 'class="flat"' not in losses and len(re.findall(r'bottom:', losses)) >= 3
+
+
+def test_per_layer_lines_get_a_legend_ranked_by_their_last_value(report):
+    figure = _figure(_section(report["page"], "sweep/igan"), "spectra σ0 (largest singular value)")
+    tags = html.unescape(re.search(r'<figcaption title="([^"]*)"', figure).group(1)).split(", ")
+    assert '<ul class="legend ranked"' in figure and len(tags) >= 4
+    items = re.findall(r'<li><i class="(solid|dashed|dotted)" style="--c:(#[0-9a-f]{6})"></i>'
+                       r'([^<]*) · ([^<]*)</li>', figure)
+    assert len(items) == len(tags)  # every layer named once
+    assert sorted(html.unescape(layer) for _, _, layer, _ in items) == sorted(
+        tag.split("/")[1] for tag in tags)
+    values = [float(value.replace(",", "")) for _, _, _, value in items]
+    assert values == sorted(values, reverse=True)  # top entry: the top line end
+    for (style, color, _, _), (next_style, next_color, _, _) in zip(items, items[1:]):
+        assert style != next_style and color != next_color  # neighbours differ in both
+    metrics = read_metrics(report["root"] / "sweep" / "igan")
+    last = {tag: [r[tag] for r in metrics if tag in r][-1] for tag in tags}
+    assert max(last, key=last.get).split("/")[1] == html.unescape(items[0][2])
+
+
+def test_an_untrained_grid_alone_is_labelled_so(report, tmp_path):
+    run = tmp_path / "runs" / "early"
+    shutil.copytree(report["root"] / "sweep" / "igan", run,
+                    ignore=shutil.ignore_patterns(CACHE_FILE))
+    for grid in run.glob("samples/step_*.png"):
+        if grid.name != "step_000000.png":
+            grid.unlink()
+    section = _section(write_report(tmp_path / "runs").read_text(), "early")
+    assert re.findall(r"<figcaption>([^<]*)</figcaption>", section) == ["untrained · step 0"]
 
 
 def test_empty_folder_gives_a_page(tmp_path):

@@ -1,5 +1,5 @@
-"""The WGAN-GP step: split critic scoring equals the joint formulation, the separate penalty
-update, and every model option of the seed-faithful iGAN (build, train, config, resume)."""
+"""The step: split critic scoring equals the joint formulation, the separate penalty update,
+and every model option of the seed-faithful iGAN (build, train, config, resume)."""
 from __future__ import annotations
 
 import copy
@@ -14,13 +14,15 @@ from stabgan.config import dataset_info
 from stabgan.data import load_dataset
 from stabgan.models import Critic, Generator
 from stabgan.nn.layers import Residual
-from stabgan.train import WganGp, critic_loss
+from stabgan.losses import Penalty, Wasserstein
+from stabgan.train import Gan
 
-TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 6, "probes": "none"}
+TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 6, "probes": "none", "fid_final": False}
 
 
-def _joint(critic, real, fake, eps, gp_lambda):
+def _joint(critic, real, fake, eps_seed, gp_lambda):
     """The formulation the split replaced: real, fake and x̂ scored in one critic call."""
+    eps = _eps(real, eps_seed)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     d_real, d_fake, d_hat = critic(torch.cat([real, fake, x_hat])).chunk(3)
     grad, = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
@@ -29,12 +31,28 @@ def _joint(critic, real, fake, eps, gp_lambda):
             "loss": d_fake.mean() - d_real.mean() + gp_lambda * gp}
 
 
+def critic_loss(critic, real, fake, eps_seed, gp_lambda):
+    """The trainer's (joint update) critic loss from its parts: real and fake in one call,
+    the penalty's interpolates in another."""
+    d_real, d_fake = critic(torch.cat([real, fake])).chunk(2)
+    penalty = Penalty("gp", gp_lambda)
+    terms = penalty.compute(critic, real, fake, torch.Generator().manual_seed(eps_seed))
+    return {"d_real": d_real, "d_fake": d_fake, "gp_penalty": terms.values["gp"],
+            "grad_x_hat": terms.grads["gp"],
+            "loss": Wasserstein().critic(d_real, d_fake) + penalty.loss(terms.values)}
+
+
+def _eps(real, seed):
+    """The interpolation weights the penalty draws from a generator seeded with `seed`."""
+    return torch.rand(real.shape[0], 1, 1, 1, generator=torch.Generator().manual_seed(seed),
+                      dtype=real.dtype)
+
+
 def _inputs(seed=0, batch=6):
     g = torch.Generator().manual_seed(seed)
     real = torch.rand(batch, 1, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
     fake = torch.rand(batch, 1, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
-    eps = torch.rand(batch, 1, 1, 1, generator=g, dtype=torch.float64)
-    return real, fake, eps
+    return real, fake, seed + 1
 
 
 def _loss_and_grads(formulation, critic, inputs, gp_lambda=10.0):
@@ -71,7 +89,8 @@ def test_split_scoring_with_batch_norm_in_the_critic_normalises_x_hat_on_its_own
     torch.manual_seed(0)
     critic = Critic(resolve_config(**TINY_SETTINGS, inv_where="d", norm="batch"), 1).double()
     bn = next(m for m in critic.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    real, fake, eps = inputs = _inputs()
+    real, fake, eps_seed = inputs = _inputs()
+    eps = _eps(real, eps_seed)
     joint_critic, alone = copy.deepcopy(critic), copy.deepcopy(critic)
     split = critic_loss(critic, *inputs, 10.0)
     joint = _joint(joint_critic, *inputs, 10.0)
@@ -91,13 +110,13 @@ def test_split_scoring_with_batch_norm_in_the_critic_normalises_x_hat_on_its_own
 def _gan(**settings):
     config = resolve_config(**TINY_SETTINGS, **settings)
     dataset = load_dataset(config.dataset, config.image_size)
-    return WganGp(config, dataset, dataset_info(config.dataset).channels)
+    return Gan(config, dataset, dataset_info(config.dataset).channels)
 
 
-@pytest.mark.parametrize("gp_update,gp_lambda,steps", [("joint", 10.0, 1), ("separate", 10.0, 2),
-                                                        ("separate", 0.0, 1)])
-def test_separate_update_makes_two_critic_adam_steps(gp_update, gp_lambda, steps, one_thread):
-    gan = _gan(gp_update=gp_update, gp_lambda=gp_lambda, n_critic=2)
+@pytest.mark.parametrize("update,weight,steps", [("joint", 10.0, 1), ("separate", 10.0, 2),
+                                                  ("separate", 0.0, 1)])
+def test_separate_update_makes_two_critic_adam_steps(update, weight, steps, one_thread):
+    gan = _gan(penalty_update=update, penalty_weight=weight, n_critic=2)
     out = gan.step()
     # n_critic=2 critic updates; the score's bias has no part in ∇D(x̂), so only the W-loss
     # steps reach it
@@ -105,17 +124,17 @@ def test_separate_update_makes_two_critic_adam_steps(gp_update, gp_lambda, steps
     assert counter.pop("score.1.bias") == 2
     assert set(counter.values()) == {2 * steps}, counter
     assert {int(s["step"]) for s in gan.opt_g.state.values()} == {1}
-    assert torch.isfinite(out["loss_critic"]) and out["grad_x_hat"] is not None
+    assert torch.isfinite(out["loss_critic"]) and out["penalty_grads"]["gp"] is not None
 
 
 def test_separate_update_steps_on_the_w_loss_then_on_the_penalty(one_thread):
     """The second step's gradient is λ·∇GP alone, at the critic the first step produced."""
-    gan = _gan(gp_update="separate", gp_lambda=10.0)
+    gan = _gan(penalty_update="separate", penalty_weight=10.0)
     before = copy.deepcopy(gan)
     out = gan.step()
     last_grads = {n: p.grad for n, p in gan.critic.named_parameters()}
     # replay by hand: one Adam step on the W-loss, then λ·GP at the updated critic
-    real, fake, x_hat = out["real"], out["fake"], out["x_hat"].detach()
+    real, fake, x_hat = out["real"], out["fake"], out["penalty_points"]["gp"].detach()
     d_real, d_fake = before.critic(torch.cat([real, fake])).chunk(2)
     before._critic_update(d_fake.mean() - d_real.mean())
     x_hat.requires_grad_(True)
@@ -160,7 +179,7 @@ def test_stages_put_one_block_per_resolution():
 
 # Each option is in one of these runs (a run each keeps the suite short).
 OPTIONS = {
-    "sn-separate-plain": ["--spectral-norm", "both", "--gp-update", "separate",
+    "sn-separate-plain": ["--spectral-norm", "both", "--penalty-update", "separate",
                           "--inv-block", "plain", "--inv-layers", "2"],
     "stages-residual-both": ["--inv-stack", "stages", "--inv-layers", "2", "--inv-where", "both",
                              "--inv-block", "residual"],
@@ -169,12 +188,12 @@ OPTIONS = {
                     "--width", "8", "--log-every", "2", "--sample-every", "4"],
 }
 EXPECTED = {
-    "sn-separate-plain": {"spectral_norm": "both", "gp_update": "separate", "inv_block": "plain"},
+    "sn-separate-plain": {"spectral_norm": "both", "penalty_update": "separate", "inv_block": "plain"},
     "stages-residual-both": {"inv_stack": "stages", "inv_layers": 2, "inv_where": "both",
                              "inv_block": "residual"},
     "sagan-stages": {"arch": "sagan", "inv_stack": "stages", "inv_layers": 2},
     "seed-preset": {"spectral_norm": "both", "inv_stack": "stages", "inv_block": "residual",
-                    "gp_update": "separate", "lr_d": 4e-4, "inv_layers": 2},
+                    "penalty_update": "separate", "lr_d": 4e-4, "inv_layers": 2},
 }
 
 
@@ -203,8 +222,8 @@ def test_bench_trainer_prints_ours_against_the_minimal_loop():
                                       "--arch", "dcgan"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("dcgan: width 32, batch 64, 1 thread(s)")
-    assert "minimal loop" in lines[1] and "WganGp.step" in lines[2] and "ratio" in lines[2]
+    assert lines[0].startswith("dcgan: wgan + gp, width 32, batch 64, 1 thread(s)")
+    assert "minimal loop" in lines[1] and "Gan.step" in lines[2] and "ratio" in lines[2]
     assert float(lines[2].split("ratio")[1]) > 0
 
 

@@ -23,7 +23,7 @@ from stabgan.sweep import (SweepError, SweepSpec, expand, parallelism, parse_gri
                            run_sweep, sweep_spec)
 from stabgan.sweep.process import runs_import_from
 
-TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
+TINY_SETTINGS = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none", "fid_final": False}
 # runs that go on until stopped, logging every step
 SLOW_SETTINGS = {"steps": 100000, "log_every": 1, "ckpt_every": 100000, "sample_every": 100000}
 SLOW_RUN = [word for key, value in SLOW_SETTINGS.items()

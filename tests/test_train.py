@@ -17,9 +17,10 @@ from probes.rundir.files import read_json, read_metrics
 from probes.rundir.reader import RunDir, as_lists
 from stabgan.config import ARCHS, NORMS, resolve_config
 from stabgan.models import Critic
-from stabgan.train import gradient_penalty, load_checkpoint, prepare_run, train
+from stabgan.losses import Penalty
+from stabgan.train import load_checkpoint, prepare_run, train
 
-TINY_OVERRIDES = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none"}
+TINY_OVERRIDES = {"width": 8, "z_dim": 16, "batch_size": 16, "probes": "none", "fid_final": False}
 
 
 def test_run_writes_the_whole_contract(tmp_path):
@@ -96,8 +97,12 @@ def test_every_model_variant_trains(tmp_path, arch, inv_layers, norm):
 def test_gradient_penalty_matches_independent_autograd():
     torch.manual_seed(0)
     critic = Critic(resolve_config(**TINY_OVERRIDES), 1).double()
-    x_hat = torch.randn(6, 1, 32, 32, dtype=torch.float64, requires_grad=True)
-    penalty, grad = gradient_penalty(critic, x_hat, critic(x_hat), create_graph=False)
+    real = torch.randn(6, 1, 32, 32, dtype=torch.float64)
+    fake = torch.randn(6, 1, 32, 32, dtype=torch.float64)
+    terms = Penalty("gp", 10.0).compute(critic, real, fake, torch.Generator().manual_seed(0))
+    x_hat, penalty, grad = terms.points["gp"], terms.values["gp"], terms.grads["gp"]
+    eps = torch.rand(6, 1, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(x_hat, eps * real + (1 - eps) * fake)
     expected = []
     for i in range(6):  # one sample at a time: no batch coupling can hide in the batched version
         xi = x_hat[i:i + 1].detach().clone().requires_grad_(True)

@@ -270,8 +270,9 @@ def test_a_generator_collapsing_to_k_outputs_in_your_own_loop_is_caught(tmp_path
         opt_g.zero_grad()
         loss_g.backward(inputs=list(G.parameters()))
         opt_g.step()
-        monitor.step(step, real=real, fake=fake, d_real=d_real, d_fake=d_fake, x_hat=x_hat,
-                     grad_x_hat=grad, loss_critic=loss_d, loss_generator=loss_g, gp_penalty=gp)
+        monitor.step(step, real=real, fake=fake, d_real=d_real, d_fake=d_fake,
+                     penalty_points={"gp": x_hat}, penalty_grads={"gp": grad},
+                     penalties={"gp": gp}, loss_critic=loss_d, loss_generator=loss_g)
     monitor.close()
     modes = [e for e in detector.events if e["kind"] == "mode_collapse"]
     assert modes and modes[0]["severity"] == "collapse", [e["message"] for e in detector.events]

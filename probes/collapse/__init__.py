@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Mapping
 
 from probes.collapse.rules import Thresholds, layer_of
+from probes.objectives import WGAN_GP, Objective
 from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS,
                                    SAMPLE_GRADED_KINDS, VERDICTS, WARNING, DetectorState,
                                    detect, make_diagnosis, series_by_step, sign_size, sign_text,
@@ -63,15 +64,17 @@ from probes.rundir.reader import RunDir, as_lists
 
 
 def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
-    """Recompute the diagnosis from metrics.jsonl; write diagnosis.json atomically and set
+    """Recompute the diagnosis from metrics.jsonl, judged by the run's objective (config.json's
+    loss and penalty); write diagnosis.json atomically and set
     summary.json's "verdict" and "onset_step" (when summary.json exists), each file only when
     its content changes. Works on runs still
     being written and on truncated files. Returns the diagnosis."""
-    run_dir = Path(run_dir)
-    metrics = RunDir(run_dir).metrics()
+    run = RunDir(run_dir)
+    metrics = run.metrics()
     thresholds = thresholds or Thresholds()
-    events = detect(as_lists(metrics.series), thresholds)
-    diagnosis = make_diagnosis(events, thresholds, metrics.last_step)
+    state = DetectorState(thresholds, run.objective)
+    state.replay(as_lists(metrics.series))
+    diagnosis = {**state.diagnosis(), "last_step": metrics.last_step}
     # unchanged files keep their time stamps, so the report's cached rendering stays valid
     write_json(run_dir / DIAGNOSIS, diagnosis, changed_only=True)
     update_summary(run_dir, diagnosis)
@@ -101,6 +104,9 @@ def format_diagnosis(diagnosis: dict, run_dir: Path | str | None = None) -> str:
     head += f"; {len(events)} event{'s' * (len(events) != 1)}"
     if last is not None:
         head += f" (metrics up to step {last:,})"
+    points, needed = diagnosis.get("logged_points"), diagnosis.get("points_needed")
+    if points is not None and needed and points < needed:
+        head += f"; too short to judge: {points} logged steps of the {needed} a band needs"
     lines = [head]
     for event in events:
         lines.append(f"  {event['severity']:<8} {event['kind']:<18} {event['message']}")
@@ -128,9 +134,13 @@ class OnlineDetector:
     diagnosis equals `diagnose_run`'s.
     """
 
-    def __init__(self, run_dir: Path | str | None = None, thresholds: Thresholds | None = None):
+    def __init__(self, run_dir: Path | str | None = None, thresholds: Thresholds | None = None,
+                 objective: Objective | None = None):
+        """objective: the run's loss and penalty; None reads them from run_dir's config.json
+        when the detector starts (WGAN-GP without one)."""
         self.run_dir = None if run_dir is None else Path(run_dir)
-        self.state = DetectorState(thresholds)
+        self.objective = objective
+        self.state = DetectorState(thresholds, objective or WGAN_GP)
         self._primed = False
         self._written: tuple[Path | None, int] | None = None  # (run_dir, events) last written
 
@@ -157,14 +167,19 @@ class OnlineDetector:
         return self.state.pending_onset()
 
     def first_sign(self) -> dict | None:
-        """What a user should look at now: the first sign of the earliest collapse (or of the
-        first warning), else the earliest tag out of its band at the latest step."""
+        """The first sign of the earliest collapse (or of the first warning); None before any
+        event (see `watching`)."""
         events = self.state.events
         collapses = [e for e in events if e["severity"] == COLLAPSE]
         for event in collapses[:1] or events[:1]:
             if event.get("first_signs"):
                 return event["first_signs"][0]
-        return self.state.watching()
+        return None
+
+    def watching(self) -> dict | None:
+        """Before any event, what to keep an eye on: the earliest excursion under way of a tag
+        some rule judges (one that can become an event), else None."""
+        return None if self.state.events else self.state.watching(ruled_only=True)
 
     def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
         """Feed one logged step; returns the new events (usually none)."""
@@ -185,6 +200,8 @@ class OnlineDetector:
         self._primed = True
         if self.run_dir is None:
             return
+        if self.objective is None:  # nothing fed yet: judge by the run's own objective
+            self.state = DetectorState(self.state.thresholds, RunDir(self.run_dir).objective)
         earlier = {tag: (steps[steps < step], values[steps < step])
                    for tag, (steps, values) in RunDir(self.run_dir).series().items()}
         self.state.replay(as_lists(earlier))

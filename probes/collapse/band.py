@@ -15,13 +15,16 @@ from collections import deque
 from dataclasses import dataclass
 
 from probes.collapse.rules import Rule, Thresholds, layer_of
-from probes.readings import (FID, GP_PENALTY, GRAD, KERNEL_ENTROPY, KERNEL_MAX_ABS, UPDATE,
-                             kernel_tag)
+from probes.objectives import PENALTIES
+from probes.readings import (FID, GRAD, KERNEL_ENTROPY, KERNEL_MAX_ABS, UPDATE, kernel_tag,
+                             penalty_tag)
 
 TYPICAL_DECAY = 0.98  # per point: the running mean |x| that scales a linear tag's band
 # Tags without a rule whose band is in ln x: positive magnitudes with multiplicative noise
 # (README's readings table); every other tag without a rule is judged as it is.
-RATIO_TAGS = ("gp/norm_*", GP_PENALTY, "critic/*_std", kernel_tag("*", "std"), KERNEL_MAX_ABS,
+_TERMS = sorted({term.name for terms in PENALTIES.values() for term in terms})
+RATIO_TAGS = (*(penalty_tag(t, stat) for t in _TERMS for stat in ("norm_*", "penalty")),
+              "critic/*_std", kernel_tag("*", "std"), KERNEL_MAX_ABS,
               KERNEL_ENTROPY, "kernel/*/*_var", "kernel/*/*_norm", "spectra/*", GRAD, UPDATE,
               "diversity/pairwise*", FID)
 

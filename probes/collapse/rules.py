@@ -10,10 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from probes.objectives import WGAN_GP, Objective
 from probes.readings import (COVERAGE_KL, COVERAGE_MODES, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE,
-                             GP_NORM_MEAN, GP_NORM_P50, GP_NORM_P95, KERNEL_ENTROPY, KERNEL_MAX_ABS,
-                             KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR, LOSS_CRITIC, SPECTRA_SIGMA0,
-                             WGAN_DISTANCE)
+                             KERNEL_ENTROPY, KERNEL_MAX_ABS, KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR,
+                             SPECTRA_SIGMA0)
 
 if TYPE_CHECKING:
     from probes.collapse.band import Band
@@ -49,14 +49,15 @@ class Thresholds:
     corroborate_points: int = 3
     # first signs: tags out of band at an event's onset, since a step at or before it
     sign_points: int = 3          # out-of-band points before an excursion counts as a sign
-    # nan: any non-finite value in these tag groups (plus weights/nonfinite > 0), at once
-    nan_groups: tuple[str, ...] = ("loss", "wgan", "gp", "weights", "grad", "spectra")
-    # divergence: |x − band| in multiples of |band| (two-sided)
-    divergence_tags: tuple[str, ...] = (WGAN_DISTANCE, LOSS_CRITIC)
+    # nan: any non-finite value in these tag groups or the objective's own readings (plus
+    # weights/nonfinite > 0), at once
+    nan_groups: tuple[str, ...] = ("loss", "weights", "grad", "spectra")
+    # divergence: the objective's score gap or the critic loss, |x − band| in multiples of
+    # |band| (two-sided); a softplus generator loss growing by these factors over its band
     divergence_warn: float = 3.0
     divergence_collapse: float = 10.0
-    # gp_blowup: gradient norm at x̂ at least f× away from 1 (above f or below 1/f)
-    gp_tags: tuple[str, ...] = (GP_NORM_MEAN, GP_NORM_P95, GP_NORM_P50)
+    # gp_blowup: a penalty term's gradient norms (mean, median, p95) at least f× away from its
+    # target (above f or below 1/f: the gradient penalty's 1), or f× above their band (R1, R2)
     gp_warn: float = 3.0
     gp_collapse: float = 10.0
     # mode_collapse: coverage/modes or diversity/pairwise below a fraction of their best so far
@@ -147,13 +148,17 @@ def _divergence(x, band, best, t):
     return _grade(size, t.divergence_warn, t.divergence_collapse), band.z(x) >= t.robust_z
 
 
-def _gp(x, band, best, t):
-    """Gradient norms f× away from 1 (either way), beyond the band's noise around 1."""
-    if x < 0:
-        return 0, False
-    distance = (abs(math.log(x)) if x > 0 else math.inf) if band.log else abs(x - 1.0)
-    grade = _grade(math.inf if x == 0 else max(x, 1.0 / x), t.gp_warn, t.gp_collapse)
-    return grade, distance >= t.robust_z * band.scale
+def _toward(target: float):
+    """Gradient norms f× away from the penalty's target (either way), beyond the band's noise
+    around it."""
+    def grade(x, band, best, t):
+        if x < 0:
+            return 0, False
+        ratio = x / target
+        distance = (abs(math.log(ratio)) if x > 0 else math.inf) if band.log else abs(x - target)
+        level = _grade(math.inf if x == 0 else max(ratio, 1.0 / ratio), t.gp_warn, t.gp_collapse)
+        return level, distance >= t.robust_z * band.scale
+    return grade
 
 
 def _drop(warn_attr, collapse_attr, use_best=False):
@@ -205,13 +210,27 @@ def _matching(pattern: str) -> Callable[[str], bool]:
     return lambda tag: fnmatch.fnmatchcase(tag, pattern)
 
 
-def make_rules(t: Thresholds) -> list[Rule]:
+def _penalty_rule(term) -> Rule:
+    """gp_blowup of one penalty term: its norms against its target, or against their band."""
+    tags = {term.tag(stat) for stat in ("norm_mean", "norm_p95", "norm_p50")}
+    matches = tags.__contains__
+    if term.target is not None:
+        return Rule("gp_blowup", term.label, matches, _toward(term.target), log=True,
+                    reference="target", target=term.target, absolute=True)
+    return Rule("gp_blowup", term.label, matches, _growth("gp_warn", "gp_collapse"), log=True,
+                extreme="max")
+
+
+def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
+    """The rules for a run trained with `objective` (its gap, critic loss and penalty terms)."""
     mode, kernel = "mode collapse", "kernel collapse"
     return [
-        Rule("divergence", "critic divergence", lambda tag: tag in t.divergence_tags,
-              _divergence),
-        Rule("gp_blowup", "gradient-penalty blow-up", lambda tag: tag in t.gp_tags, _gp,
-              log=True, reference="target", target=1.0, absolute=True),
+        Rule("divergence", "critic divergence",
+              frozenset(objective.divergence_tags).__contains__, _divergence),
+        Rule("divergence", "generator loss runaway",
+              frozenset(objective.readings.runaway).__contains__,
+              _growth("divergence_warn", "divergence_collapse"), log=True, extreme="max"),
+        *(_penalty_rule(term) for term in objective.terms),
         Rule("mode_collapse", mode, lambda tag: tag == COVERAGE_MODES,
               _drop("mode_drop_warn", "mode_drop_collapse", use_best=True),
               reference="best_max", extreme="min"),

@@ -2,13 +2,14 @@
 metric series through it, so online and offline diagnoses agree step for step. No I/O."""
 from __future__ import annotations
 
+import fnmatch
 import math
 from typing import Iterable, Mapping
 
 from probes.collapse.band import Track, Watch
 from probes.collapse.rules import Thresholds, layer_of, make_rules
-from probes.readings import (GP_NORM_MEAN, GP_NORM_P95, LOSS_CRITIC, NONFINITE_WEIGHTS,
-                             WGAN_DISTANCE)
+from probes.objectives import WGAN_GP, Objective
+from probes.readings import LOSS_CRITIC, NONFINITE_WEIGHTS
 from probes.text import number
 
 KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
@@ -22,11 +23,17 @@ CRITIC_KINDS = ("divergence", "gp_blowup")
 VERDICTS = ("healthy", "unstable", "collapsed")
 WARNING, COLLAPSE = "warning", "collapse"
 
-# Tags shown beside an event's own tag in its message, when they were logged at that step.
-CONTEXT_TAGS = (WGAN_DISTANCE, LOSS_CRITIC, GP_NORM_P95, GP_NORM_MEAN)
-# The one context tag a message names (the first one logged), per kind.
-MESSAGE_CONTEXT = {"divergence": (GP_NORM_P95, GP_NORM_MEAN),
-                   "gp_blowup": (WGAN_DISTANCE,), "spectral_explosion": (WGAN_DISTANCE,)}
+
+
+def context_tags(objective: Objective) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """(the tags shown beside an event's own tag in its evidence, when logged at that step;
+    the one a message names per kind, the first one logged): the objective's gap, the critic
+    loss and its first penalty term's p95 and mean norm."""
+    norms = tuple(objective.terms[0].tag(s) for s in ("norm_p95", "norm_mean")) \
+        if objective.terms else ()
+    gap = (objective.gap_tag,)
+    return (*gap, LOSS_CRITIC, *norms), {"divergence": norms, "gp_blowup": gap,
+                                         "spectral_explosion": gap}
 
 
 def sign_size(sign: dict) -> str:
@@ -48,17 +55,21 @@ class DetectorState:
     `detect` and `OnlineDetector` both run this; it has no I/O.
     """
 
-    def __init__(self, thresholds: Thresholds | None = None):
+    def __init__(self, thresholds: Thresholds | None = None, objective: Objective = WGAN_GP):
         self.thresholds = thresholds or Thresholds()
-        self._rules = make_rules(self.thresholds)
+        self.objective = objective
+        self._rules = make_rules(self.thresholds, objective)
+        self._context, self._message_context = context_tags(objective)
+        self._nan_patterns = objective.nan_tags
         self._tracks: dict[str, Track] = {}
         self._watches: dict[str, list[Watch]] = {}
         self._by_kind: dict[str, list[Watch]] = {}   # the same watches, by their rule's kind
         self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "graded")
         self.events: list[dict] = []
-        self.latest: dict[str, float] = {}   # CONTEXT_TAGS' latest values (those logged)
+        self.latest: dict[str, float] = {}   # the context tags' latest values (those logged)
         self.last_step: int | None = None
         self.log_interval: int | None = None  # smallest step gap between logged steps
+        self.points = 0  # logged steps seen
 
     def _track_for(self, tag: str) -> Track:
         track = self._tracks.get(tag)
@@ -69,18 +80,20 @@ class DetectorState:
     def update(self, step: int, scalars: Mapping[str, float]) -> list[dict]:
         """Feed one logged step's scalars (any tags); returns the events it confirmed."""
         t = self.thresholds
+        if self.last_step is None or step > self.last_step:
+            self.points += 1
         if self.last_step is not None and step > self.last_step:
             gap = step - self.last_step
             self.log_interval = gap if self.log_interval is None else min(self.log_interval, gap)
         self.last_step = step if self.last_step is None else max(self.last_step, step)
         values = {tag: float(v) for tag, v in scalars.items() if _is_number(v)}
-        self.latest.update((tag, values[tag]) for tag in CONTEXT_TAGS if tag in values)
+        self.latest.update((tag, values[tag]) for tag in self._context if tag in values)
         new: list[dict] = []
 
         # nan: non-finite losses or weights, reported at the step they are logged
         bad = {tag: v for tag, v in values.items()
-               if tag.split("/", 1)[0] in t.nan_groups
-               and (not math.isfinite(v) or (tag == NONFINITE_WEIGHTS and v > 0))}
+               if (not math.isfinite(v) or (tag == NONFINITE_WEIGHTS and v > 0))
+               and self._nan_watched(tag)}
 
         # every tag moves first, so an event's first signs see this step whole
         confirmed = []
@@ -129,6 +142,10 @@ class DetectorState:
         confirmed."""
         return [event for step, scalars in series_by_step(series).items()
                 for event in self.update(step, scalars)]
+
+    def _nan_watched(self, tag: str) -> bool:
+        return tag.split("/", 1)[0] in self.thresholds.nan_groups or any(
+            fnmatch.fnmatchcase(tag, pattern) for pattern in self._nan_patterns)
 
     def _samples_unhurt(self) -> bool:
         """The sample readings (coverage, diversity) are logged and all in band now, and none
@@ -189,10 +206,23 @@ class DetectorState:
             signs.append(sign)
         return sorted(signs, key=lambda s: (s["step"], -s["z"], s["tag"]))
 
-    def watching(self) -> dict | None:
-        """The earliest excursion under way now (a first sign before any event), or None."""
+    def watching(self, ruled_only: bool = False) -> dict | None:
+        """The earliest excursion under way now (a first sign before any event), or None;
+        ruled_only: of a tag some rule judges (one whose excursion can become an event)."""
         signs = self.first_signs(self.last_step) if self.last_step is not None else []
+        if ruled_only:
+            signs = [s for s in signs if self._watches.get(s["tag"])]
         return signs[0] if signs else None
+
+    @property
+    def points_needed(self) -> int:
+        """Logged steps before any tag has a band: fewer, and nothing can be judged."""
+        return self.thresholds.warmup_points + self.thresholds.baseline_min_points
+
+    @property
+    def judged(self) -> bool:
+        """Whether enough steps were logged for a band (else a healthy verdict means nothing)."""
+        return self.points >= self.points_needed
 
     def _nan_event(self, step: int, bad: dict[str, float]) -> dict:
         shown = ", ".join(f"{tag} {number(v)}" for tag, v in sorted(bad.items()))
@@ -211,7 +241,7 @@ class DetectorState:
         reported as a warning; felt: (the samples' excursion, its watch) that confirmed it."""
         band = watch.track.band
         reference = watch.reference
-        context = {tag: self.latest[tag] for tag in CONTEXT_TAGS
+        context = {tag: self.latest[tag] for tag in self._context
                    if tag != watch.tag and tag in self.latest}
         layer = layer_of(watch.tag)
         evidence = {
@@ -229,8 +259,8 @@ class DetectorState:
             "context": context,
         }
         head = "collapsed" if severity == COLLAPSE else "warning"
-        shown = next((tag for tag in MESSAGE_CONTEXT.get(watch.rule.kind, ()) if tag in context),
-                     None)
+        shown = next((tag for tag in self._message_context.get(watch.rule.kind, ())
+                      if tag in context), None)
         extra = f", {shown} {number(context[shown])}" if shown else ""
         where = f" in {layer}" if layer and watch.rule.kind in LAYER_KINDS else ""
         message = (f"{head} at step {onset:,}: {watch.rule.label}{where} ({watch.tag} "
@@ -261,7 +291,8 @@ class DetectorState:
         return min(onsets) if onsets else None
 
     def diagnosis(self) -> dict:
-        return make_diagnosis(self.events, self.thresholds, self.last_step)
+        return {**make_diagnosis(self.events, self.thresholds, self.last_step, self.objective),
+                "logged_points": self.points, "points_needed": self.points_needed}
 
 
 def _first_sign_clause(signs: list[dict], own_tag: str | None, onset: int) -> str:
@@ -280,14 +311,15 @@ def _is_number(value) -> bool:
 # --------------------------------------------------------------------------- public functions
 
 def detect(series: Mapping[str, tuple[Iterable[int], Iterable[float]]],
-           thresholds: Thresholds | None = None) -> list[dict]:
-    """Events for a metric series (tag -> (steps, values), as `RunDir.series` returns).
+           thresholds: Thresholds | None = None, objective: Objective = WGAN_GP) -> list[dict]:
+    """Events for a metric series (tag -> (steps, values), as `RunDir.series` returns) of a
+    run trained with `objective`.
 
     Pure: the series is replayed step by step through a fresh `DetectorState`. Events are
     sorted by onset step; at most one warning and one collapse per kind (a collapse makes its
     kind's later warning redundant; a layer graded down by the samples adds one warning).
     """
-    state = DetectorState(thresholds)
+    state = DetectorState(thresholds, objective)
     state.replay(series)
     return state.events
 
@@ -302,11 +334,12 @@ def verdict(events: Iterable[dict]) -> tuple[str, int | None]:
 
 
 def make_diagnosis(events: list[dict], thresholds: Thresholds | None = None,
-                   last_step: int | None = None) -> dict:
-    """The diagnosis.json object for a list of events."""
+                   last_step: int | None = None, objective: Objective = WGAN_GP) -> dict:
+    """The diagnosis.json object for a list of events of a run trained with `objective`."""
     name, onset = verdict(events)
     return {"verdict": name, "onset_step": onset, "events": list(events),
-            "last_step": last_step, "thresholds": (thresholds or Thresholds()).to_dict()}
+            "last_step": last_step, "objective": objective.to_dict(),
+            "thresholds": (thresholds or Thresholds()).to_dict()}
 
 
 def series_by_step(series) -> dict[int, dict[str, float]]:

@@ -20,6 +20,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+from probes.objectives import Objective, objective_of
 from probes.rundir.files import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, LAST_CHECKPOINT,
                                  METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError,
                                  is_metrics_record, read_json, safe_load, to_float)
@@ -83,6 +84,12 @@ class RunDir:
         """config.json's RunConfig fields."""
         config = self.config_file.get("config")
         return config if isinstance(config, dict) else {}
+
+    @property
+    def objective(self) -> Objective:
+        """The loss and penalty the run trained with (WGAN-GP for a run from before they were
+        recorded)."""
+        return objective_of(self.config)
 
     @property
     def summary(self) -> dict:

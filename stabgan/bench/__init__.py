@@ -6,8 +6,8 @@ from __future__ import annotations
 from stabgan.bench.ops import (bench_fid, bench_involution, machine_peaks, peak_allocated_bytes,
                                table2_costs)
 from stabgan.bench.timing import interleaved_medians
-from stabgan.bench.training import MinimalWganGp, bench_monitor, bench_scale, bench_trainer
+from stabgan.bench.training import MinimalGan, bench_monitor, bench_scale, bench_trainer
 
-__all__ = ["MinimalWganGp", "bench_fid", "bench_involution", "bench_monitor", "bench_scale",
+__all__ = ["MinimalGan", "bench_fid", "bench_involution", "bench_monitor", "bench_scale",
            "bench_trainer",
            "interleaved_medians", "machine_peaks", "peak_allocated_bytes", "table2_costs"]

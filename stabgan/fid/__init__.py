@@ -126,6 +126,36 @@ def measure_generator(generator: nn.Module, z_dim, extractor: FeatureExtractor, 
     return readings
 
 
+def reference_fid(extractor: FeatureExtractor, dataset_spec: str, image_size: int, n: int,
+                  real_stats, seed: int = 0) -> float:
+    """The FID of n real images (a seed-fixed subset) against the data's statistics: what a
+    generator that draws from the data itself scores with n samples, the floor beside which a
+    measured FID is read (FID is biased upwards at small n)."""
+    dataset = load_dataset(dataset_spec, image_size)
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    images, _ = dataset_tensors(dataset, indices)
+    features = torch.cat([extractor.features(images[i:i + 1000]) for i in range(0, n, 1000)])
+    return frechet_distance(*statistics(features), *real_stats)
+
+
+def final_quality(generator: nn.Module, config: RunConfig, device="cpu") -> dict | None:
+    """How good the final generator is, for a dataset with labels (the domain classifier,
+    trained and cached on first use): its FID and classes covered on config.fid_samples
+    samples, beside the real data's own FID at that count. None for unlabelled data, whose
+    Inception features need weights on disk (`stabgan fid --features inception`)."""
+    if not dataset_info(config.dataset).num_classes:
+        return None
+    extractor = get_extractor("domain", config.dataset, config.image_size, device=device)
+    stats = real_statistics(extractor, config.dataset, config.image_size)
+    readings = measure_generator(generator, config.z_dim, extractor, stats,
+                                 n=config.fid_samples, device=device, seed=config.seed)
+    return {"readings": readings, "features": extractor.name, "samples": config.fid_samples,
+            "fid": readings[f"fid/{extractor.name}"],
+            "reference_fid": reference_fid(extractor, config.dataset, config.image_size,
+                                           config.fid_samples, stats),
+            "modes": readings["coverage/modes"], "classes": extractor.num_classes}
+
+
 def checkpoint_generator(state: dict):
     """(RunConfig, generator) of a checkpoint, as it sampled at that step: with the run's
     `--fault` attached in the state it had, since a fault acting through a hook (collapse to
@@ -166,6 +196,7 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
 __all__ = ["CACHE_ENV", "COVERAGE_MIN_SHARE", "INCEPTION_WEIGHTS_ENV", "INCEPTION_WEIGHTS_FILE",
            "DomainClassifier", "DomainExtractor", "FIDError", "FeatureExtractor",
            "InceptionExtractor", "MissingWeightsError", "cache_root", "checkpoint_generator",
-           "domain_extractor", "frechet_distance", "generated_features",
+           "domain_extractor", "final_quality", "frechet_distance", "generated_features",
            "get_extractor", "inception_weights_path", "measure_generator", "measure_run",
-           "mode_coverage", "real_statistics", "statistics", "train_domain_classifier"]
+           "mode_coverage", "real_statistics", "reference_fid", "statistics",
+           "train_domain_classifier"]

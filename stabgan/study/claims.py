@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 from stabgan.config import NORMS
 from stabgan.nn.involution import eq5_parameter_estimate as eq5
 from stabgan.study.records import Point
+from stabgan.study.sweeps import Setting
 
 MIN_RUNS = 3  # runs with a verdict needed on each side of a stability comparison
 BEST_K = (3, 5)  # the seed: "the best K is around 4 x 4"
@@ -36,6 +38,9 @@ RULE_NOISE = ("A difference between two points counts only when it exceeds the s
 RULE_RATE = ("Instability rate = runs whose verdict is unstable or collapsed / runs with a "
              "verdict. A setting is worse when its rate exceeds the baseline's by at least one "
              "run in three (1/3).")
+RULE_FLIP = ("over the settings run both with and without it: supported if the instability rate "
+             "with it exceeds the rate without by ≥ 1/3; contradicted if it is not higher while "
+             "some runs were unstable; inconclusive when no run was; at least 3 runs a side")
 
 
 @dataclass
@@ -81,8 +86,14 @@ def _noise(diff: float, noise: float) -> str:
     return f"{'beyond' if abs(diff) > noise else 'within'} the seed-to-seed noise of {noise:.1f}"
 
 
-def _rate(points: list[Point]) -> Rate:
+def rate_of(points: list[Point]) -> Rate:
+    """The instability rate over the runs of these points."""
     return Rate(sum(p.bad for p in points), sum(p.judged for p in points))
+
+
+def _median_onset(points: list[Point]) -> float | None:
+    onsets = [r.onset for p in points for r in p.runs if r.onset is not None]
+    return statistics.median(onsets) if onsets else None
 
 
 def _few(*rates: Rate) -> bool:
@@ -90,7 +101,8 @@ def _few(*rates: Rate) -> bool:
     return min(r.judged for r in rates) < MIN_RUNS
 
 
-FEW = f"; fewer than {MIN_RUNS} runs on a side"
+FEW_TEXT = f"fewer than {MIN_RUNS} runs on a side"
+FEW = f"; {FEW_TEXT}"
 
 
 def claim_best_k(t2: dict[tuple, Point]) -> Finding:
@@ -163,29 +175,84 @@ def claim_reduction(t2: dict[tuple, Point]) -> Finding:
     return Finding(verdict, numbers, reading)
 
 
-def claim_two_layers(st: dict[tuple, Point]) -> Finding:
-    """1 vs 2 layers over the kernel norms run at both depths: a norm run only with two layers
-    (the seed study's norm variants) would weigh one side with settings the other lacks."""
-    both = {n for layers, n in st if layers == 1} & {n for layers, n in st if layers == 2}
-    one = _rate([p for (layers, n), p in st.items() if layers == 1 and n in both])
-    two = _rate([p for (layers, n), p in st.items() if layers == 2 and n in both])
-    if not one.judged or not two.judged:
-        return _unmeasured("finished stability runs with a verdict for both 1 and 2 layers")
-    numbers = f"instability rate 1 layer {one}, 2 layers {two}"
-    reading = (f"{two.bad} of {two.judged} two-layer runs were unstable or collapsed vs "
-               f"{one.bad} of {one.judged} one-layer runs (rates {two.value:.2f} vs "
-               f"{one.value:.2f})")
-    if _few(one, two):
+def claim_flip(points: dict[tuple, Point], flip: Callable[[tuple], tuple | None],
+               with_: str, without: str) -> Finding:
+    """Are runs with an ingredient less stable than the same settings without it (RULE_FLIP)?
+    flip maps a point with the ingredient to the point without it (None for a point without
+    it); only pairs whose both points have finished runs count, so neither side weighs
+    settings the other lacks."""
+    pairs = [(key, flip(key)) for key in points if flip(key) in points]
+    sides = [[points[k] for k in dict.fromkeys(side)] for side in zip(*pairs)] or [[], []]
+    treated, control = rate_of(sides[0]), rate_of(sides[1])
+    if not treated.judged or not control.judged:
+        return _unmeasured(f"finished runs with a verdict both with {with_} and with {without}")
+    numbers = f"instability rate with {with_} {treated}, with {without} {control}"
+    reading = (f"{treated.bad} of {treated.judged} runs with {with_} were unstable or collapsed "
+               f"vs {control.bad} of {control.judged} with {without} (rates "
+               f"{treated.value:.2f} vs {control.value:.2f})")
+    onsets = [_median_onset(side) for side in sides]
+    if None not in onsets:
+        numbers += f"; median collapse onset {onsets[0]:,.0f} vs {onsets[1]:,.0f}"
+        reading += f", collapsing at a median step of {onsets[0]:,.0f} vs {onsets[1]:,.0f}"
+    if _few(treated, control):
         return Finding("inconclusive", numbers + FEW, reading + FEW + ".")
-    if two.value >= one.value + 1 / 3:
+    if treated.value >= control.value + 1 / 3:
         return Finding("supported", numbers, reading + ".")
-    if not two.bad and not one.bad:
-        return Finding("inconclusive", numbers, reading + "; no run became unstable with either "
-                       "depth, so this training length cannot show the difference.")
-    if two.value <= one.value:
-        return Finding("contradicted", numbers, reading + "; two layers were not less stable.")
-    return Finding("inconclusive", numbers, reading + "; higher with two layers, but by less "
+    if not treated.bad and not control.bad:
+        return Finding("inconclusive", numbers, reading + "; no run became unstable on either "
+                       "side, so this training length cannot show the difference.")
+    if treated.value <= control.value:
+        return Finding("contradicted", numbers, reading + f"; runs with {with_} were not less "
+                       "stable.")
+    return Finding("inconclusive", numbers, reading + f"; higher with {with_}, but by less "
                    "than 1/3.")
+
+
+def claim_two_layers(st: dict[tuple, Point]) -> Finding:
+    """1 vs 2 layers over the (inv_layers, norm) points whose norm ran at both depths."""
+    return claim_flip(st, lambda key: (1, key[1]) if key[0] == 2 else None, "two layers",
+                      "one layer")
+
+
+def critic_bn(setting: Setting) -> bool:
+    """Batch statistics in the critic: involution in D with BatchNorm in its kernel generation."""
+    return setting.inv_where != "g" and setting.norm == "batch"
+
+
+# The mechanism's questions, each an ingredient switched off: (id, claim, flip, with, without).
+MECHANISM_FLIPS = (
+    ("M-BN-D", "BatchNorm in the critic's kernel generation makes WGAN-GP training unstable "
+               "(the hypothesis)",
+     lambda s: s._replace(norm="none") if critic_bn(s) else None,
+     "BatchNorm in the critic's kernel generation", "the same settings without it"),
+    ("M-BN-G", "BatchNorm in the generator's kernel generation alone makes training unstable",
+     lambda s: s._replace(norm="none") if s.inv_where == "g" and s.norm == "batch" else None,
+     "BatchNorm in the generator's kernel generation only", "the same settings without it"),
+    ("M-INV-D", "Involution in the critic without BatchNorm makes training unstable",
+     lambda s: s._replace(inv_where="g") if s.inv_where != "g" and s.norm == "none" else None,
+     "involution in the critic without BatchNorm", "involution in the generator only"),
+    ("M-2L-BN", "Depth matters beyond BatchNorm in the critic: with it, two involution layers "
+                "are less stable than one",
+     lambda s: s._replace(inv_layers=1) if s.inv_layers == 2 and critic_bn(s) else None,
+     "two layers", "one layer"),
+    ("M-2L", "Without BatchNorm in the critic, two involution layers are less stable than one "
+             "(every other setting of the study run at both depths)",
+     lambda s: s._replace(inv_layers=1) if s.inv_layers == 2 and not critic_bn(s) else None,
+     "two layers", "one layer"),
+)
+
+
+def mechanism_claims(mech: dict[Setting, Point]) -> list[tuple[str, str, Finding, str]]:
+    """(id, claim, finding, rule) of each MECHANISM_FLIPS question on the Setting points."""
+    return [(cid, text, claim_flip(mech, flip, with_, without), RULE_FLIP)
+            for cid, text, flip, with_, without in MECHANISM_FLIPS]
+
+
+RULE_NORM = ("2 layers, vs none, at least 3 runs a side. When 2-layer runs without "
+             "normalization are unstable: contradicted if the normalization cuts the "
+             "instability rate by ≥ 1/3, supported if it does not lower it. When they are not: "
+             "supported if the normalization makes training worse (2-layer rate ≥ 1/3, 1-layer "
+             "rate ≥ none's + 1/3, or 1-layer min FID worse beyond the noise), else inconclusive")
 
 
 def claim_norm(st: dict[tuple, Point], norm: str) -> Finding:
@@ -196,7 +263,7 @@ def claim_norm(st: dict[tuple, Point], norm: str) -> Finding:
     points = {(layers, n): st.get((layers, n)) for layers in (1, 2) for n in ("none", norm)}
     if any(points[(2, n)] is None or not points[(2, n)].judged for n in ("none", norm)):
         return _unmeasured(f"finished 2-layer runs with a verdict for norm none and {norm}")
-    rates = {key: _rate([p]) if p is not None else Rate(0, 0) for key, p in points.items()}
+    rates = {key: rate_of([p]) if p is not None else Rate(0, 0) for key, p in points.items()}
     base2, norm2, base1, norm1 = (rates[(2, "none")], rates[(2, norm)], rates[(1, "none")],
                                   rates[(1, norm)])
     cmp = _compare(points[(1, "none")], points[(1, norm)])
@@ -246,22 +313,21 @@ def claim_arch(ar: dict[tuple, Point]) -> Finding:
     return Finding("inconclusive", numbers, f"{reading}; igan is worse than {worse[0]} only.")
 
 
-def claims(t2, st, ar, seed=None, stacked=None) -> list[tuple[str, str, Finding, str]]:
-    """(id, claim, finding, rule) for every claim of the seed this study judges: on the
-    long seed-faithful runs (seed: faithful and norms points; stacked: the successive reading)
-    and on the first round's short runs."""
-    seed, stacked = seed or {}, stacked or {}
-    rule_2l = ("supported if the 2-layer instability rate exceeds the 1-layer one by ≥ 1/3; "
-               "contradicted if it is not higher while some runs were unstable; inconclusive "
-               "when no run was; at least 3 runs a side")
+def claims(t2, ar, seed=None, stacked=None, mech=None) -> list[tuple[str, str, Finding, str]]:
+    """(id, claim, finding, rule) for every claim this study judges: the seed's on its long
+    seed-faithful runs (seed: faithful and norms points; stacked: the successive reading), the
+    mechanism's on every setting of the seed study (mech: Setting points), then the seed's
+    Table 2 and architecture claims."""
+    seed, stacked, mech = seed or {}, stacked or {}, mech or {}
     return [
         ("L-2L", "Two successive involution layers are unstable — seed layout (two stages), "
-                 "long runs", claim_two_layers(seed), rule_2l),
+                 "long runs", claim_two_layers(seed), RULE_FLIP),
         ("L-2L-stacked", "Two successive involution layers are unstable — stacked at one "
-                         "resolution, long runs", claim_two_layers(stacked), rule_2l),
-        *[(f"L-{norm}", f"{norm} normalization of the kernels does not work — seed layout, "
-                        "long runs", claim_norm(seed, norm),
-           "as S-norm below, on the long runs (2 layers vs none)") for norm in NORMS[1:]],
+                         "resolution, long runs", claim_two_layers(stacked), RULE_FLIP),
+        *[(f"L-{norm}", f"{norm} normalization of the kernels does not work (does not "
+                        "stabilize two involution layers) — seed layout, long runs",
+           claim_norm(seed, norm), RULE_NORM) for norm in NORMS[1:]],
+        *mechanism_claims(mech),
         ("T2-K", "The best K is around 3–5; larger K costs time and memory without better FID "
                  "(Table 2, cases 6, 1, 7, 3)", claim_best_k(t2),
          "supported if the lowest mean min-FID is at K = 3 or 5 and beats the best K outside "
@@ -273,21 +339,8 @@ def claims(t2, st, ar, seed=None, stacked=None) -> list[tuple[str, str, Finding,
          "our layer's exact parameter count: supported if G=4 has fewer than G=1"),
         ("T2-R", "R affects FID: larger R (fewer parameters) gives worse FID (cases 1 vs 4)",
          claim_reduction(t2), "supported if FID(R=8) − FID(R=2) > noise; contradicted if < −noise"),
-        ("S-2L", "Two successive involution layers are unstable", claim_two_layers(st),
-         "supported if the 2-layer instability rate (all norms) exceeds the 1-layer one by "
-         "≥ 1/3; contradicted if it is not higher while some runs were unstable; inconclusive "
-         "when no run was; at least 3 runs a side"),
-        *[(f"S-{norm}", f"{norm} normalization of the kernels does not work (does not "
-                        "stabilize two successive involution layers)", claim_norm(st, norm),
-           "2 layers, vs none, at least 3 runs a side. When 2-layer runs without normalization "
-           "are unstable: contradicted if the normalization cuts the instability rate by ≥ 1/3, "
-           "supported if it does not lower it. When they are not: supported if the "
-           "normalization makes training worse (2-layer rate ≥ 1/3, 1-layer rate ≥ none's + 1/3, "
-           "or 1-layer min FID worse beyond the noise), else inconclusive")
-          for norm in NORMS[1:]],
         ("A-FID", "iGAN's FID is competitive with DCGAN and SAGAN (Fig. 5, left; no numbers "
                   "in the seed)", claim_arch(ar),
          "supported if FID(igan) is no worse than each baseline beyond the noise; "
          "contradicted if worse than both beyond the noise"),
     ]
-

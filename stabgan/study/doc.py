@@ -2,11 +2,13 @@
 
 The doc is computed from each run's summary.json, diagnosis.json and metrics.jsonl: min
 `fid/domain` when the FID probe ran, coverage, verdicts, onset steps, collapse kinds, ms/step,
-and the exact parameter count of our involution layer beside the seed's eq. 5 estimate. Each
-claim gets a verdict by a stated rule and a conclusion in words from the same numbers. The doc
-also says how long the study took (from the run files' times), what limits it, and shows each
-sweep's overview figures from the reports package, written as PNGs beside the doc. Unfinished
-runs (no summary.json yet) and sweeps not started are listed, not counted.
+the detector's evidence and first signs, and the exact parameter count of our involution layer
+beside the seed's eq. 5 estimate. Each claim gets a verdict by a stated rule and a conclusion in
+words from the same numbers. The doc also says how long the study took (from the run files'
+times), what limits it, and shows figures beside the doc: each sweep's overview figures from the
+reports package and the seed's Fig. 7/8 analogue for every setting whose runs went bad.
+Unfinished runs (no summary.json yet) are listed, not counted; a sweep without a finished run is
+one line saying what it will run and the command that runs it.
 """
 from __future__ import annotations
 
@@ -14,21 +16,23 @@ import os
 import time
 from pathlib import Path
 
-from probes.readings import LOSS_CRITIC, WGAN_DISTANCE
+from dataclasses import replace
+
 from probes.rundir.files import read_json
-from probes.rundir.reader import RunDir
-from probes.text import slug
 from stabgan.config import ARCHS, NORMS
 from stabgan.nn.involution import eq5_parameter_estimate as eq5
 from stabgan.nn.layers import CRITIC_SLOPE
 from stabgan.study.claims import (RULE_NOISE, RULE_RATE, Finding, claims, exact_params,
                                   table2_width)
-from stabgan.study.markdown import (figure_lines, fmt, fmt_duration, fmt_mean, join, kinds,
-                                    median_ms, onsets, runs_count, table, verdicts)
+from stabgan.study.markdown import (ONSET_PREFIX, figure_lines, fmt, fmt_duration, fmt_mean,
+                                    join, kinds, median_ms, not_run_line, onset_lines, onsets,
+                                    runs_count, sweep_status, table, verdicts)
+from stabgan.study.mechanism import (mechanism_answer, mechanism_lines, mechanism_points,
+                                     mechanism_rows)
 from stabgan.study.records import (BAD_VERDICTS, Point, RunRecord, Sweep, config_values,
                                    load_sweeps, timing)
-from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, SEED_TABLE2, StudyOptions,
-                                  default_out, default_seed_out)
+from stabgan.study.sweeps import (DEFAULT_DATASET, SEED_SWEEPS, SEED_TABLE2, SHORT_SWEEPS,
+                                  StudyOptions, default_out, sweep_steps)
 from stabgan.sweep import SWEEP_RECORD
 
 SEED_STEPS = 50_000
@@ -45,12 +49,16 @@ FID_FEATURES = {"fid/domain": "features of a classifier trained on the dataset, 
 
 
 def timing_lines(sweeps: dict[str, Sweep]) -> list[str]:
-    """The 'Time taken' section: per sweep and total, and how the runs shared the machine."""
+    """The 'Time taken' section: per sweep with runs and total, and how the runs shared the
+    machine."""
     records = [r for s in sweeps.values() for r in s.records]
+    if not records:
+        return ["## Time taken", "", "No run has started yet.", ""]
     total = timing(records)
     rows = [[name, str(t.runs), fmt_duration(t.span_s), fmt_duration(t.compute_s),
              fmt(t.ms_per_step, 0)]
-            for name, t in [*((n, timing(s.records)) for n, s in sweeps.items()), ("total", total)]]
+            for name, t in [*((n, timing(s.records)) for n, s in sweeps.items() if s.records),
+                            ("total", total)]]
     executors = sorted({(read_json(s.out / SWEEP_RECORD) or {}).get("executor")
                         for s in sweeps.values()} - {None})
     threads = config_values(records, "threads")
@@ -65,50 +73,38 @@ def timing_lines(sweeps: dict[str, Sweep]) -> list[str]:
         "config).", ""]
 
 
-
-def regen_command(args: StudyOptions, steps: list, seed_steps: list, datasets: list) -> str:
-    """The command that resumes this study and rewrites this doc."""
+def regen_command(args: StudyOptions, sweeps: dict[str, Sweep]) -> str:
+    """The command that resumes this study and rewrites this doc: the options its runs need."""
     words = ["python scripts/reproduction_study.py"]
     if args.quick_check:
         words.append("--quick-check")
     if args.out != default_out(args.quick_check):
         words.append(f"--out {args.out}")
-    if args.seed_out != default_seed_out(args.out, args.quick_check):
-        words.append(f"--seed-out {args.seed_out}")
-    if len(seed_steps) == 1 and seed_steps[0] != 5000:
-        words.append(f"--seed-steps {seed_steps[0]}")
+    defaults = sweep_steps(replace(args, steps=None, seed_steps=None))
+    for option, names, default in (("--seed-steps", SEED_SWEEPS, defaults[0]),
+                                   ("--steps", SHORT_SWEEPS, defaults[1])):
+        steps = config_values([r for n in names for r in sweeps[n].finished], "steps")
+        if len(steps) == 1 and steps[0] != default:
+            words.append(f"{option} {steps[0]}")
     if args.doc is not None:
         words.append(f"--doc {args.doc}")
+    datasets = config_values([r for s in sweeps.values() for r in s.finished], "dataset")
     if len(datasets) == 1 and datasets[0] != DEFAULT_DATASET:
         words.append(f"--dataset {datasets[0]}")
-    if len(steps) == 1:
-        words.append(f"--steps {steps[0]}")
     return " ".join(words)
 
 
-def sweep_status(sweep: Sweep) -> str:
-    """Which of the sweep's runs the numbers below cover."""
-    if not sweep.records:
-        return (f"_Not started: no runs in `{sweep.out}` yet; the claims that need them are "
-                "inconclusive._")
-    text = f"{len(sweep.finished)} finished runs counted ({len(sweep.planned)} planned)"
-    if sweep.unfinished:
-        text += "; not counted, unfinished: " + ", ".join(
-            f"`{r.name}` ({r.status or 'no summary.json'})" for r in sweep.unfinished)
-    if sweep.not_started:
-        text += f"; {len(sweep.not_started)} not started"
-    report = sweep.out / "report.html"
-    return text + (f". Every run in detail: `{report}`." if report.is_file() else ".")
-
-
-def sweep_lines(title: str, sweep: Sweep, folder: Path, header: list[str],
+def sweep_lines(title: str, sweep: Sweep, folder: Path, command: str, header: list[str],
                 rows: list[list[str]], notes: str = "") -> list[str]:
-    """A sweep's section: status, table, notes, overview figures."""
+    """A sweep's section: status, table, notes, overview figures; or, before its first
+    finished run, the line saying what it will run."""
+    if not sweep.finished:
+        return [f"## {title}", "", not_run_line(sweep, command), ""]
     return ([f"## {title}", "", sweep_status(sweep), "", table(header, rows), ""] +
             ([notes, ""] if notes else []) + figure_lines(sweep, folder))
 
 
-def table2_lines(sweep: Sweep, folder: Path) -> list[str]:
+def table2_lines(sweep: Sweep, folder: Path, command: str) -> list[str]:
     t2 = sweep.points
     width = table2_width(t2)
     rows = []
@@ -119,7 +115,7 @@ def table2_lines(sweep: Sweep, folder: Path) -> list[str]:
                      fmt(exact_params(p.runs[0].config) if p else None), f"{step_s * 1000:.0f}",
                      median_ms(p), verdicts(p), fmt_mean(p, "coverage_last", 2), kinds(p)])
     return sweep_lines(
-        f"Table 2: involution hyperparameters (C = {width})", sweep, folder,
+        f"Table 2: involution hyperparameters (C = {width})", sweep, folder, command,
         ["case", "K", "G", "R", "seed min FID", "our min FID", "seed #params", "eq. 5",
          "our exact #params", "seed ms/step", "our ms/step", "verdicts", "coverage",
          "collapse kinds"], rows,
@@ -139,15 +135,8 @@ def point_cells(p: Point | None) -> list[str]:
             fmt_mean(p, "coverage_last", 2), median_ms(p)]
 
 
-def stability_lines(sweep: Sweep, folder: Path) -> list[str]:
-    return sweep_lines("Stability: involution layers × kernel normalization", sweep, folder,
-                       ["inv layers", "norm", *POINT_HEADER],
-                       [[str(layers), norm, *point_cells(sweep.points.get((layers, norm)))]
-                        for layers in (1, 2) for norm in NORMS])
-
-
-def archs_lines(sweep: Sweep, folder: Path) -> list[str]:
-    return sweep_lines("Architectures", sweep, folder, ["arch", *POINT_HEADER],
+def archs_lines(sweep: Sweep, folder: Path, command: str) -> list[str]:
+    return sweep_lines("Architectures", sweep, folder, command, ["arch", *POINT_HEADER],
                        [[arch, *point_cells(sweep.points.get((arch,)))] for arch in ARCHS])
 
 
@@ -159,6 +148,14 @@ def conclusion(cid: str, finding: Finding, steps: int | None) -> str:
                  f"seed's {SEED_STEPS:,} on {SEED_DATA}: a difference that only appears later "
                  "in training cannot show here.")
     return text
+
+
+def claim_steps(cid: str, sweeps: dict[str, Sweep]) -> int | None:
+    """The steps of the runs a claim is judged on, when they all trained the same number."""
+    names = {"L": SEED_SWEEPS, "M": (*SEED_SWEEPS, "mechanism"), "T2": ("table2",),
+             "A": ("archs",)}[cid.split("-")[0]]
+    steps = config_values([r for n in names for r in sweeps[n].finished], "steps")
+    return steps[0] if len(steps) == 1 else None
 
 
 def limits(sweeps: dict[str, Sweep], counted: list[RunRecord]) -> str:
@@ -177,18 +174,21 @@ def limits(sweeps: dict[str, Sweep], counted: list[RunRecord]) -> str:
            f"{join(config_values(counted, 'fid_samples'))} generated images; absolute values are "
            "not comparable with the seed's.")
     unfinished = sum(len(s.unfinished) + len(s.not_started) for s in sweeps.values())
-    return (f"Each run trained {join(steps)} steps (the seed: {SEED_STEPS:,}, on {SEED_DATA}) on "
-            f"`{join(config_values(counted, 'dataset'))}` at "
+    return (f"Each run trained {join(f'{s:,}' for s in steps)} steps (the seed: {SEED_STEPS:,}, "
+            f"on {SEED_DATA}) on `{join(config_values(counted, 'dataset'))}` at "
             f"{join(f'{s}×{s}' for s in sizes)} pixels, so verdicts and FID describe early "
             f"training only. Seeds per grid point: {seeds}; the noise a FID difference is judged "
             f"against is the spread of these few seeds. {fid} Verdicts are stabgan's collapse "
             f"detector's, from the logged metrics. The critic's LeakyReLU slope is "
-            f"{CRITIC_SLOPE:g} in every run (the seed's codebase: 0.1)." +
+            f"{CRITIC_SLOPE:g} in every run (the seed's codebase: 0.1). At the seed's full scale "
+            f"(CelebA 64×64, width 64, 50,000 steps) a GPU user tests its claim with "
+            f"{GPU_COMMAND}." +
             (f" {unfinished} planned runs are unfinished or not started and not counted."
              if unfinished else ""))
 
 
-
+GPU_COMMAND = ('`stabgan sweep --preset seed --grid "inv_layers=1,2 seed=0,1,2" --dataset '
+               'celeba:ROOT --fid-every 1000`')
 SEED_ROWS = [("faithful", 1, "none"), ("faithful", 2, "none"), ("successive", 1, "none"),
              ("successive", 2, "none"), *[("norms", 2, n) for n in NORMS[1:]]]
 
@@ -209,91 +209,55 @@ def seed_records(sweeps: dict[str, Sweep]) -> list[RunRecord]:
     return [r for name in SEED_SWEEPS for r in sweeps[name].finished]
 
 
-def seed_points(sweeps: dict[str, Sweep], name: str) -> dict[tuple, Point]:
-    return sweeps[name].points if name in sweeps else {}
-
-
-def seed_study_lines(sweeps: dict[str, Sweep], folder: Path) -> list[str]:
-    """The seed-faithful study: one row per setting, with how close its runs came to trouble,
-    then the seed's Fig. 7/8 analogue for every run that collapsed."""
-    rows = [[name, str(layers), norm, SEED_SETTING[name],
-             *point_cells(seed_points(sweeps, name).get((layers, norm))),
-             _closest_cell(seed_points(sweeps, name).get((layers, norm)))]
-            for name, layers, norm in SEED_ROWS]
-    status = [f"- `{name}`: {sweep_status(sweeps[name])}" for name in SEED_SWEEPS]
+def seed_study_lines(sweeps: dict[str, Sweep], folder: Path, command: str) -> list[str]:
+    """The seed-faithful study: one row per setting with finished runs, with how close its runs
+    came to trouble, then the seed's Fig. 7/8 analogue for every setting whose runs went bad."""
+    shown = [(name, layers, norm, sweeps[name].points[(layers, norm)])
+             for name, layers, norm in SEED_ROWS if (layers, norm) in sweeps[name].points]
+    rows = [[name, str(layers), norm, SEED_SETTING[name], *point_cells(p), _closest_cell(p)]
+            for name, layers, norm, p in shown]
+    status = [f"- `{name}`: " + (sweep_status(sweeps[name]) if sweeps[name].finished
+                                 else not_run_line(sweeps[name], command))
+              for name in SEED_SWEEPS]
     records = seed_records(sweeps)
-    size = ", ".join(f"{s}×{s}" for s in config_values(records, "image_size")) or "–"
     lines = ["## The seed-faithful study (long runs)", "",
              "The seed's iGAN is most likely the public SAGAN codebase whose defaults are its "
-             "Table 1, with involution in place of attention (`--preset seed`). Its runs here: "
-             f"mnist5k at {size}, width {join(config_values(records, 'width'))}, "
-             f"{join(config_values(records, 'steps'))} steps, every probe, domain FID every "
-             f"{join(config_values(records, 'fid_every'))} steps on "
-             f"{join(config_values(records, 'fid_samples'))} samples, no early stop.", "",
-             *status, "",
-             table(["sweep", "inv layers", "norm", "setting", *POINT_HEADER,
-                    "closest to instability (max over runs)"], rows), "",
-             "`closest to instability`: the largest p95 of ‖∇D(x̂)‖ (healthy near 1), the largest "
-             "|E[D(real)] − E[D(fake)]| after the first tenth of the run, and the largest growth of "
-             "an involution kernel's max |h| and of a layer's σ0 over their first readings.", ""]
-    lines += collapse_figure_lines([r for r in records if r.verdict == "collapsed"], folder)
+             "Table 1, with involution in place of attention (`--preset seed`).", "", *status, ""]
+    if not records:
+        return lines
+    sizes = config_values(records, "image_size")
+    lines += [f"Its runs: mnist5k at {join(f'{s}×{s}' for s in sizes)}, "
+              f"width {join(config_values(records, 'width'))}, "
+              f"{join(f'{s:,}' for s in config_values(records, 'steps'))} steps, every probe, "
+              f"domain FID every {join(config_values(records, 'fid_every'))} steps on "
+              f"{join(config_values(records, 'fid_samples'))} samples, no early stop.", "",
+              table(["sweep", "inv layers", "norm", "setting", *POINT_HEADER,
+                     "closest to instability (max over runs)"], rows), "",
+              "`closest to instability`: the largest p95 of ‖∇D(x̂)‖ (healthy near 1), the "
+              "largest |E[D(real)] − E[D(fake)]| after the first tenth of the run, and the "
+              "largest growth of an involution kernel's max |h| and of a layer's σ0 over their "
+              "first readings.", ""]
+    for name, layers, norm, p in shown:
+        bad = [r for r in p.runs if r.verdict in BAD_VERDICTS]
+        if bad:
+            title = (f"{name}, {layers} layer{'s' * (layers != 1)}, norm {norm}: verdicts "
+                     f"healthy / unstable / collapsed {verdicts(p)}")
+            lines += onset_lines(title, f"{name}-{layers}-{norm}", bad, folder)
     for name in SEED_SWEEPS:
         lines += figure_lines(sweeps[name], folder)
     return lines
 
 
-def collapse_figure_lines(records: list[RunRecord], folder: Path) -> list[str]:
-    """The seed's Fig. 7/8 analogue for each collapsed run: its distance and critic loss with
-    the onset marked, and its sample grids before the onset and at the end."""
-    for old in folder.glob("collapse-*"):
-        old.unlink()
-    if not records:
-        return []
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["### Collapsed runs (the seed's Fig. 7 and 8)", ""]
-    tags = (WGAN_DISTANCE, LOSS_CRITIC)
-    for record in records:
-        series = RunDir(record.path).series(tags)
-        figure = Figure(figsize=(7, 2.6))
-        for axis, tag in zip(figure.subplots(1, 2), tags):
-            steps, values = series.get(tag, ([], []))
-            axis.plot(steps, values, lw=0.8)
-            axis.axvline(record.onset, color="red", ls="--", lw=1, label=f"onset {record.onset:,}")
-            axis.set_title(tag, fontsize=9)
-            axis.set_xlabel("step", fontsize=8)
-            axis.tick_params(labelsize=7)
-            axis.legend(fontsize=7)
-        figure.tight_layout()
-        stem = f"collapse-{slug(record.path.parent.name)}-{slug(record.name)}"
-        figure.savefig(folder / f"{stem}-curves.png", dpi=110)
-        grids = sorted((record.path / "samples").glob("step_*.png"))
-        before = [g for g in grids if int(g.stem.split("_")[1]) < record.onset]
-        shown = [g for g in (before[-1] if before else None, grids[-1] if grids else None) if g]
-        for grid in dict.fromkeys(shown):
-            (folder / f"{stem}-{grid.name}").write_bytes(grid.read_bytes())
-        event = next((e for e in record.events if e.get("severity") == "collapse"
-                      and e.get("step") == record.onset), {})
-        lines += [f"**{record.path.parent.name}/{record.name}** — "
-                  f"{event.get('message', f'collapsed at step {record.onset:,}')}", "",
-                  f"![curves]({folder.name}/{stem}-curves.png) " +
-                  " ".join(f"![{g.stem}]({folder.name}/{stem}-{g.name})"
-                           for g in dict.fromkeys(shown)), ""]
-    return lines
-
-
 def seed_answer(sweeps: dict[str, Sweep]) -> str:
-    """The study's answer in one paragraph: does the seed's instability appear here, under
-    which setting, and what did the detector see; or the strongest negative result."""
+    """The seed study's answer in one paragraph: does the seed's instability appear in its
+    layout, under which setting, and what did the detector see; or the strongest negative
+    result."""
     records = seed_records(sweeps)
     if not records:
         return ("No seed-faithful run has finished yet, so the seed's instability is neither "
                 "reproduced nor refuted here.")
     bad = [r for r in records if r.verdict in BAD_VERDICTS]
-    steps = join(config_values(records, "steps"))
+    steps = join(f"{s:,}" for s in config_values(records, "steps"))
     settings = {(r.path.parent.name, r.config.get("inv_layers"), r.config.get("norm"))
                 for r in records}
     seeds = len(config_values(records, "seed"))
@@ -301,60 +265,42 @@ def seed_answer(sweeps: dict[str, Sweep]) -> str:
         closest = _closest_cell(Point(("all",), records))
         readings = [f"{SEED_READING[name]}" for name in SEED_SWEEPS
                     if any(r.config.get("inv_layers") == 2 for r in sweeps[name].finished)]
-        return (f"**Not reproduced.** {len(records)} finished runs ({len(settings)} settings × "
-                f"up to {seeds} seed{'s' * (seeds != 1)} × {steps} steps) stayed healthy, "
-                f"two involution layers included ({join(readings, 'none yet')}). The nearest "
-                f"any came to instability: {closest}. At the seed's full scale (CelebA 64×64, "
-                "width 64, 50,000 steps) a GPU user tests it with `stabgan sweep --preset seed "
-                "--grid \"inv_layers=1,2 seed=0,1,2\" --dataset celeba:ROOT --fid-every 1000`.")
+        return (f"**Not reproduced in the seed's layout.** {len(records)} finished runs "
+                f"({len(settings)} settings × up to {seeds} seed{'s' * (seeds != 1)} × {steps} "
+                f"steps, involution in G only) stayed healthy, two involution layers included "
+                f"({join(readings, 'none yet')}). The nearest any came to instability: {closest}.")
     parts = []
     for record in bad:
-        event = next((e for e in record.events if e.get("step") == record.onset), None) or (
-            record.events[0] if record.events else {})
-        signs = event.get("first_signs") or []
+        event, signs = record.event, record.event.get("first_signs") or []
         sign = (f"; first sign at step {signs[0]['step']:,}: {signs[0]['tag']}" if signs
                 and isinstance(signs[0], dict) and "tag" in signs[0] else "")
         parts.append(f"`{record.path.parent.name}/{record.name}` {record.verdict}"
-                     + (f" at step {record.onset:,}" if record.onset is not None else "")
+                     + (f" at step {record.went_bad:,}" if record.went_bad is not None else "")
                      + (f" ({event.get('kind')})" if event.get("kind") else "") + sign)
     return (f"**{len(bad)} of {len(records)} seed-study runs went bad** ({steps} steps): "
             + "; ".join(parts) + ".")
-
-
-def not_run_lines(sweeps: dict[str, Sweep]) -> list[str]:
-    """Which of the first round's sweeps have no run here, and where earlier results of theirs
-    are."""
-    missing = [name for name, sweep in sweeps.items() if not sweep.records
-               and name not in SEED_SWEEPS]  # a seed sweep's status line says it has not started
-    if not missing:
-        return []
-    return [f"Not run here: {', '.join(f'`{m}`' for m in missing)}. Results of earlier runs "
-            "of the first round's sweeps (400 steps) are in this file's git history; their run "
-            "directories were not kept.", ""]
 
 
 def write_doc(args: StudyOptions, path: Path) -> str:
     """Write the doc at path and its figures in path's folder/<path stem>/; returns the text."""
     sweeps = load_sweeps(args)
     counted = [r for s in sweeps.values() for r in s.finished]
-    steps = config_values(counted, "steps")
-    long_runs = seed_records(sweeps)
-    short_steps = config_values([r for n, s in sweeps.items() if n not in SEED_SWEEPS
-                                 for r in s.finished], "steps")
-    datasets = config_values(counted, "dataset")
+    command = regen_command(args, sweeps)
     folder = path.parent / path.stem
+    for old in folder.glob(f"{ONSET_PREFIX}*"):
+        old.unlink()
+    rows = mechanism_rows(sweeps)
+    found = claims(sweeps["table2"].points, sweeps["archs"].points,
+                   {**sweeps["faithful"].points, **sweeps["norms"].points},
+                   sweeps["successive"].points, mechanism_points(rows))
     lines = [
         "# Reproduction of the seed's claims",
         "",
         f"Generated on {time.strftime('%Y-%m-%d')} from the run directories under "
-        f"`{args.seed_out}` (the seed study; its finished runs are kept in the repository)"
-        + (f" and `{args.out}` (the first round's short runs)" if short_steps else
-           f"; `{args.out}` (the first round's short runs) holds none here")
-        + f", {len(counted)} finished runs, by "
-        f"`{regen_command(args, short_steps, config_values(long_runs, 'steps'), datasets)}`: "
-        f"running it again "
-        f"resumes the sweeps (finished runs are skipped) and rewrites this file and "
-        f"`{folder.name}/`. Add `--doc-only` to rewrite them without training.",
+        f"`{args.out}` (kept in the repository without checkpoints and TensorBoard events), "
+        f"{len(counted)} finished runs, by `{command}`: running it again resumes the sweeps "
+        f"(finished runs are skipped) and rewrites this file and `{folder.name}/`. Add "
+        "`--doc-only` to rewrite them without training.",
         "",
         "The seed's claims are about differences between settings, and those are what is judged "
         "below; the limits of this study are at the end. FID cells are mean ± half the "
@@ -363,27 +309,29 @@ def write_doc(args: StudyOptions, path: Path) -> str:
         "their collapse rate counts collapsed runs only, the instability rate below also counts "
         "unstable ones.",
         "",
+        "The first round's short sweeps (400 steps at the quick preset; their results are in "
+        "this file's git history) are superseded: `stability` (involution layers × kernel "
+        "normalization) by the seed study's sweeps — two layers is judged on `faithful`, "
+        "`successive` and `mechanism` (L-2L, L-2L-stacked, M-2L-BN, M-2L), each normalization "
+        "on `norms` (L-batch, L-spectral, L-softmax) and BatchNorm also on `mechanism` (M-BN-D, "
+        "M-BN-G); `table2` and `archs` by 2,000-step runs of 3 seeds in the same folder.",
+        "",
         *timing_lines(sweeps),
-    ]
-    lines += ["## The answer", "", seed_answer(sweeps), ""]
-    lines += seed_study_lines(sweeps, folder)
-    lines += table2_lines(sweeps["table2"], folder)
-    lines += stability_lines(sweeps["stability"], folder)
-    lines += archs_lines(sweeps["archs"], folder)
-    long_points = {**seed_points(sweeps, "faithful"), **seed_points(sweeps, "norms")}
-    found = claims(*(sweeps[n].points for n in ("table2", "stability", "archs")), long_points,
-                   seed_points(sweeps, "successive"))
-    lines += ["## Claims", "", RULE_NOISE, RULE_RATE, "",
-              table(["id", "claim (seed)", "verdict", "numbers", "rule"],
-                    [[cid, text, f"**{f.verdict}**", f.numbers, rule]
-                     for cid, text, f, rule in found]), "",
-              "## Conclusions", "",
-              *[conclusion(cid, f, steps[0] if len(steps) == 1 else None)
-                for cid, _, f, _ in found], "",
-              "## Limits of this study", "", limits(sweeps, counted), "",
-              *not_run_lines(sweeps)]
+        "## The answer", "",
+        seed_answer(sweeps), "",
+        mechanism_answer({cid: f for cid, _, f, _ in found}), "",
+        *seed_study_lines(sweeps, folder, command),
+        *mechanism_lines(sweeps, rows, folder, command),
+        *table2_lines(sweeps["table2"], folder, command),
+        *archs_lines(sweeps["archs"], folder, command),
+        "## Claims", "", RULE_NOISE, RULE_RATE, "",
+        table(["id", "claim", "verdict", "numbers", "rule"],
+              [[cid, text, f"**{f.verdict}**", f.numbers, rule] for cid, text, f, rule in found]),
+        "",
+        "## Conclusions", "",
+        *[conclusion(cid, f, claim_steps(cid, sweeps)) for cid, _, f, _ in found], "",
+        "## Limits of this study", "", limits(sweeps, counted), ""]
     doc = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
     return doc
-

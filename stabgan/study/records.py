@@ -13,6 +13,7 @@ from probes.collapse import VERDICTS
 from probes.readings import COVERAGE_MODES, GP_NORM_P95
 from probes.rundir.files import CONFIG, METRICS, find_runs
 from probes.rundir.reader import RunDir, as_lists, best_fid, verdict_and_onset
+from stabgan.config import resolve_config
 from stabgan.study.sweeps import SWEEP_KEYS, StudyOptions, reproduction_sweeps
 from stabgan.sweep import FINISHED, expand, point_name
 
@@ -47,6 +48,17 @@ class RunRecord:
     def finished(self) -> bool:
         """Completed or stopped on collapse: the runs the doc counts."""
         return self.status in FINISHED
+
+    @property
+    def event(self) -> dict:
+        """The event behind the verdict: the first collapse, else the first warning ({} if none)."""
+        collapses = [e for e in self.events if e.get("severity") == "collapse"]
+        return (collapses or self.events or [{}])[0]
+
+    @property
+    def went_bad(self) -> int | None:
+        """The step the run went bad: its collapse onset, else its first warning's step."""
+        return self.onset if self.onset is not None else self.event.get("step")
 
 
 def _finite(values) -> list[float]:
@@ -128,10 +140,10 @@ def group(records: list[RunRecord], key_fields: tuple[str, ...]) -> dict[tuple, 
 
 @dataclass
 class Sweep:
-    """One sweep of the study as found on disk: its runs, and the runs it plans."""
+    """One sweep of the study as found on disk: its runs, and the runs it plans (name: config)."""
     name: str
     out: Path
-    planned: list[str]
+    planned: dict[str, dict]
     records: list[RunRecord]
 
     @property
@@ -152,10 +164,20 @@ class Sweep:
         """The finished runs by grid point."""
         return group(self.finished, SWEEP_KEYS[self.name])
 
+    def planned_by(self, key_fields: tuple[str, ...]) -> dict[tuple, list[str]]:
+        """The planned runs' names by the values of key_fields in their config."""
+        found: dict[tuple, list[str]] = {}
+        for name, config in self.planned.items():
+            found.setdefault(tuple(config.get(f) for f in key_fields), []).append(name)
+        return found
+
 
 def load_sweeps(args: StudyOptions) -> dict[str, Sweep]:
     """Every sweep of the study, with whatever runs its folder holds (none if not started)."""
-    return {name: Sweep(name, spec.out, [point_name(v) for v in expand(spec.grid, spec.points)],
+    return {name: Sweep(name, spec.out,
+                        {point_name(v): resolve_config(spec.preset or "quick", **spec.base,
+                                                       **v).to_dict()
+                         for v in expand(spec.grid, spec.points)},
                         [read_run(d) for d in find_runs(spec.out)])
             for name, spec in reproduction_sweeps(args).items()}
 
