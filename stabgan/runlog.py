@@ -293,11 +293,16 @@ class RunWriter:
             if value is not None:
                 self.tensorboard.add_scalar(tag, value, step)
 
-    def save_samples(self, step: int, images) -> Path:
-        """Save a grid of images in [-1, 1] to samples/step_NNNNNN.png and to TensorBoard."""
+    def save_samples(self, step: int, images, modes=None) -> Path:
+        """Save a grid of images in [-1, 1] to samples/step_NNNNNN.png and to TensorBoard; 2-D
+        points (N, 2) as a scatter plot over their mixture's `modes` (K, 2) instead."""
         from torchvision.utils import make_grid, save_image
-        grid = make_grid(images.detach().float().cpu(), nrow=8, normalize=True,
-                         value_range=(-1, 1))
+        if images.ndim == 2:
+            from stabgan.toy import scatter_image
+            grid = scatter_image(images, modes)
+        else:
+            grid = make_grid(images.detach().float().cpu(), nrow=8, normalize=True,
+                             value_range=(-1, 1))
         path = self.dir / SAMPLES / f"step_{step:06d}.png"
         save_image(grid, path)
         self.tensorboard.add_image("samples", grid, step)
