@@ -128,9 +128,10 @@ def _run(out, name: str, *args: str):
     return out / name, result.output
 
 
-@pytest.mark.parametrize("objective, probes", [(("--loss", "wgan", "--penalty", "gp"), "default"),
-                                               (("--loss", "ns", "--penalty", "none"), "all"),
-                                               (("--loss", "hinge", "--penalty", "none"), "default")])
+@pytest.mark.parametrize("objective, probes", [
+    (("--loss", "wgan", "--penalty", "gp"), "default"),
+    (("--loss", "ns", "--penalty", "none"), "all"),
+    (("--loss", "hinge", "--penalty", "none"), "default")])
 def test_a_ring8_run_logs_exact_coverage_and_scatter_samples(tmp_path, objective, probes):
     run_dir, output = _run(tmp_path, "toy", *objective, "--probes", probes)
     assert "completed: 300 steps" in output and "verdict:" in output
