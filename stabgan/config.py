@@ -147,7 +147,8 @@ class RunConfig:
     spectra_every: int = _field(0, "steps between singular-value readings (0: 10 x log-every)")
     diversity_every: int = _field(0, "steps between diversity readings (0: 10 x log-every)")
     stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
-    fid_every: int = _field(0, "FID probe cadence in steps (0: off)")
+    fid_every: int = _field(0, "FID probe cadence in steps (0: off); on 2-D points the "
+                               "coverage probe's (0: every 50)")
     fid_samples: int = _field(1000, "generated samples per FID measurement")
     fid_final: bool = _field(True, "at the end of a completed run, the final generator's FID "
                                    "and classes covered beside the real data's own FID (data "

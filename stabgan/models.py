@@ -1,4 +1,5 @@
-"""Generators and critics for dcgan | sagan | igan, built from a RunConfig.
+"""Generators and critics for dcgan | sagan | igan (images) and mlp (2-D points), built from a
+RunConfig (`build_models`).
 
 Layout for image size S (32 or 64): the generator maps z to 4x4 and doubles the size with
 transposed convs, the channel count halving each time down to `width` at S/2, then to the image.
@@ -13,6 +14,11 @@ Involution blocks (igan) and self-attention (sagan) go where `inv_stack` says:
 `spectral_norm` puts spectral norm on the backbone convs of G (projection and transposed convs
 but the last), of D (every conv but the score), or both, as the SAGAN codebase does.
 
+For 2-D point data (arch mlp) both networks are MLPs of MLP_LAYERS hidden layers of 4·width
+units (ReLU in the generator, LeakyReLU in the critic, no normalization), the classic setup of
+the unrolled-GAN, VEEGAN and PacGAN mixture benchmarks; `spectral_norm` puts spectral norm on
+their hidden layers.
+
 Layers are named as the probes, metrics, TensorBoard and `stabgan inspect` name them
 (`probes.layers`): `g.<module path>`, with the i-th involution layer of a network `g.inv<i>`.
 """
@@ -23,7 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from probes.layers import involution_layers, layer_parameters, named_modules
-from stabgan.config import stage_widths
+from stabgan.config import POINT_ARCH, stage_widths
 from stabgan.nn.involution import Involution2d
 from stabgan.nn.layers import (CRITIC_SLOPE, SelfAttention2d, down_block, involution_block,
                                maybe_spectral, up_block)
@@ -93,6 +99,53 @@ class Critic(nn.Module):
         return self.score(self.body(self.from_image(x))).squeeze(1)
 
 
+MLP_LAYERS = 3  # hidden layers of the point-data MLPs
+
+
+def _mlp(inputs: int, units: int, activation, spectral: bool) -> nn.Sequential:
+    """MLP_LAYERS hidden layers of `units`, each Linear then `activation()`."""
+    layers = []
+    for i in range(MLP_LAYERS):
+        layers += [maybe_spectral(nn.Linear(inputs if i == 0 else units, units), spectral),
+                   activation()]
+    return nn.Sequential(*layers)
+
+
+class MlpGenerator(nn.Module):
+    """z (B, z_dim) -> point (B, dim), unbounded (the mixtures reach beyond [-1, 1])."""
+
+    def __init__(self, config, dim: int):
+        super().__init__()
+        self.z_dim = config.z_dim
+        self.body = _mlp(config.z_dim, 4 * config.width, nn.ReLU,
+                         config.spectral_norm in ("g", "both"))
+        self.to_point = nn.Linear(4 * config.width, dim)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_point(self.body(z))
+
+
+class MlpCritic(nn.Module):
+    """point (B, dim) -> score (B,)."""
+
+    def __init__(self, config, dim: int):
+        super().__init__()
+        self.body = _mlp(dim, 4 * config.width, lambda: nn.LeakyReLU(CRITIC_SLOPE),
+                         config.spectral_norm in ("d", "both"))
+        self.score = nn.Linear(4 * config.width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(self.body(x)).squeeze(1)
+
+
+def build_models(config, channels: int) -> tuple[nn.Module, nn.Module]:
+    """(generator, critic) of config.arch: MLPs for 2-D points (channels: their 2 coordinates),
+    else the conv nets for images of `channels` channels."""
+    if config.arch == POINT_ARCH:
+        return MlpGenerator(config, channels), MlpCritic(config, channels)
+    return Generator(config, channels), Critic(config, channels)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters of a module."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -102,10 +155,12 @@ def layer_table(config, image_channels: int) -> str:
     """Text table of both networks: layer, type, output shape, parameters (what `inspect`
     prints), with the layer names of metrics and TensorBoard (g.inv0, d.body.1.0, ...)."""
     lines = []
+    generator, critic = build_models(config, image_channels)
+    data_shape = ((image_channels,) if config.arch == POINT_ARCH
+                  else (image_channels, config.image_size, config.image_size))
     for title, prefix, net, example in (
-            ("generator", "g", Generator(config, image_channels), torch.zeros(2, config.z_dim)),
-            ("critic", "d", Critic(config, image_channels),
-             torch.zeros(2, image_channels, config.image_size, config.image_size))):
+            ("generator", "g", generator, torch.zeros(2, config.z_dim)),
+            ("critic", "d", critic, torch.zeros(2, *data_shape))):
         rows = [(name, m) for path, name, m in named_modules(net, prefix) if path and (
                 isinstance(m, Involution2d) or not list(m.children())
                 or list(m.parameters(recurse=False)) or parametrize.is_parametrized(m))]

@@ -40,7 +40,7 @@ from stabgan.losses import LOSSES, Penalty, PenaltyTerms
 from stabgan.device import check_device, resolve_device
 from stabgan.models import build_models
 from stabgan.signals import StopSignals
-from stabgan.toy import SCATTER_POINTS, mixture_means
+from stabgan.toy import SCATTER_POINTS, mixture_means, scatter_image
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 
@@ -382,7 +382,11 @@ class _Training:
         generator = self.gan.generator
         generator.eval()
         with torch.no_grad():
-            self.monitor.writer.save_samples(step, generator(self.fixed_z), self.modes)
+            samples = generator(self.fixed_z)
+        if self.modes is None:
+            self.monitor.writer.save_samples(step, samples)
+        else:  # 2-D points: a scatter plot over the data's modes
+            self.monitor.writer.save_picture(step, scatter_image(samples, self.modes))
         generator.train()
 
     def save_checkpoint(self, step: int) -> None:

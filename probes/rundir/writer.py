@@ -82,12 +82,17 @@ class RunWriter:
 
     def save_samples(self, step: int, images) -> Path:
         """Save a grid of images in [-1, 1] to samples/step_NNNNNN.png and to TensorBoard."""
-        from torchvision.utils import make_grid, save_image
-        grid = make_grid(images.detach().float().cpu(), nrow=8, normalize=True,
-                         value_range=(-1, 1))
+        from torchvision.utils import make_grid
+        return self.save_picture(step, make_grid(images.detach().float().cpu(), nrow=8,
+                                                 normalize=True, value_range=(-1, 1)))
+
+    def save_picture(self, step: int, picture) -> Path:
+        """Save a (3, H, W) picture in [0, 1] of the samples (a grid, or a scatter plot of
+        2-D points) to samples/step_NNNNNN.png and to TensorBoard."""
+        from torchvision.utils import save_image
         path = self.dir / SAMPLES / f"step_{step:06d}.png"
-        save_image(grid, path)
-        self.tensorboard.add_image("samples", grid, step)
+        save_image(picture, path)
+        self.tensorboard.add_image("samples", picture, step)
         return path
 
     def save_checkpoint(self, state: dict, name: str = LAST_CHECKPOINT) -> Path:
