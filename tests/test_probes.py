@@ -275,7 +275,7 @@ def test_a_loop_without_a_run_config_gets_the_probes_a_run_of_the_same_settings_
         return [(type(p), p.every, getattr(p, "z_dim", None), getattr(p, "seed", None))
                 for p in probes]
 
-    for selection in ("default", "all", "kernels,gp"):
+    for selection in ("default", "all", "kernels,penalty"):
         assert built(build_probes(selection, log_every=5, z_dim=32)) == built(
             run_probes(resolve_config(probes=selection, log_every=5, z_dim=32)))
 

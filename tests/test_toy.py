@@ -11,7 +11,6 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from probes import build_probes
 from probes.readings import COVERAGE_KL, COVERAGE_MODES
 from stabgan.cli import cli
 from stabgan.config import resolve_config, run_name
@@ -19,6 +18,7 @@ from stabgan.data import load_dataset
 from stabgan.fid.distance import COVERAGE_MIN_SHARE as IMAGE_MIN_SHARE
 from stabgan.models import MlpCritic, MlpGenerator, build_models
 from stabgan.toy import (COVERAGE_HIGH_QUALITY, COVERAGE_MIN_SHARE, coverage, covered_threshold,
+from stabgan.run_probes import run_probes
                          kl_from_uniform, mixture, mode_counts, nearest_modes)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,8 +117,8 @@ def test_point_data_implies_the_mlp_pair():
     points = generator(torch.randn(5, config.z_dim))
     assert points.shape == (5, 2) and critic(points).shape == (5,)
     assert generator.body[0].out_features == 4 * config.width  # 128 units at the default width
-    assert [p.name for p in build_probes(config)][-1] == "coverage"
-    assert "coverage" not in [p.name for p in build_probes(resolve_config())]
+    assert [p.name for p in run_probes(config)][-1] == "coverage"
+    assert "coverage" not in [p.name for p in run_probes(resolve_config())]
 
 
 def _run(out, name: str, *args: str):

@@ -69,6 +69,7 @@ def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> d
     summary.json's "verdict" and "onset_step" (when summary.json exists), each file only when
     its content changes. Works on runs still
     being written and on truncated files. Returns the diagnosis."""
+    run_dir = Path(run_dir)
     run = RunDir(run_dir)
     metrics = run.metrics()
     thresholds = thresholds or Thresholds()
