@@ -172,6 +172,14 @@ def test_old_config_names_resume_as_the_new_ones():
     config = resume_config(saved, {})
     assert (config.loss, config.penalty, config.penalty_update) == ("wgan", "gp", "separate")
     assert upgrade_saved({"gp_lambda": 0.1})["penalty_weight"] == 0.1
+    # and `stabgan fid` reads such a checkpoint's generator
+    from stabgan.fid import checkpoint_generator
+    from stabgan.models import Generator
+    generator = Generator(resolve_config("seed"), 1)
+    config, loaded = checkpoint_generator({"config": saved, "generator": generator.state_dict()})
+    assert (config.penalty_weight, config.penalty_update) == (10.0, "separate")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                 generator.state_dict().values()))
 
 
 def _series(tags: dict, steps=range(10, 1210, 10), seed=0) -> dict:

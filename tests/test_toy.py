@@ -156,6 +156,15 @@ def test_a_ring8_run_logs_exact_coverage_and_scatter_samples(tmp_path, objective
         assert "coverage/high_quality" in (tmp_path / "r.html").read_text()
 
 
+def test_fid_of_a_point_run_is_refused_in_one_line(tmp_path):
+    run_dir, _ = _run(tmp_path, "toy", "--steps", "20", "--loss", "ns", "--penalty", "none")
+    result = CliRunner().invoke(cli, ["fid", str(run_dir)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].endswith(
+        "trained on 2-D points (ring8): FID measures images; the run's exact mode coverage is "
+        "its coverage/* readings (metrics.jsonl, the report)")
+
+
 def test_fid_every_sets_the_coverage_cadence_on_points(tmp_path):
     run_dir, _ = _run(tmp_path, "toy", "--steps", "40", "--fid-every", "20", "--probes",
                       "coverage", "--loss", "ns", "--penalty", "none")

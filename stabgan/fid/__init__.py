@@ -30,7 +30,7 @@ from torch import nn
 from probes.rundir.files import CheckpointError, atomic_write_bytes
 from probes.rundir.reader import RunDir
 from stabgan.cache import CACHE_ENV, cache_root  # noqa: F401  (CACHE_ENV: part of this API)
-from stabgan.config import RunConfig, dataset_info
+from stabgan.config import FIELD_NAMES, RunConfig, dataset_info, upgrade_saved
 from stabgan.data import load_dataset
 from stabgan.faults import build_fault
 from stabgan.fid.distance import (COVERAGE_MIN_SHARE, frechet_distance, mode_coverage,
@@ -41,7 +41,7 @@ from stabgan.fid.extractors import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FIL
                                     dataset_tensors, domain_extractor, get_extractor,
                                     inception_weights_path, progress_bar,
                                     train_domain_classifier)
-from stabgan.models import Generator
+from stabgan.models import build_models
 
 REAL_STATS_MAX = 10_000  # real images used for the statistics (all of them when fewer)
 
@@ -161,8 +161,9 @@ def checkpoint_generator(state: dict):
     `--fault` attached in the state it had, since a fault acting through a hook (collapse to
     k outputs) lives in no weight, and without it the FID would measure a generator the run
     never had."""
-    config = RunConfig(**state["config"])
-    generator = Generator(config, dataset_info(config.dataset).channels)
+    config = RunConfig(**{k: v for k, v in upgrade_saved(state["config"]).items()
+                          if k in FIELD_NAMES})
+    generator, _ = build_models(config, dataset_info(config.dataset).channels)
     generator.load_state_dict(state["generator"])
     fault = build_fault(config.fault)
     if fault is not None:
@@ -185,6 +186,10 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
     except CheckpointError as error:
         raise FIDError(str(error)) from None
     config, generator = checkpoint_generator(state)
+    if dataset_info(config.dataset).points:
+        raise FIDError(f"{str(run_dir)!r} trained on 2-D points ({config.dataset}): FID measures "
+                       f"images; the run's exact mode coverage is its coverage/* readings "
+                       f"(metrics.jsonl, the report)")
     extractor = get_extractor(features, config.dataset, config.image_size, inception_weights,
                               cache_dir)
     stats = real_statistics(extractor, config.dataset, config.image_size, cache_dir)
