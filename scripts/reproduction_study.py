@@ -8,7 +8,7 @@ docs/reproduction.md from the run directories.
 
 Sweeps, each into OUT/<sweep> (default studies/seed-study, kept in the repository); resumable:
 re-running skips finished runs and resumes interrupted ones:
-  faithful    the seed's layout (--preset seed at 32x32, width 32), inv_layers {1, 2} x 3 seeds
+  faithful    the seed's layout (--preset paper-sagan at 32x32, width 32), inv_layers {1, 2} x 3 seeds
   successive  the same with the blocks stacked at one resolution, inv_layers {1, 2} x 3 seeds
   norms       kernel normalization {batch, spectral, softmax} on two faithful layers x 3 seeds
   mechanism   involution in G, D or both x 1, 2 layers x kernel BatchNorm or none x 3 seeds

@@ -18,7 +18,7 @@ from stabgan.config import (CHOICES, DEVICES, EXECUTORS, FEATURES, PRESETS,
 # One phrase per preset for --preset's help; a preset added to PRESETS needs its phrase here.
 PRESET_HELP = {"quick": "the default, about two minutes on 2 CPU cores",
                "paper": "the seed's Table 1: 64x64, 50,000 steps, for a GPU",
-               "seed": "paper in the layout of the public SAGAN codebase"}
+               "paper-sagan": "paper in the layout of the public SAGAN codebase"}
 
 
 def _config_option(field: dataclasses.Field):

@@ -22,7 +22,7 @@ SPECTRAL_NORM = ("none", "g", "d", "both")
 PENALTY_UPDATES = ("joint", "separate")
 DEVICES = ("auto", "cpu", "cuda")
 FEATURES = ("domain", "inception")  # FID feature extractors; the first is the default
-PRESETS = ("quick", "paper", "seed")
+PRESETS = ("quick", "paper", "paper-sagan")
 # Where a sweep's points run (stabgan.sweep); here, so the CLI's options name them and the wait
 # for a Ray cluster without importing the sweep package at start-up.
 EXECUTORS = ("local", "ray")
@@ -181,7 +181,7 @@ PRESET_VALUES = {
     # attention block's residual form, the penalty in its own Adam step; 64x64 with width 64
     # (C=64 at S/2, as the seed's Table 2). That codebase defines the 0.95 decay but never
     # applies it; Table 1 lists it, so it is kept.
-    "seed": {"spectral_norm": "both", "inv_stack": "stages", "inv_block": "residual",
+    "paper-sagan": {"spectral_norm": "both", "inv_stack": "stages", "inv_block": "residual",
              "penalty_update": "separate", "steps": 50_000, "batch_size": 64,
              "penalty_weight": 10.0,
              "z_dim": 128, "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9,

@@ -165,7 +165,7 @@ def test_old_config_names_resume_as_the_new_ones():
     from stabgan.config import upgrade_saved
     from stabgan.train import resume_config
 
-    saved = {**resolve_config("seed").to_dict()}
+    saved = {**resolve_config("paper-sagan").to_dict()}
     saved["gp_lambda"], saved["gp_update"] = saved.pop("penalty_weight"), saved.pop("penalty_update")
     for name in ("loss", "penalty", "penalty_every"):
         saved.pop(name)  # a run from before objectives: WGAN-GP
@@ -175,7 +175,7 @@ def test_old_config_names_resume_as_the_new_ones():
     # and `stabgan fid` reads such a checkpoint's generator
     from stabgan.fid import checkpoint_generator
     from stabgan.models import Generator
-    generator = Generator(resolve_config("seed"), 1)
+    generator = Generator(resolve_config("paper-sagan"), 1)
     config, loaded = checkpoint_generator({"config": saved, "generator": generator.state_dict()})
     assert (config.penalty_weight, config.penalty_update) == (10.0, "separate")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),

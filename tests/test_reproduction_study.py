@@ -121,7 +121,7 @@ def study_dir(tmp_path_factory) -> Path:
             if fate is None:
                 continue
             state, onset, fid = fate
-            config["steps"] = LONG if spec.preset == "seed" and sweep != "mechanism" else SHORT
+            config["steps"] = LONG if spec.preset == "paper-sagan" and sweep != "mechanism" else SHORT
             _write_run(spec.out / point_name(values), config, onset, fid,
                        start=T0 + 100 * (started // 2), finished=state == "finished")
             started += 1
@@ -259,7 +259,7 @@ def test_limits_and_the_command_come_from_the_runs(doc, study_dir):
     limits = _section(text, "Limits of this study")
     assert "Each run trained 40, 50 steps" in limits and "`mnist5k` at 32×32 pixels" in limits
     assert "faithful 3, norms 3, mechanism 3, archs 2" in limits
-    assert "`stabgan sweep --preset seed" in limits  # the seed's full scale, on a GPU
+    assert "`stabgan sweep --preset paper-sagan" in limits  # the seed's full scale, on a GPU
     assert (f"`python scripts/reproduction_study.py --out {study_dir} --seed-steps 50 --steps 40 "
             f"--doc {doc['path']}`") in text
     timing = _section(text, "Time taken")

@@ -184,7 +184,7 @@ OPTIONS = {
     "stages-residual-both": ["--inv-stack", "stages", "--inv-layers", "2", "--inv-where", "both",
                              "--inv-block", "residual"],
     "sagan-stages": ["--arch", "sagan", "--inv-stack", "stages", "--inv-layers", "2"],
-    "seed-preset": ["--preset", "seed", "--inv-layers", "2", "--image-size", "32",
+    "seed-preset": ["--preset", "paper-sagan", "--inv-layers", "2", "--image-size", "32",
                     "--width", "8", "--log-every", "2", "--sample-every", "4"],
 }
 EXPECTED = {
@@ -234,5 +234,5 @@ def test_bench_scale_times_the_preset_at_each_size_side_by_side():
     result = bench_scale(sizes=((32, 8), (32, 16)), steps=1, repeats=1, echo=lines.append)
     assert set(result) == {"32px-w8", "32px-w16", "32px-w16/32px-w8"}
     assert result["32px-w16/32px-w8"] == result["32px-w16"] / result["32px-w8"] > 0
-    assert lines[0].startswith("--preset seed --inv-layers 2 on mnist5k, 1 thread(s)")
+    assert lines[0].startswith("--preset paper-sagan --inv-layers 2 on mnist5k, 1 thread(s)")
     assert "×1.00 of 32px-w8" in lines[1] and "32px-w16" in lines[2]

@@ -213,7 +213,8 @@ def bench_trainer(steps: int = 8, repeats: int = 5, overrides: dict | None = Non
     return results
 
 
-def bench_scale(sizes: tuple[tuple[int, int], ...] = ((32, 32), (64, 64)), preset: str = "seed",
+def bench_scale(sizes: tuple[tuple[int, int], ...] = ((32, 32), (64, 64)),
+                preset: str = "paper-sagan",
                 inv_layers: int = 2, steps: int = 3, repeats: int = 3, threads: int = 1,
                 echo: Callable[[str], object] = print) -> dict[str, float]:
     """Gan.step of one preset at each (image size, width), interleaved in one process: what

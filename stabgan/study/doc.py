@@ -187,7 +187,7 @@ def limits(sweeps: dict[str, Sweep], counted: list[RunRecord]) -> str:
              if unfinished else ""))
 
 
-GPU_COMMAND = ('`stabgan sweep --preset seed --grid "inv_layers=1,2 seed=0,1,2" --dataset '
+GPU_COMMAND = ('`stabgan sweep --preset paper-sagan --grid "inv_layers=1,2 seed=0,1,2" --dataset '
                'celeba:ROOT --fid-every 1000`')
 SEED_ROWS = [("faithful", 1, "none"), ("faithful", 2, "none"), ("successive", 1, "none"),
              ("successive", 2, "none"), *[("norms", 2, n) for n in NORMS[1:]]]
@@ -222,7 +222,7 @@ def seed_study_lines(sweeps: dict[str, Sweep], folder: Path, command: str) -> li
     records = seed_records(sweeps)
     lines = ["## The seed-faithful study (long runs)", "",
              "The seed's iGAN is most likely the public SAGAN codebase whose defaults are its "
-             "Table 1, with involution in place of attention (`--preset seed`).", "", *status, ""]
+             "Table 1, with involution in place of attention (`--preset paper-sagan`).", "", *status, ""]
     if not records:
         return lines
     sizes = config_values(records, "image_size")

@@ -1,6 +1,6 @@
 """The study's sweeps. The seed study: does "two successive involution layers" make WGAN-GP training collapse?
 
-Sweeps of seed-faithful iGANs (`--preset seed`: spectral norm in G and D, one involution block
+Sweeps of seed-faithful iGANs (`--preset paper-sagan`: spectral norm in G and D, one involution block
 at each of the last stages, the attention block's residual form, the penalty in its own Adam
 step, Table 1's optimiser), scaled to what two CPU cores train in a session: mnist5k at 32x32
 with width 32 (the seed: CelebA 64x64, width 64, 50,000 steps). Every run logs every probe,
@@ -97,7 +97,7 @@ def mechanism_sweep(out: Path, steps: int = SHORT_STEPS, workers: int | None = 2
     """Which setting makes involution layers unstable: MECHANISM_SETTINGS x seeds in the seed
     layout, seed by seed (every setting's first seed before any second one), into OUT/mechanism."""
     points = tuple({**setting, "seed": seed} for seed in seeds for setting in MECHANISM_SETTINGS)
-    return SweepSpec(points=points, base=study_base(steps, base), preset="seed", workers=workers,
+    return SweepSpec(points=points, base=study_base(steps, base), preset="paper-sagan", workers=workers,
                      out=Path(out) / "mechanism", **spec)
 
 
@@ -107,7 +107,7 @@ def seed_study(out: Path, steps: int = LONG_STEPS, workers: int | None = 2,
     """The study's sweeps, in the order its questions need them, each into OUT/<name>.
     `base` overrides run settings of every sweep (a smoke test shrinks the models with it)."""
     base = study_base(steps, base)
-    common = {"preset": "seed", "workers": workers, **spec}
+    common = {"preset": "paper-sagan", "workers": workers, **spec}
     return {
         "faithful": SweepSpec(grid={"inv_layers": (1, 2), "seed": seeds}, base=base,
                               out=Path(out) / "faithful", **common),
