@@ -36,8 +36,8 @@ from torch import nn
 
 from probes.base import Probe, StepState, check_probes, wants_prepare
 from probes.objectives import WGAN_GP, Objective, objective_of
-from probes.readings import (CORE_PANELS, LOSS_CRITIC, LOSS_GENERATOR, TIME_STEP_S, merge_panels,
-                             panels_json, tensorboard_layout)
+from probes.readings import (CORE_PANELS, LOSS_CRITIC, LOSS_GENERATOR, TIME_STEP_S, Panel,
+                             merge_panels, panels_json, tensorboard_layout)
 from probes.rundir.files import CONFIG, METRICS, PANELS, SUMMARY, read_json, write_json
 from probes.rundir.reader import BestFid, RunDir
 from probes.rundir.writer import RunWriter
@@ -73,7 +73,8 @@ class Monitor:
     def __init__(self, run_dir: Path | str, generator: nn.Module, critic: nn.Module,
                  probes: Sequence[Probe] = (), log_every: int = 10,
                  resume_from: int | None = None, time_offset: float = 0.0, guard=None,
-                 hparams: dict | None = None, objective: Objective = WGAN_GP):
+                 hparams: dict | None = None, objective: Objective = WGAN_GP,
+                 panels: Sequence[Panel] = ()):
         """guard: an optional `probes.guard.CollapseGuard` (or a bare
         `probes.collapse.OnlineDetector`) fed every logged step: online collapse detection,
         run_dir/diagnosis.json kept current; closed with the monitor.
@@ -82,7 +83,9 @@ class Monitor:
         time_offset: wall seconds of the run's earlier segments (resume).
         hparams: settings for TensorBoard's hparams table, added to config.json's when present.
         objective: the loss and penalty the loop trains with (what its readings mean); a
-        config.json already in run_dir (stabgan's trainer writes one) must name the same."""
+        config.json already in run_dir (stabgan's trainer writes one) must name the same.
+        panels: the plots of readings the loop records itself (`record`), beside the core's,
+        the objective's and the probes'."""
         if log_every < 1:
             raise ValueError(f"log_every={log_every!r} must be >= 1")
         check_probes(probes)
@@ -116,7 +119,7 @@ class Monitor:
             probe.set_objective(objective)
             probe.attach(generator, critic)
         panels = merge_panels(CORE_PANELS, objective.panels(),
-                              *(probe.panels for probe in self.probes))
+                              *(probe.panels for probe in self.probes), panels)
         write_json(self.writer.dir / PANELS, panels_json(panels))
         self.writer.log_layout(tensorboard_layout(panels))
 

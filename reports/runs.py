@@ -268,8 +268,20 @@ def run_row(run: RunData) -> dict:
         "verdict": run.verdict, "onset_step": run.onset_step,
         "kinds": kinds, "warning_kinds": warn_kinds,
         "fid": fid, "fid_features": features, "fid_step": fid_step,
+        "quality": final_quality(s.get("quality")),
         "ms_per_step": ms_per_step(run),
     }
+
+
+def final_quality(quality) -> dict | None:
+    """summary.json's quality of the final generator (its FID, the real data's own FID at that
+    sample count, classes covered), when it holds the numbers a reader needs."""
+    keys = ("fid", "reference_fid", "modes", "classes", "samples")
+    if not isinstance(quality, dict) or not all(
+            isinstance(quality.get(k), (int, float)) and not isinstance(quality.get(k), bool)
+            for k in keys):
+        return None
+    return {k: quality[k] for k in keys}
 
 
 def run_events(run: RunData) -> list[dict]:

@@ -29,6 +29,7 @@ from probes.collapse import NONFINITE_WEIGHTS, sign_text
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
 from probes.objectives import Objective
+from probes.readings import FID_PANELS
 from probes.rundir import reader
 from probes.rundir.files import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
                                  error_line, unwritable_reason, write_json)
@@ -311,7 +312,8 @@ class _Training:
         self.monitor = Monitor(run.run_dir, self.gan.generator, self.gan.critic, self.probes,
                                log_every=config.log_every, resume_from=resumed,
                                time_offset=self.elapsed, guard=self.guard,
-                               objective=config_objective(config))
+                               objective=config_objective(config),
+                               panels=FID_PANELS if config.fid_final else ())
         if checkpoint is not None:
             if "monitor" in checkpoint:
                 self.monitor.load_state_dict(checkpoint["monitor"])

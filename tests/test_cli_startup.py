@@ -57,12 +57,13 @@ def test_diagnose_imports_no_torch(tmp_path):
 
 
 def test_a_run_ends_with_its_verdict_directory_and_next_commands(tmp_path):
-    result = stabgan_cli("run", "--out", str(tmp_path), "--name", "r", *TINY, "--steps", "4",
+    # 11 logged steps: the fewest the detector judges (a shorter run says it is too short)
+    result = stabgan_cli("run", "--out", str(tmp_path), "--name", "r", *TINY, "--steps", "22",
                          "--log-every", "2")
     assert result.returncode == 0, result.stderr
     tail = result.stderr.splitlines()[-6:]
     run_dir = tmp_path / "r"
-    assert tail[0] == "completed: 4 steps in " + tail[0].split(" in ")[1]
+    assert tail[0] == "completed: 22 steps in " + tail[0].split(" in ")[1]
     assert tail[1] == "verdict: healthy"
     assert tail[2] == f"run directory: {run_dir}"
     assert tail[3].startswith(f"next: stabgan report {run_dir}")

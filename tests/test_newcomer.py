@@ -118,6 +118,13 @@ def test_a_completed_run_ends_with_its_quality_beside_the_real_datas(tmp_path):
     assert any(r.get("fid/domain") == pytest.approx(quality["fid"], rel=1e-6) for r in last)
     line = next(s for s in result.stderr.splitlines() if s.startswith("quality: "))
     assert f"{quality['modes']:g} of 10 classes" in line and "real images score" in line
+    report = CliRunner().invoke(cli, ["report", str(tmp_path / "q"), "-o",
+                                      str(tmp_path / "r.html")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "r.html").read_text()
+    assert "FID (lower is better)" in page  # the final FID has its panel, not 'Other readings'
+    assert re.search(r"final generator: FID <b>[\d.]+</b> over 200 samples \(lower is better; "
+                     r"real images score [\d.]+ at that count\), <b>\d+</b> of 10 classes", page)
     off = stabgan_cli("run", "--out", str(tmp_path), "--name", "off", *TINY, "--steps", "2")
     assert off.returncode == 0, off.stderr
     assert read_json(tmp_path / "off" / "summary.json")["quality"] is None

@@ -32,7 +32,8 @@ from reports.html import CACHE_FILE
 RUN_FLAGS = ["--width", "16", "--z-dim", "16", "--batch-size", "16", "--steps", "30",
              "--log-every", "3", "--sample-every", "10", "--ckpt-every", "30",
              "--threads", "1",  # two runs train side by side on 2 cores
-             "--probes", "penalty,kernels,spectra"]
+             "--probes", "penalty,kernels,spectra",
+             "--no-fid-final"]  # the report of a run's final quality: tests/test_newcomer.py
 HTML_NAME = "<img src=x onerror=alert(1)>"       # a run folder whose name is HTML
 HTML_CONFIG = "<script>alert('pwned')</script>"  # and a config string that is HTML
 ROW = re.compile(r'<tr data-run="([^"]*)" data-verdict="([^"]*)">')

@@ -39,8 +39,8 @@ def run_command(out: Path, name: str, settings: Mapping, preset: str | None, res
         command += ["--preset", preset]
     for key, value in settings.items():
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            command += [flag] if value else []
+        if isinstance(value, bool):  # --no-...: a False must undo a preset's True
+            command.append(flag if value else "--no-" + flag[2:])
         else:
             command += [flag, str(value)]
     return command + (["--resume"] if resume else [])
