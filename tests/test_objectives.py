@@ -107,7 +107,7 @@ def test_a_lazy_penalty_is_taken_every_k_updates_scaled_by_k():
 
 
 def _tiny(tmp_path, name, **settings):
-    config = {"width": 8, "z_dim": 16, "batch_size": 8, "probes": "default", "log_every": 2,
+    config = {"width": 8, "z_dim": 16, "batch_size": 8, "probes": "penalty", "log_every": 2,
               "ckpt_every": 3, "sample_every": 100, "fid_final": False, **settings}
     return prepare_run(tmp_path / name, config)
 
@@ -121,6 +121,11 @@ def _weights(run_dir):
     return {f"{net}.{k}": v for net in ("generator", "critic") for k, v in state[net].items()}
 
 
+# Resumed bit for bit: every loss and every penalty at least once, lazy penalties included.
+RESUMED = {("wgan", "gp"), ("hinge", "none"), ("ns", "r1"), ("rpgan", "r1r2"), ("ns", "r2"),
+           ("hinge", "gp")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loss,penalty", itertools.product(LOSSES, PENALTIES))
 def test_every_objective_trains_round_trips_and_resumes_bit_exactly(tmp_path, loss, penalty):
@@ -131,11 +136,6 @@ def test_every_objective_trains_round_trips_and_resumes_bit_exactly(tmp_path, lo
     assert whole["status"] == "completed"
     saved = read_json(tmp_path / "whole" / "config.json")["config"]
     assert {k: saved[k] for k in settings} == settings
-    _train(_tiny(tmp_path, "parts", steps=4, **settings))
-    resumed = _train(prepare_run(tmp_path / "parts", {"steps": 8}, resume=True))
-    assert resumed["status"] == "completed" and resumed["steps"] == 8
-    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "parts")
-    assert all(torch.equal(a[k], b[k]) for k in a)
     tags = set(RunDir(tmp_path / "whole").series())
     objective = Objective(loss, penalty)
     assert objective.gap_tag in tags and ("wgan/distance" in tags) == (loss == "wgan")
@@ -144,6 +144,12 @@ def test_every_objective_trains_round_trips_and_resumes_bit_exactly(tmp_path, lo
     assert not {t for t in tags if t.split("/")[0] in ("gp", "r1", "r2")} - {
         t for term in objective.terms for t in tags if t.startswith(term.name + "/")}
     assert read_json(tmp_path / "whole" / "diagnosis.json")["objective"] == objective.to_dict()
+    if (loss, penalty) in RESUMED:
+        _train(_tiny(tmp_path, "parts", steps=4, **settings))
+        resumed = _train(prepare_run(tmp_path / "parts", {"steps": 8}, resume=True))
+        assert resumed["status"] == "completed" and resumed["steps"] == 8
+        a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "parts")
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("args,message", [
