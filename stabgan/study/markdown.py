@@ -118,7 +118,8 @@ def figure_lines(sweep: Sweep, folder: Path) -> list[str]:
 
 def sweep_status(sweep: Sweep) -> str:
     """Which of the sweep's runs the numbers below cover."""
-    text = f"{len(sweep.finished)} finished runs counted ({len(sweep.planned)} planned)"
+    count = len(sweep.finished)
+    text = f"{count} finished run{'s' * (count != 1)} counted ({len(sweep.planned)} planned)"
     if sweep.unfinished:
         text += "; not counted, unfinished: " + ", ".join(
             f"`{r.name}` ({r.status or 'no summary.json'})" for r in sweep.unfinished)
@@ -145,7 +146,7 @@ def _grid_step(grid: Path) -> int:
 
 
 def onset_grids(record: RunRecord) -> list[tuple[str, Path]]:
-    """The run's sample grids the last one before the step it went bad, the first one after
+    """The run's sample grids: the last one before the step it went bad, the first one after
     it, and its last one, each with its label."""
     grids = sorted((record.path / "samples").glob("step_*.png"), key=_grid_step)
     bad = record.went_bad
@@ -205,10 +206,10 @@ def onset_lines(title: str, stem: str, runs: list[RunRecord], folder: Path) -> l
     figure.tight_layout()
     stem = ONSET_PREFIX + stem
     figure.savefig(folder / f"{stem}-curves.png", dpi=110)
-    grids = onset_grids(runs[0])
+    first = runs[0]
+    grids = onset_grids(first)
     for _, grid in grids:
         (folder / f"{stem}-{grid.name}").write_bytes(grid.read_bytes())
-    first = runs[0]
     lines = [f"**{title}**", "",
              f"![{' and '.join(ONSET_TAGS)}, onsets dashed]({folder.name}/{stem}-curves.png)", ""]
     if grids:

@@ -176,7 +176,7 @@ def mechanism_lines(sweeps: dict[str, Sweep], rows: dict[Setting, Row], folder: 
              f"not depth. The `mechanism` sweep runs {SWEEP_TEXT['mechanism']} in the seed "
              "layout (and the stacked plain form for both); involution in G only comes from the "
              "faithful, successive and norms sweeps' runs, which are not run again. The claims "
-             "M-* below judge it.", ""]
+             "M-* below judge it; the answer at the top sums them up.", ""]
     if not sweep.finished:
         return lines + [not_run_line(sweep, command), ""]
     shown = {s: r for s, r in rows.items() if r.point}
