@@ -371,6 +371,10 @@ def write_doc(args, command: str) -> str:
         "of dead taps of 1e-6 leaving a band at 0 was listed as a first sign. The schedule-bug "
         "recipe raises the learning rates ×100: ×10 at 40 % made the iGAN *better*.", "",
         "## Thresholds (defaults, `probes.collapse.Thresholds`)", "",
+        "The tags the divergence, penalty and nan rules judge are the run's objective's "
+        "(`probes/objectives.py`; every zoo run is WGAN-GP: `wgan/distance` and `loss/critic`; "
+        "`gp/norm_mean`, `gp/norm_p95`, `gp/norm_p50` against 1; `wgan/*` and `gp/*` for nan).",
+        "",
         "| field | default |", "|---|---|",
         *[f"| {k} | {', '.join(v) if isinstance(v, (list, tuple)) else v} |"
           for k, v in t.to_dict().items()], ""]
