@@ -38,7 +38,6 @@ class LossReadings:
     loss that climbs while D wins (softplus losses; hinge's and WGAN's take any sign).
     """
     name: str
-    summary: str
     gap_tag: str
     gap_title: str
     decision: str
@@ -72,17 +71,11 @@ class PenaltyTerm:
 
 
 LOSSES = {loss.name: loss for loss in (
-    LossReadings("wgan", "Wasserstein: E[D(fake)] − E[D(real)], G: −E[D(fake)]", WGAN_DISTANCE,
-                 "wgan/distance = E[D(real)] − E[D(fake)]", "pair"),
-    LossReadings("hinge", "hinge: E[relu(1 − D(real))] + E[relu(1 + D(fake))], G: −E[D(fake)]",
-                 CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)]", "sign"),
-    LossReadings("ns", "non-saturating: E[softplus(−D(real))] + E[softplus(D(fake))], "
-                       "G: E[softplus(−D(fake))]",
-                 CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "sign",
+    LossReadings("wgan", WGAN_DISTANCE, "wgan/distance = E[D(real)] − E[D(fake)]", "pair"),
+    LossReadings("hinge", CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)]", "sign"),
+    LossReadings("ns", CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "sign",
                  runaway=(LOSS_GENERATOR,)),
-    LossReadings("rpgan", "relativistic pairing: E[softplus(−(D(real) − D(fake)))], G: the "
-                          "same with real and fake swapped",
-                 CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "pair",
+    LossReadings("rpgan", CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "pair",
                  runaway=(LOSS_GENERATOR,)),
 )}
 _R1 = PenaltyTerm("r1", "real data")
@@ -93,11 +86,6 @@ PENALTIES: dict[str, tuple[PenaltyTerm, ...]] = {
     "r2": (_R2,),
     "r1r2": (_R1, _R2),
     "none": (),
-}
-PENALTY_SUMMARY = {
-    "gp": "λ·E[(‖∇D(x̂)‖ − 1)²] at interpolates x̂ of real and fake",
-    "r1": "γ/2·E[‖∇D(x)‖²] at real data", "r2": "γ/2·E[‖∇D(x)‖²] at generated samples",
-    "r1r2": "R1 and R2", "none": "no penalty",
 }
 
 
