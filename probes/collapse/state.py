@@ -24,7 +24,6 @@ VERDICTS = ("healthy", "unstable", "collapsed")
 WARNING, COLLAPSE = "warning", "collapse"
 
 
-
 def context_tags(objective: Objective) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
     """(the tags shown beside an event's own tag in its evidence, when logged at that step;
     the one a message names per kind, the first one logged): the objective's gap, the critic
