@@ -28,14 +28,12 @@ from torch.utils.data import TensorDataset
 from probes.base import Probe, StepState, sampling
 from probes.readings import COVERAGE_KL, COVERAGE_MODES, QUALITY, Panel
 from stabgan.config import dataset_info
+from stabgan.coverage import covered_threshold, kl_from_uniform
 
 DATA_POINTS = 10_000    # points in a mixture's dataset
 DATA_SEED = 0           # every run trains on the same points, whatever its --seed
 HIGH_QUALITY_STDS = 3.0  # VEEGAN's and PacGAN's radius for a high-quality sample, in std
 COVERAGE_SAMPLES = 2_500  # generated points per coverage reading, as VEEGAN and PacGAN count
-# a mode is covered with this share of a uniform split of the samples (stabgan.fid's for
-# classes; not imported, since stabgan.fid loads the datasets and so this module)
-COVERAGE_MIN_SHARE = 0.1
 COVERAGE_EVERY = 50      # steps between coverage readings when --fid-every is 0
 SCATTER_POINTS = 1_024   # fixed-noise samples in a point dataset's samples/step_NNNNNN.png
 
@@ -92,20 +90,6 @@ def mode_counts(points: torch.Tensor, means: torch.Tensor, std: float) -> torch.
     """High-quality points per mode, (K,) int64."""
     index, good = nearest_modes(points, means, std)
     return torch.bincount(index[good], minlength=len(means))
-
-
-def kl_from_uniform(counts: torch.Tensor) -> float:
-    """KL (nats) of the histogram `counts` from uniform over its K bins; log K when empty."""
-    k, total = len(counts), int(counts.sum())
-    if total == 0:
-        return math.log(k)
-    p = counts[counts > 0].double() / total
-    return float((p * (p * k).log()).sum())
-
-
-def covered_threshold(samples: int, modes: int) -> int:
-    """High-quality points that make a mode covered among `samples`: ceil(0.1·N/K), at least 1."""
-    return max(1, math.ceil(COVERAGE_MIN_SHARE * samples / modes))
 
 
 def coverage(points: torch.Tensor, means: torch.Tensor, std: float,

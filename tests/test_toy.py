@@ -14,12 +14,13 @@ from PIL import Image
 from probes.readings import COVERAGE_KL, COVERAGE_MODES
 from stabgan.cli import cli
 from stabgan.config import resolve_config, run_name
+from stabgan.coverage import COVERAGE_MIN_SHARE, covered_threshold, kl_from_uniform
 from stabgan.data import load_dataset
 from stabgan.fid.distance import COVERAGE_MIN_SHARE as IMAGE_MIN_SHARE
 from stabgan.models import MlpCritic, MlpGenerator, build_models
 from stabgan.run_probes import run_probes
-from stabgan.toy import (COVERAGE_HIGH_QUALITY, COVERAGE_MIN_SHARE, coverage, covered_threshold,
-                         kl_from_uniform, mixture, mode_counts, nearest_modes)
+from stabgan.toy import (COVERAGE_HIGH_QUALITY, coverage, mixture, mode_counts,
+                         nearest_modes)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

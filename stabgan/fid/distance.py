@@ -2,15 +2,12 @@
 needs, and mode coverage from class logits. Pure numerics: no model, no file."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.linalg
 import torch
 
 from probes.readings import COVERAGE_KL, COVERAGE_MODES
-
-COVERAGE_MIN_SHARE = 0.1  # a class is covered when it gets >= 10% of its uniform share N/K
+from stabgan.coverage import COVERAGE_MIN_SHARE, covered_threshold, kl_from_uniform
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,10 +133,7 @@ def mode_coverage(logits, num_classes: int, min_share: float = COVERAGE_MIN_SHAR
     if logits.ndim != 2 or logits.shape[1] != num_classes or logits.shape[0] == 0:
         raise ValueError(f"logits must have shape (N >= 1, {num_classes}), "
                          f"got {tuple(logits.shape)}")
-    counts = torch.bincount(logits.argmax(1).cpu(), minlength=num_classes).double()
-    n = logits.shape[0]
-    threshold = max(1, math.ceil(min_share * n / num_classes))
-    p = counts / n
-    nonzero = p > 0
-    kl = (p[nonzero] * (p[nonzero] * num_classes).log()).sum().item()
-    return {COVERAGE_MODES: int((counts >= threshold).sum()), COVERAGE_KL: max(kl, 0.0)}
+    counts = torch.bincount(logits.argmax(1).cpu(), minlength=num_classes)
+    threshold = covered_threshold(logits.shape[0], num_classes, min_share)
+    return {COVERAGE_MODES: int((counts >= threshold).sum()),
+            COVERAGE_KL: kl_from_uniform(counts)}
