@@ -8,6 +8,8 @@ own state or the data stream's, so a resumed run goes on as an uninterrupted one
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -16,7 +18,7 @@ from probes.layers import involution_layers
 from stabgan.config import parse_fault
 
 
-class Fault(Probe):
+class Fault(Probe, abc.ABC):
     """A probe that changes training once, at the end of step `at` (every step is watched)."""
 
     name = "fault"
@@ -32,9 +34,9 @@ class Fault(Probe):
             self.inject(state)
         return {}
 
+    @abc.abstractmethod
     def inject(self, state: StepState) -> None:
         """Break something, once."""
-        raise NotImplementedError
 
 
 class InjectNaN(Fault):

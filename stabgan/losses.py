@@ -10,6 +10,7 @@ a lazy penalty (`every` = k > 1) is taken on every k-th critic update and scaled
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -18,17 +19,19 @@ import torch.nn.functional as F
 from probes.objectives import PENALTIES, PenaltyTerm
 
 
-class Loss:
+class Loss(abc.ABC):
     """An adversarial loss: `critic(d_real, d_fake)` and `generator(d_fake, d_real)` from the
     critic's scores (B,) on a real and a generated batch. `needs_real` says whether the
     generator's loss reads D(real) (a loss of score differences)."""
     needs_real = False
 
+    @abc.abstractmethod
     def critic(self, d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The critic's loss."""
 
+    @abc.abstractmethod
     def generator(self, d_fake: torch.Tensor, d_real: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError
+        """The generator's loss."""
 
 
 class Wasserstein(Loss):
