@@ -241,9 +241,10 @@ GRADIENT_PANELS = (
 DIVERSITY_PAIRWISE = "diversity/pairwise"
 DIVERSITY_DUP_RATE = "diversity/dup_rate"
 DIVERSITY_PAIRWISE_REAL = "diversity/pairwise_real"
+DIVERSITY_COVERAGE = "diversity/coverage"
 
 DIVERSITY_PANELS = tuple(Panel(tag, QUALITY, (tag,)) for tag in (
-    DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE, DIVERSITY_PAIRWISE_REAL))
+    DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE, DIVERSITY_PAIRWISE_REAL))
 
 # --------------------------------------------------------------------------- fid probe
 # (the readings of stabgan.fid.measure_generator)

@@ -253,7 +253,9 @@ def write_doc(args, command: str) -> str:
         "run length of the truth; a setting that trains badly acts from step 0, so there any "
         "event from step 0 on is a catch, one before the FID shows the failure a catch ahead "
         "of it (a negative latency): the run had no healthy stretch to raise a false alarm "
-        "in.", "",
+        "in. The quality_regression rule reads the FID itself, so it never counts as a catch: "
+        f"it is scored apart ({summary['quality_caught']} of {summary['failures']} failures "
+        "raised one within the tolerance).", "",
         "Invocations (each one's wall time; `--seeds` and `--only` say what it ran):", "",
         *[f"- {s['start']}: {s['wall_s'] / 3600:.2f} h, `{s['command']}`" for s in sessions], "",
         "## Targets", "",

@@ -314,7 +314,8 @@ def report(ctx, runs_dir, out, no_cache, workers):
 @click.option("-n", "samples", type=click.IntRange(min=2), default=5000, show_default=True,
               help="generated samples")
 @click.option("--checkpoint", default="last", show_default=True,
-              help="last, pre_collapse, or a checkpoint file")
+              help="last, best (the best quality reading's step), pre_collapse, or a "
+                   "checkpoint file")
 @click.option("--json", "as_json", is_flag=True, help="print the readings as JSON")
 def fid(run_dir, features, inception_weights, samples, checkpoint, as_json):
     """FID (and mode coverage) of a run's generator against its dataset."""

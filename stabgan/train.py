@@ -29,10 +29,10 @@ from probes.collapse import NONFINITE_WEIGHTS, sign_text
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
 from probes.objectives import Objective
-from probes.readings import FID_PANELS
+from probes.readings import COVERAGE_MODES, FID_PANELS
 from probes.rundir import reader
-from probes.rundir.files import (CONFIG, ERROR_LOG, SUMMARY, CheckpointError, atomic_write_bytes,
-                                 error_line, unwritable_reason, write_json)
+from probes.rundir.files import (BEST_CHECKPOINT, CONFIG, ERROR_LOG, SUMMARY, CheckpointError,
+                                 atomic_write_bytes, error_line, unwritable_reason, write_json)
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             config_objective, dataset_info, resolve_config, upgrade_saved,
                             validate)
@@ -41,7 +41,7 @@ from stabgan.losses import LOSSES, Penalty, PenaltyTerms
 from stabgan.device import check_device, resolve_device
 from stabgan.models import build_models
 from stabgan.signals import StopSignals
-from stabgan.toy import SCATTER_POINTS, mixture_means, scatter_image
+from stabgan.toy import COVERAGE_HIGH_QUALITY, SCATTER_POINTS, mixture_means, scatter_image
 
 SAMPLE_COUNT = 64  # fixed-noise samples per grid
 
@@ -291,6 +291,7 @@ class _Training:
         self.stop = StopSignals(second_raises=True)
         self.bar = self.monitor = self.guard = None  # open() makes them
         self.quality: dict | None = None  # measure_quality's, for summary.json
+        self.best: dict | None = None  # the best quality reading so far: checkpoints/best.pt
         self.started, self.started_at = time.perf_counter(), _utc_now()
 
     def resume(self) -> None:
@@ -299,6 +300,7 @@ class _Training:
         if checkpoint is not None:
             self.gan.load_state_dict(checkpoint)
             self.step, self.elapsed = checkpoint["step"], checkpoint["elapsed"]
+            self.best = checkpoint.get("best")
 
     def open(self) -> None:
         """Open the run directory: config.json, the Monitor (probes, logs) and the CollapseGuard
@@ -334,6 +336,7 @@ class _Training:
                 self.step = step
                 t0 = time.perf_counter()
                 self.log_step(step, self.gan.step())
+                self.keep_best(step)
                 self.step_times.append(time.perf_counter() - t0)
                 self.bar.update(1)
                 if step % config.log_every == 0 or guard.should_stop:
@@ -391,11 +394,25 @@ class _Training:
             self.monitor.writer.save_picture(step, scatter_image(samples, self.modes))
         generator.train()
 
+    def checkpoint_state(self, step: int) -> dict:
+        """Everything a resume needs: weights, optimisers, RNG, data position, probes, best."""
+        return {"step": step, "config": self.config.to_dict(), "versions": versions(),
+                **self.gan.state_dict(), "monitor": self.monitor.state_dict(),
+                "elapsed": self.elapsed + time.perf_counter() - self.started, "best": self.best}
+
     def save_checkpoint(self, step: int) -> None:
-        state = {"step": step, "config": self.config.to_dict(), "versions": versions(),
-                 **self.gan.state_dict(), "monitor": self.monitor.state_dict(),
-                 "elapsed": self.elapsed + time.perf_counter() - self.started}
-        self.guard.save_checkpoint(self.monitor.writer, step, state)
+        self.guard.save_checkpoint(self.monitor.writer, step, self.checkpoint_state(step))
+
+    def keep_best(self, step: int) -> None:
+        """checkpoints/best.pt when this step's quality reading is the run's best so far (as
+        StudioGAN keeps its best-FID checkpoint): a late blow-up then costs nothing."""
+        score = quality_score({tag: self.monitor.latest[tag]
+                               for tag in self.monitor.logged_at(step)})
+        if score is None or (self.best is not None and tuple(self.best["rank"]) >= score[2]):
+            return
+        tag, value, rank = score
+        self.best = {"step": step, "tag": tag, "value": value, "rank": list(rank)}
+        self.monitor.writer.save_checkpoint(self.checkpoint_state(step), BEST_CHECKPOINT)
 
     def close(self, status: str, error: str | None, error_log: str | None) -> dict:
         """Close: the progress bar, the Monitor (and the guard: the final diagnosis.json), then
@@ -423,10 +440,26 @@ class _Training:
             best = run.best_fid()
         summary.update(best.summary_fields() if best else {})
         summary["quality"] = self.quality
+        summary["best_checkpoint"] = ({key: self.best[key] for key in ("step", "tag", "value")}
+                                      if self.best else None)
         previous = run.summary  # the earlier segments', as the guard's close just left it
         summary["started_at"] = previous.get("started_at", self.started_at)  # the first segment's
         write_json(run.path / SUMMARY, {**previous, **summary})
         return summary
+
+
+def quality_score(readings: dict[str, float]) -> tuple[str, float, tuple] | None:
+    """(tag, value, rank: higher is better) of a step's quality reading: its FID (lower is
+    better), or on 2-D points the modes covered, then the share of high-quality samples; None
+    when the step has none (or a non-finite one)."""
+    fid = sorted(tag for tag in readings if tag.startswith("fid/"))
+    if fid:
+        value = readings[fid[0]]
+        return (fid[0], value, (-value,)) if math.isfinite(value) else None
+    if COVERAGE_MODES in readings:
+        modes = readings[COVERAGE_MODES]
+        return COVERAGE_MODES, modes, (modes, readings.get(COVERAGE_HIGH_QUALITY, 0.0))
+    return None
 
 
 def _utc_now() -> str:

@@ -38,6 +38,8 @@ ONSET_TOLERANCE = 0.05      # a catch is within this fraction of the run length 
 TUNE_SEEDS = (0, 1, 2)      # thresholds were tuned on these runs ...
 HELD_OUT_SEEDS = (3,)       # ... and are reported unchanged on these
 NONFINITE_GROUPS = ("loss/", "weights/")  # a non-finite reading there ends a run: a failure
+# kinds that read the ground truth itself (the FID): scored apart, never as a catch
+TRUTH_KINDS = ("quality_regression",)
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class RunScore:
     #                                   setting: from step 0 to the truth + tolerance)
     early: list[dict] = field(default_factory=list)  # events before that window
     layer_event: dict | None = None   # layer faults: the event naming the broken layer
+    quality_caught: dict | None = None  # the TRUTH_KINDS event within tolerance of the truth
     wall_s: float | None = None
     step_s: float | None = None       # the run's median wall seconds per step (machine speed)
 
@@ -257,7 +260,10 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
         # a setting acts from step 0: an event before its FID shows the failure is a catch
         # ahead of the FID, not a false alarm (there was no healthy stretch before it)
         since = 0 if recipe.twin is not None else None
-        score.caught, score.early = _near(score.events, truth, score.tolerance, since)
+        blind = [e for e in score.events if e["kind"] not in TRUTH_KINDS]
+        score.caught, score.early = _near(blind, truth, score.tolerance, since)
+        score.quality_caught = _near([e for e in score.events if e["kind"] in TRUTH_KINDS],
+                                     truth, score.tolerance, since)[0]
     if recipe.layer and injected is not None:
         named = [e for e in score.events if e["kind"] in LAYER_KINDS]
         score.layer_event = _near(named, injected, score.tolerance)[0]
@@ -321,6 +327,7 @@ def summarize(scores: list[RunScore]) -> dict:
                                and not s.failed and s.verdict == "collapsed"],
         "unfailed": sum(s.recipe.group != "healthy" and not s.failed for s in scores),
         "failures": len(failures), "caught": len(caught),
+        "quality_caught": sum(s.quality_caught is not None for s in failures),
         "caught_held_out": sum(s.held_out for s in caught),
         "failures_held_out": sum(s.held_out for s in failures),
         "median_latency": _median([s.latency for s in caught]),

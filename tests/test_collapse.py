@@ -70,6 +70,15 @@ def healthy_series(seed: int, steps: int = STEPS, every: int = LOG_EVERY) -> dic
         add("spectra/critic.conv1/sigma0", step, noisy(3.0 + 4 * u, 0.1))
         add("spectra/generator.deconv1/sigma0", step, noisy(5.0, 0.1))
         add("time/step_s", step, noisy(0.1))
+    # the quality readings, from their own generator so the others stay as they were: the
+    # samples reach the data within the first fifth of the run, FID falls to a floor
+    quality = random.Random(seed + 1000)
+    for step in range(every, steps + 1, every):
+        u = step / steps
+        reach = 0.1 + 0.8 * min(1.0, u / 0.2)
+        add("diversity/coverage", step, min(1.0, max(0.0, reach + quality.gauss(0, 0.05))))
+        if step % (4 * every) == 0:  # a sparse reading, as the FID probe's
+            add("fid/domain", step, (20 + 180 * math.exp(-6 * u)) * math.exp(quality.gauss(0, 0.08)))
     return series
 
 
@@ -175,6 +184,42 @@ def test_every_kind_is_detected_at_its_onset(case, seed):
     assert verdict(events) == ("collapsed", event["step"])
 
 
+def test_a_run_that_never_covers_the_data_collapses_after_the_patience():
+    """diversity/coverage starts low in every run: only a long stretch low is an event, and
+    it needs no better past to fall from."""
+    series = modify(healthy_series(4), "diversity/coverage", 0, lambda v, d: 0.12)
+    [event] = detect(series)
+    first_judged = (T.warmup_points + T.baseline_min_points + 1) * LOG_EVERY
+    assert (event["kind"], event["severity"], event["step"]) == ("low_coverage", "collapse",
+                                                                 first_judged)
+    assert event["evidence"]["detected_step"] == first_judged + (T.cover_patience - 1) * LOG_EVERY
+    assert event["message"] == ("collapsed at step 120: low coverage of the data (diversity/"
+                                "coverage 0.12 or less for 400 steps; the data itself: 1)")
+    # a slow starter that reaches the data before the patience runs out is healthy
+    slow = modify(healthy_series(4), "diversity/coverage", 0,
+                  lambda v, d: 0.2 if d < (T.cover_patience - 5) * LOG_EVERY else v)
+    assert detect(slow) == []
+
+
+@pytest.mark.parametrize("level, severity", [(0.4, "warning"), (0.1, "collapse")])
+def test_coverage_lost_part_way_is_graded_by_its_level(level, severity):
+    series = modify(healthy_series(5), "diversity/coverage", ONSET, lambda v, d: level)
+    events = [e for e in detect(series) if e["kind"] == "low_coverage"]
+    assert [(e["severity"], e["step"]) for e in events] == [(severity, ONSET)]
+
+
+@pytest.mark.parametrize("factor, severity", [(2.0, "warning"), (5.0, "collapse")])
+def test_fid_rising_over_its_best_is_a_quality_regression(factor, severity):
+    series = modify(healthy_series(6), "fid/domain", ONSET, lambda v, d: v * factor)
+    [event] = detect(series)
+    first_reading = next(s for s in series["fid/domain"][0] if s >= ONSET)
+    assert (event["kind"], event["severity"], event["step"]) == ("quality_regression", severity,
+                                                                 first_reading)
+    assert event["evidence"]["detected_step"] == first_reading + 4 * LOG_EVERY  # 2 readings
+    assert event["evidence"]["reference"] == "best_min"
+    assert event["evidence"]["value"] / event["evidence"]["baseline"] >= factor * 0.8
+
+
 def test_sparse_tags_are_judged_on_their_own_cadence():
     """σ0 and diversity are read every 100 steps by default: fewer points, same steps."""
     series = healthy_series(12)
@@ -241,7 +286,8 @@ def test_thresholds_are_frozen_validated_and_used():
         Thresholds(sustain_points=0)
     series = modify(healthy_series(6), "wgan/distance", 600, lambda v, d: v * 8)
     assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
-    assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
+    assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage",
+                          "quality_regression", "kernel_collapse",
                           "spectral_explosion"}
 
 

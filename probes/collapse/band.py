@@ -56,6 +56,7 @@ def _space(x: float, log: bool) -> float:
 @dataclass(frozen=True)
 class _Counts:
     """A tag's counts in its own points (a sparse tag counts proportionally fewer)."""
+    every: int      # logged steps per point of the tag
     warmup: int
     first: int      # points the first band is made of (the window then fills up)
     window: int
@@ -78,7 +79,7 @@ def _counts(first_gap: int | None, t: Thresholds, log_interval: int | None) -> _
     first = min(window, max(math.ceil(t.baseline_min_points / k), min(3, t.baseline_min_points)))
     sustain = max(math.ceil(t.sustain_points / k), min(2, t.sustain_points))
     span = sustain + (t.sustain_gaps if sustain >= 4 else 0)
-    return _Counts(warmup=math.ceil(t.warmup_points / k), first=first, window=window,
+    return _Counts(every=k, warmup=math.ceil(t.warmup_points / k), first=first, window=window,
                    lag=math.ceil(t.baseline_lag / k),
                    rebase=max(math.ceil(t.rebase_points / k), window),
                    sustain=sustain, span=span,
@@ -228,16 +229,20 @@ class Track:
 class Watch:
     """One tracked tag under one rule: best-so-far and the latest points' levels."""
 
-    __slots__ = ("rule", "track", "best", "recent", "latest", "active")
+    __slots__ = ("rule", "track", "best", "recent", "latest", "active", "sustain", "span")
 
-    def __init__(self, rule: Rule, track: Track):
+    def __init__(self, rule: Rule, track: Track, t: Thresholds):
         self.rule, self.track = rule, track
-        sustain = track.counts.sustain
-        self.recent = track.initial[-sustain:]  # latest in-band points (best-so-far rules)
+        counts = track.counts
+        self.sustain, self.span = counts.sustain, counts.span
+        if rule.patience is not None:  # in the tag's own points, like every other count
+            self.sustain = max(math.ceil(getattr(t, rule.patience) / counts.every), 2)
+            self.span = self.sustain + (t.sustain_gaps if self.sustain >= 4 else 0)
+        self.recent = track.initial[-counts.sustain:]  # latest in-band points (best-so-far rules)
         self.best = _median(track.initial)
         last_step = track.window[-1][0]
-        self.latest: deque[tuple[int, int, float]] = deque([(last_step, 0, track.initial[-1])],
-                                                           maxlen=track.counts.recent)
+        self.latest: deque[tuple[int, int, float]] = deque(
+            [(last_step, 0, track.initial[-1])], maxlen=max(counts.recent, self.span + 1))
         self.active = [False, False]    # per level (warning, collapse): confirmed, still out
 
     @property
@@ -266,13 +271,13 @@ class Watch:
             pick = max if self.rule.reference == "best_max" else min
             self.best = pick(self.best, _median(self.recent))
         self.latest.append((step, level, x))
-        window = list(self.latest)[-counts.span:]
+        window = list(self.latest)[-self.span:]
         confirmed = []
         for i, threshold in enumerate((1, 2)):
             out = [j for j, (_, lv, _) in enumerate(window) if lv >= threshold]
             if not out:
                 self.active[i] = False
-            elif (len(out) >= counts.sustain and window[-1][1] >= threshold
+            elif (len(out) >= self.sustain and window[-1][1] >= threshold
                   and not self.active[i]):
                 self.active[i] = True
                 first = len(self.latest) - len(window) + out[0]
@@ -308,8 +313,8 @@ class Watch:
 
     def pending_onset(self) -> int | None:
         """First step of an out-of-band stretch (warning or worse) in the current window."""
-        span = self.track.counts.span
-        return next((step for step, level, _ in list(self.latest)[-span:] if level >= 1), None)
+        return next((step for step, level, _ in list(self.latest)[-self.span:] if level >= 1),
+                    None)
 
 
 def _median(values: list[float]) -> float:

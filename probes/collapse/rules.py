@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from probes.objectives import WGAN_GP, Objective
-from probes.readings import (COVERAGE_KL, COVERAGE_MODES, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE,
-                             KERNEL_ENTROPY, KERNEL_MAX_ABS, KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR,
-                             SPECTRA_SIGMA0)
+from probes.readings import (COVERAGE_KL, COVERAGE_MODES, DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE,
+                             DIVERSITY_PAIRWISE, FID, KERNEL_ENTROPY, KERNEL_MAX_ABS,
+                             KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR, SPECTRA_SIGMA0)
 
 if TYPE_CHECKING:
     from probes.collapse.band import Band
@@ -68,6 +68,17 @@ class Thresholds:
     dup_rise_collapse: float = 0.5
     kl_rise_warn: float = 0.5       # nats above the best (lowest) coverage/kl so far
     kl_rise_collapse: float = 1.0
+    # low_coverage: diversity/coverage (the real batch's share a sample reaches; real data
+    # scores about 0.97 against itself) at or below these levels for cover_patience logged
+    # steps. Every run starts low and healthy image runs here pass 0.5 within 300 steps, so
+    # only a long stretch is news: a run that never covers the data, or no longer does
+    cover_warn: float = 0.5
+    cover_collapse: float = 0.25
+    cover_patience: int = 40
+    # quality_regression: FID rising to these factors of its best (lowest) so far (the late
+    # blow-up of a run that had been training well)
+    quality_rise_warn: float = 1.5
+    quality_rise_collapse: float = 3.0
     # kernel_collapse: entropy or spatial variance falling to a fraction of the band,
     # near-zero taps rising to a fraction, or max |kernel| growing by a factor (saturation)
     kernel_drop_warn: float = 0.2
@@ -84,7 +95,7 @@ class Thresholds:
         minimum = {"warmup_points": 0, "baseline_lag": 0, "sustain_gaps": 0,
                    "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1,
                    "rebase_points": 1, "sign_points": 1, "corroborate_window": 0,
-                   "corroborate_points": 1}
+                   "corroborate_points": 1, "cover_patience": 1}
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -98,6 +109,8 @@ class Thresholds:
                                        ("mode_drop_warn", "mode_drop_collapse", False),
                                        ("dup_rise_warn", "dup_rise_collapse", True),
                                        ("kl_rise_warn", "kl_rise_collapse", True),
+                                       ("cover_warn", "cover_collapse", False),
+                                       ("quality_rise_warn", "quality_rise_collapse", True),
                                        ("kernel_drop_warn", "kernel_drop_collapse", False),
                                        ("kernel_dead_warn", "kernel_dead_collapse", True),
                                        ("kernel_growth_warn", "kernel_growth_collapse", True),
@@ -134,6 +147,8 @@ class Rule:
     extreme: str = "abs"         # which value to report: abs (farthest), max, min
     absolute: bool = False       # the threshold means the same in any run: points past it
     #                              never join the band, even within its noise
+    patience: str | None = None  # the Thresholds count (logged steps) an excursion must last,
+    #                              in place of sustain_points
 
 
 def _grade(value: float, warn: float, collapse: float, rising: bool = True) -> int:
@@ -182,6 +197,25 @@ def _rise(warn_attr, collapse_attr, use_best=False):
             return 0, False
         level = _grade(x - base, getattr(t, warn_attr), getattr(t, collapse_attr))
         return level, use_best or band.z(x) >= t.robust_z
+    return grade
+
+
+def _over_best(warn_attr, collapse_attr):
+    """x rising by a factor over its best (lowest) so far: the factor alone decides."""
+    def grade(x, band, best, t):
+        if x <= best:
+            return 0, False
+        factor = x / best if best > 0 else math.inf
+        return _grade(factor, getattr(t, warn_attr), getattr(t, collapse_attr)), True
+    return grade
+
+
+def _at_most(warn_attr, collapse_attr):
+    """x (a fraction with a meaning of its own) at or below absolute levels: the level alone
+    decides."""
+    def grade(x, band, best, t):
+        level = _grade(x, getattr(t, warn_attr), getattr(t, collapse_attr), rising=False)
+        return level, level > 0
     return grade
 
 
@@ -242,6 +276,12 @@ def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
               reference="best_max", extreme="min"),
         Rule("mode_collapse", mode, lambda tag: tag == DIVERSITY_DUP_RATE,
               _rise("dup_rise_warn", "dup_rise_collapse"), extreme="max"),
+        Rule("low_coverage", "low coverage of the data", lambda tag: tag == DIVERSITY_COVERAGE,
+              _at_most("cover_warn", "cover_collapse"), reference="target", target=1.0,
+              extreme="min", absolute=True, patience="cover_patience"),
+        Rule("quality_regression", "quality regression", _matching(FID),
+              _over_best("quality_rise_warn", "quality_rise_collapse"), log=True,
+              reference="best_min", extreme="max"),
         Rule("kernel_collapse", kernel, _matching(KERNEL_ENTROPY),
               _drop("kernel_drop_warn", "kernel_drop_collapse"), log=True, extreme="min"),
         Rule("kernel_collapse", kernel, _matching(KERNEL_SPATIAL_VAR),

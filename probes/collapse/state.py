@@ -12,8 +12,8 @@ from probes.objectives import WGAN_GP, Objective
 from probes.readings import LOSS_CRITIC, NONFINITE_WEIGHTS
 from probes.text import number
 
-KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "kernel_collapse",
-         "spectral_explosion")
+KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage", "quality_regression",
+         "kernel_collapse", "spectral_explosion")
 LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer
 # A collapse of the run only when the samples show it too: a degenerate layer, or a critic whose
 # penalty does not hold, while coverage and diversity stay in band is a warning about that part.
@@ -102,7 +102,7 @@ class DetectorState:
             track = self._track_for(tag)
             if track.band is None:
                 if track.collect(step, x, t, self.log_interval):
-                    self._watches[tag] = [Watch(r, track) for r in track.rules]
+                    self._watches[tag] = [Watch(r, track, t) for r in track.rules]
                     for watch in self._watches[tag]:
                         self._by_kind.setdefault(watch.rule.kind, []).append(watch)
                 continue
@@ -262,9 +262,13 @@ class DetectorState:
                       if tag in context), None)
         extra = f", {shown} {number(context[shown])}" if shown else ""
         where = f" in {layer}" if layer and watch.rule.kind in LAYER_KINDS else ""
-        message = (f"{head} at step {onset:,}: {watch.rule.label}{where} ({watch.tag} "
-                   f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
-                   f"steps{extra})")
+        if watch.rule.patience is not None:  # a long stretch at a level, not a change
+            change = (f"{number(extreme)} or less for {detected - previous:,} steps; the data "
+                      f"itself: {number(reference)}")
+        else:
+            change = (f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
+                      f"steps")
+        message = f"{head} at step {onset:,}: {watch.rule.label}{where} ({watch.tag} {change}{extra})"
         if graded:
             part = f"the layer {layer}" if layer else "the critic's gradient penalty"
             evidence["graded"] = f"{part} only: the sample readings are in band"

@@ -25,6 +25,7 @@ SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 PRE_COLLAPSE_CHECKPOINT = "pre_collapse.pt"
+BEST_CHECKPOINT = "best.pt"  # the step with the best quality reading (FID, or modes covered)
 ERROR_LOG = "error.log"  # a failed run's full traceback; summary.json names it
 PANELS = "panels.json"  # the plots of the run's readings (probes.readings.panels_json)
 LOGGED_DIGITS = 9  # significant digits of a metrics.jsonl value: float32 round-trips

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from probes.objectives import Objective, objective_of
-from probes.rundir.files import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, LAST_CHECKPOINT,
-                                 METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError,
+from probes.rundir.files import (BEST_CHECKPOINT, CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG,
+                                 LAST_CHECKPOINT, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY, CheckpointError,
                                  is_metrics_record, read_json, safe_load, to_float)
 
-CHECKPOINT_NAMES = {"last": LAST_CHECKPOINT, "pre_collapse": PRE_COLLAPSE_CHECKPOINT}
+CHECKPOINT_NAMES = {"last": LAST_CHECKPOINT, "pre_collapse": PRE_COLLAPSE_CHECKPOINT,
+                    "best": BEST_CHECKPOINT}
 
 # numpy is imported inside the functions that read metrics: the sweep and the CLI start without it
 Series = dict  # tag -> (steps: int64 numpy array, values: float64 numpy array)
@@ -161,8 +162,8 @@ class RunDir:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint_path(self, which: str = "last") -> Path:
-        """checkpoints/last.pt or pre_collapse.pt (`which`: last | pre_collapse), else the path
-        `which` itself."""
+        """checkpoints/last.pt, pre_collapse.pt or best.pt (`which`: last | pre_collapse |
+        best), else the path `which` itself."""
         if which in CHECKPOINT_NAMES:
             return self.path / CHECKPOINTS / CHECKPOINT_NAMES[which]
         return Path(which)
