@@ -127,7 +127,7 @@ RESUMED = {("wgan", "gp"), ("hinge", "none"), ("ns", "r1"), ("rpgan", "r1r2"), (
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loss,penalty", itertools.product(LOSSES, PENALTIES))
+@pytest.mark.parametrize("loss,penalty", list(itertools.product(LOSSES, PENALTIES)))
 def test_every_objective_trains_round_trips_and_resumes_bit_exactly(tmp_path, loss, penalty):
     every = 3 if penalty in ("r1", "r1r2") else 1  # a lazy penalty across the resume too
     settings = {"loss": loss, "penalty": penalty, "penalty_every": every,
