@@ -20,6 +20,7 @@ _EXPORTS = {
     "CriticProbe": "probes.critic", "DiversityProbe": "probes.diversity",
     "PenaltyProbe": "probes.penalty", "GradientProbe": "probes.gradients",
     "KernelProbe": "probes.kernels", "SpectraProbe": "probes.spectra",
+    "OverfitProbe": "probes.overfit",
 }
 __all__ = list(_EXPORTS)
 

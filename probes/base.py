@@ -139,6 +139,20 @@ def sampling(generator: nn.Module):
             module.training = mode
 
 
+def fixed_noise(probe: Probe, generator: nn.Module, count: int, seed: int,
+                z_dim: int | None = None) -> torch.Tensor:
+    """A probe's fixed noise: `count` vectors of z_dim (else the generator's `z_dim` attribute)
+    drawn once from a private generator seeded with `seed`, so the global RNG is never touched;
+    on the generator's device. ValueError naming the probe when neither gives the size."""
+    z_dim = z_dim or getattr(generator, "z_dim", None)
+    if not z_dim:
+        name = type(probe).__name__
+        raise ValueError(f"{name}: the generator has no z_dim attribute; pass {name}(z_dim=...) "
+                         f"for a generator taking (N, z_dim) noise")
+    device = next(generator.parameters()).device
+    return torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
 def weight_of(module: nn.Module) -> torch.Tensor:
     """A layer's stored weight: for a parametrized weight (spectral norm) the *original*, never
     the effective one, because reading that runs the power iteration in train mode and so

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState, sampling
+from probes.base import Probe, StepState, fixed_noise, sampling
 from probes.readings import (DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE,
                              DIVERSITY_PAIRWISE_REAL, DIVERSITY_PANELS)
 
@@ -101,12 +101,7 @@ class DiversityProbe(Probe):
                    seed=config.seed + 0x5EED)
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
-        z_dim = self.z_dim or getattr(generator, "z_dim", None)
-        if not z_dim:
-            raise ValueError("DiversityProbe: the generator has no z_dim attribute; pass "
-                             "DiversityProbe(z_dim=...) for a generator taking (N, z_dim) noise")
-        private = torch.Generator().manual_seed(self.seed)
-        self.noise = torch.randn(self.samples, z_dim, generator=private)
+        self.noise = fixed_noise(self, generator, self.samples, self.seed, self.z_dim)
         self.generator = generator
 
     def on_step(self, state: StepState) -> dict[str, float]:

@@ -257,3 +257,19 @@ FID_PANELS = (
     Panel("FID (lower is better)", FID_SECTION, (FID,)),
     *(Panel(tag, QUALITY, (tag,)) for tag in (COVERAGE_KL, COVERAGE_MODES)),
 )
+
+# --------------------------------------------------------------------------- overfit probe
+# D's raw scores on real images kept out of training, on training images and on generated ones
+
+OVERFIT_R_V = "overfit/r_v"            # ADA's (E[D_train] − E[D_holdout]) / (E[D_train] − E[D_fake])
+OVERFIT_D_TRAIN = "overfit/d_train"    # mean D(x) over a fixed sample of training images
+OVERFIT_D_HOLDOUT = "overfit/d_holdout"  # ... over the held-out images
+OVERFIT_D_FAKE = "overfit/d_fake"      # ... over generated images of fixed noise
+
+OVERFIT_PANELS = (
+    Panel("overfit/r_v: held-out images scored like training (0) or generated ones (1)", CRITIC,
+          (OVERFIT_R_V,), target=0.0),
+    Panel("D on training, held-out and generated images", CRITIC,
+          (OVERFIT_D_TRAIN, OVERFIT_D_HOLDOUT, OVERFIT_D_FAKE),
+          labels=("training", "held out", "generated")),
+)

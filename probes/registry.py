@@ -15,11 +15,13 @@ from probes.diversity import DiversityProbe
 from probes.penalty import PenaltyProbe
 from probes.gradients import GradientProbe
 from probes.kernels import KernelProbe
+from probes.overfit import OverfitProbe
 from probes.spectra import SpectraProbe
 
 # name -> (probe class, in the default set), in the order probes run within a step.
 # The default set is what the collapse detector reads; `gradients` (two tags per layer, a
 # weight copy per reading) is for finding the layer that went wrong, so only in `all`.
+# `overfit` joins both only when there are held-out images to score (its `enabled`).
 REGISTRY: dict[str, tuple[type, bool]] = {
     probe.name: (probe, default) for probe, default in (
         (PenaltyProbe, True),
@@ -27,6 +29,7 @@ REGISTRY: dict[str, tuple[type, bool]] = {
         (KernelProbe, True),
         (SpectraProbe, True),
         (DiversityProbe, True),
+        (OverfitProbe, True),
         (GradientProbe, False),
     )}
 
@@ -34,13 +37,17 @@ REGISTRY: dict[str, tuple[type, bool]] = {
 @dataclass(frozen=True)
 class ProbeSettings:
     """What the registered probes read to build themselves, for a loop without a RunConfig:
-    the RunConfig fields of the same names, with the same defaults."""
+    the RunConfig fields of the same names, with the same defaults, and the held-out images."""
     log_every: int = 10       # the Monitor's cadence
     probe_every: int = 0      # gp, critic, kernel and gradient readings (0: log_every)
     spectra_every: int = 0    # singular values (0: 10 x log_every)
     diversity_every: int = 0  # diversity (0: 10 x log_every)
+    overfit_every: int = 0    # overfit readings of held-out images (0: 10 x log_every)
     z_dim: int = 128          # the generator's noise size (diversity's fixed batch)
-    seed: int = 0             # diversity's fixed noise is drawn from seed + 0x5EED
+    seed: int = 0             # fixed noise: diversity's from seed + 0x5EED, overfit's + 0x0F17
+    # (real images the loop never trains on, a fixed sample of images it trains on): the
+    # overfit probe's; not a RunConfig field (stabgan passes its run's --holdout images)
+    held_out: tuple | None = None
 
 
 def build_probes(selection: str = "default", settings=None, registry=None,

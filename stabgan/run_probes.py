@@ -3,8 +3,11 @@ measures of sample quality (the FID probe for images, the exact mode count for 2
 built from its RunConfig, then its `--fault`."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from probes.registry import REGISTRY as PROBES_REGISTRY, build_probes
 from stabgan.config import RunConfig, dataset_info
+from stabgan.data import HeldOut
 from stabgan.faults import build_fault
 from stabgan.fid_probe import FidProbe
 from stabgan.toy import CoverageProbe
@@ -25,10 +28,11 @@ MISFITS = {"fid": "FID measures images; probe 'coverage' counts the modes of 2-D
                        "'fid'"}
 
 
-def run_probes(config: RunConfig) -> list:
+def run_probes(config: RunConfig, held_out: HeldOut | None = None) -> list:
     """Probe instances for config.probes, cadences and sizes from config, then config.fault's
     fault (stabgan.faults), if any; ValueError naming an unknown probe and the known ones, or
-    a quality measure that does not apply to the dataset."""
+    a quality measure that does not apply to the dataset. held_out: the run's --holdout images
+    (stabgan.data.split_dataset), which the overfit probe scores."""
     spec = config.probes.strip()
     # the quality measure --fid-every times, and the other kind of data's, which cannot run
     measure, misfit = ("coverage", "fid") if dataset_info(config.dataset).points else \
@@ -43,4 +47,5 @@ def run_probes(config: RunConfig) -> list:
                          f"{MISFITS[misfit]}")
     registry = {name: entry for name, entry in REGISTRY.items() if name != misfit}
     fault = build_fault(config.fault)
-    return build_probes(spec, config, registry=registry) + ([fault] if fault else [])
+    settings = SimpleNamespace(**config.to_dict(), held_out=held_out)
+    return build_probes(spec, settings, registry=registry) + ([fault] if fault else [])

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from probes.base import Probe, StepState, sampling
+from probes.base import Probe, StepState, fixed_noise, sampling
 from probes.readings import COVERAGE_KL, COVERAGE_MODES, QUALITY, Panel
 from stabgan.config import dataset_info
 from stabgan.coverage import covered_threshold, kl_from_uniform
@@ -137,13 +137,7 @@ class CoverageProbe(Probe):
                    seed=config.seed)
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
-        z_dim = self.z_dim or getattr(generator, "z_dim", None)
-        if not z_dim:
-            raise ValueError("CoverageProbe: the generator has no z_dim attribute; pass "
-                             "CoverageProbe(z_dim=...)")
-        device = next(generator.parameters()).device
-        self.noise = torch.randn(self.samples, z_dim,
-                                 generator=torch.Generator().manual_seed(self.seed)).to(device)
+        self.noise = fixed_noise(self, generator, self.samples, self.seed, self.z_dim)
         self.generator = generator
 
     def on_step(self, state: StepState) -> dict[str, float]:

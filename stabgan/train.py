@@ -36,7 +36,7 @@ from probes.rundir.files import (BEST_CHECKPOINT, CONFIG, ERROR_LOG, SUMMARY, Ch
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             config_objective, dataset_info, resolve_config, upgrade_saved,
                             validate)
-from stabgan.data import BatchStream, load_dataset
+from stabgan.data import BatchStream, HeldOut, load_dataset, split_dataset
 from stabgan.losses import LOSSES, Penalty, PenaltyTerms
 from stabgan.device import check_device, resolve_device
 from stabgan.models import build_models
@@ -93,6 +93,7 @@ class Run:
     checkpoint: dict | None
     command: list[str]
     warnings: list[str] = dataclasses.field(default_factory=list)  # shown to the user at start
+    held_out: HeldOut | None = None  # --holdout's images, for the overfit probe
 
 
 def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resume: bool = False,
@@ -131,8 +132,9 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     info = dataset_info(config.dataset)
     dataset = load_dataset(config.dataset, config.image_size)
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
+    dataset, held_out = split_dataset(dataset, config.holdout, config.subset, config.batch_size)
     return Run(config, run_dir, dataset, info.channels, checkpoint,
-               list(command), [warning] if warning else [])
+               list(command), [warning] if warning else [], held_out)
 
 
 class Gan:

@@ -288,7 +288,7 @@ def test_thresholds_are_frozen_validated_and_used():
     assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
     assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage",
                           "quality_regression", "kernel_collapse",
-                          "spectral_explosion"}
+                          "spectral_explosion", "overfitting"}
 
 
 # --------------------------------------------------------------------------- the tracking band

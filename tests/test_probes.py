@@ -22,7 +22,7 @@ from probes.rundir.reader import RunDir, as_lists
 from probes.spectra import top_singular_values, weight_matrix
 from stabgan import fid
 from stabgan.config import RunConfig, resolve_config
-from stabgan.data import load_dataset
+from stabgan.data import HeldOut, load_dataset
 from stabgan.fid_probe import FidProbe
 from stabgan.models import Critic, Generator
 from stabgan.nn.involution import Involution2d
@@ -248,8 +248,9 @@ def test_fid_probe_of_the_data_itself_is_zero(domain):
 def test_selection_builds_registered_probes_with_config_cadences():
     config = resolve_config(log_every=5)
     default = run_probes(config)
-    # fid waits for --fid-every; coverage is for 2-D points (tests/test_toy.py)
-    off = {"fid", "coverage"}
+    # fid waits for --fid-every, overfit for --holdout (tests/test_overfitting.py); coverage is
+    # for 2-D points (tests/test_toy.py)
+    off = {"fid", "coverage", "overfit"}
     assert {p.name for p in default} == {n for n, (_, d) in REGISTRY.items() if d} - off
     assert {p.name for p in run_probes(resolve_config(probes="all"))} == set(REGISTRY) - off
     assert [p.every for p in run_probes(resolve_config(fid_every=50)) if p.name == "fid"] == [50]
@@ -269,7 +270,7 @@ def test_selection_builds_registered_probes_with_config_cadences():
 def test_a_loop_without_a_run_config_gets_the_probes_a_run_of_the_same_settings_gets():
     defaults = RunConfig()
     assert all(getattr(ProbeSettings(), f.name) == getattr(defaults, f.name)
-               for f in dataclasses.fields(ProbeSettings))
+               for f in dataclasses.fields(ProbeSettings) if f.name != "held_out")  # data
 
     def built(probes):
         return [(type(p), p.every, getattr(p, "z_dim", None), getattr(p, "seed", None))
@@ -278,6 +279,9 @@ def test_a_loop_without_a_run_config_gets_the_probes_a_run_of_the_same_settings_
     for selection in ("default", "all", "kernels,penalty"):
         assert built(build_probes(selection, log_every=5, z_dim=32)) == built(
             run_probes(resolve_config(probes=selection, log_every=5, z_dim=32)))
+    images = torch.zeros(4, 1, 32, 32)
+    assert built(build_probes("all", log_every=5, held_out=(images, images))) == built(
+        run_probes(resolve_config(probes="all", log_every=5, holdout=4), HeldOut(images, images)))
 
 
 # --------------------------------------------------------------------- one real run
@@ -396,9 +400,10 @@ def test_panels_of_old_runs_are_the_core_and_every_registered_probe():
     from probes.objectives import DEFAULT_PANELS, WGAN_GP
     from probes.readings import CORE_PANELS, KERNELS, Panel, merge_panels, tensorboard_layout
 
-    # coverage (2-D points) came after panels.json: every run of it has its own panels
+    # coverage (2-D points) and overfit (--holdout) came after panels.json: every run of them
+    # has its own panels
     registered = [cls.from_config(resolve_config(fid_every=10)).panels
-                  for name, (cls, _) in REGISTRY.items() if name != "coverage"]
+                  for name, (cls, _) in REGISTRY.items() if name not in ("coverage", "overfit")]
     assert DEFAULT_PANELS == merge_panels(CORE_PANELS, WGAN_GP.panels(), *registered)
     charts = tensorboard_layout(DEFAULT_PANELS)
     entropy = charts[KERNELS]["kernel entropy"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 from probes.objectives import WGAN_GP, Objective
 from probes.readings import (COVERAGE_KL, COVERAGE_MODES, DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE,
                              DIVERSITY_PAIRWISE, FID, KERNEL_ENTROPY, KERNEL_MAX_ABS,
-                             KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR, SPECTRA_SIGMA0)
+                             KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR, OVERFIT_R_V, SPECTRA_SIGMA0)
 
 if TYPE_CHECKING:
     from probes.collapse.band import Band
@@ -79,6 +79,16 @@ class Thresholds:
     # blow-up of a run that had been training well)
     quality_rise_warn: float = 1.5
     quality_rise_collapse: float = 3.0
+    # overfitting: the overfit probe's r_v (0: held-out real images scored like training ones,
+    # 1: like generated ones) at or above this level, sustained. On mnist5k with 500 held out,
+    # twins trained on all 4,500 other images stayed at or below 0.093 (WGAN-GP, 3,000 steps),
+    # 0.077 (ns + R1, 2,000) and 0.036 (hinge with an SN critic, 2,000); on 200 images r_v rose
+    # steadily to 0.73, 0.50 and 0.29, past this level (2.7 times the healthy runs' highest)
+    # from step 1,000, 1,300 and 1,800. A warning only, never a collapse: those runs' samples
+    # kept improving while D memorised (FID 7.6, 13.2 and 24.9 at the end, against the twins'
+    # 6.3, 13.8 and 78.8); samples that suffer from it are for the sample readings' rules
+    # (quality_regression, mode_collapse, low_coverage) to judge
+    overfit_warn: float = 0.25
     # kernel_collapse: entropy or spatial variance falling to a fraction of the band,
     # near-zero taps rising to a fraction, or max |kernel| growing by a factor (saturation)
     kernel_drop_warn: float = 0.2
@@ -149,6 +159,7 @@ class Rule:
     #                              never join the band, even within its noise
     patience: str | None = None  # the Thresholds count (logged steps) an excursion must last,
     #                              in place of sustain_points
+    meaning: str = ""            # what an event says about the run, ending its message
 
 
 def _grade(value: float, warn: float, collapse: float, rising: bool = True) -> int:
@@ -219,6 +230,15 @@ def _at_most(warn_attr, collapse_attr):
     return grade
 
 
+def _at_least(warn_attr):
+    """x (a ratio with a meaning of its own) at or above an absolute level: a warning, never a
+    collapse; the level alone decides."""
+    def grade(x, band, best, t):
+        level = int(x >= getattr(t, warn_attr))
+        return level, level > 0
+    return grade
+
+
 def _above(warn_attr, collapse_attr):
     """x (a fraction) reaching an absolute level, beyond the band's noise."""
     def grade(x, band, best, t):
@@ -282,6 +302,13 @@ def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
         Rule("quality_regression", "quality regression", _matching(FID),
               _over_best("quality_rise_warn", "quality_rise_collapse"), log=True,
               reference="best_min", extreme="max"),
+        Rule("overfitting", "critic overfitting", lambda tag: tag == OVERFIT_R_V,
+              _at_least("overfit_warn"), reference="target", target=0.0, extreme="max",
+              absolute=True,
+              meaning="the critic scores real images it never trained on (--holdout) like "
+                      "generated ones, so it memorises its training set and teaches the "
+                      "generator that set rather than the data (more data, augmentation or a "
+                      "weaker critic help; check whether the samples copy training images)"),
         Rule("kernel_collapse", kernel, _matching(KERNEL_ENTROPY),
               _drop("kernel_drop_warn", "kernel_drop_collapse"), log=True, extreme="min"),
         Rule("kernel_collapse", kernel, _matching(KERNEL_SPATIAL_VAR),

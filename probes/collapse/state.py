@@ -13,7 +13,7 @@ from probes.readings import LOSS_CRITIC, NONFINITE_WEIGHTS
 from probes.text import number
 
 KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage", "quality_regression",
-         "kernel_collapse", "spectral_explosion")
+         "kernel_collapse", "spectral_explosion", "overfitting")
 LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer
 # A collapse of the run only when the samples show it too: a degenerate layer, or a critic whose
 # penalty does not hold, while coverage and diversity stay in band is a warning about that part.
@@ -269,6 +269,8 @@ class DetectorState:
             change = (f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
                       f"steps")
         message = f"{head} at step {onset:,}: {watch.rule.label}{where} ({watch.tag} {change}{extra})"
+        if watch.rule.meaning:
+            message += f": {watch.rule.meaning}"
         if graded:
             part = f"the layer {layer}" if layer else "the critic's gradient penalty"
             evidence["graded"] = f"{part} only: the sample readings are in band"

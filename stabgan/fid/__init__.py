@@ -2,7 +2,8 @@
 
 Two feature extractors share one interface, `extractor.features(images) -> (N, D)`:
 - `domain` (default): a small CNN that stabgan trains on the run's labelled dataset and caches;
-  its pooled penultimate layer gives the FID features, its logits give mode coverage.
+  its pooled penultimate layer gives the FID features, its logits give mode coverage. On
+  stacked-mnist it is mnist5k's, read on each of the three channels (`PerChannelExtractor`).
 - `inception`: pytorch-fid's FID Inception (2048-d pool features), loaded from a local weights
   file only. Nothing in this module downloads.
 
@@ -37,7 +38,8 @@ from stabgan.fid.distance import (COVERAGE_MIN_SHARE, frechet_distance, mode_cov
                                   statistics)
 from stabgan.fid.extractors import (INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE,
                                     DomainClassifier, DomainExtractor, FeatureExtractor,
-                                    FIDError, InceptionExtractor, MissingWeightsError, cache_key,
+                                    FIDError, InceptionExtractor, MissingWeightsError,
+                                    PerChannelExtractor, cache_key,
                                     dataset_tensors, domain_extractor, get_extractor,
                                     inception_weights_path, progress_bar,
                                     train_domain_classifier)
@@ -200,7 +202,8 @@ def measure_run(run_dir, features: str = "domain", n: int = 5000, checkpoint: st
 
 __all__ = ["CACHE_ENV", "COVERAGE_MIN_SHARE", "INCEPTION_WEIGHTS_ENV", "INCEPTION_WEIGHTS_FILE",
            "DomainClassifier", "DomainExtractor", "FIDError", "FeatureExtractor",
-           "InceptionExtractor", "MissingWeightsError", "cache_root", "checkpoint_generator",
+           "InceptionExtractor", "MissingWeightsError", "PerChannelExtractor", "cache_root",
+           "checkpoint_generator",
            "domain_extractor", "final_quality", "frechet_distance", "generated_features",
            "get_extractor", "inception_weights_path", "measure_generator", "measure_run",
            "mode_coverage", "real_statistics", "reference_fid", "statistics",

@@ -117,6 +117,10 @@ class FeatureExtractor:
         """(N, D) features of images in [-1, 1]."""
         return self.features_and_logits(images)[0]
 
+    def logits(self, images: torch.Tensor) -> torch.Tensor | None:
+        """(N, num_classes) class logits of a classifier; None for other features."""
+        return self.features_and_logits(images)[1]
+
 
 class InceptionExtractor(FeatureExtractor):
     """pytorch-fid's FID Inception V3, 2048-d final pool features; images resized to 299."""
@@ -247,9 +251,33 @@ class DomainExtractor(FeatureExtractor):
     def _forward(self, batch):
         return self.model(batch)
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, num_classes) class logits."""
-        return self.features_and_logits(images)[1]
+
+class PerChannelExtractor(FeatureExtractor):
+    """A one-channel `DomainExtractor` read on each channel of an image on its own (stacked-mnist:
+    mnist5k's classifier on each of the three digits). Features: the channels' concatenated.
+    Logits: one per combination of the channels' classes, the first channel the most
+    significant digit (as stacked-mnist's labels), each the sum of the channels'
+    log-probabilities, so that the argmax is the combination of the channels' own predictions."""
+    name = "domain"
+
+    def __init__(self, channel: DomainExtractor, channels: int):
+        self.channel, self.channels = channel, channels
+        self.dim = channels * channel.dim
+        self.num_classes = channel.num_classes ** channels
+        self.fingerprint = f"{channel.fingerprint}-per-channel-{channels}"
+        super().__init__(channel.model, channel.device, channel.batch_size)
+
+    def _prepare(self, images):
+        images = _match_channels(images, self.channels)
+        return self.channel._prepare(images.flatten(0, 1).unsqueeze(1))
+
+    def _forward(self, batch):
+        features, logits = self.model(batch)
+        log_probs = logits.log_softmax(1).unflatten(0, (-1, self.channels))
+        joint = log_probs[:, 0]
+        for channel in range(1, self.channels):
+            joint = (joint.unsqueeze(2) + log_probs[:, channel].unsqueeze(1)).flatten(1)
+        return features.unflatten(0, (-1, self.channels)).flatten(1), joint
 
 
 def dataset_tensors(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,8 +354,14 @@ def train_domain_classifier(dataset_spec: str, image_size: int, seed: int = 0,
 
 
 def domain_extractor(dataset_spec: str, image_size: int, cache_dir=None, device="cpu",
-                     retrain: bool = False) -> DomainExtractor:
-    """The cached domain classifier for (dataset, image size), trained and cached if absent."""
+                     retrain: bool = False) -> FeatureExtractor:
+    """The cached domain classifier for (dataset, image size), trained and cached if absent; for
+    a dataset of stacked digits (stacked-mnist), the classifier of its channels' dataset read on
+    each channel."""
+    info = dataset_info(dataset_spec)
+    if info.channel_source:
+        return PerChannelExtractor(domain_extractor(info.channel_source, image_size, cache_dir,
+                                                    device, retrain), info.channels)
     root = cache_root(cache_dir) / "domain"
     key = cache_key(dataset_spec, image_size)
     weights_file, record_file = root / f"{key}.pt", root / f"{key}.json"
