@@ -125,9 +125,10 @@ def wants_prepare(probe: Probe) -> bool:
 
 @contextmanager
 def sampling(generator: nn.Module):
-    """Run the generator for a probe: eval mode and no_grad inside (so the kernel probe, which
-    keeps grad-enabled passes only, never sees it); afterwards every module's train/eval mode
-    is as before. Uses no random numbers itself."""
+    """Run the generator (or the critic) for a probe: eval mode and no_grad inside (so the
+    kernel probe, which keeps grad-enabled passes only, never sees it; nor do batch statistics
+    or spectral norm's power iteration move); afterwards every module's train/eval mode is as
+    before. Uses no random numbers itself."""
     modules = list(generator.modules())
     modes = [m.training for m in modules]
     generator.eval()
