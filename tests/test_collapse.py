@@ -194,7 +194,7 @@ def test_a_run_that_never_covers_the_data_collapses_after_the_patience():
                                                                  first_judged)
     assert event["evidence"]["detected_step"] == first_judged + (T.cover_patience - 1) * LOG_EVERY
     assert event["message"] == ("collapsed at step 120: low coverage of the data (diversity/"
-                                "coverage 0.12 or less for 400 steps; the data itself: 1)")
+                                "coverage low for 400 steps, down to 0.12; the data itself: 1)")
     # a slow starter that reaches the data before the patience runs out is healthy
     slow = modify(healthy_series(4), "diversity/coverage", 0,
                   lambda v, d: 0.2 if d < (T.cover_patience - 5) * LOG_EVERY else v)

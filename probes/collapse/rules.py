@@ -80,14 +80,14 @@ class Thresholds:
     quality_rise_warn: float = 1.5
     quality_rise_collapse: float = 3.0
     # overfitting: the overfit probe's r_v (0: held-out real images scored like training ones,
-    # 1: like generated ones) at or above this level, sustained. On mnist5k with 500 held out,
-    # twins trained on all 4,500 other images stayed at or below 0.093 (WGAN-GP, 3,000 steps),
-    # 0.077 (ns + R1, 2,000) and 0.036 (hinge with an SN critic, 2,000); on 200 images r_v rose
-    # steadily to 0.73, 0.50 and 0.29, past this level (2.7 times the healthy runs' highest)
-    # from step 1,000, 1,300 and 1,800. A warning only, never a collapse: those runs' samples
-    # kept improving while D memorised (FID 7.6, 13.2 and 24.9 at the end, against the twins'
-    # 6.3, 13.8 and 78.8); samples that suffer from it are for the sample readings' rules
-    # (quality_regression, mode_collapse, low_coverage) to judge
+    # 1: like generated ones) at or above this level, sustained. Measured on mnist5k with 500
+    # held out: twins trained on all 4,500 other images stayed at or below 0.093 (WGAN-GP,
+    # 3,000 steps), 0.077 (ns + R1), 0.053 (rpgan + R1R2) and 0.036 (hinge, SN critic; 2,000
+    # steps each); on 200 images r_v rose steadily, to 0.73, 0.50, 0.66 and 0.29, past this
+    # level (2.7 times the healthy runs' highest) from step 1,000, 1,300, 800 and 1,800. A
+    # warning only, never a collapse: those runs' samples kept improving while D memorised
+    # (final FID 7.6, 13.2 and 9.2 against the twins' 6.3, 13.8 and 8.6; the hinge twin failed
+    # on its own), so samples that suffer from it are for the sample readings' rules to judge
     overfit_warn: float = 0.25
     # kernel_collapse: entropy or spatial variance falling to a fraction of the band,
     # near-zero taps rising to a fraction, or max |kernel| growing by a factor (saturation)

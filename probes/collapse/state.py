@@ -263,8 +263,8 @@ class DetectorState:
         extra = f", {shown} {number(context[shown])}" if shown else ""
         where = f" in {layer}" if layer and watch.rule.kind in LAYER_KINDS else ""
         if watch.rule.patience is not None:  # a long stretch at a level, not a change
-            change = (f"{number(extreme)} or less for {detected - previous:,} steps; the data "
-                      f"itself: {number(reference)}")
+            change = (f"low for {detected - previous:,} steps, down to {number(extreme)}; the "
+                      f"data itself: {number(reference)}")
         else:
             change = (f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
                       f"steps")
