@@ -231,7 +231,8 @@ def write_doc(args, command: str) -> str:
         f"{wall_h:.2f} h over {len(sessions)} invocation(s) (budget: {BUDGET_H:g} h); "
         f"{len(scores)} of {planned} runs finished, {run_h:.2f} h of training in all (each "
         f"run's own wall time).", "",
-        f"Every run: the quick preset (mnist5k 32×32, width 32, batch 64) for {args.steps:,} "
+        f"Every run: the seed's Table 1 settings (`--preset paper`: batch 64, lr G 1e-4, D 4e-4) "
+        f"on mnist5k at 32×32, width 32, for {args.steps:,} "
         f"steps, `--probes all` (every layer's kernel, spectra and gradient readings) logged "
         f"every 10 steps, domain FID on 1,000 samples every {max(1, args.steps // 50)} steps "
         f"(the ground truth), {args.threads} torch thread(s) a run, {args.workers} run(s) at a "

@@ -16,7 +16,7 @@ from stabgan.config import (CHOICES, DEVICES, EXECUTORS, FEATURES, PRESETS,
                             RunConfig)
 
 # One phrase per preset for --preset's help; a preset added to PRESETS needs its phrase here.
-PRESET_HELP = {"quick": "the default, about two minutes on 2 CPU cores",
+PRESET_HELP = {"quick": "the default, under two minutes on 2 CPU cores",
                "paper": "the seed's Table 1: 64x64, 50,000 steps, for a GPU",
                "paper-sagan": "paper in the layout of the public SAGAN codebase"}
 

@@ -16,8 +16,9 @@ whose finished runs are kept in the repository.
   table2      the seed's Table 2: seven (K, G, R) cases at width 64, 2,000 steps
   archs       dcgan, sagan and igan, 2,000 steps
 
-table2 and archs train stabgan's default models (no preset: dcgan has no involution stage for
-the seed's layout), with the same bookkeeping as the rest.
+table2 and archs train stabgan's own models (dcgan has no involution stage for the seed's
+layout) with the seed's Table 1 settings (`--preset paper`, at the study's size), with the same
+bookkeeping as the rest.
 
 Each sweep is resumable: running it again skips finished runs and resumes interrupted ones.
 `scripts/reproduction_study.py` runs them (`--only faithful`, ...) and writes docs/reproduction.md.
@@ -170,7 +171,8 @@ def reproduction_sweeps(args: StudyOptions) -> dict[str, SweepSpec]:
         **seed_study(args.out, long_steps, seeds=seeds, base=base, **spec),
         "mechanism": mechanism_sweep(args.out, short_steps, seeds=seeds, base=base, **spec),
         "table2": SweepSpec(grid={"seed": seeds}, points=table2_points,
-                            base={**short, "width": 64, **tiny}, out=args.out / "table2", **spec),
-        "archs": SweepSpec(grid={"arch": ARCHS, "seed": seeds}, base=short,
+                            base={**short, "width": 64, **tiny}, preset="paper",
+                            out=args.out / "table2", **spec),
+        "archs": SweepSpec(grid={"arch": ARCHS, "seed": seeds}, base=short, preset="paper",
                            out=args.out / "archs", **spec),
     }
