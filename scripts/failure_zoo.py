@@ -30,15 +30,17 @@ from stabgan.sweep.process import runs_import_from  # noqa: E402
 
 SESSIONS = ".zoo-sessions.json"
 BUDGET_H = 2  # the zoo's wall-time budget on one 2-core machine
+# docs/collapse.md from this heading on is scripts/natural_zoo.py's; this script keeps it
+NATURAL_HEADING = "## Natural failures: the toy zoo"
 
 
-def _shown(path: Path) -> str:
+def repo_path(path: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def command_line(args) -> str:
-    words = ["python scripts/failure_zoo.py", "--out", _shown(args.out), "--steps", str(args.steps),
+    words = ["python scripts/failure_zoo.py", "--out", repo_path(args.out), "--steps", str(args.steps),
              "--workers", str(args.workers), "--threads", str(args.threads)]
     return " ".join(words + (["--only", args.only] if args.only else [])
                     + (["--seeds", args.seeds] if args.seeds != ",".join(map(str, zoo.SEEDS))
@@ -51,6 +53,19 @@ def record_session(out: Path, started: float, command: str) -> None:
                                                         time.localtime(started)),
                                  "wall_s": round(time.time() - started, 1), "command": command})
     write_json(out / SESSIONS, sessions)
+
+
+def run_recorded(spec, out: Path, command: str) -> tuple[int, bool]:
+    """Run a zoo's sweep (this checkout's stabgan), append its wall time to OUT's sessions and
+    print its table: (exit code, whether a signal stopped it)."""
+    runs_import_from(ROOT)
+    started = time.time()
+    try:
+        result = run_sweep(spec)
+    finally:
+        record_session(out, started, command)
+    print(format_table(result.rows), flush=True)
+    return result.exit_code, bool(result.signum)
 
 
 # --------------------------------------------------------------------------- the doc
@@ -382,7 +397,9 @@ def write_doc(args, command: str) -> str:
         *[f"| {k} | {', '.join(v) if isinstance(v, (list, tuple)) else v} |"
           for k, v in t.to_dict().items()], ""]
     text = "\n".join(lines)
-    args.doc.write_text(text)
+    previous = args.doc.read_text() if args.doc.exists() else ""
+    natural = previous.partition(NATURAL_HEADING)[1:]
+    args.doc.write_text(text + ("\n" + "".join(natural) if natural[0] else ""))
     return text
 
 
@@ -402,20 +419,12 @@ def main(argv=None) -> int:
     command = command_line(args)
     code = 0
     if not args.doc_only:
-        runs_import_from(ROOT)
-        started = time.time()
-        spec = zoo.zoo_sweep(args.out, args.steps, args.workers,
-                             tuple(n for n in args.only.split(",") if n),
-                             seeds=tuple(int(s) for s in args.seeds.split(",")),
-                             base={"threads": args.threads})
-        try:
-            result = run_sweep(spec)
-        finally:
-            record_session(args.out, started, command)
-        print(format_table(result.rows), flush=True)
-        if result.signum:
-            return result.exit_code
-        code = result.exit_code
+        code, stopped = run_recorded(zoo.zoo_sweep(
+            args.out, args.steps, args.workers, tuple(n for n in args.only.split(",") if n),
+            seeds=tuple(int(s) for s in args.seeds.split(",")),
+            base={"threads": args.threads}), args.out, command)
+        if stopped:
+            return code
     for _, _, run_dir in zoo.found_runs(args.out, args.steps):
         diagnose_run(run_dir)
     write_doc(args, command)

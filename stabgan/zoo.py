@@ -230,7 +230,7 @@ class RunScore:
         return signs[0] if signs else None
 
 
-def _near(events: list[dict], step: int, tolerance: int,
+def first_near(events: list[dict], step: int, tolerance: int,
           since: int | None = None) -> tuple[dict | None, list[dict]]:
     """(the first event from `since` on (default step − tolerance), if it is by step +
     tolerance; the events before `since`)."""
@@ -269,12 +269,12 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
         # ahead of the FID, not a false alarm (there was no healthy stretch before it)
         since = 0 if recipe.twin is not None else None
         blind = [e for e in score.events if e["kind"] not in TRUTH_KINDS]
-        score.caught, score.early = _near(blind, truth, score.tolerance, since)
-        score.quality_caught = _near([e for e in score.events if e["kind"] in TRUTH_KINDS],
+        score.caught, score.early = first_near(blind, truth, score.tolerance, since)
+        score.quality_caught = first_near([e for e in score.events if e["kind"] in TRUTH_KINDS],
                                      truth, score.tolerance, since)[0]
     if recipe.layer and injected is not None:
         named = [e for e in score.events if e["kind"] in LAYER_KINDS]
-        score.layer_event = _near(named, injected, score.tolerance)[0]
+        score.layer_event = first_near(named, injected, score.tolerance)[0]
     return score
 
 

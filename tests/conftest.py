@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import stabgan  # noqa: F401  (first: sets OpenMP's wait policy before torch loads)
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 
 from probes.rundir.files import read_metrics
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # Tiny models and few steps keep every test run in seconds on 2 CPU cores.
 TINY = ["--width", "8", "--z-dim", "16", "--batch-size", "16", "--probes", "none", "--no-fid-final"]
 
@@ -23,6 +25,15 @@ def stabgan_cli(*args: str, cwd: Path | None = None, timeout: float = 900,
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "stabgan.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts are not a package), registered under NAME."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def metrics_without_time(run_dir: Path) -> list[dict]:

@@ -192,18 +192,32 @@ def test_a_run_that_never_covers_the_data_collapses_after_the_patience():
     first_judged = (T.warmup_points + T.baseline_min_points + 1) * LOG_EVERY
     assert (event["kind"], event["severity"], event["step"]) == ("low_coverage", "collapse",
                                                                  first_judged)
-    assert event["evidence"]["detected_step"] == first_judged + (T.cover_patience - 1) * LOG_EVERY
+    # confirmed once patience_share of the patience's points are low
+    low_points = math.ceil(T.patience_share * T.cover_patience)
+    assert event["evidence"]["detected_step"] == first_judged + (low_points - 1) * LOG_EVERY
     assert event["message"] == ("collapsed at step 120: low coverage of the data (diversity/"
-                                "coverage low for 400 steps, down to 0.12; the data itself: 1)")
-    # a slow starter that reaches the data before the patience runs out is healthy
+                                f"coverage low for {low_points * LOG_EVERY} steps, down to 0.12; "
+                                "the data itself: 1)")
+    # a slow starter that reaches the data before that is healthy
     slow = modify(healthy_series(4), "diversity/coverage", 0,
-                  lambda v, d: 0.2 if d < (T.cover_patience - 5) * LOG_EVERY else v)
+                  lambda v, d: 0.2 if d < (low_points - 5) * LOG_EVERY else v)
     assert detect(slow) == []
+
+    # and so is one that crosses the level every third reading (two thirds low), however
+    # long; a generator hopping between modes, above it one reading in five, is not
+    def crossing(every):
+        return modify(healthy_series(4), "diversity/coverage", 0,
+                      lambda v, d: 0.6 if d // LOG_EVERY % every == 0 else 0.3)
+    assert detect(crossing(3)) == []
+    [event] = detect(crossing(5))
+    assert (event["kind"], event["severity"], event["step"]) == ("low_coverage", "warning",
+                                                                 first_judged)
 
 
 @pytest.mark.parametrize("level, severity", [(0.4, "warning"), (0.1, "collapse")])
 def test_coverage_lost_part_way_is_graded_by_its_level(level, severity):
-    series = modify(healthy_series(5), "diversity/coverage", ONSET, lambda v, d: level)
+    series = modify(healthy_series(5, steps=2000), "diversity/coverage", ONSET,
+                    lambda v, d: level)  # long enough for the patience after the onset
     events = [e for e in detect(series) if e["kind"] == "low_coverage"]
     assert [(e["severity"], e["step"]) for e in events] == [(severity, ONSET)]
 

@@ -81,12 +81,12 @@ def test_a_generator_that_never_learns_never_covers_the_data(tmp_path):
     started, far from the ring; nothing falls from a better past, and the run says so."""
     result = stabgan_cli("run", "--out", str(tmp_path), "--name", "stuck", "--dataset", "ring8",
                          "--loss", "ns", "--penalty", "none", "--lr-g", "1e-9", "--steps", "300",
-                         "--log-every", "5", "--diversity-every", "5", "--threads", "1",
+                         "--log-every", "3", "--diversity-every", "3", "--threads", "1",
                          "--probes", "diversity")
     assert result.returncode == 0, result.stderr
     coverage = [r[DIVERSITY_COVERAGE] for r in read_metrics(tmp_path / "stuck")
                 if DIVERSITY_COVERAGE in r]
-    assert len(coverage) == 60 and max(coverage) < 0.25
+    assert len(coverage) == 100 and max(coverage) < 0.25
     diagnosis = read_json(tmp_path / "stuck" / "diagnosis.json")
     [event] = [e for e in diagnosis["events"] if e["kind"] == "low_coverage"]
     assert event["severity"] == "collapse" and diagnosis["verdict"] == "collapsed"

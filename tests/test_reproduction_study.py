@@ -8,16 +8,15 @@ runs, one mechanism run is still going and some settings have not started.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from conftest import load_script
 from stabgan.config import resolve_config
 from stabgan.study.claims import Finding, claim_flip, claim_norm, claim_two_layers
 from stabgan.study.doc import conclusion
@@ -26,21 +25,14 @@ from stabgan.study.records import Point, RunRecord
 from stabgan.study.sweeps import Setting, StudyOptions, reproduction_sweeps
 from stabgan.sweep import expand, point_name
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduction_study.py"
 LONG, SHORT = 50, 40  # steps of the fixture's seed-sweep and mechanism/archs runs
 T0 = 1_700_000_000.0  # start of the fake study
 STACKED = {"inv_stack": "successive", "inv_block": "plain"}
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("reproduction_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-study = _load_script()
+study = load_script("reproduction_study")
 
 
 def _collapse_event(onset: int) -> dict:

@@ -2,21 +2,19 @@
 run directories, and every realistic recipe run for real in CI size, its fault checked."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import load_script
 from probes.rundir.files import read_json
 from probes.rundir.reader import RunDir, as_lists
 from stabgan import zoo
 from stabgan.sweep import run_sweep
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "failure_zoo.py"
 CI_STEPS = 80
 CI_BASE = {"width": 8, "z_dim": 16, "batch_size": 16, "log_every": 5, "diversity_every": 20,
            "fid_every": 0}
@@ -25,12 +23,6 @@ CI_RECIPES = ("lr-raise", "gp-weak-0.1", "critic-bn", "g-overpowers", "softmax-s
               "k-outputs", "data-corrupt")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("failure_zoo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_fid_onset_is_the_first_rise_over_the_best_so_far():
@@ -133,7 +125,7 @@ def test_runs_are_scored_against_their_ground_truth(tmp_path):
     assert summary["per_recipe"]["lr-raise"]["median_latency"] == 30
     # the doc's timeline: one row per failure or broken layer
     figure = tmp_path / "timeline.png"
-    assert _load_script().timeline_figure(zoo.score_zoo(tmp_path, 2000), figure)
+    assert load_script("failure_zoo").timeline_figure(zoo.score_zoo(tmp_path, 2000), figure)
     assert figure.stat().st_size > 5000
 
 
@@ -211,7 +203,7 @@ def test_a_recipe_of_each_family_runs_and_its_fault_acts(ci_zoo):
 
 @pytest.mark.slow
 def test_the_doc_is_written_from_the_zoo_runs(ci_zoo, tmp_path):
-    script = _load_script()
+    script = load_script("failure_zoo")
     doc = tmp_path / "docs" / "collapse.md"
     assert script.main(["--out", str(ci_zoo), "--steps", str(CI_STEPS), "--doc", str(doc),
                         "--doc-only"]) == 0

@@ -236,8 +236,8 @@ class Watch:
         counts = track.counts
         self.sustain, self.span = counts.sustain, counts.span
         if rule.patience is not None:  # in the tag's own points, like every other count
-            self.sustain = max(math.ceil(getattr(t, rule.patience) / counts.every), 2)
-            self.span = self.sustain + (t.sustain_gaps if self.sustain >= 4 else 0)
+            self.span = max(math.ceil(getattr(t, rule.patience) / counts.every), 2)
+            self.sustain = max(math.ceil(t.patience_share * self.span), 2)
         self.recent = track.initial[-counts.sustain:]  # latest in-band points (best-so-far rules)
         self.best = _median(track.initial)
         last_step = track.window[-1][0]

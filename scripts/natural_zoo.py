@@ -1,0 +1,298 @@
+"""The natural-failure zoo (stabgan.natural_zoo): run it through stabgan's sweep, score the
+detector blind to the truth, write the "Natural failures" section of docs/collapse.md.
+
+    python scripts/natural_zoo.py                 # runs what is missing (resumable), writes it
+    python scripts/natural_zoo.py --doc-only      # re-score the stored runs, rewrite the section
+    python scripts/natural_zoo.py --only healthy  # some recipes (or groups) only
+    python scripts/natural_zoo.py --seeds 0,1,2   # some seeds only
+
+The section is everything of docs/collapse.md from its heading on; scripts/failure_zoo.py, which
+writes the rest, keeps it. Each invocation's wall time is appended to OUT/.zoo-sessions.json.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from probes.collapse import Thresholds, sign_text  # noqa: E402
+from probes.rundir.files import read_json  # noqa: E402
+from stabgan import natural_zoo as nz  # noqa: E402
+from stabgan.config import PRESET_VALUES  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from failure_zoo import (NATURAL_HEADING, SESSIONS, event_cell, repo_path,  # noqa: E402
+                         run_recorded)
+
+BUDGET_MIN = 20  # the toy zoo's wall-time budget on one 2-core machine, minutes
+# The one threshold swept to show its trade-off, and its values (the default among them)
+SWEPT = ("cover_patience", (40, 60, 80, 100, 120))
+
+
+def _step(value) -> str:
+    return "—" if value is None else f"{round(value):+,}"
+
+
+def _plain(value) -> str:
+    return "—" if value is None else f"{round(value):,}"
+
+
+def _share(a: int, b: int) -> str:
+    return f"{a} of {b}" + (f" ({a / b:.0%})" if b else "")
+
+
+def truth_cell(truth: nz.Truth) -> str:
+    if not truth.failed:
+        return f"healthy ({truth.modes_end:g} modes at the end)"
+    how = ("never covered" if truth.how == "never"
+           else f"lost: {truth.peak:g} → ≤ {nz.MODES // 2} modes, declining {truth.decline:,} steps")
+    return f"{truth.onset:,} ({how}{', to the end' if truth.sustained else ''})"
+
+
+COUNT_HEADER = ("runs | failed (truth): lost, never covered | caught | median latency (lost) | "
+                "median confirmation step (never covered) | failures called collapsed | "
+                "collapse verdicts on healthy runs |")
+
+
+def _counts(r: dict) -> str:
+    return (f"{r['runs']} | {r['failed']}: {r['lost']}, {r['failed'] - r['lost']} | "
+            f"{_share(r['caught'], r['failed'])} | {_step(r['median_latency'])} | "
+            f"{_plain(r['median_confirmed'])} | {r['collapsed']} | {r['false_collapse']} |")
+
+
+def family_rows(summary: dict) -> list[str]:
+    rows = [f"| loss family | {COUNT_HEADER}", "|---" * 8 + "|"]
+    return rows + [f"| {family} | {_counts(r)}" for family, r in summary["per_family"].items()
+                   if r["runs"]]
+
+
+def recipe_rows(summary: dict) -> list[str]:
+    rows = [f"| recipe | group | what | twin | {COUNT_HEADER}", "|---" * 11 + "|"]
+    return rows + [f"| {r.name} | {r.group} | {r.what} | {r.twin or '—'} | "
+                   f"{_counts(summary['per_recipe'][r.name])}" for r in nz.recipes()
+                   if r.name in summary["per_recipe"]]
+
+
+def run_rows(scores: list[nz.ToyScore]) -> list[str]:
+    rows = ["| recipe | seed | truth onset | verdict | the catch (else the first event) | "
+            "latency | its first sign: step, tag, lead over the truth | min |",
+            "|---|---|---|---|---|---|---|---|"]
+    for s in scores:
+        if not s.truth.failed and not s.events:
+            continue  # a healthy run the detector left alone: counted above
+        event = s.caught or (s.events[0] if s.events else None)
+        sign = s.first_sign
+        sign_text_ = (f"{sign['step']:,}: `{sign_text(sign)}`, {_step(s.lead)}" if sign else "—")
+        check = ("" if not s.truth.failed else " ✓" if s.caught else
+                 " ✗ early" if s.early else " ✗ late" if s.events else " ✗ missed")
+        if not s.truth.failed:
+            check = " ✗" if s.verdict == "collapsed" else ""
+        rows.append(f"| {s.run.recipe.name} | {s.run.seed}{'' if s.run.held_out else ' (tuning)'} "
+                    f"| {truth_cell(s.truth)} | **{s.verdict}**{check} | {event_cell(event)} | "
+                    f"{_step(s.latency)} | {sign_text_} | {(s.run.wall_s or 0) / 60:.1f} |")
+    return rows
+
+
+def sweep_rows(rows: list[dict]) -> list[str]:
+    name = SWEPT[0]
+    lines = [f"| {name} | healthy runs called collapsed | healthy runs warned | failures caught "
+             "| held out caught | never covered: median confirmation step | sustained failures "
+             "called collapsed |", "|---|---|---|---|---|---|---|"]
+    default = getattr(Thresholds(), name)
+    for r in rows:
+        mark = " (default)" if r["value"] == default else ""
+        lines.append(f"| {r['value']:g}{mark} | {r['healthy_collapsed']} of {r['healthy']} | "
+                     f"{r['healthy_warned']} | {_share(r['caught'], r['failures'])} | "
+                     f"{_share(r['held_out_caught'], r['held_out'])} | "
+                     f"{_plain(r['median_confirmed'])} | "
+                     f"{_share(r['sustained_collapsed'], r['sustained'])} |")
+    return lines
+
+
+def mode_figure(out: Path, runs: list[nz.ToyRun], scores: list[nz.ToyScore], path: Path) -> bool:
+    """Exact mode counts over the run of every failure recipe's first seed beside its twin's,
+    with the blind detector's events on the failure."""
+    pairs = []
+    by_key = {(r.recipe.name, r.seed): (r, s) for r, s in zip(runs, scores)}
+    for recipe in nz.recipes():
+        if recipe.twin is None:
+            continue
+        seed = min((r.seed for r in runs if r.recipe.name == recipe.name), default=None)
+        if seed is not None and (recipe.twin, seed) in by_key:
+            pairs.append((by_key[(recipe.name, seed)], by_key[(recipe.twin, seed)]))
+    if not pairs:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from probes.readings import COVERAGE_MODES
+    from probes.rundir.reader import RunDir
+
+    fig, axes = plt.subplots(len(pairs), 1, figsize=(7.5, 1.5 * len(pairs)), dpi=110,
+                             sharex=True, squeeze=False)
+    for ax, ((run, s), (twin, _)) in zip(axes[:, 0], pairs):
+        for r, color, label in ((twin, "#2ca02c", f"{twin.recipe.name} (twin)"),
+                                (run, "#d62728", run.recipe.name)):
+            series = RunDir(out / r.name).series([COVERAGE_MODES])
+            steps, values = series.get(COVERAGE_MODES, ([], []))
+            ax.plot(list(steps), list(values), color=color, linewidth=1.2, label=label)
+        if s.truth.failed:
+            ax.axvline(s.truth.onset, color="black", linewidth=1, linestyle=":")
+        for event in s.events:
+            ax.plot(event["step"], nz.MODES + 0.6, "v",
+                    color="#d62728" if event["severity"] == "collapse" else "#ff7f0e")
+        ax.set_ylim(-0.5, nz.MODES + 1.2)
+        ax.set_ylabel("modes", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="lower right", frameon=False)
+        ax.set_title(f"seed {run.seed}", fontsize=7, loc="left")
+    axes[-1, 0].set_xlabel("step", fontsize=8)
+    fig.suptitle("Exact modes (of 8) of each failure beside its twin; dotted: the truth's onset; "
+                 "triangles: the blind detector's events (orange warning, red collapse)",
+                 fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def section(args, command: str) -> str:
+    runs = nz.load_zoo(args.out)
+    scores = [nz.score(run) for run in runs]
+    s = nz.summarize(scores)
+    sweep = nz.threshold_sweep(runs, *SWEPT)
+    sessions = (read_json(args.out / SESSIONS) or {}).get("sessions", [])
+    wall_min = sum(x["wall_s"] for x in sessions) / 60
+    planned = sum(len(r.seeds) for r in nz.recipes())
+    run_min = sum(r.wall_s or 0 for r in runs) / 60
+    figure = args.doc.parent / "collapse" / "natural-modes.png"
+    shown_figure = (f"![Exact modes of each failure and its twin]({figure.parent.name}/"
+                    f"{figure.name})" if mode_figure(args.out, runs, scores, figure) else "")
+    preset = ", ".join(f"{k} {v}" for k, v in PRESET_VALUES[nz.TOY_PRESET].items())
+    t = Thresholds()
+    lines = [
+        NATURAL_HEADING, "",
+        f"Generated by `{command}` (scripts/natural_zoo.py, recipes in `stabgan/natural_zoo.py`); "
+        f"`--doc-only` re-scores the stored runs (`{repo_path(args.out)}`) with the current detector. "
+        f"{len(runs)} of {planned} runs finished; {len(sessions)} invocation(s), {wall_min:.1f} "
+        f"min of wall time in all ({run_min:.1f} min of training, each run's own wall time).", "",
+        "No fault is injected: each failure recipe differs from a healthy twin in one setting, "
+        f"and the run goes wrong by itself, or not. Every run: `--preset toy` ({preset}), the "
+        "MLP pair on 8 Gaussians on a ring, 1 torch thread, 2 runs at a time. The truth is the "
+        "exact mode count (`coverage/modes`: modes holding their share of 2,500 fixed-noise "
+        f"samples within 3 std, every 50 steps), the median of {nz.SMOOTH_READINGS} readings in "
+        f"a row. A run covers the data when that count stays at {nz.COVERED * nz.MODES:g} of "
+        f"{nz.MODES} modes or more for {nz.COVER_READINGS} readings in a row (a generator "
+        "hopping between modes touches them now and then); it failed when the count fell to "
+        f"at most {nz.MODES // 2} after it had covered the data (lost; the onset is the first "
+        "low reading of that stretch), or when it had not covered the data by "
+        f"{nz.GRACE:.0%} of the run (never covered; any event from step 0 on catches it, and "
+        "what matters is when the run is confirmed). A recipe's group says what it was meant "
+        "to be; the "
+        "truth decides what a run was: a healthy recipe's run that lost its modes counts as a "
+        "failure, a failure recipe's run that kept them as healthy.", "",
+        "The detector is scored blind: each run is re-diagnosed from its metrics without the "
+        "`coverage/*` tags, so it judges what a user's own data would give it (losses, penalty "
+        "norms, `diversity/pairwise`, `diversity/dup_rate`, `diversity/coverage`). A failure is "
+        f"caught when an event (warning or collapse) starts within {nz.ONSET_TOLERANCE:.0%} of "
+        f"the run ({round(nz.ONSET_TOLERANCE * args.steps)} steps) of the truth's onset. Thresholds "
+        f"were tuned on seeds {', '.join(map(str, nz.TUNE_SEEDS))}; every other seed is held "
+        "out.", "",
+        "### Targets", "",
+        "| target | measured |", "|---|---|",
+        f"| 0 collapse verdicts over ≥ 100 healthy toy runs | {len(s['healthy_collapsed'])} of "
+        f"{s['healthy']} ({', '.join(s['healthy_collapsed']) or 'none'}); warnings on "
+        f"{len(s['healthy_warned'])} |",
+        f"| ≥ 95 % of natural failures on held-out seeds caught within {nz.ONSET_TOLERANCE:.0%} "
+        f"| {_share(s['held_out_caught'], s['held_out'])}; all seeds "
+        f"{_share(s['caught'], s['failures'])}: of the runs that lost the modes they had "
+        f"covered {_share(s['lost_caught'], s['lost'])} (median latency "
+        f"{_step(s['median_latency'])} steps), of those that never covered them "
+        f"{_share(s['caught'] - s['lost_caught'], s['failures'] - s['lost'])} (median "
+        f"confirmation at step {_plain(s['median_confirmed'])}, against the grace step "
+        f"{round(nz.GRACE * args.steps):,}) |",
+        f"| a sustained collapse (the truth low to the end) called collapsed | "
+        f"{_share(s['sustained_collapsed'], s['sustained'])} |",
+        f"| a first sign with a positive lead for ≥ 50 % of the gradual failures (declining "
+        f"≥ {nz.ONSET_TOLERANCE:.0%} of the run) | {_share(s['gradual_led'], s['gradual'])}; "
+        f"median lead {_step(s['median_lead'])} steps |",
+        f"| the toy zoo in ≤ {BUDGET_MIN} min of wall time on 2 cores | {wall_min:.1f} min over "
+        f"{len(sessions)} invocation(s) |", "",
+        "What caught the failures: " + (", ".join(f"{k} {v}" for k, v in s["kinds"].items())
+                                         or "nothing yet") + ".", "",
+        "### Per loss family", "", *family_rows(s), "",
+        "### Per recipe", "", *recipe_rows(s), "",
+        f"### One threshold swept: `{SWEPT[0]}`", "",
+        "How many logged steps `diversity/coverage` must stay mostly low (¾ of them) before "
+        "low_coverage fires: shorter tells sooner that a run never covers the data, and warns "
+        "healthy runs still learning. Every run re-scored:", "",
+        *sweep_rows(sweep), "",
+        *([shown_figure, ""] if shown_figure else []),
+        "### Every failure, and every healthy run with an event", "", *run_rows(scores), "",
+        "### Tuning", "",
+        "On a pilot of every recipe on seeds 0 and 1 (the same settings), the detector as it "
+        "was (low_coverage after 40 logged steps with every point low) warned 5 of 7 healthy "
+        "runs at step 250, while they were still learning (a toy generator reaches the modes "
+        "at steps 650–900, an image run here passes 0.5 within 300 steps), and a run hopping "
+        "between modes crossed 0.5 often enough to break a stretch where every point must be "
+        "low. Two changes, both on low_coverage and one set for every objective and dataset: "
+        f"`cover_patience` 40 → {t.cover_patience} logged steps, and `patience_share` "
+        f"{t.patience_share:g} (that share of the stretch's points low, the latest among them). "
+        "The forced zoo above was re-diagnosed with them and kept its results. Tried on the "
+        "full zoo's tuning seeds and left: `cover_collapse` 0.4 (a generator stuck on 2 of 8 "
+        "modes scores 0.26–0.45) called every sustained failure there collapsed (14 of 14, "
+        "against 13 at 0.25) but also a healthy run (1 of 15, against 0): a slow learner "
+        "looks like a stuck run until it moves; and holding an event while the stretch's "
+        "second half sits 0.05–0.15 above its first (a metric still rising) changed nothing "
+        "there. Of the truth, one rule was added after the first full zoo: a run that covers "
+        "the data after the grace step and to the end is a slow learner, not a failure (three "
+        "held-out runs reached 7–8 modes by steps 1,000–1,150).", "",
+        f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
+        f"{t.cover_patience}, `patience_share` {t.patience_share:g}, `cover_warn` "
+        f"{t.cover_warn:g}, `cover_collapse` {t.cover_collapse:g}).", ""]
+    return "\n".join(lines)
+
+
+def write_section(args, command: str) -> None:
+    doc = args.doc.read_text() if args.doc.exists() else ""
+    head = doc.split(NATURAL_HEADING)[0].rstrip("\n")
+    args.doc.write_text((head + "\n\n" if head else "") + section(args, command))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # finished runs are the zoo's record, kept in the repository (checkpoints are not)
+    parser.add_argument("--out", type=Path, default=ROOT / "studies" / "natural-zoo")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "collapse.md")
+    parser.add_argument("--workers", type=int, default=2, help="runs at a time")
+    parser.add_argument("--only", default="", help="comma-separated recipe names or groups")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds (default: all)")
+    parser.add_argument("--steps", type=int, default=PRESET_VALUES[nz.TOY_PRESET]["steps"],
+                        help="steps a run [default: the toy preset's]")
+    parser.add_argument("--doc-only", action="store_true", help="run nothing; rewrite the section")
+    args = parser.parse_args(argv)
+    words = ["python scripts/natural_zoo.py"] + (["--only", args.only] if args.only else []) \
+        + (["--seeds", args.seeds] if args.seeds else []) \
+        + (["--steps", str(args.steps)] if args.steps != PRESET_VALUES[nz.TOY_PRESET]["steps"]
+           else [])
+    command = " ".join(words)
+    code = 0
+    if not args.doc_only:
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x) or None
+        code, stopped = run_recorded(nz.natural_sweep(
+            args.out, args.workers, tuple(n for n in args.only.split(",") if n), seeds,
+            base={"threads": 1, "steps": args.steps, "sample_every": args.steps // 2}),
+            args.out, command)
+        if stopped:
+            return code
+    write_section(args, command)
+    print(f"wrote {args.doc}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""The natural-failure zoo: GANs on 8 Gaussians on a ring (`--preset toy`) whose failures grow
+by themselves, no fault injected, each beside a healthy twin that differs in one setting; the
+ground truth from the exact mode counts; the detector scored blind to them.
+
+The truth is `coverage/modes` (stabgan.toy: modes holding their share of samples within 3 std,
+counted on 2,500 fixed-noise samples every 50 steps), smoothed as the median of
+`SMOOTH_READINGS` readings in a row. A run has covered the data when that count stays at
+`COVERED` of the modes or more for `COVER_READINGS` readings in a row (a generator hopping
+between modes touches that many now and then), and has failed when it is at most half of
+them after it had covered the data (it lost them: the onset is the first low reading of that
+stretch), or when it has not covered them by `GRACE` of the run and does not end covering them
+(the onset is the grace step, and any event from step 0 on catches it; a run that covers the
+data late and to the end is a slow learner, not a failure). A failure is *sustained* when the
+count stays at most half to the end, *gradual* when it took at least `ONSET_TOLERANCE` of the
+run to fall from its peak to the onset.
+
+The detector never sees the truth: each run is re-diagnosed from its metrics without the
+`coverage/*` tags (`blind`), so what it judges is what a user's images give it too
+(losses, penalty norms, `diversity/*`). Each (recipe, seed) is one point of one
+`stabgan.sweep` sweep, so the zoo is resumable like any sweep.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from probes.collapse import Thresholds, detect, verdict
+from probes.objectives import Objective
+from probes.readings import COVERAGE_MODES
+from probes.rundir.reader import RunDir, as_lists
+from stabgan.sweep import SweepSpec, point_name
+from stabgan.toy import mixture
+from stabgan.zoo import ONSET_TOLERANCE, finished, first_near
+
+TOY_PRESET = "toy"
+DATASET = "ring8"
+MODES = len(mixture(DATASET)[0])
+SMOOTH_READINGS = 3   # the truth's mode count: the median of this many readings in a row
+COVERED = 0.75        # the share of the modes a run covers the data with ...
+COVER_READINGS = 4    # ... for this many readings in a row (200 steps of the toy preset)
+GRACE = 0.6           # a run that has not covered the data by this fraction of it fails
+BLIND_PREFIXES = ("coverage/",)  # the truth's tags, hidden from the detector
+TUNE_SEEDS = (0, 1, 2)  # thresholds were tuned on these runs, and reported on the others
+
+
+@dataclass(frozen=True)
+class ToyRecipe:
+    name: str
+    group: str                    # healthy | natural
+    family: str                   # the loss family: ns, hinge, rpgan, wgan
+    what: str                     # one line for the doc
+    settings: dict = field(default_factory=dict)  # RunConfig fields over the toy preset
+    twin: str | None = None       # the healthy recipe it differs from in one setting
+    runs: int = 8                 # seeds 0 .. runs - 1
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.runs))
+
+    def values(self, seed: int) -> dict:
+        return {**self.settings, "seed": seed}
+
+
+CONSTANT = {"lr_decay": 1.0}  # the rates never decay: left running at 2e-3
+
+
+def recipes() -> list[ToyRecipe]:
+    """The healthy recipes of every loss family and their natural failures. A WGAN run costs
+    5 critic steps a generator step (with one, the toy critic never leads G anywhere), so that
+    family runs fewer seeds."""
+    ns_r1 = {"loss": "ns", "penalty": "r1", "penalty_weight": 0.1}
+    ns = {"loss": "ns", "penalty": "none"}
+    hinge_r1 = {"loss": "hinge", "penalty": "r1", "penalty_weight": 0.1}
+    rpgan = {"loss": "rpgan", "penalty": "r1r2", "penalty_weight": 0.1}
+    wgan = {"loss": "wgan", "penalty": "gp", "penalty_weight": 1.0, "n_critic": 5}
+    many = 23  # seeds of a healthy recipe: with the WGAN one's, over 100 healthy runs
+    return [
+        ToyRecipe("ns-r1", "healthy", "ns", "non-saturating + R1 (γ 0.1): the toy preset", ns_r1,
+                  runs=many),
+        ToyRecipe("ns", "healthy", "ns", "non-saturating, no penalty", ns, runs=many),
+        ToyRecipe("hinge-r1", "healthy", "hinge", "hinge + R1 (γ 0.1)", hinge_r1, runs=many),
+        ToyRecipe("rpgan-r1r2", "healthy", "rpgan", "relativistic + R1 and R2 (γ 0.1)", rpgan,
+                  runs=many),
+        ToyRecipe("wgan-gp", "healthy", "wgan", "WGAN-GP (λ 1, 5 critic steps)", wgan),
+        ToyRecipe("ns-r1-constant", "natural", "ns", "ns-r1 with the learning rates never "
+                  "decayed", {**ns_r1, **CONSTANT}, twin="ns-r1"),
+        ToyRecipe("ns-constant", "natural", "ns", "ns with the learning rates never decayed",
+                  {**ns, **CONSTANT}, twin="ns"),
+        ToyRecipe("ns-beta1", "natural", "ns", "ns with Adam β1 = 0.9", {**ns, "beta1": 0.9},
+                  twin="ns"),
+        ToyRecipe("hinge", "natural", "hinge", "hinge without a penalty",
+                  {"loss": "hinge", "penalty": "none"}, twin="hinge-r1"),
+        ToyRecipe("hinge-r1-constant", "natural", "hinge", "hinge-r1 with the learning rates "
+                  "never decayed", {**hinge_r1, **CONSTANT}, twin="hinge-r1"),
+        ToyRecipe("rpgan-r1r2-constant", "natural", "rpgan", "rpgan-r1r2 with the learning "
+                  "rates never decayed", {**rpgan, **CONSTANT}, twin="rpgan-r1r2"),
+        ToyRecipe("wgan-gp-strong", "natural", "wgan", "WGAN-GP with the usual λ 10",
+                  {**wgan, "penalty_weight": 10.0}, twin="wgan-gp", runs=4),
+        ToyRecipe("wgan", "natural", "wgan", "WGAN without a penalty",
+                  {**wgan, "penalty": "none"}, twin="wgan-gp", runs=4),
+    ]
+
+
+def run_name(recipe: ToyRecipe, seed: int) -> str:
+    return point_name(recipe.values(seed))
+
+
+def chosen(only: tuple[str, ...] = ()) -> list[ToyRecipe]:
+    """The recipes named (or of the groups named) in `only`; every recipe without."""
+    return [r for r in recipes() if not only or r.name in only or r.group in only]
+
+
+def natural_sweep(out: Path, workers: int | None = 2, only: tuple[str, ...] = (),
+                  seeds: tuple[int, ...] | None = None, base: dict | None = None) -> SweepSpec:
+    """One sweep over every (recipe, seed) of the zoo (or the recipes or groups in `only`, the
+    seeds in `seeds` that each recipe runs), seed by seed so the tuning seeds finish first."""
+    picked = chosen(only)
+    every = sorted({s for r in picked for s in r.seeds if seeds is None or s in seeds})
+    points = tuple(r.values(seed) for seed in every for r in picked if seed in r.seeds)
+    return SweepSpec(points=points, base=dict(base or {}), preset=TOY_PRESET, out=Path(out),
+                     workers=workers)
+
+
+# --------------------------------------------------------------------------- ground truth
+
+@dataclass(frozen=True)
+class Truth:
+    """A run's failure by its exact mode counts (None fields: it did not fail)."""
+    onset: int | None
+    how: str | None          # lost | never (covered)
+    peak: float              # the most modes the smoothed count reached before the onset
+    peak_step: int | None    # its last step before the onset
+    sustained: bool = False  # at most half the modes from the onset to the end
+    modes_end: float = math.nan  # the smoothed count at the last reading
+
+    @property
+    def failed(self) -> bool:
+        return self.onset is not None
+
+    @property
+    def decline(self) -> int | None:
+        """Steps from the peak to the onset (a failure that grew over them)."""
+        if self.how != "lost" or self.peak_step is None:
+            return None
+        return self.onset - self.peak_step
+
+
+def smoothed(values: list[float], width: int = SMOOTH_READINGS) -> list[float]:
+    """The running median of the latest `width` values (fewer at the start)."""
+    return [statistics.median(values[max(0, i - width + 1):i + 1]) for i in range(len(values))]
+
+
+def mode_truth(steps: list[int], modes: list[float], run_steps: int,
+               k: int = MODES, grace: float = GRACE) -> Truth:
+    """The truth of a run from its `coverage/modes` readings (steps, values) in a run of
+    `run_steps` steps over `k` modes."""
+    low, high = k / 2, COVERED * k
+    counts = smoothed(modes)
+    if not counts:
+        return Truth(None, None, math.nan, None)
+    grace_step = grace * run_steps
+    peak, peak_step, onset, how, found = -math.inf, None, None, None, len(counts)
+    covered, streak = False, 0
+    for i, (step, count) in enumerate(zip(steps, counts)):
+        streak = streak + 1 if count >= high else 0
+        covered = covered or streak >= COVER_READINGS
+        if count <= low and covered:
+            # the first low raw reading among those the median was taken over
+            window = range(max(0, i - SMOOTH_READINGS + 1), i + 1)
+            onset, how, found = next(steps[j] for j in window if modes[j] <= low), "lost", i
+            break
+        if not covered and step >= grace_step:
+            onset, how, found = round(grace_step), "never", i
+            break
+        if count >= peak:
+            peak, peak_step = count, step
+    if how == "never" and all(c >= high for c in counts[-COVER_READINGS:]):
+        return Truth(None, None, max(counts), None, modes_end=counts[-1])  # a slow learner
+    sustained = onset is not None and all(c <= low for c in counts[found:])
+    return Truth(onset, how, peak, peak_step, sustained, counts[-1])
+
+
+# --------------------------------------------------------------------------- the detector
+
+def blind(series: dict) -> dict:
+    """A metric series (tag -> (steps, values)) without the truth's tags: what the detector
+    may read."""
+    return {tag: values for tag, values in series.items() if not tag.startswith(BLIND_PREFIXES)}
+
+
+@dataclass
+class ToyRun:
+    """One finished zoo run's data: what the scores are computed from."""
+    recipe: ToyRecipe
+    seed: int
+    name: str
+    steps: int
+    truth: Truth
+    series: dict          # blind to the truth
+    objective: Objective
+    wall_s: float | None
+
+    @property
+    def held_out(self) -> bool:
+        return self.seed not in TUNE_SEEDS
+
+
+def load_run(run_dir: Path, recipe: ToyRecipe, seed: int) -> ToyRun:
+    run = RunDir(run_dir)
+    steps, series = run.config.get("steps"), as_lists(run.series())
+    truth = mode_truth(*series.get(COVERAGE_MODES, ([], [])), steps)
+    return ToyRun(recipe, seed, run.path.name, steps, truth, blind(series), run.objective,
+                  run.summary.get("wall_s"))
+
+
+@dataclass
+class ToyScore:
+    """A zoo run's blind diagnosis against its truth."""
+    run: ToyRun
+    events: list[dict]
+    verdict: str
+    caught: dict | None = None        # the first event within tolerance of the truth (a run
+    #                                   that never covered: from step 0 to the grace step)
+    early: list[dict] = field(default_factory=list)  # events before that window
+
+    @property
+    def truth(self) -> Truth:
+        return self.run.truth
+
+    @property
+    def tolerance(self) -> int:
+        return round(ONSET_TOLERANCE * self.run.steps)
+
+    @property
+    def latency(self) -> int | None:
+        if self.caught is None:
+            return None
+        return self.caught["step"] - self.truth.onset
+
+    @property
+    def confirmed(self) -> int | None:
+        """The step at which the catch was confirmed (the verdict changed)."""
+        return ((self.caught or {}).get("evidence") or {}).get("detected_step")
+
+    @property
+    def first_sign(self) -> dict | None:
+        signs = (self.caught or {}).get("first_signs") or []
+        return signs[0] if signs else None
+
+    @property
+    def lead(self) -> int | None:
+        """Steps by which the catch's first sign came before the truth's onset."""
+        sign = self.first_sign
+        return None if sign is None else self.truth.onset - sign["step"]
+
+
+def score(run: ToyRun, thresholds: Thresholds | None = None) -> ToyScore:
+    """Diagnose `run` blind (with these thresholds) and judge it against its truth."""
+    events = detect(run.series, thresholds, run.objective)
+    result = ToyScore(run, events, verdict(events)[0])
+    if run.truth.failed:
+        since = 0 if run.truth.how == "never" else None
+        result.caught, result.early = first_near(events, run.truth.onset, result.tolerance, since)
+    return result
+
+
+def load_zoo(out: Path) -> list[ToyRun]:
+    """Every finished zoo run under `out`, in recipe then seed order."""
+    return [load_run(Path(out) / run_name(r, s), r, s) for r in recipes() for s in r.seeds
+            if finished(Path(out) / run_name(r, s))]
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _recall(scores: list[ToyScore]) -> dict:
+    failed = [s for s in scores if s.truth.failed]
+    hits = [s for s in failed if s.caught is not None]
+    return {"runs": len(scores), "failed": len(failed), "caught": len(hits),
+            "lost": sum(s.truth.how == "lost" for s in failed),
+            "median_latency": _median(s.latency for s in hits if s.truth.how == "lost"),
+            "median_confirmed": _median(s.confirmed for s in hits if s.truth.how == "never"),
+            "collapsed": sum(s.verdict == "collapsed" for s in failed),
+            "false_collapse": sum(s.verdict == "collapsed" for s in scores if not s.truth.failed)}
+
+
+def summarize(scores: list[ToyScore]) -> dict:
+    """The targets' numbers over the zoo's scores."""
+    healthy = [s for s in scores if not s.truth.failed]
+    failures = [s for s in scores if s.truth.failed]
+    held = [s for s in failures if s.run.held_out]
+    sustained = [s for s in failures if s.truth.sustained]
+    gradual = [s for s in failures if (s.truth.decline or 0) >= s.tolerance]
+    return {
+        "runs": len(scores), "healthy": len(healthy),
+        "healthy_collapsed": [s.run.name for s in healthy if s.verdict == "collapsed"],
+        "healthy_warned": [s.run.name for s in healthy if s.verdict == "unstable"],
+        "healthy_recipe_failed": [s.run.name for s in failures
+                                  if s.run.recipe.group == "healthy"],
+        "failures": len(failures), "caught": sum(s.caught is not None for s in failures),
+        "held_out": len(held), "held_out_caught": sum(s.caught is not None for s in held),
+        "sustained": len(sustained),
+        "sustained_collapsed": sum(s.verdict == "collapsed" for s in sustained),
+        "gradual": len(gradual), "gradual_led": sum((s.lead or 0) > 0 for s in gradual),
+        "lost": sum(s.truth.how == "lost" for s in failures),
+        "lost_caught": sum(s.truth.how == "lost" and s.caught is not None for s in failures),
+        "median_latency": _median(s.latency for s in failures if s.truth.how == "lost"),
+        # a run that never covered the data: when the user was told, against the grace step
+        "median_confirmed": _median(s.confirmed for s in failures if s.truth.how == "never"),
+        "median_lead": _median(s.lead for s in gradual if s.lead and s.lead > 0),
+        "per_recipe": {r.name: _recall([s for s in scores if s.run.recipe.name == r.name])
+                       for r in recipes() if any(s.run.recipe.name == r.name for s in scores)},
+        "per_family": {f: _recall([s for s in scores if s.run.recipe.family == f])
+                       for f in dict.fromkeys(r.family for r in recipes())},
+        "kinds": {k: sum(1 for s in failures if s.caught and s.caught["kind"] == k)
+                  for k in dict.fromkeys(s.caught["kind"] for s in failures if s.caught)},
+    }
+
+
+def threshold_sweep(runs: list[ToyRun], name: str, values: tuple[float, ...]) -> list[dict]:
+    """The trade-off of one Thresholds field: per value, healthy runs called collapsed or
+    warned, failures caught, and how soon over the zoo's runs."""
+    rows = []
+    for value in values:
+        thresholds = replace(Thresholds(), **{name: value})
+        numbers = summarize([score(run, thresholds) for run in runs])
+        rows.append({"value": value, **{k: numbers[k] for k in (
+            "healthy", "failures", "caught", "held_out", "held_out_caught", "median_latency",
+            "median_confirmed", "sustained", "sustained_collapsed")},
+            "healthy_collapsed": len(numbers["healthy_collapsed"]),
+            "healthy_warned": len(numbers["healthy_warned"])})
+    return rows

@@ -1,0 +1,132 @@
+"""The natural-failure zoo (stabgan.natural_zoo, scripts/natural_zoo.py): the truth from exact
+mode counts, the recipes and their twins, blind scoring, and a small zoo run for real through
+its script into a docs/collapse.md that keeps the forced zoo's part."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import load_script
+from probes.readings import COVERAGE_MODES
+from stabgan import natural_zoo as nz
+from stabgan.config import resolve_config
+
+EVERY = 50  # steps between mode counts
+RUN = 1500
+
+
+def _truth(modes: list[float], steps: int = RUN) -> nz.Truth:
+    return nz.mode_truth([EVERY * (i + 1) for i in range(len(modes))], modes, steps)
+
+
+def test_a_run_that_reaches_the_modes_and_keeps_them_is_healthy():
+    rising = [0, 0, 1, 2, 4, 6, 7, 8] + [8] * 22
+    truth = _truth(rising)
+    assert not truth.failed and truth.peak == 8 and truth.modes_end == 8
+    slow = [0] * 12 + [5] + [6] * 17  # above half from step 650, before 60 % (900)
+    assert not _truth(slow).failed
+
+
+def test_one_low_reading_is_noise_two_in_three_are_a_loss():
+    assert not _truth([8] * 10 + [3] + [8] * 19).failed  # the median of 3 ignores it
+    truth = _truth([8] * 10 + [3, 8, 2] + [8] * 17)
+    assert (truth.onset, truth.how, truth.sustained) == (550, "lost", False)
+
+
+def test_modes_lost_gradually_and_for_good():
+    modes = [2, 5, 8, 8, 8, 8, 7, 6, 5, 4, 3, 2] + [2] * 18
+    truth = _truth(modes)
+    # the smoothed count is 8 from step 200 to 350 and falls to 4 at 550, over the readings
+    # 5, 4, 3 of steps 450-550: the onset is the first of them at most 4
+    assert (truth.onset, truth.how, truth.peak) == (500, "lost", 8)
+    assert truth.peak_step == 350 and truth.decline == 150 and truth.sustained
+    assert truth.modes_end == 2
+
+
+def test_a_run_that_never_covers_fails_at_the_grace_step():
+    truth = _truth([0, 1, 2, 3, 2, 4, 3] + [4] * 23)
+    assert (truth.onset, truth.how, truth.decline) == (900, "never", None)
+    assert truth.sustained
+    # above half only once (a lucky reading) is no covering either
+    assert _truth([1, 5, 2] + [3] * 27).how == "never"
+    # nor is a generator hopping between modes, six or more now and then but not 4 in a row
+    hopping = _truth([6, 2, 1, 7, 3, 2] * 5)
+    assert hopping.how == "never" and hopping.peak == 6
+    # a slow learner that covers the data after the grace step and to the end is healthy
+    assert not _truth([0] * 18 + [3, 5, 6, 7, 7, 8, 8, 8, 8, 8, 8, 8]).failed
+    # one that covers it after the grace step and loses it again is not
+    assert _truth([0] * 18 + [6, 7, 7, 8, 8, 3, 2, 2, 2, 2, 2, 2]).how == "never"
+
+
+def test_every_failure_differs_from_its_healthy_twin_in_one_setting():
+    by_name = {r.name: r for r in nz.recipes()}
+    families = {r.family for r in nz.recipes() if r.group == "healthy"}
+    assert families == {"ns", "hinge", "rpgan", "wgan"}
+    for recipe in nz.recipes():
+        resolve_config(nz.TOY_PRESET, **recipe.values(0))  # valid settings
+        if recipe.group == "healthy":
+            assert recipe.twin is None
+            continue
+        twin = by_name[recipe.twin]
+        assert twin.group == "healthy" and twin.family == recipe.family
+        a = resolve_config(nz.TOY_PRESET, **recipe.values(0)).to_dict()
+        b = resolve_config(nz.TOY_PRESET, **twin.values(0)).to_dict()
+        assert len([k for k in a if a[k] != b[k]]) == 1, recipe.name
+    assert sum(len(r.seeds) for r in nz.recipes() if r.group == "healthy") >= 100
+
+
+def test_the_sweep_runs_the_tuning_seeds_first_and_names_every_run_apart():
+    spec = nz.natural_sweep(Path("out"), seeds=(0, 1, 15))
+    seeds = [p["seed"] for p in spec.points]
+    assert seeds == sorted(seeds) and set(seeds) == {0, 1, 15}
+    assert spec.preset == "toy"
+    # seed 15 is only the healthy recipes' with many seeds
+    assert {p["seed"] for p in spec.points if p.get("lr_decay") == 1.0} == {0, 1}
+    assert len(nz.natural_sweep(Path("out")).points) == sum(r.runs for r in nz.recipes())
+    names = [nz.run_name(r, s) for r in nz.recipes() for s in r.seeds]
+    assert len(set(names)) == len(names)
+
+
+
+
+@pytest.mark.slow
+def test_a_small_zoo_runs_scores_blind_and_writes_its_section(tmp_path):
+    """Two recipes (a healthy one and its never-decayed twin), one seed, 300 steps, through
+    the script: real runs, their truth from the logged mode counts, the detector blind."""
+    script = load_script("natural_zoo")
+    doc = tmp_path / "collapse.md"
+    doc.write_text("# Collapse detection: the failure zoo\n\nthe forced part\n")
+    out = tmp_path / "zoo"
+    code = script.main(["--out", str(out), "--doc", str(doc), "--only", "ns-r1,ns-r1-constant",
+                        "--seeds", "0", "--steps", "300"])
+    assert code == 0
+    runs = nz.load_zoo(out)
+    assert [(r.recipe.name, r.seed, r.steps) for r in runs] == [("ns-r1", 0, 300),
+                                                                ("ns-r1-constant", 0, 300)]
+    for run in runs:
+        assert run.series and not any(tag.startswith("coverage/") for tag in run.series)
+        records = [json.loads(line) for line in (out / run.name / "metrics.jsonl").open()]
+        modes = [(r["step"], r[COVERAGE_MODES]) for r in records if COVERAGE_MODES in r]
+        assert [s for s, _ in modes] == [50, 100, 150, 200, 250, 300]
+        assert run.truth == nz.mode_truth([s for s, _ in modes], [m for _, m in modes], 300)
+        score = nz.score(run)
+        assert score.verdict in ("healthy", "unstable", "collapsed")
+        assert (score.caught is not None) <= run.truth.failed
+    text = doc.read_text()
+    assert text.startswith("# Collapse detection: the failure zoo\n\nthe forced part\n")
+    assert text.count(script.NATURAL_HEADING) == 1
+    assert "| ns-r1-constant | natural |" in text and "### Targets" in text
+    assert (tmp_path / "collapse" / "natural-modes.png").stat().st_size > 0
+    # the forced zoo's script (here on an empty zoo) rewrites its part and keeps this section
+    section = text[text.index(script.NATURAL_HEADING):]
+    forced = load_script("failure_zoo")
+    (tmp_path / "empty").mkdir()
+    forced.write_doc(argparse.Namespace(out=tmp_path / "empty", doc=doc, steps=2000, workers=2,
+                                        threads=1), "python scripts/failure_zoo.py")
+    text = doc.read_text()
+    assert text.startswith("# Collapse detection: the failure zoo\n\nGenerated by `python "
+                           "scripts/failure_zoo.py`") and "the forced part" not in text
+    assert text.endswith(section) and text.count(script.NATURAL_HEADING) == 1
