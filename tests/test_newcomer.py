@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import TINY, stabgan_cli
 from probes.rundir.files import read_json, read_metrics
 from stabgan.cli import cli
-from stabgan.config import PRESETS
+from stabgan.config import PRESETS, RunConfig
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -31,6 +31,17 @@ def test_readme_gives_the_cpu_only_install_before_the_first_command():
     # the Quickstart still has exactly its two commands
     block = re.search(r"```bash\n(.*?)```", quickstart, re.S).group(1)
     assert block.strip().splitlines()[-2:] == ["pip install . && stabgan run", "bash .ci/run"]
+
+
+def test_readme_describes_the_default_run_as_it_is_sized():
+    """The Quickstart's length and sample file follow RunConfig's defaults (sized to stay under
+    two minutes on the slower 2-core machines), and the seed's 1:4 learning-rate ratio stays."""
+    text = README.read_text()
+    first_run = text[text.index("The first trains"):text.index("The second installs")]
+    steps = RunConfig.steps
+    assert f"{steps} steps" in first_run and f"samples/step_{steps:06d}.png" in first_run
+    assert RunConfig.lr_d == pytest.approx(4 * RunConfig.lr_g)
+    assert "under two minutes" in first_run
 
 
 def test_preset_help_names_every_preset():
