@@ -75,14 +75,17 @@ def recipes() -> list[ToyRecipe]:
     hinge_r1 = {"loss": "hinge", "penalty": "r1", "penalty_weight": 0.1}
     rpgan = {"loss": "rpgan", "penalty": "r1r2", "penalty_weight": 0.1}
     wgan = {"loss": "wgan", "penalty": "gp", "penalty_weight": 1.0, "n_critic": 5}
-    many = 23  # seeds of a healthy recipe: with the WGAN one's, over 100 healthy runs
+    # Seeds of the healthy recipes. ns and hinge-r1 never covered the data in 10 and 13 of
+    # 23 runs (the truth calls those failures), so ns-r1 and rpgan-r1r2, which nearly always
+    # do, run more: over 100 runs whose truth is healthy.
+    many, more = 23, 29
     return [
         ToyRecipe("ns-r1", "healthy", "ns", "non-saturating + R1 (γ 0.1): the toy preset", ns_r1,
-                  runs=many),
+                  runs=more),
         ToyRecipe("ns", "healthy", "ns", "non-saturating, no penalty", ns, runs=many),
         ToyRecipe("hinge-r1", "healthy", "hinge", "hinge + R1 (γ 0.1)", hinge_r1, runs=many),
         ToyRecipe("rpgan-r1r2", "healthy", "rpgan", "relativistic + R1 and R2 (γ 0.1)", rpgan,
-                  runs=many),
+                  runs=more),
         ToyRecipe("wgan-gp", "healthy", "wgan", "WGAN-GP (λ 1, 5 critic steps)", wgan),
         ToyRecipe("ns-r1-constant", "natural", "ns", "ns-r1 with the learning rates never "
                   "decayed", {**ns_r1, **CONSTANT}, twin="ns-r1"),
