@@ -302,8 +302,6 @@ def summarize(scores: list[ToyScore]) -> dict:
         "runs": len(scores), "healthy": len(healthy),
         "healthy_collapsed": [s.run.name for s in healthy if s.verdict == "collapsed"],
         "healthy_warned": [s.run.name for s in healthy if s.verdict == "unstable"],
-        "healthy_recipe_failed": [s.run.name for s in failures
-                                  if s.run.recipe.group == "healthy"],
         "failures": len(failures), "caught": sum(s.caught is not None for s in failures),
         "held_out": len(held), "held_out_caught": sum(s.caught is not None for s in held),
         "sustained": len(sustained),
