@@ -70,11 +70,11 @@ def run_recorded(spec, out: Path, command: str) -> tuple[int, bool]:
 
 # --------------------------------------------------------------------------- the doc
 
-def _step(value) -> str:
+def plain_number(value) -> str:
     return "—" if value is None else f"{round(value):,}"
 
 
-def _signed(value) -> str:
+def signed_number(value) -> str:
     return "—" if value is None else f"{round(value):+,}"
 
 
@@ -130,9 +130,9 @@ def run_rows(scores: list[zoo.RunScore]) -> list[str]:
         elif s.injected is not None:  # a fault the FID says did no harm: best said quietly
             check = " ✓" if s.verdict == "healthy" else " (no failure by the FID)"
         rows.append(
-            f"| {s.recipe.name} | {s.seed} ({split}) | {truth_cell(s)} | {_step(s.fid_onset)} | "
-            f"**{s.verdict}**{check} | {event_cell(shown)} | {_signed(s.latency)}"
-            f"{f' ({_signed(s.confirmed_after)})' if s.confirmed_after is not None else ''} | "
+            f"| {s.recipe.name} | {s.seed} ({split}) | {truth_cell(s)} | {plain_number(s.fid_onset)} | "
+            f"**{s.verdict}**{check} | {event_cell(shown)} | {signed_number(s.latency)}"
+            f"{f' ({signed_number(s.confirmed_after)})' if s.confirmed_after is not None else ''} | "
             f"{sign_cell(shown)} | {'; '.join(event_cell(e) for e in others) or '—'} | "
             f"{s.status}, {(s.wall_s or 0) / 60:.0f} min |")
     return rows
@@ -152,8 +152,8 @@ def recipe_rows(scores: list[zoo.RunScore], summary: dict) -> list[str]:
                       else f"FID, or FID vs {recipe.twin}" if recipe.twin else "FID")
         rows.append(f"| {recipe.name} | {recipe.what} | {onset_from} | {len(runs)} | "
                     f"{r['failed']} | {r['caught']} | {recall} | "
-                    f"{_signed(r['median_latency'])} | {r['signs']} of {r['caught']} | "
-                    f"{_step(r['median_lead'])} |")
+                    f"{signed_number(r['median_latency'])} | {r['signs']} of {r['caught']} | "
+                    f"{plain_number(r['median_lead'])} |")
     return rows
 
 
@@ -285,8 +285,8 @@ def write_doc(args, command: str) -> str:
         f"| every failure caught, onset within {zoo.ONSET_TOLERANCE:.0%} | {summary['caught']} "
         f"of {failures} (held out: {summary['caught_held_out']} of "
         f"{summary['failures_held_out']}); median latency "
-        f"{_signed(summary['median_latency'])} steps (onset), confirmed "
-        f"{_signed(summary['median_confirmed_after'])} steps after the truth |",
+        f"{signed_number(summary['median_latency'])} steps (onset), confirmed "
+        f"{signed_number(summary['median_confirmed_after'])} steps after the truth |",
         f"| a first sign for ≥ 80 % of caught failures | {summary['signs']} of "
         f"{summary['caught']} ({summary['signs_ahead']} ahead of the onset) |",
         "| detector cost negligible | "

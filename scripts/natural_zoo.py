@@ -24,20 +24,12 @@ from stabgan import natural_zoo as nz  # noqa: E402
 from stabgan.config import PRESET_VALUES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from failure_zoo import (NATURAL_HEADING, SESSIONS, event_cell, repo_path,  # noqa: E402
-                         run_recorded)
+from failure_zoo import (NATURAL_HEADING, SESSIONS, event_cell, plain_number,  # noqa: E402
+                         repo_path, run_recorded, signed_number)
 
 BUDGET_MIN = 20  # the toy zoo's wall-time budget on one 2-core machine, minutes
 # The one threshold swept to show its trade-off, and its values (the default among them)
 SWEPT = ("cover_patience", (40, 60, 80, 100, 120))
-
-
-def _step(value) -> str:
-    return "—" if value is None else f"{round(value):+,}"
-
-
-def _plain(value) -> str:
-    return "—" if value is None else f"{round(value):,}"
 
 
 def _share(a: int, b: int) -> str:
@@ -59,8 +51,8 @@ COUNT_HEADER = ("runs | failed (truth): lost, never covered | caught | median la
 
 def _counts(r: dict) -> str:
     return (f"{r['runs']} | {r['failed']}: {r['lost']}, {r['failed'] - r['lost']} | "
-            f"{_share(r['caught'], r['failed'])} | {_step(r['median_latency'])} | "
-            f"{_plain(r['median_confirmed'])} | {r['collapsed']} | {r['false_collapse']} |")
+            f"{_share(r['caught'], r['failed'])} | {signed_number(r['median_latency'])} | "
+            f"{plain_number(r['median_confirmed'])} | {r['collapsed']} | {r['false_collapse']} |")
 
 
 def family_rows(summary: dict) -> list[str]:
@@ -85,14 +77,14 @@ def run_rows(scores: list[nz.ToyScore]) -> list[str]:
             continue  # a healthy run the detector left alone: counted above
         event = s.caught or (s.events[0] if s.events else None)
         sign = s.first_sign
-        sign_text_ = (f"{sign['step']:,}: `{sign_text(sign)}`, {_step(s.lead)}" if sign else "—")
+        sign_text_ = (f"{sign['step']:,}: `{sign_text(sign)}`, {signed_number(s.lead)}" if sign else "—")
         check = ("" if not s.truth.failed else " ✓" if s.caught else
                  " ✗ early" if s.early else " ✗ late" if s.events else " ✗ missed")
         if not s.truth.failed:
             check = " ✗" if s.verdict == "collapsed" else ""
         rows.append(f"| {s.run.recipe.name} | {s.run.seed}{'' if s.run.held_out else ' (tuning)'} "
                     f"| {truth_cell(s.truth)} | **{s.verdict}**{check} | {event_cell(event)} | "
-                    f"{_step(s.latency)} | {sign_text_} | {(s.run.wall_s or 0) / 60:.1f} |")
+                    f"{signed_number(s.latency)} | {sign_text_} | {(s.run.wall_s or 0) / 60:.1f} |")
     return rows
 
 
@@ -107,7 +99,7 @@ def sweep_rows(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['value']:g}{mark} | {r['healthy_collapsed']} of {r['healthy']} | "
                      f"{r['healthy_warned']} | {_share(r['caught'], r['failures'])} | "
                      f"{_share(r['held_out_caught'], r['held_out'])} | "
-                     f"{_plain(r['median_confirmed'])} | "
+                     f"{plain_number(r['median_confirmed'])} | "
                      f"{_share(r['sustained_collapsed'], r['sustained'])} |")
     return lines
 
@@ -214,15 +206,15 @@ def section(args, command: str) -> str:
         f"| {_share(s['held_out_caught'], s['held_out'])}; all seeds "
         f"{_share(s['caught'], s['failures'])}: of the runs that lost the modes they had "
         f"covered {_share(s['lost_caught'], s['lost'])} (median latency "
-        f"{_step(s['median_latency'])} steps), of those that never covered them "
+        f"{signed_number(s['median_latency'])} steps), of those that never covered them "
         f"{_share(s['caught'] - s['lost_caught'], s['failures'] - s['lost'])} (median "
-        f"confirmation at step {_plain(s['median_confirmed'])}, against the grace step "
+        f"confirmation at step {plain_number(s['median_confirmed'])}, against the grace step "
         f"{round(nz.GRACE * args.steps):,}) |",
         f"| a sustained collapse (the truth low to the end) called collapsed | "
         f"{_share(s['sustained_collapsed'], s['sustained'])} |",
         f"| a first sign with a positive lead for ≥ 50 % of the gradual failures (declining "
         f"≥ {nz.ONSET_TOLERANCE:.0%} of the run) | {_share(s['gradual_led'], s['gradual'])}; "
-        f"median lead {_step(s['median_lead'])} steps |",
+        f"median lead {signed_number(s['median_lead'])} steps |",
         f"| the toy zoo in ≤ {BUDGET_MIN} min of wall time on 2 cores | {wall_min:.1f} min over "
         f"{len(sessions)} invocation(s) |", "",
         "What caught the failures: " + (", ".join(f"{k} {v}" for k, v in s["kinds"].items())
