@@ -4,6 +4,7 @@ docs/reproduction.md from the run directories.
     python scripts/reproduction_study.py                   # run what is missing, write the doc
     python scripts/reproduction_study.py --only faithful   # one sweep (repeatable)
     python scripts/reproduction_study.py --doc-only        # rewrite the doc from existing runs
+    python scripts/reproduction_study.py --doc-only --rediagnose  # ... judged by today's detector
     python scripts/reproduction_study.py --quick-check     # tiny smoke test (runs/seed-study-check)
 
 Sweeps, each into OUT/<sweep> (default studies/seed-study, kept in the repository); resumable:
@@ -25,10 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's stabgan, not an installed copy of another
 
+from probes.collapse import diagnose_run  # noqa: E402
+from probes.rundir.files import SUMMARY  # noqa: E402
 from stabgan.study.doc import write_doc  # noqa: E402
 from stabgan.study.sweeps import (DEFAULT_DATASET, SWEEPS, StudyOptions,  # noqa: E402
                                   default_out, reproduction_sweeps)
-from stabgan.sweep import format_table, run_sweep  # noqa: E402
+from stabgan.sweep import format_table, run_ended, run_sweep  # noqa: E402
 from stabgan.sweep.process import runs_import_from  # noqa: E402
 
 
@@ -48,6 +51,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick-check", action="store_true",
                         help="tiny models, few steps, a subset of points, one seed: a smoke test")
     parser.add_argument("--doc-only", action="store_true", help="do not run; rewrite the doc")
+    parser.add_argument("--rediagnose", action="store_true",
+                        help="first re-diagnose every finished run with the current detector "
+                             "(diagnosis.json; runs keep the one they trained with otherwise)")
     parser.add_argument("--only", choices=SWEEPS, action="append",
                         help="run only these sweeps (repeatable)")
     parser.add_argument("--workers", type=int, default=None)
@@ -55,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--no-report", action="store_true", help="skip each sweep's report.html")
     parsed = vars(parser.parse_args(argv))
-    only, doc_only = parsed.pop("only"), parsed.pop("doc_only")
+    only, doc_only, rediagnose = parsed.pop("only"), parsed.pop("doc_only"), parsed.pop("rediagnose")
     parsed["out"] = parsed["out"] or default_out(parsed["quick_check"])
     args = StudyOptions(**parsed)
     doc = args.doc or (args.out / "reproduction.md" if args.quick_check
@@ -72,6 +78,10 @@ def main(argv=None) -> int:
             if result.signum:
                 return result.exit_code
             code = max(code, result.exit_code)
+    if rediagnose:  # every finished run judged by this detector, whichever one it ran with
+        for summary in sorted(Path(args.out).glob(f"*/*/{SUMMARY}")):
+            if run_ended(summary.parent):
+                diagnose_run(summary.parent)
     write_doc(args, doc)
     print(f"wrote {doc}", file=sys.stderr)
     return code

@@ -30,9 +30,9 @@ from probes.collapse import Thresholds, detect, verdict
 from probes.objectives import Objective
 from probes.readings import COVERAGE_MODES
 from probes.rundir.reader import RunDir, as_lists
-from stabgan.sweep import SweepSpec, point_name
+from stabgan.sweep import SweepSpec, point_name, run_ended
 from stabgan.toy import mixture
-from stabgan.zoo import ONSET_TOLERANCE, finished, first_near
+from stabgan.zoo import ONSET_TOLERANCE, first_near
 
 TOY_PRESET = "toy"
 DATASET = "ring8"
@@ -272,7 +272,7 @@ def score(run: ToyRun, thresholds: Thresholds | None = None) -> ToyScore:
 def load_zoo(out: Path) -> list[ToyRun]:
     """Every finished zoo run under `out`, in recipe then seed order."""
     return [load_run(Path(out) / run_name(r, s), r, s) for r in recipes() for s in r.seeds
-            if finished(Path(out) / run_name(r, s))]
+            if run_ended(Path(out) / run_name(r, s))]
 
 
 def _median(values) -> float | None:

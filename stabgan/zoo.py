@@ -27,9 +27,8 @@ from pathlib import Path
 
 from probes.collapse import LAYER_KINDS, OnlineDetector, series_by_step
 from probes.readings import TIME_STEP_S
-from probes.rundir.files import SUMMARY, read_json
 from probes.rundir.reader import RunDir, as_lists
-from stabgan.sweep import FINISHED, SweepSpec, point_name
+from stabgan.sweep import SweepSpec, point_name, run_ended
 
 FID_RISE = 3.0              # ground truth: FID this many times its best so far
 FID_TAG = "fid/domain"
@@ -278,18 +277,11 @@ def score_run(run_dir: Path, recipe: Recipe, seed: int, twin_dir: Path | None = 
     return score
 
 
-def finished(run_dir: Path) -> bool:
-    """The run ended (completed, or failed with its traceback kept): not interrupted part-way,
-    which a rerun of the zoo resumes, nor not started yet."""
-    summary = read_json(Path(run_dir) / SUMMARY)
-    return summary is not None and summary.get("status") in (*FINISHED, "failed")
-
-
 def found_runs(out: Path, steps: int) -> list[tuple[Recipe, int, Path]]:
     """(recipe, seed, run directory) of every finished zoo run under `out`."""
     return [(recipe, seed, Path(out) / run_name(recipe, steps, seed))
             for recipe in recipes() for seed in SEEDS
-            if finished(Path(out) / run_name(recipe, steps, seed))]
+            if run_ended(Path(out) / run_name(recipe, steps, seed))]
 
 
 def score_zoo(out: Path, steps: int) -> list[RunScore]:
@@ -301,7 +293,7 @@ def score_zoo(out: Path, steps: int) -> list[RunScore]:
         twin_dir = None
         if recipe.twin is not None:
             twin_dir = Path(out) / run_name(by_name[recipe.twin], steps, seed)
-            twin_dir = twin_dir if finished(twin_dir) else None
+            twin_dir = twin_dir if run_ended(twin_dir) else None
         scores.append(score_run(run_dir, recipe, seed, twin_dir))
     return scores
 

@@ -11,19 +11,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from conftest import load_script
+from probes.collapse import Thresholds
 from stabgan.config import resolve_config
 from stabgan.study.claims import Finding, claim_flip, claim_norm, claim_two_layers
 from stabgan.study.doc import conclusion
 from stabgan.study.mechanism import mechanism_answer
 from stabgan.study.records import Point, RunRecord
 from stabgan.study.sweeps import Setting, StudyOptions, reproduction_sweeps
-from stabgan.sweep import expand, point_name
+from stabgan.sweep import expand, point_name, run_ended
 
 LONG, SHORT = 50, 40  # steps of the fixture's seed-sweep and mechanism/archs runs
 T0 = 1_700_000_000.0  # start of the fake study
@@ -365,3 +367,21 @@ def test_inconclusive_measured_claims_say_how_short_the_runs_were():
     finding = Finding("inconclusive", "n", "Rates differ by less than 1/3.")
     text = conclusion("L-2L", finding, 400)
     assert "400 steps, 125× fewer than the seed's 50,000 on CelebA 64×64" in text
+
+
+def test_rediagnose_judges_every_finished_run_with_todays_detector(study_dir, tmp_path):
+    copy = tmp_path / "study"
+    shutil.copytree(study_dir, copy)
+    before = {p: p.read_text() for p in copy.glob("*/*/diagnosis.json")}
+    assert study.main(["--doc-only", "--rediagnose", "--out", str(copy),
+                       "--doc", str(tmp_path / "doc.md")]) == 0
+    today = json.loads(json.dumps(Thresholds().to_dict()))  # tuples as JSON gives them back
+    judged = 0
+    for path, text in before.items():
+        now = json.loads(path.read_text())
+        if run_ended(path.parent):
+            judged += 1
+            assert now["thresholds"] == today and now["last_step"] is not None, path
+        else:  # a run still being written keeps what its own detector said
+            assert path.read_text() == text
+    assert judged > 0

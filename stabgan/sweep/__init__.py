@@ -33,14 +33,14 @@ from stabgan.signals import StopSignals
 from stabgan.sweep.executors import LocalExecutor, execute
 from stabgan.sweep.plan import Job, cpu_count, parallelism, plan_sweep
 from stabgan.sweep.ray_executor import RayExecutor, ray_session
-from stabgan.sweep.results import (FINISHED, SweepResult, format_table, run_row,
+from stabgan.sweep.results import (FINISHED, SweepResult, format_table, run_ended, run_row,
                                    write_sweep_report)
 from stabgan.sweep.spec import (LOCK, LOGS, SWEEP_DIR, SWEEP_RECORD, SweepError, SweepSpec, expand,
                                 parse_grid, point_name, read_sweep_file, sweep_spec)
 
 __all__ = ["FINISHED", "LOGS", "RAY_JOIN_TIMEOUT_S", "SWEEP_RECORD", "Job", "SweepError",
            "SweepResult", "SweepSpec", "expand", "format_table", "parallelism", "parse_grid",
-           "plan_sweep", "point_name", "read_sweep_file", "run_row", "run_sweep", "sweep_spec",
+           "plan_sweep", "point_name", "read_sweep_file", "run_ended", "run_row", "run_sweep", "sweep_spec",
            "write_sweep_report"]
 
 

@@ -6,11 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.rundir.files import ERROR_LOG
+from probes.rundir.files import ERROR_LOG, SUMMARY, read_json
 from probes.rundir.reader import RunDir, verdict_and_onset
 from stabgan.sweep.plan import Job
 
 FINISHED = ("completed", "stopped_on_collapse")
+
+
+def run_ended(run_dir: Path) -> bool:
+    """The run ended (finished, or failed with its traceback kept): not interrupted part-way,
+    which a rerun of its sweep resumes, nor not started yet."""
+    summary = read_json(Path(run_dir) / SUMMARY)
+    return summary is not None and summary.get("status") in (*FINISHED, "failed")
 
 
 @dataclass
