@@ -30,13 +30,13 @@ from probes.collapse import Thresholds, detect, verdict
 from probes.objectives import Objective
 from probes.readings import COVERAGE_MODES
 from probes.rundir.reader import RunDir, as_lists
+from stabgan.config import PRESET_VALUES
 from stabgan.sweep import SweepSpec, point_name, run_ended
 from stabgan.toy import mixture
 from stabgan.zoo import ONSET_TOLERANCE, first_near
 
 TOY_PRESET = "toy"
-DATASET = "ring8"
-MODES = len(mixture(DATASET)[0])
+MODES = len(mixture(PRESET_VALUES[TOY_PRESET]["dataset"])[0])
 SMOOTH_READINGS = 3   # the truth's mode count: the median of this many readings in a row
 COVERED = 0.75        # the share of the modes a run covers the data with ...
 COVER_READINGS = 4    # ... for this many readings in a row (200 steps of the toy preset)
