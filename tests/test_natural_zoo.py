@@ -91,8 +91,6 @@ def test_the_sweep_runs_the_tuning_seeds_first_and_names_every_run_apart():
     assert len(set(names)) == len(names)
 
 
-
-
 @pytest.mark.slow
 def test_a_small_zoo_runs_scores_blind_and_writes_its_section(tmp_path):
     """Two recipes (a healthy one and its never-decayed twin), one seed, 300 steps, through

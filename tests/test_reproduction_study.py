@@ -32,8 +32,6 @@ T0 = 1_700_000_000.0  # start of the fake study
 STACKED = {"inv_stack": "successive", "inv_block": "plain"}
 
 
-
-
 study = load_script("reproduction_study")
 
 

@@ -23,8 +23,6 @@ CI_RECIPES = ("lr-raise", "gp-weak-0.1", "critic-bn", "g-overpowers", "softmax-s
               "k-outputs", "data-corrupt")
 
 
-
-
 def test_fid_onset_is_the_first_rise_over_the_best_so_far():
     steps = [40, 80, 120, 160, 200, 240]
     assert zoo.fid_onset(steps, [300, 120, 60, 50, 140, 400]) == 240  # 400 ≥ 3 × 50
