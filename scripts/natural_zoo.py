@@ -97,14 +97,14 @@ def sweep_rows(rows: list[dict]) -> list[str]:
     for r in rows:
         mark = " (default)" if r["value"] == default else ""
         lines.append(f"| {r['value']:g}{mark} | {r['healthy_collapsed']} of {r['healthy']} | "
-                     f"{r['healthy_warned']} | {_share(r['caught'], r['failures'])} | "
+                     f"{r['healthy_warned']} | {_share(r['caught'], r['failed'])} | "
                      f"{_share(r['held_out_caught'], r['held_out'])} | "
                      f"{plain_number(r['median_confirmed'])} | "
                      f"{_share(r['sustained_collapsed'], r['sustained'])} |")
     return lines
 
 
-def mode_figure(out: Path, runs: list[nz.ToyRun], scores: list[nz.ToyScore], path: Path) -> bool:
+def mode_figure(runs: list[nz.ToyRun], scores: list[nz.ToyScore], path: Path) -> bool:
     """Exact mode counts over the run of every failure recipe's first seed beside its twin's,
     with the blind detector's events on the failure."""
     pairs = []
@@ -120,17 +120,13 @@ def mode_figure(out: Path, runs: list[nz.ToyRun], scores: list[nz.ToyScore], pat
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from probes.readings import COVERAGE_MODES
-    from probes.rundir.reader import RunDir
 
     fig, axes = plt.subplots(len(pairs), 1, figsize=(7.5, 1.5 * len(pairs)), dpi=110,
                              sharex=True, squeeze=False)
     for ax, ((run, s), (twin, _)) in zip(axes[:, 0], pairs):
         for r, color, label in ((twin, "#2ca02c", f"{twin.recipe.name} (twin)"),
                                 (run, "#d62728", run.recipe.name)):
-            series = RunDir(out / r.name).series([COVERAGE_MODES])
-            steps, values = series.get(COVERAGE_MODES, ([], []))
-            ax.plot(list(steps), list(values), color=color, linewidth=1.2, label=label)
+            ax.plot(*r.modes, color=color, linewidth=1.2, label=label)
         if s.truth.failed:
             ax.axvline(s.truth.onset, color="black", linewidth=1, linestyle=":")
         for event in s.events:
@@ -163,7 +159,7 @@ def section(args, command: str) -> str:
     run_min = sum(r.wall_s or 0 for r in runs) / 60
     figure = args.doc.parent / "collapse" / "natural-modes.png"
     shown_figure = (f"![Exact modes of each failure and its twin]({figure.parent.name}/"
-                    f"{figure.name})" if mode_figure(args.out, runs, scores, figure) else "")
+                    f"{figure.name})" if mode_figure(runs, scores, figure) else "")
     preset = ", ".join(f"{k} {v}" for k, v in PRESET_VALUES[nz.TOY_PRESET].items())
     t = Thresholds()
     lines = [
@@ -204,10 +200,10 @@ def section(args, command: str) -> str:
         f"{len(s['healthy_warned'])} |",
         f"| ≥ 95 % of natural failures on held-out seeds caught within {nz.ONSET_TOLERANCE:.0%} "
         f"| {_share(s['held_out_caught'], s['held_out'])}; all seeds "
-        f"{_share(s['caught'], s['failures'])}: of the runs that lost the modes they had "
+        f"{_share(s['caught'], s['failed'])}: of the runs that lost the modes they had "
         f"covered {_share(s['lost_caught'], s['lost'])} (median latency "
         f"{signed_number(s['median_latency'])} steps), of those that never covered them "
-        f"{_share(s['caught'] - s['lost_caught'], s['failures'] - s['lost'])} (median "
+        f"{_share(s['caught'] - s['lost_caught'], s['failed'] - s['lost'])} (median "
         f"confirmation at step {plain_number(s['median_confirmed'])}, against the grace step "
         f"{round(nz.GRACE * args.steps):,}) |",
         f"| a sustained collapse (the truth low to the end) called collapsed | "

@@ -173,6 +173,9 @@ def mode_truth(steps: list[int], modes: list[float], run_steps: int,
             # the first low raw reading among those the median was taken over
             window = range(max(0, i - SMOOTH_READINGS + 1), i + 1)
             onset, how, found = next(steps[j] for j in window if modes[j] <= low), "lost", i
+            # the peak it fell from: before that first low reading
+            before = [(c, step) for step, c in zip(steps[:i], counts[:i]) if step < onset]
+            peak, peak_step = max(before)
             break
         if not covered and step >= grace_step:
             onset, how, found = round(grace_step), "never", i
@@ -201,6 +204,7 @@ class ToyRun:
     name: str
     steps: int
     truth: Truth
+    modes: tuple[list, list]  # the exact mode counts (steps, values): the truth's readings
     series: dict          # blind to the truth
     objective: Objective
     wall_s: float | None
@@ -213,9 +217,9 @@ class ToyRun:
 def load_run(run_dir: Path, recipe: ToyRecipe, seed: int) -> ToyRun:
     run = RunDir(run_dir)
     steps, series = run.config.get("steps"), as_lists(run.series())
-    truth = mode_truth(*series.get(COVERAGE_MODES, ([], [])), steps)
-    return ToyRun(recipe, seed, run.path.name, steps, truth, blind(series), run.objective,
-                  run.summary.get("wall_s"))
+    modes = series.get(COVERAGE_MODES, ([], []))
+    return ToyRun(recipe, seed, run.path.name, steps, mode_truth(*modes, steps), modes,
+                  blind(series), run.objective, run.summary.get("wall_s"))
 
 
 @dataclass
@@ -281,6 +285,8 @@ def _median(values) -> float | None:
 
 
 def _recall(scores: list[ToyScore]) -> dict:
+    """Runs, failures (lost, caught), how soon, and collapse verdicts of a group of runs; for a
+    run that never covered the data, how soon is when the user was told (its confirmation)."""
     failed = [s for s in scores if s.truth.failed]
     hits = [s for s in failed if s.caught is not None]
     return {"runs": len(scores), "failed": len(failed), "caught": len(hits),
@@ -299,19 +305,14 @@ def summarize(scores: list[ToyScore]) -> dict:
     sustained = [s for s in failures if s.truth.sustained]
     gradual = [s for s in failures if (s.truth.decline or 0) >= s.tolerance]
     return {
-        "runs": len(scores), "healthy": len(healthy),
+        **_recall(scores), "healthy": len(healthy),
         "healthy_collapsed": [s.run.name for s in healthy if s.verdict == "collapsed"],
         "healthy_warned": [s.run.name for s in healthy if s.verdict == "unstable"],
-        "failures": len(failures), "caught": sum(s.caught is not None for s in failures),
         "held_out": len(held), "held_out_caught": sum(s.caught is not None for s in held),
         "sustained": len(sustained),
         "sustained_collapsed": sum(s.verdict == "collapsed" for s in sustained),
         "gradual": len(gradual), "gradual_led": sum((s.lead or 0) > 0 for s in gradual),
-        "lost": sum(s.truth.how == "lost" for s in failures),
         "lost_caught": sum(s.truth.how == "lost" and s.caught is not None for s in failures),
-        "median_latency": _median(s.latency for s in failures if s.truth.how == "lost"),
-        # a run that never covered the data: when the user was told, against the grace step
-        "median_confirmed": _median(s.confirmed for s in failures if s.truth.how == "never"),
         "median_lead": _median(s.lead for s in gradual if s.lead and s.lead > 0),
         "per_recipe": {r.name: _recall([s for s in scores if s.run.recipe.name == r.name])
                        for r in recipes() if any(s.run.recipe.name == r.name for s in scores)},
@@ -330,7 +331,7 @@ def threshold_sweep(runs: list[ToyRun], name: str, values: tuple[float, ...]) ->
         thresholds = replace(Thresholds(), **{name: value})
         numbers = summarize([score(run, thresholds) for run in runs])
         rows.append({"value": value, **{k: numbers[k] for k in (
-            "healthy", "failures", "caught", "held_out", "held_out_caught", "median_latency",
+            "healthy", "failed", "caught", "held_out", "held_out_caught", "median_latency",
             "median_confirmed", "sustained", "sustained_collapsed")},
             "healthy_collapsed": len(numbers["healthy_collapsed"]),
             "healthy_warned": len(numbers["healthy_warned"])})

@@ -35,6 +35,8 @@ def test_one_low_reading_is_noise_two_in_three_are_a_loss():
     assert not _truth([8] * 10 + [3] + [8] * 19).failed  # the median of 3 ignores it
     truth = _truth([8] * 10 + [3, 8, 2] + [8] * 17)
     assert (truth.onset, truth.how, truth.sustained) == (550, "lost", False)
+    # the peak it fell from is the last one before that first low reading, never after it
+    assert (truth.peak, truth.peak_step, truth.decline) == (8, 500, 50)
 
 
 def test_modes_lost_gradually_and_for_good():
@@ -140,8 +142,8 @@ def _toy_run(name: str, coverage: float, modes: list[float]) -> nz.ToyRun:
     series = {"loss/critic": (logged, [1.0] * len(logged)),
               "diversity/coverage": (steps, [coverage] * len(steps))}
     recipe = next(r for r in nz.recipes() if r.name == name)
-    return nz.ToyRun(recipe, 5, name, RUN, nz.mode_truth(steps, modes, RUN), series,
-                     WGAN_GP, 20.0)
+    return nz.ToyRun(recipe, 5, name, RUN, nz.mode_truth(steps, modes, RUN), (steps, modes),
+                     series, WGAN_GP, 20.0)
 
 
 def test_the_zoo_is_scored_against_the_truth_and_the_patience_trades_off():
@@ -154,7 +156,7 @@ def test_the_zoo_is_scored_against_the_truth_and_the_patience_trades_off():
     # confirmed once three quarters of the patience's points were low, before the grace step
     assert scores[0].confirmed < 900
     numbers = nz.summarize(scores)
-    assert (numbers["healthy"], numbers["healthy_collapsed"], numbers["failures"],
+    assert (numbers["healthy"], numbers["healthy_collapsed"], numbers["failed"],
             numbers["caught"], numbers["held_out_caught"]) == (1, [], 1, 1, 1)
     assert numbers["sustained_collapsed"] == numbers["sustained"] == 1
     assert numbers["per_family"]["ns"]["caught"] == 1 and numbers["kinds"] == {"low_coverage": 1}
