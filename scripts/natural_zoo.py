@@ -5,6 +5,7 @@ detector blind to the truth, write the "Natural failures" section of docs/collap
     python scripts/natural_zoo.py --doc-only      # re-score the stored runs, rewrite the section
     python scripts/natural_zoo.py --only healthy  # some recipes (or groups) only
     python scripts/natural_zoo.py --seeds 0,1,2   # some seeds only
+    python scripts/natural_zoo.py --part image    # the image part (mnist5k), into its own folder
 
 The section is everything of docs/collapse.md from its heading on; scripts/failure_zoo.py, which
 writes the rest, keeps it. Each invocation's wall time is appended to OUT/.zoo-sessions.json.
@@ -21,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from probes.collapse import Thresholds, sign_text  # noqa: E402
 from probes.rundir.files import read_json  # noqa: E402
 from stabgan import natural_zoo as nz  # noqa: E402
-from stabgan.config import PRESET_VALUES  # noqa: E402
+from stabgan.config import PRESET_VALUES, resolve_config  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from failure_zoo import (NATURAL_HEADING, SESSIONS, event_cell, plain_number,  # noqa: E402
@@ -36,11 +37,11 @@ def _share(a: int, b: int) -> str:
     return f"{a} of {b}" + (f" ({a / b:.0%})" if b else "")
 
 
-def truth_cell(truth: nz.Truth) -> str:
+def truth_cell(truth: nz.Truth, modes: int) -> str:
     if not truth.failed:
         return f"healthy ({truth.modes_end:g} modes at the end)"
     how = ("never covered" if truth.how == "never"
-           else f"lost: {truth.peak:g} → ≤ {nz.MODES // 2} modes, declining {truth.decline:,} steps")
+           else f"lost: {truth.peak:g} → ≤ {modes // 2} modes, declining {truth.decline:,} steps")
     return f"{truth.onset:,} ({how}{', to the end' if truth.sustained else ''})"
 
 
@@ -68,7 +69,7 @@ def recipe_rows(summary: dict) -> list[str]:
                    if r.name in summary["per_recipe"]]
 
 
-def run_rows(scores: list[nz.ToyScore]) -> list[str]:
+def run_rows(scores: list[nz.ZooScore]) -> list[str]:
     rows = ["| recipe | seed | truth onset | verdict | the catch (else the first event) | "
             "latency | its first sign: step, tag, lead over the truth | min |",
             "|---|---|---|---|---|---|---|---|"]
@@ -83,7 +84,7 @@ def run_rows(scores: list[nz.ToyScore]) -> list[str]:
         if not s.truth.failed:
             check = " ✗" if s.verdict == "collapsed" else ""
         rows.append(f"| {s.run.recipe.name} | {s.run.seed}{'' if s.run.held_out else ' (tuning)'} "
-                    f"| {truth_cell(s.truth)} | **{s.verdict}**{check} | {event_cell(event)} | "
+                    f"| {truth_cell(s.truth, nz.PARTS[s.run.recipe.part].modes)} | **{s.verdict}**{check} | {event_cell(event)} | "
                     f"{signed_number(s.latency)} | {sign_text_} | {(s.run.wall_s or 0) / 60:.1f} |")
     return rows
 
@@ -104,7 +105,7 @@ def sweep_rows(rows: list[dict]) -> list[str]:
     return lines
 
 
-def mode_figure(runs: list[nz.ToyRun], scores: list[nz.ToyScore], path: Path) -> bool:
+def mode_figure(runs: list[nz.ZooRun], scores: list[nz.ZooScore], path: Path) -> bool:
     """Exact mode counts over the run of every failure recipe's first seed beside its twin's,
     with the blind detector's events on the failure."""
     pairs = []
@@ -160,7 +161,7 @@ def section(args, command: str) -> str:
     figure = args.doc.parent / "collapse" / "natural-modes.png"
     shown_figure = (f"![Exact modes of each failure and its twin]({figure.parent.name}/"
                     f"{figure.name})" if mode_figure(runs, scores, figure) else "")
-    preset = ", ".join(f"{k} {v}" for k, v in PRESET_VALUES[nz.TOY_PRESET].items())
+    preset = ", ".join(f"{k} {v}" for k, v in PRESET_VALUES[nz.TOY.preset].items())
     t = Thresholds()
     lines = [
         NATURAL_HEADING, "",
@@ -244,8 +245,49 @@ def section(args, command: str) -> str:
         "held-out runs reached 7–8 modes by steps 1,000–1,150).", "",
         f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
         f"{t.cover_patience}, `patience_share` {t.patience_share:g}, `cover_warn` "
-        f"{t.cover_warn:g}, `cover_collapse` {t.cover_collapse:g}).", ""]
+        f"{t.cover_warn:g}, `cover_collapse` {t.cover_collapse:g}).", "", *image_section(args)]
     return "\n".join(lines)
+
+
+def image_section(args) -> list[str]:
+    """The image part's lines: its targets, recipes and runs, from the stored runs."""
+    runs = nz.load_zoo(args.image_out, "image")
+    if not runs:
+        return ["### The image part", "", f"No run yet: `python scripts/natural_zoo.py --part "
+                f"image` runs it into `{repo_path(args.image_out)}` (resumable).", ""]
+    scores = [nz.score(run) for run in runs]
+    s = nz.summarize(scores)
+    sessions = (read_json(args.image_out / SESSIONS) or {}).get("sessions", [])
+    longest_h = max((x["wall_s"] for x in sessions), default=0) / 3600
+    planned = sum(len(r.seeds) for r in nz.recipes("image"))
+    base = ", ".join(f"{k} {v}" for k, v in nz.IMAGE.base.items())
+    k = nz.IMAGE.modes
+    return [
+        "### The image part", "",
+        f"{len(runs)} of {planned} runs finished (`{repo_path(args.image_out)}`), over "
+        f"{len(sessions)} invocation(s):", "",
+        *[f"- {x['start']}: {x['wall_s'] / 60:.1f} min, `{x['command']}`" for x in sessions], "",
+        f"Every run: `--preset {nz.IMAGE.preset}` (the default run: the iGAN on mnist5k, "
+        f"{resolve_config(nz.IMAGE.preset).steps:,} steps) with {base}, 1 torch thread, 2 runs "
+        f"at a time. The truth is the number of the {k} digit classes the generated samples "
+        "cover, read by the domain classifier (`coverage/modes` of the FID probe), under the "
+        f"same rule as the toy part ({nz.COVERED * k:g} of {k} classes for "
+        f"{nz.COVER_READINGS} readings in a row to cover the data, at most {k // 2} to have "
+        "lost it). The detector is blind to `coverage/*` and to `fid/*` (the same samples' "
+        "FID).", "",
+        "| target | measured |", "|---|---|",
+        f"| 0 collapse verdicts over ≥ 20 healthy image runs | {len(s['healthy_collapsed'])} of "
+        f"{s['healthy']} ({', '.join(s['healthy_collapsed']) or 'none'}); warnings on "
+        f"{len(s['healthy_warned'])} |",
+        f"| ≥ 90 % of natural failures on held-out seeds caught within "
+        f"{nz.ONSET_TOLERANCE:.0%} | {_share(s['held_out_caught'], s['held_out'])}; all seeds "
+        f"{_share(s['caught'], s['failed'])} |",
+        f"| a sustained collapse called collapsed | "
+        f"{_share(s['sustained_collapsed'], s['sustained'])} |",
+        f"| each invocation ≤ 2 h of wall time | the longest {longest_h:.2f} h |", "",
+        "#### Per loss family", "", *family_rows(s), "",
+        "#### Per recipe", "", *recipe_rows(s), "",
+        "#### Every failure, and every healthy run with an event", "", *run_rows(scores), ""]
 
 
 def write_section(args, command: str) -> None:
@@ -257,29 +299,39 @@ def write_section(args, command: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # finished runs are the zoo's record, kept in the repository (checkpoints are not)
-    parser.add_argument("--out", type=Path, default=ROOT / "studies" / "natural-zoo")
+    parser.add_argument("--out", type=Path, default=ROOT / "studies" / "natural-zoo",
+                        help="the toy part's runs")
+    parser.add_argument("--image-out", type=Path, default=ROOT / "studies" / "natural-zoo-images",
+                        help="the image part's runs")
+    parser.add_argument("--part", choices=tuple(nz.PARTS), default="toy", help="the part to run")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "collapse.md")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time")
     parser.add_argument("--only", default="", help="comma-separated recipe names or groups")
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: all)")
-    parser.add_argument("--steps", type=int, default=PRESET_VALUES[nz.TOY_PRESET]["steps"],
-                        help="steps a run [default: the toy preset's]")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps a run [default: the part's preset's]")
     parser.add_argument("--doc-only", action="store_true", help="run nothing; rewrite the section")
     args = parser.parse_args(argv)
-    words = ["python scripts/natural_zoo.py"] + (["--only", args.only] if args.only else []) \
+    preset_steps = resolve_config(nz.PARTS[args.part].preset).steps
+    args.steps = args.steps or preset_steps
+    words = ["python scripts/natural_zoo.py"] \
+        + (["--part", args.part] if args.part != "toy" else []) \
+        + (["--only", args.only] if args.only else []) \
         + (["--seeds", args.seeds] if args.seeds else []) \
-        + (["--steps", str(args.steps)] if args.steps != PRESET_VALUES[nz.TOY_PRESET]["steps"]
-           else [])
+        + (["--steps", str(args.steps)] if args.steps != preset_steps else [])
     command = " ".join(words)
     code = 0
     if not args.doc_only:
+        out = args.out if args.part == "toy" else args.image_out
         seeds = tuple(int(x) for x in args.seeds.split(",") if x) or None
         code, stopped = run_recorded(nz.natural_sweep(
-            args.out, args.workers, tuple(n for n in args.only.split(",") if n), seeds,
+            out, args.part, args.workers, tuple(n for n in args.only.split(",") if n), seeds,
             base={"threads": 1, "steps": args.steps, "sample_every": args.steps // 2}),
-            args.out, command)
+            out, command)
         if stopped:
             return code
+    if args.part == "image":  # the toy section's text speaks of the toy preset's steps
+        args.steps = resolve_config(nz.TOY.preset).steps
     write_section(args, command)
     print(f"wrote {args.doc}", file=sys.stderr)
     return code

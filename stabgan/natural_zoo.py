@@ -1,23 +1,26 @@
-"""The natural-failure zoo: GANs on 8 Gaussians on a ring (`--preset toy`) whose failures grow
-by themselves, no fault injected, each beside a healthy twin that differs in one setting; the
-ground truth from the exact mode counts; the detector scored blind to them.
+"""The natural-failure zoo: GANs whose failures grow by themselves, no fault injected, each
+beside a healthy twin that differs in one setting; the ground truth from exact mode counts; the
+detector scored blind to them. Two parts: the toy part, the MLP pair on 8 Gaussians on a ring
+(`--preset toy`), and the image part, the default iGAN on mnist5k (`--preset quick`).
 
-The truth is `coverage/modes` (stabgan.toy: modes holding their share of samples within 3 std,
-counted on 2,500 fixed-noise samples every 50 steps), smoothed as the median of
-`SMOOTH_READINGS` readings in a row. A run has covered the data when that count stays at
-`COVERED` of the modes or more for `COVER_READINGS` readings in a row (a generator hopping
-between modes touches that many now and then), and has failed when it is at most half of
-them after it had covered the data (it lost them: the onset is the first low reading of that
-stretch), or when it has not covered them by `GRACE` of the run and does not end covering them
-(the onset is the grace step, and any event from step 0 on catches it; a run that covers the
-data late and to the end is a slow learner, not a failure). A failure is *sustained* when the
-count stays at most half to the end, *gradual* when it took at least `ONSET_TOLERANCE` of the
-run to fall from its peak to the onset.
+The truth is `coverage/modes`: on the ring, modes holding their share of samples within 3 std
+(stabgan.toy, 2,500 fixed-noise samples every 50 steps); on mnist5k, digit classes holding their
+share of generated samples by the domain classifier (the FID probe, every `fid_every` steps).
+It is smoothed as the median of `SMOOTH_READINGS` readings in a row. A run has covered the
+data when that count stays at `COVERED` of the modes or more for `COVER_READINGS` readings in
+a row (a generator hopping between modes touches that many now and then), and has failed when
+it is at most half of them after it had covered the data (it lost them: the onset is the first
+low reading of that stretch), or when it has not covered them by `GRACE` of the run and does
+not end covering them (the onset is the grace step, and any event from step 0 on catches it; a
+run that covers the data late and to the end is a slow learner, not a failure). A failure is
+*sustained* when the count stays at most half to the end, *gradual* when it took at least
+`ONSET_TOLERANCE` of the run to fall from its peak to the onset.
 
 The detector never sees the truth: each run is re-diagnosed from its metrics without the
-`coverage/*` tags (`blind`), so what it judges is what a user's images give it too
-(losses, penalty norms, `diversity/*`). Each (recipe, seed) is one point of one
-`stabgan.sweep` sweep, so the zoo is resumable like any sweep.
+part's truth tags (`blind`: `coverage/*`, and on images `fid/*`, read from the same
+generated samples), so what it judges is what a user's own data gives it (losses, penalty
+norms, `diversity/*`). Each (recipe, seed) of a part is one point of one `stabgan.sweep` sweep,
+so the zoo is resumable like any sweep.
 """
 from __future__ import annotations
 
@@ -30,30 +33,54 @@ from probes.collapse import Thresholds, detect, verdict
 from probes.objectives import Objective
 from probes.readings import COVERAGE_MODES
 from probes.rundir.reader import RunDir, as_lists
-from stabgan.config import PRESET_VALUES
+from stabgan.config import PRESET_VALUES, dataset_info
 from stabgan.sweep import SweepSpec, point_name, run_ended
 from stabgan.toy import mixture
 from stabgan.zoo import ONSET_TOLERANCE, first_near
 
-TOY_PRESET = "toy"
-MODES = len(mixture(PRESET_VALUES[TOY_PRESET]["dataset"])[0])
 SMOOTH_READINGS = 3   # the truth's mode count: the median of this many readings in a row
 COVERED = 0.75        # the share of the modes a run covers the data with ...
 COVER_READINGS = 4    # ... for this many readings in a row (200 steps of the toy preset)
 GRACE = 0.6           # a run that has not covered the data by this fraction of it fails
-BLIND_PREFIXES = ("coverage/",)  # the truth's tags, hidden from the detector
 TUNE_SEEDS = (0, 1, 2)  # thresholds were tuned on these runs, and reported on the others
 
 
 @dataclass(frozen=True)
-class ToyRecipe:
+class Part:
+    """Where a part's runs come from and what of them the detector may not read."""
+    name: str
+    preset: str
+    base: dict                    # RunConfig fields every run of the part adds to the preset
+    blind_prefixes: tuple[str, ...]  # the truth's tags, hidden from the detector
+
+    @property
+    def modes(self) -> int:
+        """The modes (classes) the truth counts."""
+        dataset = PRESET_VALUES[self.preset].get("dataset", "mnist5k")
+        points = mixture(dataset)[0] if dataset_info(dataset).points else None
+        return len(points) if points is not None else dataset_info(dataset).num_classes
+
+
+# The image part reads the classes covered every 50 steps on 1,000 generated digits (10 readings
+# in the quick preset's 500 steps: enough for the truth's 4-reading window); the final quality
+# line would only repeat the last reading.
+PARTS = {"toy": Part("toy", "toy", {}, ("coverage/",)),
+         "image": Part("image", "quick", {"fid_every": 50, "fid_samples": 1000,
+                                          "fid_final": False}, ("coverage/", "fid/"))}
+TOY, IMAGE = PARTS["toy"], PARTS["image"]
+MODES = TOY.modes
+
+
+@dataclass(frozen=True)
+class Recipe:
     name: str
     group: str                    # healthy | natural
     family: str                   # the loss family: ns, hinge, rpgan, wgan
     what: str                     # one line for the doc
-    settings: dict = field(default_factory=dict)  # RunConfig fields over the toy preset
+    settings: dict = field(default_factory=dict)  # RunConfig fields over the part's preset
     twin: str | None = None       # the healthy recipe it differs from in one setting
     runs: int = 8                 # seeds 0 .. runs - 1
+    part: str = "toy"
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -66,10 +93,15 @@ class ToyRecipe:
 CONSTANT = {"lr_decay": 1.0}  # the rates never decay: left running at 2e-3
 
 
-def recipes() -> list[ToyRecipe]:
-    """The healthy recipes of every loss family and their natural failures. A WGAN run costs
-    5 critic steps a generator step (with one, the toy critic never leads G anywhere), so that
-    family runs fewer seeds."""
+def recipes(part: str | None = None) -> list[Recipe]:
+    """The healthy recipes of every loss family and their natural failures, of one part (or of
+    both). A toy WGAN run costs 5 critic steps a generator step (with one, the toy critic never
+    leads G anywhere), so that family runs fewer seeds."""
+    every = _toy_recipes() + _image_recipes()
+    return [r for r in every if part is None or r.part == part]
+
+
+def _toy_recipes() -> list[Recipe]:
     ns_r1 = {"loss": "ns", "penalty": "r1", "penalty_weight": 0.1}
     ns = {"loss": "ns", "penalty": "none"}
     hinge_r1 = {"loss": "hinge", "penalty": "r1", "penalty_weight": 0.1}
@@ -80,50 +112,83 @@ def recipes() -> list[ToyRecipe]:
     # do, run more: over 100 runs whose truth is healthy.
     many, more = 23, 29
     return [
-        ToyRecipe("ns-r1", "healthy", "ns", "non-saturating + R1 (γ 0.1): the toy preset", ns_r1,
-                  runs=more),
-        ToyRecipe("ns", "healthy", "ns", "non-saturating, no penalty", ns, runs=many),
-        ToyRecipe("hinge-r1", "healthy", "hinge", "hinge + R1 (γ 0.1)", hinge_r1, runs=many),
-        ToyRecipe("rpgan-r1r2", "healthy", "rpgan", "relativistic + R1 and R2 (γ 0.1)", rpgan,
-                  runs=more),
-        ToyRecipe("wgan-gp", "healthy", "wgan", "WGAN-GP (λ 1, 5 critic steps)", wgan),
-        ToyRecipe("ns-r1-constant", "natural", "ns", "ns-r1 with the learning rates never "
-                  "decayed", {**ns_r1, **CONSTANT}, twin="ns-r1"),
-        ToyRecipe("ns-constant", "natural", "ns", "ns with the learning rates never decayed",
-                  {**ns, **CONSTANT}, twin="ns"),
-        ToyRecipe("ns-beta1", "natural", "ns", "ns with Adam β1 = 0.9", {**ns, "beta1": 0.9},
-                  twin="ns"),
-        ToyRecipe("hinge", "natural", "hinge", "hinge without a penalty",
-                  {"loss": "hinge", "penalty": "none"}, twin="hinge-r1"),
-        ToyRecipe("hinge-r1-constant", "natural", "hinge", "hinge-r1 with the learning rates "
-                  "never decayed", {**hinge_r1, **CONSTANT}, twin="hinge-r1"),
-        ToyRecipe("rpgan-r1r2-constant", "natural", "rpgan", "rpgan-r1r2 with the learning "
-                  "rates never decayed", {**rpgan, **CONSTANT}, twin="rpgan-r1r2"),
-        ToyRecipe("wgan-gp-strong", "natural", "wgan", "WGAN-GP with the usual λ 10",
-                  {**wgan, "penalty_weight": 10.0}, twin="wgan-gp", runs=4),
-        ToyRecipe("wgan", "natural", "wgan", "WGAN without a penalty",
-                  {**wgan, "penalty": "none"}, twin="wgan-gp", runs=4),
+        Recipe("ns-r1", "healthy", "ns", "non-saturating + R1 (γ 0.1): the toy preset", ns_r1,
+               runs=more),
+        Recipe("ns", "healthy", "ns", "non-saturating, no penalty", ns, runs=many),
+        Recipe("hinge-r1", "healthy", "hinge", "hinge + R1 (γ 0.1)", hinge_r1, runs=many),
+        Recipe("rpgan-r1r2", "healthy", "rpgan", "relativistic + R1 and R2 (γ 0.1)", rpgan,
+               runs=more),
+        Recipe("wgan-gp", "healthy", "wgan", "WGAN-GP (λ 1, 5 critic steps)", wgan),
+        Recipe("ns-r1-constant", "natural", "ns", "ns-r1 with the learning rates never "
+               "decayed", {**ns_r1, **CONSTANT}, twin="ns-r1"),
+        Recipe("ns-constant", "natural", "ns", "ns with the learning rates never decayed",
+               {**ns, **CONSTANT}, twin="ns"),
+        Recipe("ns-beta1", "natural", "ns", "ns with Adam β1 = 0.9", {**ns, "beta1": 0.9},
+               twin="ns"),
+        Recipe("hinge", "natural", "hinge", "hinge without a penalty",
+               {"loss": "hinge", "penalty": "none"}, twin="hinge-r1"),
+        Recipe("hinge-r1-constant", "natural", "hinge", "hinge-r1 with the learning rates "
+               "never decayed", {**hinge_r1, **CONSTANT}, twin="hinge-r1"),
+        Recipe("rpgan-r1r2-constant", "natural", "rpgan", "rpgan-r1r2 with the learning "
+               "rates never decayed", {**rpgan, **CONSTANT}, twin="rpgan-r1r2"),
+        Recipe("wgan-gp-strong", "natural", "wgan", "WGAN-GP with the usual λ 10",
+               {**wgan, "penalty_weight": 10.0}, twin="wgan-gp", runs=4),
+        Recipe("wgan", "natural", "wgan", "WGAN without a penalty",
+               {**wgan, "penalty": "none"}, twin="wgan-gp", runs=4),
     ]
 
 
-def run_name(recipe: ToyRecipe, seed: int) -> str:
+def _image_recipes() -> list[Recipe]:
+    """The quick preset (WGAN-GP, λ 10, the iGAN with one involution layer in G) and a healthy
+    recipe of each other loss family, on mnist5k; each failure differs from one in one setting."""
+    ns_r1 = {"loss": "ns", "penalty": "r1", "penalty_weight": 1.0}
+    hinge_sn = {"loss": "hinge", "penalty": "none", "spectral_norm": "d"}
+    rpgan = {"loss": "rpgan", "penalty": "r1r2", "penalty_weight": 1.0}
+    both = {"inv_where": "both"}
+    healthy, failing = 5, 4
+
+    def image(*args, **kwargs) -> Recipe:
+        return Recipe(*args, **{"runs": healthy, **kwargs, "part": "image"})
+
+    return [
+        image("img-wgan-gp", "healthy", "wgan", "WGAN-GP (λ 10): the quick preset", {}),
+        image("img-wgan-gp-both", "healthy", "wgan", "the quick preset with involution in G "
+              "and D", both),
+        image("img-ns-r1", "healthy", "ns", "non-saturating + R1 (γ 1)", ns_r1),
+        image("img-hinge-sn", "healthy", "hinge", "hinge, spectral norm in D", hinge_sn),
+        image("img-rpgan-r1r2", "healthy", "rpgan", "relativistic + R1 and R2 (γ 1)", rpgan),
+        image("img-critic-bn", "natural", "wgan", "involution in G and D, batch-normalized "
+              "kernel generation", {**both, "norm": "batch"}, twin="img-wgan-gp-both",
+              runs=failing),
+        image("img-wgan", "natural", "wgan", "WGAN without a penalty", {"penalty": "none"},
+              twin="img-wgan-gp", runs=failing),
+        image("img-ns", "natural", "ns", "non-saturating, no penalty",
+              {**ns_r1, "penalty": "none"}, twin="img-ns-r1", runs=failing),
+        image("img-hinge", "natural", "hinge", "hinge without spectral norm",
+              {**hinge_sn, "spectral_norm": "none"}, twin="img-hinge-sn", runs=failing),
+    ]
+
+
+def run_name(recipe: Recipe, seed: int) -> str:
     return point_name(recipe.values(seed))
 
 
-def chosen(only: tuple[str, ...] = ()) -> list[ToyRecipe]:
-    """The recipes named (or of the groups named) in `only`; every recipe without."""
-    return [r for r in recipes() if not only or r.name in only or r.group in only]
+def chosen(part: str, only: tuple[str, ...] = ()) -> list[Recipe]:
+    """The part's recipes named (or of the groups named) in `only`; all of them without."""
+    return [r for r in recipes(part) if not only or r.name in only or r.group in only]
 
 
-def natural_sweep(out: Path, workers: int | None = 2, only: tuple[str, ...] = (),
-                  seeds: tuple[int, ...] | None = None, base: dict | None = None) -> SweepSpec:
-    """One sweep over every (recipe, seed) of the zoo (or the recipes or groups in `only`, the
-    seeds in `seeds` that each recipe runs), seed by seed so the tuning seeds finish first."""
-    picked = chosen(only)
+def natural_sweep(out: Path, part: str = "toy", workers: int | None = 2,
+                  only: tuple[str, ...] = (), seeds: tuple[int, ...] | None = None,
+                  base: dict | None = None) -> SweepSpec:
+    """One sweep over every (recipe, seed) of a part of the zoo (or the recipes or groups in
+    `only`, the seeds in `seeds` that each recipe runs), seed by seed so the tuning seeds
+    finish first."""
+    picked = chosen(part, only)
     every = sorted({s for r in picked for s in r.seeds if seeds is None or s in seeds})
     points = tuple(r.values(seed) for seed in every for r in picked if seed in r.seeds)
-    return SweepSpec(points=points, base=dict(base or {}), preset=TOY_PRESET, out=Path(out),
-                     workers=workers)
+    return SweepSpec(points=points, base={**PARTS[part].base, **(base or {})},
+                     preset=PARTS[part].preset, out=Path(out), workers=workers)
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -190,16 +255,17 @@ def mode_truth(steps: list[int], modes: list[float], run_steps: int,
 
 # --------------------------------------------------------------------------- the detector
 
-def blind(series: dict) -> dict:
-    """A metric series (tag -> (steps, values)) without the truth's tags: what the detector
-    may read."""
-    return {tag: values for tag, values in series.items() if not tag.startswith(BLIND_PREFIXES)}
+def blind(series: dict, part: str = "toy") -> dict:
+    """A metric series (tag -> (steps, values)) without the part's truth tags: what the
+    detector may read."""
+    hidden = PARTS[part].blind_prefixes
+    return {tag: values for tag, values in series.items() if not tag.startswith(hidden)}
 
 
 @dataclass
-class ToyRun:
+class ZooRun:
     """One finished zoo run's data: what the scores are computed from."""
-    recipe: ToyRecipe
+    recipe: Recipe
     seed: int
     name: str
     steps: int
@@ -211,21 +277,23 @@ class ToyRun:
 
     @property
     def held_out(self) -> bool:
-        return self.seed not in TUNE_SEEDS
+        """Not among the runs thresholds were tuned on: no threshold was tuned on images."""
+        return self.recipe.part == "image" or self.seed not in TUNE_SEEDS
 
 
-def load_run(run_dir: Path, recipe: ToyRecipe, seed: int) -> ToyRun:
+def load_run(run_dir: Path, recipe: Recipe, seed: int) -> ZooRun:
     run = RunDir(run_dir)
     steps, series = run.config.get("steps"), as_lists(run.series())
     modes = series.get(COVERAGE_MODES, ([], []))
-    return ToyRun(recipe, seed, run.path.name, steps, mode_truth(*modes, steps), modes,
-                  blind(series), run.objective, run.summary.get("wall_s"))
+    truth = mode_truth(*modes, steps, k=PARTS[recipe.part].modes)
+    return ZooRun(recipe, seed, run.path.name, steps, truth, modes, blind(series, recipe.part),
+                  run.objective, run.summary.get("wall_s"))
 
 
 @dataclass
-class ToyScore:
+class ZooScore:
     """A zoo run's blind diagnosis against its truth."""
-    run: ToyRun
+    run: ZooRun
     events: list[dict]
     verdict: str
     caught: dict | None = None        # the first event within tolerance of the truth (a run
@@ -263,19 +331,19 @@ class ToyScore:
         return None if sign is None else self.truth.onset - sign["step"]
 
 
-def score(run: ToyRun, thresholds: Thresholds | None = None) -> ToyScore:
+def score(run: ZooRun, thresholds: Thresholds | None = None) -> ZooScore:
     """Diagnose `run` blind (with these thresholds) and judge it against its truth."""
     events = detect(run.series, thresholds, run.objective)
-    result = ToyScore(run, events, verdict(events)[0])
+    result = ZooScore(run, events, verdict(events)[0])
     if run.truth.failed:
         since = 0 if run.truth.how == "never" else None
         result.caught, result.early = first_near(events, run.truth.onset, result.tolerance, since)
     return result
 
 
-def load_zoo(out: Path) -> list[ToyRun]:
-    """Every finished zoo run under `out`, in recipe then seed order."""
-    return [load_run(Path(out) / run_name(r, s), r, s) for r in recipes() for s in r.seeds
+def load_zoo(out: Path, part: str = "toy") -> list[ZooRun]:
+    """Every finished run of a part of the zoo under `out`, in recipe then seed order."""
+    return [load_run(Path(out) / run_name(r, s), r, s) for r in recipes(part) for s in r.seeds
             if run_ended(Path(out) / run_name(r, s))]
 
 
@@ -284,7 +352,7 @@ def _median(values) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _recall(scores: list[ToyScore]) -> dict:
+def _recall(scores: list[ZooScore]) -> dict:
     """Runs, failures (lost, caught), how soon, and collapse verdicts of a group of runs; for a
     run that never covered the data, how soon is when the user was told (its confirmation)."""
     failed = [s for s in scores if s.truth.failed]
@@ -297,7 +365,7 @@ def _recall(scores: list[ToyScore]) -> dict:
             "false_collapse": sum(s.verdict == "collapsed" for s in scores if not s.truth.failed)}
 
 
-def summarize(scores: list[ToyScore]) -> dict:
+def summarize(scores: list[ZooScore]) -> dict:
     """The targets' numbers over the zoo's scores."""
     healthy = [s for s in scores if not s.truth.failed]
     failures = [s for s in scores if s.truth.failed]
@@ -323,7 +391,7 @@ def summarize(scores: list[ToyScore]) -> dict:
     }
 
 
-def threshold_sweep(runs: list[ToyRun], name: str, values: tuple[float, ...]) -> list[dict]:
+def threshold_sweep(runs: list[ZooRun], name: str, values: tuple[float, ...]) -> list[dict]:
     """The trade-off of one Thresholds field: per value, healthy runs called collapsed or
     warned, failures caught, and how soon over the zoo's runs."""
     rows = []

@@ -5,6 +5,7 @@ import stabgan  # noqa: F401  (first: sets OpenMP's wait policy before torch loa
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained_classifier_cache(tmp_path_factory) -> Path:
+    """A stabgan cache holding mnist5k's domain classifier, trained once for the whole session
+    (about 30 s on 2 cores); tests use copies of it (`classifier_cache`)."""
+    from stabgan import fid
+
+    cache = tmp_path_factory.mktemp("trained-cache")
+    fid.get_extractor("domain", "mnist5k", 32, cache_dir=cache)
+    return cache
+
+
+@pytest.fixture
+def classifier_cache(trained_classifier_cache, tmp_path, monkeypatch) -> Path:
+    """This test's own copy of the trained cache, which the runs it starts read too (through
+    the cache variable): nothing here trains a classifier again or touches the real cache."""
+    from stabgan.cache import CACHE_ENV
+
+    cache = shutil.copytree(trained_classifier_cache, tmp_path / "stabgan-cache")
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    return cache

@@ -282,10 +282,9 @@ def test_a_file_that_is_not_the_inception_state_dict_is_refused(tmp_path):
 # Domain classifier features (trained once per session, about 20-40 s on 2 cores)
 
 @pytest.fixture(scope="session")
-def domain_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("domain-cache")
-    extractor = fid.get_extractor("domain", "mnist5k", 32, cache_dir=cache)
-    return cache, extractor
+def domain_cache(trained_classifier_cache):
+    cache = trained_classifier_cache
+    return cache, fid.get_extractor("domain", "mnist5k", 32, cache_dir=cache)
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import pytest
 from conftest import TINY, stabgan_cli
 from probes.rundir.files import read_json
 from probes.rundir.reader import RunDir, as_lists
-from stabgan.fid import CACHE_ENV, INCEPTION_WEIGHTS_ENV
+from stabgan.fid import INCEPTION_WEIGHTS_ENV
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("classifier_cache")
 def test_fid_probe_summary_and_fid_command(tmp_path, monkeypatch):
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # trains its own domain classifier
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     result = stabgan_cli("run", "--out", str(tmp_path), "--name", "f", *TINY, "--steps", "6",

@@ -64,21 +64,36 @@ def test_a_run_that_never_covers_fails_at_the_grace_step():
     assert _truth([0] * 18 + [6, 7, 7, 8, 8, 3, 2, 2, 2, 2, 2, 2]).how == "never"
 
 
-def test_every_failure_differs_from_its_healthy_twin_in_one_setting():
-    by_name = {r.name: r for r in nz.recipes()}
-    families = {r.family for r in nz.recipes() if r.group == "healthy"}
+@pytest.mark.parametrize("part", nz.PARTS)
+def test_every_failure_differs_from_its_healthy_twin_in_one_setting(part):
+    by_name = {r.name: r for r in nz.recipes(part)}
+    families = {r.family for r in by_name.values() if r.group == "healthy"}
     assert families == {"ns", "hinge", "rpgan", "wgan"}
-    for recipe in nz.recipes():
-        resolve_config(nz.TOY_PRESET, **recipe.values(0))  # valid settings
+    preset = nz.PARTS[part].preset
+    for recipe in by_name.values():
+        resolve_config(preset, **recipe.values(0))  # valid settings
         if recipe.group == "healthy":
             assert recipe.twin is None
             continue
         twin = by_name[recipe.twin]
         assert twin.group == "healthy" and twin.family == recipe.family
-        a = resolve_config(nz.TOY_PRESET, **recipe.values(0)).to_dict()
-        b = resolve_config(nz.TOY_PRESET, **twin.values(0)).to_dict()
+        a = resolve_config(preset, **recipe.values(0)).to_dict()
+        b = resolve_config(preset, **twin.values(0)).to_dict()
         assert len([k for k in a if a[k] != b[k]]) == 1, recipe.name
-    assert sum(len(r.seeds) for r in nz.recipes() if r.group == "healthy") >= 100
+    healthy_runs = sum(len(r.seeds) for r in by_name.values() if r.group == "healthy")
+    assert healthy_runs >= {"toy": 100, "image": 20}[part]
+
+
+def test_the_parts_count_their_modes_and_hide_their_truth():
+    assert (nz.TOY.modes, nz.IMAGE.modes) == (8, 10)
+    series = {"coverage/modes": 1, "fid/domain": 2, "diversity/coverage": 3, "loss/critic": 4}
+    assert set(nz.blind(series, "toy")) == {"fid/domain", "diversity/coverage", "loss/critic"}
+    assert set(nz.blind(series, "image")) == {"diversity/coverage", "loss/critic"}
+    spec = nz.natural_sweep(Path("out"), "image")
+    assert spec.preset == "quick" and spec.base["fid_every"] == 50
+    # by the grace step the image part has read enough class counts to see the data covered
+    assert nz.GRACE * resolve_config("quick").steps / spec.base["fid_every"] >= nz.COVER_READINGS
+    assert {p["seed"] for p in spec.points} == set(range(5))
 
 
 def test_the_sweep_runs_the_tuning_seeds_first_and_names_every_run_apart():
@@ -88,21 +103,31 @@ def test_the_sweep_runs_the_tuning_seeds_first_and_names_every_run_apart():
     assert spec.preset == "toy"
     # seed 15 is only the healthy recipes' with many seeds
     assert {p["seed"] for p in spec.points if p.get("lr_decay") == 1.0} == {0, 1}
-    assert len(nz.natural_sweep(Path("out")).points) == sum(r.runs for r in nz.recipes())
-    names = [nz.run_name(r, s) for r in nz.recipes() for s in r.seeds]
+    assert len(nz.natural_sweep(Path("out")).points) == sum(r.runs for r in nz.recipes("toy"))
+    names = [nz.run_name(r, s) for r in nz.recipes("toy") for s in r.seeds]
     assert len(set(names)) == len(names)
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("classifier_cache")  # the image run's classes, read by it
 def test_a_small_zoo_runs_scores_blind_and_writes_its_section(tmp_path):
-    """Two recipes (a healthy one and its never-decayed twin), one seed, 300 steps, through
-    the script: real runs, their truth from the logged mode counts, the detector blind."""
+    """Two toy recipes (a healthy one and its never-decayed twin) and an image recipe, one
+    seed, few steps, through the script: real runs, their truth from the logged mode counts,
+    the detector blind."""
     script = load_script("natural_zoo")
     doc = tmp_path / "collapse.md"
     doc.write_text("# Collapse detection: the failure zoo\n\nthe forced part\n")
-    out = tmp_path / "zoo"
-    code = script.main(["--out", str(out), "--doc", str(doc), "--only", "ns-r1,ns-r1-constant",
-                        "--seeds", "0", "--steps", "300"])
+    out, image_out = tmp_path / "zoo", tmp_path / "images"
+    paths = ["--out", str(out), "--image-out", str(image_out), "--doc", str(doc)]
+    assert script.main([*paths, "--part", "image", "--only", "img-wgan-gp", "--seeds", "0",
+                        "--steps", "100"]) == 0
+    [image] = nz.load_zoo(image_out, "image")
+    assert image.modes[0] == [50, 100] and all(1 <= m <= 10 for m in image.modes[1])
+    assert not any(tag.startswith(("coverage/", "fid/")) for tag in image.series)
+    assert "### The image part" in doc.read_text()
+    assert "| img-wgan-gp | healthy |" in doc.read_text()
+    code = script.main([*paths, "--only", "ns-r1,ns-r1-constant", "--seeds", "0", "--steps",
+                        "300"])
     assert code == 0
     runs = nz.load_zoo(out)
     assert [(r.recipe.name, r.seed, r.steps) for r in runs] == [("ns-r1", 0, 300),
@@ -120,6 +145,7 @@ def test_a_small_zoo_runs_scores_blind_and_writes_its_section(tmp_path):
     assert text.startswith("# Collapse detection: the failure zoo\n\nthe forced part\n")
     assert text.count(script.NATURAL_HEADING) == 1
     assert "| ns-r1-constant | natural |" in text and "### Targets" in text
+    assert "| img-wgan-gp | healthy |" in text  # the image part's runs stay in the section
     assert (tmp_path / "collapse" / "natural-modes.png").stat().st_size > 0
     # the forced zoo's script (here on an empty zoo) rewrites its part and keeps this section
     section = text[text.index(script.NATURAL_HEADING):]
@@ -133,7 +159,7 @@ def test_a_small_zoo_runs_scores_blind_and_writes_its_section(tmp_path):
     assert text.endswith(section) and text.count(script.NATURAL_HEADING) == 1
 
 
-def _toy_run(name: str, coverage: float, modes: list[float]) -> nz.ToyRun:
+def _zoo_run(name: str, coverage: float, modes: list[float]) -> nz.ZooRun:
     """A run of RUN steps logged every 10 (a steady critic loss) whose diversity/coverage sits
     at `coverage` every 50 (what the blind detector reads), with these exact mode counts (its
     truth)."""
@@ -142,13 +168,13 @@ def _toy_run(name: str, coverage: float, modes: list[float]) -> nz.ToyRun:
     series = {"loss/critic": (logged, [1.0] * len(logged)),
               "diversity/coverage": (steps, [coverage] * len(steps))}
     recipe = next(r for r in nz.recipes() if r.name == name)
-    return nz.ToyRun(recipe, 5, name, RUN, nz.mode_truth(steps, modes, RUN), (steps, modes),
+    return nz.ZooRun(recipe, 5, name, RUN, nz.mode_truth(steps, modes, RUN), (steps, modes),
                      series, WGAN_GP, 20.0)
 
 
 def test_the_zoo_is_scored_against_the_truth_and_the_patience_trades_off():
-    stuck = _toy_run("ns-beta1", 0.1, [2.0] * 30)       # never covers: truth fails at 900
-    healthy = _toy_run("ns-r1", 0.9, [8.0] * 30)
+    stuck = _zoo_run("ns-beta1", 0.1, [2.0] * 30)       # never covers: truth fails at 900
+    healthy = _zoo_run("ns-r1", 0.9, [8.0] * 30)
     scores = [nz.score(stuck), nz.score(healthy)]
     assert [s.verdict for s in scores] == ["collapsed", "healthy"]
     caught = scores[0].caught

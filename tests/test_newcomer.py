@@ -116,6 +116,7 @@ def test_an_interrupted_run_prints_the_command_that_resumes_it(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("classifier_cache")
 def test_a_completed_run_ends_with_its_quality_beside_the_real_datas(tmp_path):
     result = stabgan_cli("run", "--out", str(tmp_path), "--name", "q", *TINY[:-1],
                          "--steps", "20", "--log-every", "2", "--fid-samples", "200")

@@ -95,6 +95,7 @@ def test_a_generator_that_never_learns_never_covers_the_data(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("classifier_cache")
 def test_a_late_fid_rise_is_a_quality_regression_and_best_pt_is_from_before_it(tmp_path):
     """A generator that learns for 160 steps, then a corrupted data stream (real images
     rescaled to [0, 1]): it learns the wrong data, its FID against the true data rises several

@@ -2,8 +2,8 @@
 mode counting by mnist5k's domain classifier read on each channel, checked on real images whose
 labels are known, and a real run that logs its coverage and FID.
 
-Nothing here touches the real ~/.cache: the classifier is trained once into a temporary cache
-that the run's subprocess reads too."""
+Nothing here touches the real ~/.cache: the classifier comes from the session's temporary cache
+(conftest's `classifier_cache`), which the run's subprocess reads too."""
 from __future__ import annotations
 
 import json
@@ -38,14 +38,6 @@ def stacked():
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("mnist5k", 32).tensors
-
-
-@pytest.fixture(scope="module")
-def classifier_cache(tmp_path_factory):
-    """A cache holding mnist5k's domain classifier, trained once for the module."""
-    cache = tmp_path_factory.mktemp("stacked-cache")
-    fid.get_extractor("domain", "mnist5k", 32, cache_dir=cache)
-    return cache
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +107,7 @@ def test_counting_recovers_the_labels_of_real_images(classifier_cache, three_of_
 
 
 @pytest.mark.slow
-def test_a_run_logs_coverage_and_fid_and_stabgan_fid_measures_it(tmp_path, classifier_cache,
-                                                                  monkeypatch):
-    monkeypatch.setenv(fid.CACHE_ENV, str(classifier_cache))  # no classifier trained here
+def test_a_run_logs_coverage_and_fid_and_stabgan_fid_measures_it(tmp_path, classifier_cache):
     result = stabgan_cli("run", "--out", str(tmp_path), "--name", "s", "--dataset",
                          "stacked-mnist", *TINY, "--steps", "20", "--log-every", "10",
                          "--fid-every", "10", "--fid-samples", "200", "--probes", "fid",
