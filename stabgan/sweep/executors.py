@@ -1,17 +1,17 @@
 """Running the planned jobs: one scheduling loop (`execute`) over an Executor, which starts a
-job, forwards a signal and reports the jobs that ended. LocalExecutor runs subprocesses on this
-machine; RayExecutor (ray_executor.py) runs Ray tasks.
+job, forwards a signal and reports the jobs that ended. LocalExecutor runs processes on this
+machine, forked from a warm interpreter; RayExecutor (ray_executor.py) runs Ray tasks.
 """
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from stabgan.signals import StopSignals
 from stabgan.sweep.plan import Job
-from stabgan.sweep.process import log_path, prepare_dir, run_command, run_outcome, start_run
+from stabgan.sweep.process import (WarmRun, log_path, prepare_dir, run_command, run_outcome,
+                                   start_warm_run)
 from stabgan.sweep.spec import SweepSpec
 
 POLL_S = 0.2
@@ -58,16 +58,16 @@ def execute(executor: Executor, jobs: Sequence[Job], out: Path, workers: int, st
 
 
 class LocalExecutor:
-    """Each job a `stabgan run` subprocess on this machine."""
+    """Each job a `stabgan run` process on this machine."""
     verb = "started"
 
     def __init__(self, spec: SweepSpec, threads: int):
         self.out, self.preset, self.threads = spec.out, spec.preset, threads
-        self.running: dict[subprocess.Popen, Job] = {}
+        self.running: dict[WarmRun, Job] = {}
 
     def submit(self, job: Job) -> None:
         command = run_command(self.out, job.name, job.settings, self.preset, job.action == "resume")
-        self.running[start_run(command, log_path(self.out, job.name), self.threads)] = job
+        self.running[start_warm_run(command, log_path(self.out, job.name), self.threads)] = job
 
     def signal(self, signum: int) -> None:
         for process in self.running:
