@@ -31,7 +31,7 @@ SLOW_RUN = [word for key, value in SLOW_SETTINGS.items()
 
 
 def sweep_cli(*args: str):
-    """`stabgan sweep ARGS` in this process (runs still start as subprocesses)."""
+    """`stabgan sweep ARGS` in this process (its runs start as processes of their own)."""
     return CliRunner().invoke(cli, ["sweep", *args], catch_exceptions=False)
 
 
@@ -259,6 +259,18 @@ def test_local_sweep_writes_one_run_per_point_and_skips_them_on_rerun(tmp_path):
     # a different experiment in the same folder is refused, not mixed in
     other = sweep_cli(*args[:-1], "--lr-g", "0.001", "--no-report")
     assert other.exit_code == 2 and "holds a different run: lr_g=" in other.output
+
+
+def test_a_run_gets_the_environment_its_sweep_has_when_the_run_starts(tmp_path, monkeypatch):
+    """Runs are forked from an interpreter started with this process's first sweep: what the
+    environment says later must still reach them."""
+    args = [*TINY, "--steps", "2", "--no-report"]
+    assert sweep_cli("--grid", "seed=0", *args, "--out", str(tmp_path / "a")).exit_code == 0
+    monkeypatch.setenv("STABGAN_INVOLUTION_BACKEND", "bogus")
+    failed = sweep_cli("--grid", "seed=1", *args, "--out", str(tmp_path / "b"))
+    assert failed.exit_code != 0
+    log = (tmp_path / "b" / ".sweep" / "logs" / "seed-1.log").read_text()
+    assert "STABGAN_INVOLUTION_BACKEND='bogus' is not one of" in log
 
 
 def test_a_resume_that_stops_before_training_is_an_error_not_its_old_status(tmp_path):
