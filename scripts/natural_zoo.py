@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from probes.collapse import Thresholds, sign_text  # noqa: E402
 from probes.rundir.files import read_json  # noqa: E402
 from stabgan import natural_zoo as nz  # noqa: E402
-from stabgan.config import PRESET_VALUES, resolve_config  # noqa: E402
+from stabgan.config import PRESET_VALUES  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from failure_zoo import (NATURAL_HEADING, SESSIONS, event_cell, plain_number,  # noqa: E402
@@ -267,8 +267,8 @@ def image_section(args) -> list[str]:
         f"{len(runs)} of {planned} runs finished (`{repo_path(args.image_out)}`), over "
         f"{len(sessions)} invocation(s):", "",
         *[f"- {x['start']}: {x['wall_s'] / 60:.1f} min, `{x['command']}`" for x in sessions], "",
-        f"Every run: `--preset {nz.IMAGE.preset}` (the default run: the iGAN on mnist5k, "
-        f"{resolve_config(nz.IMAGE.preset).steps:,} steps) with {base}, 1 torch thread, 2 runs "
+        f"Every run: `--preset {nz.IMAGE.preset}` (the default run: the iGAN on mnist5k) with "
+        f"{base}, 1 torch thread, 2 runs "
         f"at a time. The truth is the number of the {k} digit classes the generated samples "
         "cover, read by the domain classifier (`coverage/modes` of the FID probe), under the "
         f"same rule as the toy part ({nz.COVERED * k:g} of {k} classes for "
@@ -309,10 +309,10 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="comma-separated recipe names or groups")
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default: all)")
     parser.add_argument("--steps", type=int, default=None,
-                        help="steps a run [default: the part's preset's]")
+                        help="steps a run [default: the part's]")
     parser.add_argument("--doc-only", action="store_true", help="run nothing; rewrite the section")
     args = parser.parse_args(argv)
-    preset_steps = resolve_config(nz.PARTS[args.part].preset).steps
+    preset_steps = nz.PARTS[args.part].steps
     args.steps = args.steps or preset_steps
     words = ["python scripts/natural_zoo.py"] \
         + (["--part", args.part] if args.part != "toy" else []) \
@@ -331,7 +331,7 @@ def main(argv=None) -> int:
         if stopped:
             return code
     if args.part == "image":  # the toy section speaks of its own runs, re-scored here
-        args.steps = resolve_config(nz.TOY.preset).steps
+        args.steps = nz.TOY.steps
         command = "python scripts/natural_zoo.py --doc-only"
     write_section(args, command)
     print(f"wrote {args.doc}", file=sys.stderr)
