@@ -136,13 +136,12 @@ def _warm_main(command: list[str], log_file: str, threads: int, env: dict) -> No
     os.environ.clear()
     os.environ.update(env)
     output = os.open(log_file, os.O_WRONLY | os.O_APPEND)
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.close(output)
-    sys.stdout.reconfigure(line_buffering=True)
-    sys.stderr.reconfigure(line_buffering=True)
+    # new streams on the log, line by line (the forkserver's may be anything, even None)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     import torch
 
     from stabgan import cli
