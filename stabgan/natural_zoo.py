@@ -285,6 +285,7 @@ class ZooRun:
     series: dict          # blind to the truth
     objective: Objective
     wall_s: float | None
+    log_every: int | None = None
 
     @property
     def held_out(self) -> bool:
@@ -298,7 +299,7 @@ def load_run(run_dir: Path, recipe: Recipe, seed: int) -> ZooRun:
     modes = series.get(COVERAGE_MODES, ([], []))
     truth = mode_truth(*modes, steps, k=PARTS[recipe.part].modes)
     return ZooRun(recipe, seed, run.path.name, steps, truth, modes, blind(series, recipe.part),
-                  run.objective, run.summary.get("wall_s"))
+                  run.objective, run.summary.get("wall_s"), run.config.get("log_every"))
 
 
 @dataclass
@@ -343,7 +344,9 @@ class ZooScore:
 
 
 def score(run: ZooRun, thresholds: Thresholds | None = None) -> ZooScore:
-    """Diagnose `run` blind (with these thresholds) and judge it against its truth."""
+    """Diagnose `run` blind (with these thresholds, sized to the run as a run's own detector
+    sizes them) and judge it against its truth."""
+    thresholds = (thresholds or Thresholds()).for_run(run.steps, run.log_every)
     events = detect(run.series, thresholds, run.objective)
     result = ZooScore(run, events, verdict(events)[0])
     if run.truth.failed:
@@ -402,12 +405,14 @@ def summarize(scores: list[ZooScore]) -> dict:
     }
 
 
-def threshold_sweep(runs: list[ZooRun], name: str, values: tuple[float, ...]) -> list[dict]:
-    """The trade-off of one Thresholds field: per value, healthy runs called collapsed or
-    warned, failures caught, and how soon over the zoo's runs."""
+def threshold_sweep(runs: list[ZooRun], name: str, values: tuple[float, ...],
+                    fixed: dict | None = None) -> list[dict]:
+    """The trade-off of one Thresholds field (the others default, or as in `fixed`): per
+    value, healthy runs called collapsed or warned, failures caught, and how soon over the
+    zoo's runs."""
     rows = []
     for value in values:
-        thresholds = replace(Thresholds(), **{name: value})
+        thresholds = replace(Thresholds(), **(fixed or {}), **{name: value})
         numbers = summarize([score(run, thresholds) for run in runs])
         rows.append({"value": value, **{k: numbers[k] for k in (
             "healthy", "failed", "caught", "held_out", "held_out_caught", "median_latency",

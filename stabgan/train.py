@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import stabgan
 from probes.base import check_probes
-from probes.collapse import NONFINITE_WEIGHTS, sign_text
+from probes.collapse import NONFINITE_WEIGHTS, Thresholds, sign_text
 from probes.guard import CollapseGuard
 from probes.monitor import Monitor
 from probes.objectives import Objective
@@ -312,7 +312,8 @@ class _Training:
         write_json(run.run_dir / CONFIG, {"config": config.to_dict(), "versions": versions(),
                                           "command": run.command})
         resumed = self.step if checkpoint is not None else None
-        self.guard = CollapseGuard(run.run_dir, stop_on_collapse=config.stop_on_collapse)
+        self.guard = CollapseGuard(run.run_dir, stop_on_collapse=config.stop_on_collapse,
+                                   thresholds=Thresholds().for_run(config.steps, config.log_every))
         self.monitor = Monitor(run.run_dir, self.gan.generator, self.gan.critic, self.probes,
                                log_every=config.log_every, resume_from=resumed,
                                time_offset=self.elapsed, guard=self.guard,

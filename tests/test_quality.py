@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from conftest import stabgan_cli
+from conftest import TINY, stabgan_cli
+from probes.collapse import Thresholds
 from probes.readings import COVERAGE_MODES, DIVERSITY_COVERAGE
 from probes.rundir.files import read_json, read_metrics
 from probes.rundir.reader import RunDir
@@ -92,6 +93,25 @@ def test_a_generator_that_never_learns_never_covers_the_data(tmp_path):
     assert event["severity"] == "collapse" and diagnosis["verdict"] == "collapsed"
     assert "low coverage of the data (diversity/coverage" in event["message"]
     assert "verdict: collapsed" in result.stderr
+
+
+def test_a_short_image_run_stuck_from_the_start_is_told_within_its_length(tmp_path):
+    """At the default cadence a stretch of low coverage is at most cover_run_share of the run:
+    a 300-step mnist5k run whose generator never moves hears of it (the unsized patience, 800
+    steps, would outlast the run)."""
+    result = stabgan_cli("run", "--out", str(tmp_path), "--name", "stuck", *TINY[:-3],
+                         "--no-fid-final", "--probes", "diversity", "--lr-g", "1e-9", "--steps", "300",
+                         "--diversity-every", "20", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    diagnosis = read_json(tmp_path / "stuck" / "diagnosis.json")
+    assert diagnosis["thresholds"]["cover_patience"] == 17  # ceil(0.55 · 300 / 10) logged steps
+    [event] = [e for e in diagnosis["events"] if e["kind"] == "low_coverage"]
+    assert event["severity"] == "collapse" and event["evidence"]["detected_step"] <= 300
+    assert Thresholds().for_run(200, 10).cover_patience == 11  # 0.55 · 200 / 10, exactly
+    assert Thresholds().for_run(None, 10) == Thresholds()  # a length unknown: unchanged
+    assert Thresholds().for_run(1500, 10).cover_patience == 80  # the toy preset's: the cap
+    with pytest.raises(ValueError, match="cover_run_share=0"):
+        Thresholds(cover_run_share=0)
 
 
 @pytest.mark.slow

@@ -66,14 +66,15 @@ from probes.rundir.reader import RunDir, as_lists
 
 def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
     """Recompute the diagnosis from metrics.jsonl, judged by the run's objective (config.json's
-    loss and penalty); write diagnosis.json atomically and set
+    loss and penalty) with thresholds sized to its length (`Thresholds.for_run`); write diagnosis.json atomically and set
     summary.json's "verdict" and "onset_step" (when summary.json exists), each file only when
     its content changes. Works on runs still
     being written and on truncated files. Returns the diagnosis."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
     metrics = run.metrics()
-    thresholds = thresholds or Thresholds()
+    thresholds = (thresholds or Thresholds()).for_run(run.config.get("steps"),
+                                                      run.config.get("log_every"))
     state = DetectorState(thresholds, run.objective)
     state.replay(as_lists(metrics.series))
     diagnosis = {**state.diagnosis(), "last_step": metrics.last_step}

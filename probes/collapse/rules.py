@@ -75,11 +75,15 @@ class Thresholds:
     # 650-900 (40 logged steps warned 5 of 7 healthy toy runs while they were still learning);
     # a generator hopping between modes crosses 0.5 now and then (all of a stretch low missed
     # half of them). So only a long, mostly low stretch is news: a run that never covers the
-    # data, or no longer does
+    # data, or no longer does. Learning takes longer in a longer run (people size a run to its
+    # data): in a run of known length (`for_run`) the stretch is at most cover_run_share of it,
+    # or the default 500-step run (275 steps) and the image zoo's 800-step runs (440) could
+    # never show one; 0.55 keeps the toy preset's 1,500 steps at 80 logged steps
     cover_warn: float = 0.5
     cover_collapse: float = 0.25
     cover_patience: int = 80
     patience_share: float = 0.75
+    cover_run_share: float = 0.55
     # quality_regression: FID rising to these factors of its best (lowest) so far (the late
     # blow-up of a run that had been training well)
     quality_rise_warn: float = 1.5
@@ -111,8 +115,9 @@ class Thresholds:
                    "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1,
                    "rebase_points": 1, "sign_points": 1, "corroborate_window": 0,
                    "corroborate_points": 1, "cover_patience": 1}
-        if not 0 < self.patience_share <= 1:
-            raise ValueError(f"Thresholds.patience_share={self.patience_share!r} must be in (0, 1]")
+        for name in ("patience_share", "cover_run_share"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"Thresholds.{name}={getattr(self, name)!r} must be in (0, 1]")
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -136,6 +141,14 @@ class Thresholds:
             if not (w <= c if rising else w >= c):
                 raise ValueError(f"Thresholds.{warn}={w!r} must be {'<=' if rising else '>='} "
                                  f"{collapse}={c!r} (a warning comes before a collapse)")
+
+    def for_run(self, steps: int | None, log_every: int | None) -> "Thresholds":
+        """These settings for a run of `steps` steps logged every `log_every`: cover_patience
+        at most cover_run_share of the run (unchanged when either is unknown)."""
+        if not steps or not log_every:
+            return self
+        share = max(1, math.ceil(round(self.cover_run_share * steps / log_every, 6)))  # 0.55·200/10 is 11.000000000000002
+        return dataclasses.replace(self, cover_patience=min(self.cover_patience, share))
 
     def to_dict(self) -> dict:
         """The settings as a dict (for diagnosis.json)."""
