@@ -19,6 +19,7 @@ from PIL import Image
 
 from conftest import load_script
 from probes.collapse import Thresholds
+from probes.rundir.reader import RunDir
 from stabgan.config import resolve_config
 from stabgan.study.claims import Finding, claim_flip, claim_norm, claim_two_layers
 from stabgan.study.doc import conclusion
@@ -373,12 +374,14 @@ def test_rediagnose_judges_every_finished_run_with_todays_detector(study_dir, tm
     before = {p: p.read_text() for p in copy.glob("*/*/diagnosis.json")}
     assert study.main(["--doc-only", "--rediagnose", "--out", str(copy),
                        "--doc", str(tmp_path / "doc.md")]) == 0
-    today = json.loads(json.dumps(Thresholds().to_dict()))  # tuples as JSON gives them back
     judged = 0
     for path, text in before.items():
         now = json.loads(path.read_text())
         if run_ended(path.parent):
             judged += 1
+            config = RunDir(path.parent).config  # today's thresholds, sized to the run
+            today = Thresholds().for_run(config["steps"], config["log_every"]).to_dict()
+            today = json.loads(json.dumps(today))  # tuples as JSON gives them back
             assert now["thresholds"] == today and now["last_step"] is not None, path
         else:  # a run still being written keeps what its own detector said
             assert path.read_text() == text
