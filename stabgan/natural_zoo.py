@@ -199,7 +199,7 @@ def natural_sweep(out: Path, part: str = "toy", workers: int | None = 2,
     every = sorted({s for r in picked for s in r.seeds if seeds is None or s in seeds})
     points = tuple(r.values(seed) for seed in every for r in picked if seed in r.seeds)
     return SweepSpec(points=points, base={**PARTS[part].base, **(base or {})},
-                     preset=PARTS[part].preset, out=Path(out), workers=workers)
+                     preset=PARTS[part].preset, out=Path(out), workers=workers, warm=True)
 
 
 # --------------------------------------------------------------------------- ground truth

@@ -134,7 +134,7 @@ def zoo_sweep(out: Path, steps: int = 2000, workers: int | None = 2,
     chosen = [r for r in recipes() if not only or r.name in only or r.group in only]
     points = tuple(r.values(steps, seed) for seed in seeds for r in chosen)
     return SweepSpec(points=points, base={**zoo_base(steps), **(base or {})}, preset=ZOO_PRESET,
-                     out=Path(out), workers=workers)
+                     out=Path(out), workers=workers, warm=True)
 
 
 # --------------------------------------------------------------------------- ground truth

@@ -261,14 +261,23 @@ def test_local_sweep_writes_one_run_per_point_and_skips_them_on_rerun(tmp_path):
     assert other.exit_code == 2 and "holds a different run: lr_g=" in other.output
 
 
-def test_a_run_gets_the_environment_its_sweep_has_when_the_run_starts(tmp_path, monkeypatch):
-    """Runs are forked from an interpreter started with this process's first sweep: what the
-    environment says later must still reach them."""
-    args = [*TINY, "--steps", "2", "--no-report"]
-    assert sweep_cli("--grid", "seed=0", *args, "--out", str(tmp_path / "a")).exit_code == 0
+def test_a_warm_sweep_forks_its_runs_with_the_environment_of_their_start(tmp_path, monkeypatch):
+    """Warm runs are forked from an interpreter started with this process's first warm sweep:
+    they run as fresh ones do, and what the environment says later still reaches them."""
+    def sweep(seed: int, out: Path):
+        spec = SweepSpec(points=({"seed": seed},), base={**TINY_SETTINGS, "steps": 2},
+                         out=out, workers=1, report=False, warm=True)
+        return run_sweep(spec, echo=lambda message: None)
+
+    assert sweep(0, tmp_path / "a").exit_code == 0
+    summary = read_json(tmp_path / "a" / "seed-0" / "summary.json")
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    log = (tmp_path / "a" / ".sweep" / "logs" / "seed-0.log").read_text()
+    assert log.startswith(f"\n$ {sys.executable} -m stabgan.cli run") and "verdict: " in log
+    config = read_json(tmp_path / "a" / "seed-0" / "config.json")
+    assert config["command"][0].endswith("stabgan/cli.py")  # as `python -m stabgan.cli` has it
     monkeypatch.setenv("STABGAN_INVOLUTION_BACKEND", "bogus")
-    failed = sweep_cli("--grid", "seed=1", *args, "--out", str(tmp_path / "b"))
-    assert failed.exit_code != 0
+    assert sweep(1, tmp_path / "b").exit_code != 0
     log = (tmp_path / "b" / ".sweep" / "logs" / "seed-1.log").read_text()
     assert "STABGAN_INVOLUTION_BACKEND='bogus' is not one of" in log
 

@@ -1,6 +1,6 @@
 """Running the planned jobs: one scheduling loop (`execute`) over an Executor, which starts a
 job, forwards a signal and reports the jobs that ended. LocalExecutor runs processes on this
-machine, forked from a warm interpreter; RayExecutor (ray_executor.py) runs Ray tasks.
+machine (fresh, or forked from a warm interpreter); RayExecutor (ray_executor.py) runs Ray tasks.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Callable, Protocol, Sequence
 
 from stabgan.signals import StopSignals
 from stabgan.sweep.plan import Job
-from stabgan.sweep.process import (WarmRun, log_path, prepare_dir, run_command, run_outcome,
+from stabgan.sweep.process import (log_path, prepare_dir, run_command, run_outcome, start_run,
                                    start_warm_run)
 from stabgan.sweep.spec import SweepSpec
 
@@ -63,11 +63,12 @@ class LocalExecutor:
 
     def __init__(self, spec: SweepSpec, threads: int):
         self.out, self.preset, self.threads = spec.out, spec.preset, threads
-        self.running: dict[WarmRun, Job] = {}
+        self.start = start_warm_run if spec.warm else start_run
+        self.running: dict = {}  # a Popen or a WarmRun -> its job
 
     def submit(self, job: Job) -> None:
         command = run_command(self.out, job.name, job.settings, self.preset, job.action == "resume")
-        self.running[start_warm_run(command, log_path(self.out, job.name), self.threads)] = job
+        self.running[self.start(command, log_path(self.out, job.name), self.threads)] = job
 
     def signal(self, signum: int) -> None:
         for process in self.running:

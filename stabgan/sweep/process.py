@@ -2,9 +2,10 @@
 thread count, output appended to DIR/.sweep/logs/NAME.log), the folder made ready before a
 restart, and the one-line outcome printed when it ends.
 
-A local sweep forks each run from a warm interpreter (`start_warm_run`): importing torch and
-building the first Adam (which imports torch._dynamo) cost about 4 s of CPU a process, a fifth
-of a toy run. Ray's tasks start a fresh interpreter (`start_run`).
+A run starts as a fresh interpreter (`start_run`), or, in a sweep that asks for it (the zoos'
+runs of seconds), is forked from a warm one (`start_warm_run`): importing torch and building
+the first Adam (which imports torch._dynamo) cost about 4 s of CPU a process, a fifth of a toy
+run.
 """
 from __future__ import annotations
 
@@ -86,11 +87,11 @@ def start_run(command: list[str], log_file: Path, threads: int) -> subprocess.Po
                                 preexec_fn=_child_setup())
 
 
-# What the warm interpreter imports before it forks any run: stabgan first (it sets OpenMP's
-# wait policy before torch loads), then what a run needs; nothing runs a torch op, so the
-# forked runs start OpenMP's threads themselves.
-WARM_MODULES = ["stabgan", "torch", "torch._dynamo", "stabgan.cli", "stabgan.train",
-                "stabgan.run_probes"]
+# What the warm interpreter imports before it forks any run: its own process group first, then
+# stabgan (it sets OpenMP's wait policy before torch loads), then what a run needs; nothing
+# runs a torch op, so the forked runs start OpenMP's threads themselves.
+WARM_MODULES = ["stabgan.sweep.forkserver_group", "stabgan", "torch", "torch._dynamo",
+                "stabgan.cli", "stabgan.train", "stabgan.run_probes"]
 
 
 class WarmRun:

@@ -165,6 +165,10 @@ class SweepSpec:
     shared_storage: bool = False                  # Ray: DIR is at the same path on every node
     retry_failed: bool = False
     report: bool = True                           # write DIR/report.html at the end
+    # local runs forked from a warm interpreter (process.start_warm_run): about 4 s of CPU
+    # saved a run, which matters only for runs of seconds (the zoos'); a fresh process shows
+    # its `stabgan run` command line in ps and top, a forked one the forkserver's
+    warm: bool = False
 
 
 def read_sweep_file(path: Path) -> dict:
