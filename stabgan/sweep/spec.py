@@ -167,7 +167,9 @@ class SweepSpec:
     report: bool = True                           # write DIR/report.html at the end
     # local runs forked from a warm interpreter (process.start_warm_run): about 4 s of CPU
     # saved a run, which matters only for runs of seconds (the zoos'); a fresh process shows
-    # its `stabgan run` command line in ps and top, a forked one the forkserver's
+    # its `stabgan run` command line in ps and top, a forked one the forkserver's. As with any
+    # multiprocessing start but fork, the forkserver imports the calling script: its own work
+    # must sit under `if __name__ == "__main__":`
     warm: bool = False
 
 
