@@ -276,7 +276,7 @@ def image_section(args) -> list[str]:
         f"{base}, 1 torch thread, 2 runs "
         f"at a time. The truth is the number of the {k} digit classes the generated samples "
         "cover, read by the domain classifier (`coverage/modes` of the FID probe), under the "
-        f"same rule as the toy part ({nz.COVERED * k:g} of {k} classes for "
+        f"same rule as the toy part ({math.ceil(nz.COVERED * k)} of {k} classes for "
         f"{nz.COVER_READINGS} readings in a row to cover the data, at most {k // 2} to have "
         "lost it). The detector is blind to `coverage/*` and to `fid/*` (the same samples' "
         "FID). No threshold was tuned on these runs: every one is held out. The failure "
