@@ -61,9 +61,9 @@ class Part:
     @property
     def modes(self) -> int:
         """The modes (classes) the truth counts."""
-        dataset = PRESET_VALUES[self.preset].get("dataset", "mnist5k")
-        points = mixture(dataset)[0] if dataset_info(dataset).points else None
-        return len(points) if points is not None else dataset_info(dataset).num_classes
+        dataset = PRESET_VALUES[self.preset].get("dataset", RunConfig.dataset)
+        info = dataset_info(dataset)
+        return len(mixture(dataset)[0]) if info.points else info.num_classes
 
 
 # The image part: the default run made 800 steps long (in 500, hinge with spectral norm in D and

@@ -66,9 +66,9 @@ from probes.rundir.reader import RunDir, as_lists
 
 def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
     """Recompute the diagnosis from metrics.jsonl, judged by the run's objective (config.json's
-    loss and penalty) with thresholds sized to its length (`Thresholds.for_run`); write diagnosis.json atomically and set
-    summary.json's "verdict" and "onset_step" (when summary.json exists), each file only when
-    its content changes. Works on runs still
+    loss and penalty) with thresholds sized to its length (`Thresholds.for_run`); write
+    diagnosis.json atomically and set summary.json's "verdict" and "onset_step" (when
+    summary.json exists), each file only when its content changes. Works on runs still
     being written and on truncated files. Returns the diagnosis."""
     run_dir = Path(run_dir)
     run = RunDir(run_dir)

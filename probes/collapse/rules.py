@@ -147,7 +147,8 @@ class Thresholds:
         at most cover_run_share of the run (unchanged when either is unknown)."""
         if not steps or not log_every:
             return self
-        share = max(1, math.ceil(round(self.cover_run_share * steps / log_every, 6)))  # 0.55·200/10 is 11.000000000000002
+        # rounded first: 0.55 · 200 / 10 is 11.000000000000002 in floating point
+        share = max(1, math.ceil(round(self.cover_run_share * steps / log_every, 6)))
         return dataclasses.replace(self, cover_patience=min(self.cover_patience, share))
 
     def to_dict(self) -> dict:
