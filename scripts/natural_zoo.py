@@ -224,8 +224,8 @@ def section(args, command: str) -> str:
         "How many logged steps `diversity/coverage` must stay mostly low (¾ of them) before "
         "low_coverage fires: shorter tells sooner that a run never covers the data, and warns "
         "healthy runs still learning. Every run re-scored (the cap at "
-        f"`cover_run_share` = {t.cover_run_share:g} of the run, {math.ceil(t.cover_run_share * args.steps / 10)} "
-        "logged steps here, lifted):", "",
+        f"`cover_run_share` = {t.cover_run_share:g} of the run, "
+        f"{t.run_patience(args.steps, nz.TOY.config.log_every)} logged steps here, lifted):", "",
         *sweep_rows(sweep), "",
         *([shown_figure, ""] if shown_figure else []),
         "### Every failure, and every healthy run with an event", "", *run_rows(scores), "",

@@ -33,7 +33,7 @@ from probes.collapse import Thresholds, detect, verdict
 from probes.objectives import Objective
 from probes.readings import COVERAGE_MODES
 from probes.rundir.reader import RunDir, as_lists
-from stabgan.config import PRESET_VALUES, RunConfig, dataset_info
+from stabgan.config import RunConfig, dataset_info, resolve_config
 from stabgan.sweep import SweepSpec, point_name, run_ended
 from stabgan.toy import mixture
 from stabgan.zoo import ONSET_TOLERANCE, first_near
@@ -54,14 +54,18 @@ class Part:
     blind_prefixes: tuple[str, ...]  # the truth's tags, hidden from the detector
 
     @property
+    def config(self) -> RunConfig:
+        """A run's settings but its recipe's and seed."""
+        return resolve_config(self.preset, **self.base)
+
+    @property
     def steps(self) -> int:
-        """A run's length."""
-        return self.base.get("steps", PRESET_VALUES[self.preset].get("steps", RunConfig.steps))
+        return self.config.steps
 
     @property
     def modes(self) -> int:
         """The modes (classes) the truth counts."""
-        dataset = PRESET_VALUES[self.preset].get("dataset", RunConfig.dataset)
+        dataset = self.config.dataset
         info = dataset_info(dataset)
         return len(mixture(dataset)[0]) if info.points else info.num_classes
 

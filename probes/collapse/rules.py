@@ -142,14 +142,18 @@ class Thresholds:
                 raise ValueError(f"Thresholds.{warn}={w!r} must be {'<=' if rising else '>='} "
                                  f"{collapse}={c!r} (a warning comes before a collapse)")
 
+    def run_patience(self, steps: int, log_every: int) -> int:
+        """cover_run_share of a run of `steps` steps logged every `log_every`, in logged steps."""
+        # rounded first: 0.55 · 200 / 10 is 11.000000000000002 in floating point
+        return max(1, math.ceil(round(self.cover_run_share * steps / log_every, 6)))
+
     def for_run(self, steps: int | None, log_every: int | None) -> "Thresholds":
         """These settings for a run of `steps` steps logged every `log_every`: cover_patience
         at most cover_run_share of the run (unchanged when either is unknown)."""
         if not steps or not log_every:
             return self
-        # rounded first: 0.55 · 200 / 10 is 11.000000000000002 in floating point
-        share = max(1, math.ceil(round(self.cover_run_share * steps / log_every, 6)))
-        return dataclasses.replace(self, cover_patience=min(self.cover_patience, share))
+        patience = min(self.cover_patience, self.run_patience(steps, log_every))
+        return dataclasses.replace(self, cover_patience=patience)
 
     def to_dict(self) -> dict:
         """The settings as a dict (for diagnosis.json)."""

@@ -76,15 +76,24 @@ def _child_setup():
 def start_run(command: list[str], log_file: Path, threads: int) -> subprocess.Popen:
     """Start one run in its own session: a terminal's Ctrl-C reaches only the sweep process,
     which forwards exactly one signal per Ctrl-C (two would skip the final checkpoint)."""
+    _log_command(command, log_file)
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=_run_env(threads),
+                                start_new_session=True, preexec_fn=_child_setup())
+
+
+def _log_command(command: list[str], log_file: Path) -> None:
+    """Append the run's command line to its log (made if missing)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "PYTHONUNBUFFERED": "1"}
     with open(log_file, "ab") as log:
         log.write(f"\n$ {shlex.join(command)}\n".encode())
-        log.flush()
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                preexec_fn=_child_setup())
+
+
+def _run_env(threads: int) -> dict:
+    """This process's environment, with the run's thread count and unbuffered output."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1"}
 
 
 # What the warm interpreter imports before it forks any run: its own process group first, then
@@ -116,15 +125,11 @@ def start_warm_run(command: list[str], log_file: Path, threads: int) -> WarmRun:
     """`start_run`, forked from a forkserver that has imported `WARM_MODULES` (started once a
     sweep process). The run gets this process's environment as it is now, and the thread
     count as torch's setting (the forkserver's OpenMP read its variables when it started)."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        log.write(f"\n$ {shlex.join(command)}\n".encode())
+    _log_command(command, log_file)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(WARM_MODULES)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "PYTHONUNBUFFERED": "1"}
-    process = context.Process(target=_warm_main, args=(command, str(log_file), threads, env),
-                              name=log_file.stem)
+    process = context.Process(target=_warm_main, name=log_file.stem,
+                              args=(command, str(log_file), threads, _run_env(threads)))
     process.start()
     return WarmRun(process)
 
