@@ -185,23 +185,26 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
               help="local process pool (default) or Ray tasks")
 @click.option("--ray-address", default=None,
               help="Ray cluster to join: its head's HOST:PORT, or auto for the cluster started on "
-                   "this node (`ray start --head`, then --ray-address auto); gives up after "
-                   f"{RAY_JOIN_TIMEOUT_S} s without an answer [default: start a local one]")
+                   "this node (`ray start --head`, then --ray-address auto) [default: start a "
+                   "local one]")
+@click.option("--ray-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="seconds to wait for --ray-address to answer before giving up "
+                   f"[default: {RAY_JOIN_TIMEOUT_S:g}]")
 @click.option("--shared-storage", is_flag=True, default=None,
               help="Ray: OUT is at the same path on every node (else runs come back as files)")
 @click.option("--retry-failed", is_flag=True, default=None, help="run failed runs again")
 @click.option("--no-report", "report", flag_value=False, default=None,
               help="skip OUT/report.html")
 @click.pass_context
-def sweep(ctx, preset, grid, sweep_file, out, workers, executor, ray_address, shared_storage,
-          retry_failed, report, **overrides):
+def sweep(ctx, preset, grid, sweep_file, out, workers, executor, ray_address, ray_timeout,
+          shared_storage, retry_failed, report, **overrides):
     """Run every point of a grid as a `stabgan run` into OUT/<name>; re-running resumes it."""
     from stabgan.sweep import LOGS, SweepError, format_table, run_sweep, sweep_spec
 
     try:
         spec = sweep_spec(grid, sweep_file, overrides, preset=preset, out=out, workers=workers,
                           executor=executor, ray_address=ray_address,
-                          shared_storage=shared_storage, retry_failed=retry_failed, report=report)
+                          ray_timeout=ray_timeout, shared_storage=shared_storage, retry_failed=retry_failed, report=report)
         result = run_sweep(spec)
     except SweepError as error:
         raise click.BadParameter(str(error), ctx=ctx, param_hint=error.param) from None

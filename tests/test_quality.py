@@ -122,7 +122,7 @@ def test_a_late_fid_rise_is_a_quality_regression_and_best_pt_is_from_before_it(t
     times over its best, and best.pt keeps the generator from before."""
     result = stabgan_cli("run", "--out", str(tmp_path), "--name", "rise", "--steps", "240",
                          "--fid-every", "20", "--fid-samples", "200", "--probes", "fid",
-                         "--no-fid-final", "--threads", "1", "--fault", "data@160")
+                         "--no-fid-final", "--threads", "2", "--fault", "data@160")
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "rise"
     fid = [(r["step"], r["fid/domain"]) for r in read_metrics(run_dir) if "fid/domain" in r]

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from conftest import TINY, stabgan_cli
+from conftest import TINY
 from probes.rundir.files import read_json
 from stabgan.config import resolve_config
 from stabgan.config import dataset_info
@@ -197,18 +197,20 @@ EXPECTED = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_every_option_trains_round_trips_and_resumes(tmp_path, option):
+    from click.testing import CliRunner
+    from stabgan.cli import cli
+
     common = ["--out", str(tmp_path), "--name", "r", *TINY, "--ckpt-every", "2",
               "--log-every", "2"]
-    first = stabgan_cli("run", *common, "--steps", "4", *OPTIONS[option])
-    assert first.returncode == 0, first.stderr
+    first = CliRunner().invoke(cli, ["run", *common, "--steps", "4", *OPTIONS[option]])
+    assert first.exit_code == 0, first.output
     saved = read_json(tmp_path / "r" / "config.json")["config"]
     assert {k: saved[k] for k in EXPECTED[option]} == EXPECTED[option]
-    resumed = stabgan_cli("run", "--out", str(tmp_path), "--name", "r", "--resume",
-                          "--steps", "6")
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = CliRunner().invoke(cli, ["run", "--out", str(tmp_path), "--name", "r", "--resume",
+                                       "--steps", "6"])
+    assert resumed.exit_code == 0, resumed.output
     summary = read_json(tmp_path / "r" / "summary.json")
     assert summary["status"] == "completed" and summary["steps"] == 6
     assert read_json(tmp_path / "r" / "config.json")["config"] == saved | {"steps": 6}

@@ -59,7 +59,7 @@ def run_sweep(spec: SweepSpec, echo: Callable[[str], None] = _stderr) -> SweepRe
                                    spec.executor)
     for job in jobs:
         job.settings = {**spec.base, **job.values, "threads": threads}
-    session = (ray_session(spec.ray_address) if spec.executor == "ray" and todo
+    session = (ray_session(spec.ray_address, spec.ray_timeout) if spec.executor == "ray" and todo
                else contextlib.nullcontext())
     with session:  # Ray is joined before anything is written: a wrong address writes nothing
         signum = _run_jobs(spec, jobs, todo, workers, threads, echo)

@@ -102,9 +102,9 @@ def _receive(out: Path, name: str, result: dict) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None):
+def ray_session(address: str | None, timeout: float = RAY_JOIN_TIMEOUT_S):
     """Ray for a sweep: one already initialised (from Python) as it is; else the cluster at
-    address, joined within RAY_JOIN_TIMEOUT_S (`_join_ray`), or without one a local instance;
+    address, joined within `timeout` seconds (`_join_ray`), or without one a local instance;
     one started here is shut down at the end."""
     import ray
 
@@ -112,7 +112,7 @@ def ray_session(address: str | None):
         yield
         return
     if address:
-        _join_ray(ray, address)
+        _join_ray(ray, address, timeout)
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
     try:
@@ -121,9 +121,9 @@ def ray_session(address: str | None):
         ray.shutdown()
 
 
-def _join_ray(ray, address: str) -> None:
+def _join_ray(ray, address: str, timeout: float) -> None:
     """ray.init(address=address), or a SweepError naming the address when Ray refuses or gives
-    no answer within RAY_JOIN_TIMEOUT_S. ray.init has no timeout of its own, so it runs in a
+    no answer within `timeout` seconds. ray.init has no timeout of its own, so it runs in a
     daemon thread that is abandoned when it hangs (the sweep then stops)."""
     outcome: list[BaseException | None] = []
 
@@ -136,10 +136,10 @@ def _join_ray(ray, address: str) -> None:
 
     thread = threading.Thread(target=join, name="ray-join", daemon=True)
     thread.start()
-    thread.join(RAY_JOIN_TIMEOUT_S)
+    thread.join(timeout)
     if outcome == [None]:
         return
-    reason = error_line(outcome[0]) if outcome else f"no answer within {RAY_JOIN_TIMEOUT_S} s"
+    reason = error_line(outcome[0]) if outcome else f"no answer within {timeout:g} s"
     raise SweepError(f"cannot join a Ray cluster at {address!r} ({reason}); give the head's "
                      f"HOST:PORT (the port of `ray start --head`, 6379 by default), or `auto` "
                      f"for the cluster started on this node", "--ray-address")

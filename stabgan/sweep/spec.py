@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from stabgan.config import CHOICES, EXECUTORS, FIELD_NAMES, PRESETS, RunConfig
+from stabgan.config import CHOICES, EXECUTORS, FIELD_NAMES, PRESETS, RAY_JOIN_TIMEOUT_S, RunConfig
 
 DEFAULT_OUT = Path("runs/sweep")
 # The sweep's own files sit in a hidden folder, so DIR holds run directories only (reports skip
@@ -25,7 +25,7 @@ LOGS = f"{SWEEP_DIR}/logs"
 SWEEP_RECORD = f"{SWEEP_DIR}/sweep.json"
 LOCK = f"{SWEEP_DIR}/lock"
 FILE_KEYS = ("grid", "points", "base", "preset", "out", "workers", "executor", "ray_address",
-             "shared_storage", "retry_failed", "report")
+             "ray_timeout", "shared_storage", "retry_failed", "report")
 # Fields with a fixed set of values, so a typo in the grid is caught as a bad value.
 _TYPES = {f.name: f.type for f in dataclasses.fields(RunConfig)}
 # The sweep sets each run's CPU share itself (see parallelism); a grid over it makes no sense.
@@ -162,6 +162,7 @@ class SweepSpec:
     workers: int | None = None                    # None: see parallelism()
     executor: str = "local"
     ray_address: str | None = None                # None: start a local Ray instance
+    ray_timeout: float = RAY_JOIN_TIMEOUT_S       # seconds to wait for ray_address to answer
     shared_storage: bool = False                  # Ray: DIR is at the same path on every node
     retry_failed: bool = False
     report: bool = True                           # write DIR/report.html at the end
@@ -252,6 +253,9 @@ def sweep_spec(grid: str | None = None, config_file: Path | None = None,
     if values.get("executor", "local") not in EXECUTORS:
         raise SweepError(f"executor {values['executor']!r} is not one of {', '.join(EXECUTORS)}",
                          "--executor")
+    timeout = values.get("ray_timeout", RAY_JOIN_TIMEOUT_S)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise SweepError(f"ray_timeout={timeout!r} must be a number of seconds > 0", "--ray-timeout")
     if values.get("preset") not in (None, *PRESETS):
         raise SweepError(f"preset {values['preset']!r} is not one of {', '.join(PRESETS)}",
                          "--preset")
