@@ -86,8 +86,9 @@ def run_rows(scores: list[nz.ZooScore]) -> list[str]:
         if not s.truth.failed:
             check = " ✗" if s.verdict == "collapsed" else ""
         rows.append(f"| {s.run.recipe.name} | {s.run.seed}{'' if s.run.held_out else ' (tuning)'} "
-                    f"| {truth_cell(s.truth, nz.PARTS[s.run.recipe.part].modes)} | **{s.verdict}**{check} | {event_cell(event)} | "
-                    f"{signed_number(s.latency)} | {sign_text_} | {(s.run.wall_s or 0) / 60:.1f} |")
+                    f"| {truth_cell(s.truth, s.run.mode_count)} | **{s.verdict}**{check} | "
+                    f"{event_cell(event)} | {signed_number(s.latency)} | {sign_text_} | "
+                    f"{(s.run.wall_s or 0) / 60:.1f} |")
     return rows
 
 

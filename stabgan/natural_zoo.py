@@ -292,6 +292,11 @@ class ZooRun:
     log_every: int | None = None
 
     @property
+    def mode_count(self) -> int:
+        """The modes of its data (the truth counts those it covers)."""
+        return PARTS[self.recipe.part].modes
+
+    @property
     def held_out(self) -> bool:
         """Not among the runs thresholds were tuned on: no threshold was tuned on images."""
         return self.recipe.part == "image" or self.seed not in TUNE_SEEDS
