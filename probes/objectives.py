@@ -14,12 +14,13 @@ penalty: its maths there and its terms in PENALTIES below.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
 from probes.readings import (CORE_PANELS, CRITIC, CRITIC_ACCURACY, CRITIC_PANELS, CRITIC_R_T,
                              DIVERSITY_PANELS, FID_PANELS, FRAC_OFF, GP_NORM_TITLE, GRADIENT_PANELS,
-                             KERNEL_PANELS, LOSS_CRITIC, LOSS_GENERATOR, SPECTRA_PANELS, TRAINING,
+                             KERNEL_PANELS, LOSS_GENERATOR, SPECTRA_PANELS, TRAINING,
                              WGAN_DISTANCE, Panel, merge_panels, penalty_tag)
 
 CRITIC_GAP = "critic/gap"  # E[D(real)] − E[D(fake)] of a loss whose gap is no distance
@@ -36,12 +37,18 @@ class LossReadings:
     means nothing).
     runaway: positive losses whose growth far over their band is a divergence: a generator
     loss that climbs while D wins (softplus losses; hinge's and WGAN's take any sign).
+    chance_loss: the critic's loss when it scores every sample 0, telling nothing apart (hinge
+    2, ns 2·ln 2, rpgan ln 2; WGAN none). The loss moves over that range as the players trade
+    the lead: early on a critic that separates everything (loss near 0) is caught up with
+    (near chance), an ordinary 30-fold rise over a band near 0 and no divergence. So a move
+    of the critic loss counts in multiples of at least this.
     """
     name: str
     gap_tag: str
     gap_title: str
     decision: str
     runaway: tuple[str, ...] = ()
+    chance_loss: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,11 +79,12 @@ class PenaltyTerm:
 
 LOSSES = {loss.name: loss for loss in (
     LossReadings("wgan", WGAN_DISTANCE, "wgan/distance = E[D(real)] − E[D(fake)]", "pair"),
-    LossReadings("hinge", CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)]", "sign"),
+    LossReadings("hinge", CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)]", "sign",
+                 chance_loss=2.0),
     LossReadings("ns", CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "sign",
-                 runaway=(LOSS_GENERATOR,)),
+                 runaway=(LOSS_GENERATOR,), chance_loss=2 * math.log(2)),
     LossReadings("rpgan", CRITIC_GAP, "critic/gap = E[D(real)] − E[D(fake)] (logits)", "pair",
-                 runaway=(LOSS_GENERATOR,)),
+                 runaway=(LOSS_GENERATOR,), chance_loss=math.log(2)),
 )}
 _R1 = PenaltyTerm("r1", "real data")
 _R2 = PenaltyTerm("r2", "generated samples")
@@ -112,11 +120,6 @@ class Objective:
     @property
     def gap_tag(self) -> str:
         return self.readings.gap_tag
-
-    @property
-    def divergence_tags(self) -> tuple[str, ...]:
-        """The tags whose two-sided runaway is a critic divergence."""
-        return self.gap_tag, LOSS_CRITIC
 
     @property
     def nan_tags(self) -> tuple[str, ...]:

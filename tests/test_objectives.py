@@ -229,6 +229,27 @@ def test_the_detector_judges_the_tags_its_objective_declares():
     assert [e["kind"] for e in detect(gp_low)] == ["gp_blowup"]
 
 
+def test_a_critic_loss_caught_up_with_is_no_divergence_but_one_far_past_chance_is():
+    """Early in a hinge run the critic separates everything (loss near 0) until the generator
+    catches up (near 2, where D scores all 0): thirty times its band, yet no divergence. The
+    same loss far past chance is one; WGAN's critic loss, which has no chance level, keeps
+    its band as the yardstick."""
+    hinge = Objective("hinge", "none")
+    steps = list(range(10, 1210, 10))
+    rng = random.Random(0)
+    caught_up = {"critic/gap": (steps, [1.0 + rng.gauss(0, 0.05) for _ in steps]),
+                 "loss/critic": (steps, [(0.07 if s < 500 else 2.1) * math.exp(rng.gauss(0, 0.05))
+                                         for s in steps])}
+    assert detect(caught_up, objective=hinge) == []
+    past_chance = _blow_up(dict(caught_up), "loss/critic", 800, 12)  # 2.1 → 25
+    [event] = detect(past_chance, objective=hinge)
+    assert (event["kind"], event["severity"], event["step"]) == ("divergence", "collapse", 800)
+    assert event["evidence"]["tag"] == "loss/critic"
+    wgan = {"wgan/distance": (steps, caught_up["critic/gap"][1]),
+            "loss/critic": caught_up["loss/critic"]}
+    assert [e["kind"] for e in detect(wgan)] == ["divergence"]
+
+
 def test_offline_diagnosis_reads_the_objective_from_the_run_directory(tmp_path):
     from probes.monitor import Monitor
 

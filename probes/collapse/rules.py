@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Callable
 from probes.objectives import WGAN_GP, Objective
 from probes.readings import (COVERAGE_KL, COVERAGE_MODES, DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE,
                              DIVERSITY_PAIRWISE, FID, KERNEL_ENTROPY, KERNEL_MAX_ABS,
-                             KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR, OVERFIT_R_V, SPECTRA_SIGMA0)
+                             KERNEL_NEAR_ZERO, KERNEL_SPATIAL_VAR, LOSS_CRITIC, OVERFIT_R_V,
+                             SPECTRA_SIGMA0)
 
 if TYPE_CHECKING:
     from probes.collapse.band import Band
@@ -193,10 +194,13 @@ def _grade(value: float, warn: float, collapse: float, rising: bool = True) -> i
     return 2 if value <= collapse else 1 if value <= warn else 0
 
 
-def _divergence(x, band, best, t):
-    """Two-sided: |x − band| in multiples of |band|."""
-    size = abs(x - band.median) / max(abs(band.median), band.scale)
-    return _grade(size, t.divergence_warn, t.divergence_collapse), band.z(x) >= t.robust_z
+def _divergence(floor: float = 0.0):
+    """Two-sided: |x − band| in multiples of |band|, or of `floor` when the band is nearer 0
+    (a loss's level at chance: LossReadings.chance_loss)."""
+    def grade(x, band, best, t):
+        size = abs(x - band.median) / max(abs(band.median), band.scale, floor)
+        return _grade(size, t.divergence_warn, t.divergence_collapse), band.z(x) >= t.robust_z
+    return grade
 
 
 def _toward(target: float):
@@ -304,8 +308,10 @@ def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
     """The rules for a run trained with `objective` (its gap, critic loss and penalty terms)."""
     mode, kernel = "mode collapse", "kernel collapse"
     return [
-        Rule("divergence", "critic divergence",
-              frozenset(objective.divergence_tags).__contains__, _divergence),
+        Rule("divergence", "critic divergence", lambda tag: tag == objective.gap_tag,
+              _divergence()),
+        Rule("divergence", "critic divergence", lambda tag: tag == LOSS_CRITIC,
+              _divergence(objective.readings.chance_loss)),
         Rule("divergence", "generator loss runaway",
               frozenset(objective.readings.runaway).__contains__,
               _growth("divergence_warn", "divergence_collapse"), log=True, extreme="max"),
