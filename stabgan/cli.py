@@ -204,7 +204,8 @@ def sweep(ctx, preset, grid, sweep_file, out, workers, executor, ray_address, ra
     try:
         spec = sweep_spec(grid, sweep_file, overrides, preset=preset, out=out, workers=workers,
                           executor=executor, ray_address=ray_address,
-                          ray_timeout=ray_timeout, shared_storage=shared_storage, retry_failed=retry_failed, report=report)
+                          ray_timeout=ray_timeout, shared_storage=shared_storage,
+                          retry_failed=retry_failed, report=report)
         result = run_sweep(spec)
     except SweepError as error:
         raise click.BadParameter(str(error), ctx=ctx, param_hint=error.param) from None

@@ -152,11 +152,18 @@ def test_sweep_file_toml_and_json_match_the_flags(tmp_path):
     (tmp_path / "bad.json").write_text('{"gird": "seed=0"}')
     with pytest.raises(SweepError, match="unknown key 'gird'"):
         sweep_spec(config_file=tmp_path / "bad.json")
-    (tmp_path / "slow.json").write_text('{"grid": "seed=0", "ray_timeout": 120}')
+    (tmp_path / "slow.json").write_text('{"grid": "seed=0", "executor": "ray", '
+                                        '"ray_address": "head:6379", "ray_timeout": 120}')
     assert sweep_spec(config_file=tmp_path / "slow.json").ray_timeout == 120
     assert sweep_spec("seed=0").ray_timeout == RAY_JOIN_TIMEOUT_S
+    ray = {"executor": "ray", "ray_address": "head:6379"}
     with pytest.raises(SweepError, match="ray_timeout='soon' must be a number of seconds > 0"):
-        sweep_spec("seed=0", ray_timeout="soon")
+        sweep_spec("seed=0", **ray, ray_timeout="soon")
+    with pytest.raises(SweepError, match="ray_timeout=5 is the wait for a cluster to join"):
+        sweep_spec("seed=0", executor="ray", ray_timeout=5)
+    with pytest.raises(SweepError, match="ray_address='head:6379' acts on Ray tasks: add "
+                                         "--executor ray"):
+        sweep_spec("seed=0", ray_address="head:6379")
 
 
 # --- copy mode: a run folder coming back from a Ray node --------------------------------------

@@ -253,13 +253,30 @@ def sweep_spec(grid: str | None = None, config_file: Path | None = None,
     if values.get("executor", "local") not in EXECUTORS:
         raise SweepError(f"executor {values['executor']!r} is not one of {', '.join(EXECUTORS)}",
                          "--executor")
-    timeout = values.get("ray_timeout", RAY_JOIN_TIMEOUT_S)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise SweepError(f"ray_timeout={timeout!r} must be a number of seconds > 0", "--ray-timeout")
+    _check_ray_options(values)
     if values.get("preset") not in (None, *PRESETS):
         raise SweepError(f"preset {values['preset']!r} is not one of {', '.join(PRESETS)}",
                          "--preset")
     return SweepSpec(grid=merged_grid, points=points, base=merged_base, **values)
+
+
+def _check_ray_options(values: dict) -> None:
+    """The Ray cluster's address and wait: only for the Ray executor, the wait only with an
+    address, and a positive number of seconds (a SweepError naming the value otherwise)."""
+    for key in ("ray_address", "ray_timeout"):
+        if key in values and values.get("executor") != "ray":
+            raise SweepError(f"{key}={values[key]!r} acts on Ray tasks: add --executor ray",
+                             f"--{key.replace('_', '-')}")
+    if "ray_timeout" not in values:
+        return
+    timeout = values["ray_timeout"]
+    if not values.get("ray_address"):
+        raise SweepError(f"ray_timeout={timeout!r} is the wait for a cluster to join: give its "
+                         "--ray-address (without one a local Ray instance is started)",
+                         "--ray-timeout")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise SweepError(f"ray_timeout={timeout!r} must be a number of seconds > 0",
+                         "--ray-timeout")
 
 
 def displaced_dir(out: Path, name: str) -> Path:
