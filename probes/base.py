@@ -154,6 +154,23 @@ def fixed_noise(probe: Probe, generator: nn.Module, count: int, seed: int,
     return torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
+SAMPLE_READINGS = 10  # a run of known length reads its samples at least this many times
+
+
+def sample_cadence(settings) -> int:
+    """Steps between the sample readings (diversity, overfit) when left at 0: 10 × log_every,
+    or in a run of known `steps` too short for SAMPLE_READINGS of them, the multiple of
+    log_every that gives them. The detector's first band takes four of a tag's points before
+    its rules judge any: the default 500-step run, read every 100 steps, left one, and a
+    generator stuck from its start could never be told."""
+    log_every = settings.log_every
+    every = 10 * log_every
+    steps = getattr(settings, "steps", None)
+    if steps:
+        every = min(every, max(log_every, steps // SAMPLE_READINGS // log_every * log_every))
+    return every
+
+
 def weight_of(module: nn.Module) -> torch.Tensor:
     """A layer's stored weight: for a parametrized weight (spectral norm) the *original*, never
     the effective one, because reading that runs the power iteration in train mode and so

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState, fixed_noise, sampling
+from probes.base import Probe, StepState, fixed_noise, sample_cadence, sampling
 from probes.readings import (DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE,
                              DIVERSITY_PAIRWISE_REAL, DIVERSITY_PANELS)
 
@@ -97,7 +97,7 @@ class DiversityProbe(Probe):
 
     @classmethod
     def from_config(cls, config) -> "DiversityProbe":
-        return cls(every=config.diversity_every or 10 * config.log_every, z_dim=config.z_dim,
+        return cls(every=config.diversity_every or sample_cadence(config), z_dim=config.z_dim,
                    seed=config.seed + 0x5EED)
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from probes.base import Probe, StepState, fixed_noise, sampling
+from probes.base import Probe, StepState, fixed_noise, sample_cadence, sampling
 from probes.readings import (OVERFIT_D_FAKE, OVERFIT_D_HOLDOUT, OVERFIT_D_TRAIN, OVERFIT_PANELS,
                              OVERFIT_R_V)
 
@@ -87,7 +87,7 @@ class OverfitProbe(Probe):
                              "--holdout N (a loop of your own: held_out=(held-out images, "
                              "training images))")
         held_out, training = config.held_out
-        return cls(held_out, training, every=config.overfit_every or 10 * config.log_every,
+        return cls(held_out, training, every=config.overfit_every or sample_cadence(config),
                    seed=config.seed + SEED_OFFSET, z_dim=config.z_dim)
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:

@@ -165,9 +165,10 @@ class RunConfig:
     probes: str = _field("default", "default | all | none | comma-separated probe names")
     probe_every: int = _field(0, "steps between gp/critic/kernel/grad readings (0: log-every)")
     spectra_every: int = _field(0, "steps between singular-value readings (0: 10 x log-every)")
-    diversity_every: int = _field(0, "steps between diversity readings (0: 10 x log-every)")
+    diversity_every: int = _field(0, "steps between diversity readings (0: 10 x log-every, "
+                                     "or often enough for 10 in a shorter run)")
     overfit_every: int = _field(0, "steps between overfit readings of the --holdout images "
-                                   "(0: 10 x log-every)")
+                                   "(0: as diversity's)")
     stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
     fid_every: int = _field(0, "FID probe cadence in steps (0: off); on 2-D points the "
                                "coverage probe's (0: every 50)")

@@ -96,17 +96,27 @@ def test_a_generator_that_never_learns_never_covers_the_data(tmp_path):
 
 
 def test_a_short_image_run_stuck_from_the_start_is_told_within_its_length(tmp_path):
-    """At the default cadence a stretch of low coverage is at most cover_run_share of the run:
-    a 300-step mnist5k run whose generator never moves hears of it (the unsized patience, 800
-    steps, would outlast the run)."""
+    """At the default cadences a stretch of low coverage is at most cover_run_share of the run,
+    and a run reads its samples often enough to show one: a default-length (500-step) mnist5k
+    run whose generator never moves hears of it (the unsized patience, 800 steps, would
+    outlast the run, and readings every 100 steps would leave the rule one point to judge)."""
     result = stabgan_cli("run", "--out", str(tmp_path), "--name", "stuck", *TINY[:-3],
-                         "--no-fid-final", "--probes", "diversity", "--lr-g", "1e-9", "--steps", "300",
-                         "--diversity-every", "20", "--threads", "1")
+                         "--no-fid-final", "--probes", "diversity", "--lr-g", "1e-9",
+                         "--steps", "500", "--threads", "1")
     assert result.returncode == 0, result.stderr
-    diagnosis = read_json(tmp_path / "stuck" / "diagnosis.json")
-    assert diagnosis["thresholds"]["cover_patience"] == 17  # ceil(0.55 · 300 / 10) logged steps
+    run_dir = tmp_path / "stuck"
+    readings = [r["step"] for r in read_metrics(run_dir) if DIVERSITY_COVERAGE in r]
+    assert readings == list(range(50, 501, 50))  # 10 readings: 500 // 10
+    diagnosis = read_json(run_dir / "diagnosis.json")
+    assert diagnosis["thresholds"]["cover_patience"] == 28  # ceil(0.55 · 500 / 10) logged steps
     [event] = [e for e in diagnosis["events"] if e["kind"] == "low_coverage"]
-    assert event["severity"] == "collapse" and event["evidence"]["detected_step"] <= 300
+    assert event["severity"] == "collapse" and event["evidence"]["detected_step"] <= 500
+    # the cadence: 10 x log_every, denser in a run too short for 10 readings of it; a loop
+    # of unknown length keeps 10 x log_every
+    from types import SimpleNamespace
+    from probes.base import sample_cadence
+    assert [sample_cadence(SimpleNamespace(steps=n, log_every=10))
+            for n in (500, 800, 1500, 55, None)] == [50, 80, 100, 10, 100]
     assert Thresholds().for_run(200, 10).cover_patience == 11  # 0.55 · 200 / 10, exactly
     assert Thresholds().for_run(None, 10) == Thresholds()  # a length unknown: unchanged
     assert Thresholds().for_run(1500, 10).cover_patience == 80  # the toy preset's: the cap
