@@ -99,8 +99,8 @@ def _run_env(threads: int) -> dict:
 # What the warm interpreter imports before it forks any run: its own process group first, then
 # stabgan (it sets OpenMP's wait policy before torch loads), then what a run needs; nothing
 # runs a torch op, so the forked runs start OpenMP's threads themselves. The last five a run
-# imports only once it writes (TensorBoard, sample grids and plots, the closing quality): 1.8-3.5
-# s of a toy run's 10-50.
+# imports only once it writes (TensorBoard, sample grids and plots, the closing quality): 0.9 s
+# of a toy run's 10-50 on an idle machine.
 WARM_MODULES = ["stabgan.sweep.forkserver_group", "stabgan", "torch", "torch._dynamo",
                 "stabgan.cli", "stabgan.train", "stabgan.run_probes", "torch.utils.tensorboard",
                 "torchvision.utils", "matplotlib.figure", "matplotlib.backends.backend_agg",
