@@ -6,9 +6,11 @@ import copy
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from conftest import TINY
 from probes.rundir.files import read_json
+from stabgan.cli import cli
 from stabgan.config import resolve_config
 from stabgan.config import dataset_info
 from stabgan.data import load_dataset
@@ -199,9 +201,6 @@ EXPECTED = {
 
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_every_option_trains_round_trips_and_resumes(tmp_path, option):
-    from click.testing import CliRunner
-    from stabgan.cli import cli
-
     common = ["--out", str(tmp_path), "--name", "r", *TINY, "--ckpt-every", "2",
               "--log-every", "2"]
     first = CliRunner().invoke(cli, ["run", *common, "--steps", "4", *OPTIONS[option]])
@@ -217,9 +216,6 @@ def test_every_option_trains_round_trips_and_resumes(tmp_path, option):
 
 
 def test_bench_trainer_prints_ours_against_the_minimal_loop():
-    from click.testing import CliRunner
-    from stabgan.cli import cli
-
     result = CliRunner().invoke(cli, ["bench", "trainer", "--steps", "1", "--repeats", "1",
                                       "--arch", "dcgan"])
     assert result.exit_code == 0, result.output

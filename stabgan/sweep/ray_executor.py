@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from probes.rundir.files import error_line
-from stabgan.config import RAY_JOIN_TIMEOUT_S
 from stabgan.sweep.executors import POLL_S
 from stabgan.sweep.plan import Job
 from stabgan.sweep.process import log_path, run_command, run_outcome, start_run
@@ -102,7 +101,7 @@ def _receive(out: Path, name: str, result: dict) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, timeout: float = RAY_JOIN_TIMEOUT_S):
+def ray_session(address: str | None, timeout: float):
     """Ray for a sweep: one already initialised (from Python) as it is; else the cluster at
     address, joined within `timeout` seconds (`_join_ray`), or without one a local instance;
     one started here is shut down at the end."""
