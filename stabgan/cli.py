@@ -187,7 +187,7 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
               help="Ray cluster to join: its head's HOST:PORT, or auto for the cluster started on "
                    "this node (`ray start --head`, then --ray-address auto) [default: start a "
                    "local one]")
-@click.option("--ray-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--ray-timeout", type=float, default=None,
               help="seconds to wait for --ray-address to answer before giving up "
                    f"[default: {RAY_JOIN_TIMEOUT_S:g}]")
 @click.option("--shared-storage", is_flag=True, default=None,

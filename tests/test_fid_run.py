@@ -15,7 +15,7 @@ from stabgan.fid import INCEPTION_WEIGHTS_ENV
 
 
 def stabgan(*args: str):
-    """The CLI in this process (the run and the FID share the classifier loaded once)."""
+    """The CLI in this process: a command costs no interpreter and torch start-up."""
     return CliRunner().invoke(cli, list(args))
 
 
@@ -24,8 +24,8 @@ def test_fid_probe_summary_and_fid_command(tmp_path, monkeypatch):
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     result = stabgan("run", "--out", str(tmp_path), "--name", "f", *TINY, "--steps", "6",
-                         "--log-every", "2", "--fid-every", "3", "--fid-samples", "100",
-                         "--probes", "penalty,fid")
+                     "--log-every", "2", "--fid-every", "3", "--fid-samples", "100",
+                     "--probes", "penalty,fid")
     assert result.exit_code == 0, result.output
     fids = as_lists(RunDir(tmp_path / "f").series())["fid/domain"]
     assert fids[0] == [3, 6]
