@@ -196,8 +196,9 @@ def test_a_run_that_never_covers_the_data_collapses_after_the_patience():
     low_points = math.ceil(T.patience_share * T.cover_patience)
     assert event["evidence"]["detected_step"] == first_judged + (low_points - 1) * LOG_EVERY
     assert event["message"] == ("collapsed at step 120: low coverage of the data (diversity/"
-                                f"coverage low for {low_points * LOG_EVERY} steps, down to 0.12; "
-                                "the data itself: 1)")
+                                f"coverage low at {low_points} readings in "
+                                f"{low_points * LOG_EVERY} steps, down to 0.12; the data "
+                                "itself: 1)")
     # a slow starter that reaches the data before that is healthy
     slow = modify(healthy_series(4), "diversity/coverage", 0,
                   lambda v, d: 0.2 if d < (low_points - 5) * LOG_EVERY else v)
@@ -298,10 +299,14 @@ def test_thresholds_are_frozen_validated_and_used():
         Thresholds(gp_warn=20.0)
     with pytest.raises(ValueError, match="sustain_points"):
         Thresholds(sustain_points=0)
+    with pytest.raises(ValueError, match="outpace_share"):
+        Thresholds(outpace_share=0.0)
+    with pytest.raises(ValueError, match="outpace_warn"):
+        Thresholds(outpace_warn=2.0)  # above outpace_collapse
     series = modify(healthy_series(6), "wgan/distance", 600, lambda v, d: v * 8)
     assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
     assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage",
-                          "quality_regression", "kernel_collapse",
+                          "oscillation", "quality_regression", "kernel_collapse",
                           "spectral_explosion", "overfitting"}
 
 

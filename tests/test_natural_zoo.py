@@ -193,3 +193,22 @@ def test_the_zoo_is_scored_against_the_truth_and_the_patience_trades_off():
     rows = nz.threshold_sweep([stuck, healthy], "cover_patience", (80, 400))
     assert [(r["value"], r["caught"], r["healthy_collapsed"]) for r in rows] == [(80, 1, 0),
                                                                                 (400, 0, 0)]
+
+
+def test_the_stored_image_runs_at_ten_times_the_rates_are_told_they_cycle():
+    """The image zoo's committed ns + R1 runs at 10× the rates (1-3 classes, the critic's loss
+    above chance in 40-60 % of its readings) collapse by oscillation; their healthy twins at
+    the usual rates raise nothing. Real runs, diagnosed blind as the zoo scores them."""
+    stored = Path(__file__).resolve().parents[1] / "studies" / "natural-zoo-images"
+    by_name = {r.name: r for r in nz.recipes("image")}
+    for name, cycles in (("img-ns-r1-fast", True), ("img-ns-r1", False)):
+        recipe = by_name[name]
+        for seed in recipe.seeds:
+            run = nz.load_run(stored / nz.run_name(recipe, seed), recipe, seed)
+            result = nz.score(run)
+            told = [(e["kind"], e["severity"]) for e in result.events]
+            assert (("oscillation", "collapse") in told) is cycles, (run.name, told)
+            assert run.truth.failed is cycles
+            if cycles:
+                assert result.caught["kind"] == "oscillation"
+

@@ -242,12 +242,40 @@ def test_a_critic_loss_caught_up_with_is_no_divergence_but_one_far_past_chance_i
                                          for s in steps])}
     assert detect(caught_up, objective=hinge) == []
     past_chance = _blow_up(dict(caught_up), "loss/critic", 800, 12)  # 2.1 → 25
-    [event] = detect(past_chance, objective=hinge)
-    assert (event["kind"], event["severity"], event["step"]) == ("divergence", "collapse", 800)
+    events = detect(past_chance, objective=hinge)
+    # a critic that far past chance for long is also worse than chance (oscillation)
+    assert sorted(e["kind"] for e in events) == ["divergence", "oscillation"]
+    [event] = [e for e in events if e["kind"] == "divergence"]
+    assert (event["severity"], event["step"]) == ("collapse", 800)
     assert event["evidence"]["tag"] == "loss/critic"
     wgan = {"wgan/distance": (steps, caught_up["critic/gap"][1]),
             "loss/critic": caught_up["loss/critic"]}
     assert [e["kind"] for e in detect(wgan)] == ["divergence"]
+
+
+def test_a_critic_worse_than_chance_for_much_of_a_long_stretch_is_oscillation():
+    """A learning critic sits below its chance level (what a critic scoring every sample 0
+    gets); spikes above it now and then are noise, but one doing worse than that constant at a
+    third of its readings or more is chasing a generator it cannot follow. WGAN has no chance
+    level, so the same numbers mean nothing there."""
+    ns = Objective("ns", "r1")
+    chance = ns.readings.chance_loss
+    steps = list(range(10, 1210, 10))
+
+    def spiking(every: int) -> dict:
+        """ns's critic loss near 1.05 with a spike to 2 × chance at every `every`-th point."""
+        rng = random.Random(0)
+        return {"critic/gap": (steps, [1.3 + rng.gauss(0, 0.05) for _ in steps]),
+                "loss/critic": (steps, [(2 * chance if i % every == 0 else 1.05)
+                                        * math.exp(rng.gauss(0, 0.03))
+                                        for i in range(len(steps))])}
+    assert detect(spiking(5), objective=ns) == []          # a fifth of the points
+    [event] = detect(spiking(2), objective=ns)              # half of them
+    assert (event["kind"], event["severity"]) == ("oscillation", "collapse")
+    assert event["evidence"]["tag"] == "loss/critic"
+    assert event["evidence"]["baseline"] == chance
+    assert "its chance level: 1.39" in event["message"]
+    assert detect(spiking(2)) == []  # the same numbers under WGAN-GP
 
 
 def test_offline_diagnosis_reads_the_objective_from_the_run_directory(tmp_path):

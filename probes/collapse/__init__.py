@@ -7,8 +7,8 @@
 An event is `{"kind", "step", "severity": "warning"|"collapse", "evidence", "first_signs",
 "message"}`; `step` is the onset (the first logged step of the sustained excursion),
 `evidence["detected_step"]` the step at which it was confirmed. Kinds (docs/design.md): nan,
-divergence, gp_blowup, mode_collapse, low_coverage, quality_regression, kernel_collapse,
-spectral_explosion, overfitting.
+divergence, gp_blowup, mode_collapse, low_coverage, oscillation, quality_regression,
+kernel_collapse, spectral_explosion, overfitting.
 
 The band. Every logged tag (but `time/` and `weights/`) has a band that follows the run: the
 median and MAD of its latest `baseline_points` in-band points (from `baseline_min_points` on:

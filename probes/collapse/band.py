@@ -237,7 +237,7 @@ class Watch:
         self.sustain, self.span = counts.sustain, counts.span
         if rule.patience is not None:  # in the tag's own points, like every other count
             self.span = max(math.ceil(getattr(t, rule.patience) / counts.every), 2)
-            self.sustain = max(math.ceil(t.patience_share * self.span), 2)
+            self.sustain = max(math.ceil(getattr(t, rule.share) * self.span), 2)
         self.recent = track.initial[-counts.sustain:]  # latest in-band points (best-so-far rules)
         self.best = _median(track.initial)
         last_step = track.window[-1][0]

@@ -85,6 +85,18 @@ class Thresholds:
     cover_patience: int = 80
     patience_share: float = 0.75
     cover_run_share: float = 0.55
+    # oscillation: the critic loss (its penalty included) at or above these multiples of the
+    # objective's chance level (LossReadings.chance_loss: what a critic scoring every sample 0
+    # gets, whose gradient penalty is 0 too) for outpace_share of the points of the same
+    # stretch as low_coverage's. A critic that learns stays below chance: healthy ns, hinge
+    # and rpgan runs had at most 9 % of such a stretch at 1.25× (image zoo; 3 % toy). One
+    # that keeps doing worse than a constant is chasing a generator that moves faster than
+    # it follows, and the two cycle instead of converging: ns + R1 at 10× the rates had
+    # 43–57 % there (the samples hop between a few classes), the toy's ns with Adam β1 0.9 up
+    # to 30 %. WGAN has no chance level, so no such rule
+    outpace_warn: float = 1.25
+    outpace_collapse: float = 1.5
+    outpace_share: float = 0.3
     # quality_regression: FID rising to these factors of its best (lowest) so far (the late
     # blow-up of a run that had been training well)
     quality_rise_warn: float = 1.5
@@ -116,7 +128,7 @@ class Thresholds:
                    "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1,
                    "rebase_points": 1, "sign_points": 1, "corroborate_window": 0,
                    "corroborate_points": 1, "cover_patience": 1}
-        for name in ("patience_share", "cover_run_share"):
+        for name in ("patience_share", "cover_run_share", "outpace_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"Thresholds.{name}={getattr(self, name)!r} must be in (0, 1]")
         for name, low in minimum.items():
@@ -133,6 +145,7 @@ class Thresholds:
                                        ("dup_rise_warn", "dup_rise_collapse", True),
                                        ("kl_rise_warn", "kl_rise_collapse", True),
                                        ("cover_warn", "cover_collapse", False),
+                                       ("outpace_warn", "outpace_collapse", True),
                                        ("quality_rise_warn", "quality_rise_collapse", True),
                                        ("kernel_drop_warn", "kernel_drop_collapse", False),
                                        ("kernel_dead_warn", "kernel_dead_collapse", True),
@@ -184,7 +197,9 @@ class Rule:
     absolute: bool = False       # the threshold means the same in any run: points past it
     #                              never join the band, even within its noise
     patience: str | None = None  # the Thresholds count (logged steps) an excursion must last,
-    #                              in place of sustain_points
+    #                              in place of sustain_points ...
+    share: str = "patience_share"  # ... filling this Thresholds share of its points
+    target_label: str = ""       # what a "target" rule's target is, in messages
     meaning: str = ""            # what an event says about the run, ending its message
 
 
@@ -259,6 +274,15 @@ def _at_most(warn_attr, collapse_attr):
     return grade
 
 
+def _times(target: float, warn_attr, collapse_attr):
+    """x at or above absolute multiples of `target` (a level with a meaning of its own): the
+    multiple alone decides."""
+    def grade(x, band, best, t):
+        level = _grade(x / target, getattr(t, warn_attr), getattr(t, collapse_attr))
+        return level, level > 0
+    return grade
+
+
 def _at_least(warn_attr):
     """x (a ratio with a meaning of its own) at or above an absolute level: a warning, never a
     collapse; the level alone decides."""
@@ -304,6 +328,18 @@ def _penalty_rule(term) -> Rule:
                 extreme="max")
 
 
+def _oscillation_rule(chance: float) -> Rule:
+    """The critic loss at a multiple of its objective's chance level over a long stretch."""
+    return Rule("oscillation", "critic worse than chance", lambda tag: tag == LOSS_CRITIC,
+                _times(chance, "outpace_warn", "outpace_collapse"), reference="target",
+                target=chance, extreme="max", absolute=True, patience="cover_patience",
+                share="outpace_share", target_label="its chance level",
+                meaning="the critic does worse on its own loss than one scoring every sample 0, "
+                        "so it keeps chasing a generator that moves faster than it follows: "
+                        "the two cycle instead of converging and the samples hop between a "
+                        "few modes (lower learning rates or Adam's β1 help)")
+
+
 def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
     """The rules for a run trained with `objective` (its gap, critic loss and penalty terms)."""
     mode, kernel = "mode collapse", "kernel collapse"
@@ -329,7 +365,9 @@ def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
               _rise("dup_rise_warn", "dup_rise_collapse"), extreme="max"),
         Rule("low_coverage", "low coverage of the data", lambda tag: tag == DIVERSITY_COVERAGE,
               _at_most("cover_warn", "cover_collapse"), reference="target", target=1.0,
-              extreme="min", absolute=True, patience="cover_patience"),
+              extreme="min", absolute=True, patience="cover_patience",
+              target_label="the data itself"),
+        *(_oscillation_rule(chance) for chance in (objective.readings.chance_loss,) if chance),
         Rule("quality_regression", "quality regression", _matching(FID),
               _over_best("quality_rise_warn", "quality_rise_collapse"), log=True,
               reference="best_min", extreme="max"),

@@ -12,8 +12,8 @@ from probes.objectives import WGAN_GP, Objective
 from probes.readings import LOSS_CRITIC, NONFINITE_WEIGHTS
 from probes.text import number
 
-KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage", "quality_regression",
-         "kernel_collapse", "spectral_explosion", "overfitting")
+KINDS = ("nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage", "oscillation",
+         "quality_regression", "kernel_collapse", "spectral_explosion", "overfitting")
 LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer
 # A collapse of the run only when the samples show it too: a degenerate layer, or a critic whose
 # penalty does not hold, while coverage and diversity stay in band is a warning about that part.
@@ -263,8 +263,12 @@ class DetectorState:
         extra = f", {shown} {number(context[shown])}" if shown else ""
         where = f" in {layer}" if layer and watch.rule.kind in LAYER_KINDS else ""
         if watch.rule.patience is not None:  # a long stretch at a level, not a change
-            change = (f"low for {detected - previous:,} steps, down to {number(extreme)}; the "
-                      f"data itself: {number(reference)}")
+            where_to = ("low", "down") if watch.rule.extreme == "min" else ("high", "up")
+            level = 2 if severity == COLLAPSE else 1
+            out = sum(lv >= level for _, lv, _ in list(watch.latest)[-watch.span:])
+            change = (f"{where_to[0]} at {out} readings in {detected - previous:,} steps, "
+                      f"{where_to[1]} to {number(extreme)}; {watch.rule.target_label}: "
+                      f"{number(reference)}")
         else:
             change = (f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
                       f"steps")
