@@ -37,6 +37,8 @@ class StepState:
     d_real: torch.Tensor | None = None        # critic scores of real, (B,)
     d_fake: torch.Tensor | None = None        # critic scores of fake, (B,)
     loss_critic: torch.Tensor | None = None   # the critic's loss, penalty included
+    loss_critic_adversarial: torch.Tensor | None = None  # ... and without it (the detector's
+    #                                    oscillation rule compares it with the loss's chance level)
     loss_generator: torch.Tensor | None = None
     # per penalty term of the objective (probes.objectives: "gp", "r1", "r2"), from the step
     # that last computed it (every step, or every k-th under a lazy penalty):

@@ -5,7 +5,8 @@
     for step in range(1, steps + 1):
         ...  # your critic and generator updates
         monitor.step(step, real=x, fake=fake, d_real=d_real, d_fake=d_fake,
-                     loss_critic=loss_d, loss_generator=loss_g, penalty_points={"r1": x},
+                     loss_critic=adversarial + gamma / 2 * r1, loss_critic_adversarial=adversarial,
+                     loss_generator=loss_g, penalty_points={"r1": x},
                      penalty_grads={"r1": grad}, penalties={"r1": r1})
     monitor.close()
 
@@ -36,8 +37,8 @@ from torch import nn
 
 from probes.base import Probe, StepState, check_probes, wants_prepare
 from probes.objectives import WGAN_GP, Objective, objective_of
-from probes.readings import (CORE_PANELS, LOSS_CRITIC, LOSS_GENERATOR, TIME_STEP_S, Panel,
-                             merge_panels, panels_json, tensorboard_layout)
+from probes.readings import (CORE_PANELS, LOSS_CRITIC, LOSS_CRITIC_ADVERSARIAL, LOSS_GENERATOR,
+                             TIME_STEP_S, Panel, merge_panels, panels_json, tensorboard_layout)
 from probes.rundir.files import CONFIG, METRICS, PANELS, SUMMARY, read_json, write_json
 from probes.rundir.reader import BestFid, RunDir
 from probes.rundir.writer import RunWriter
@@ -55,6 +56,8 @@ def core_readings(state: StepState, objective: Objective = WGAN_GP) -> dict[str,
     readings: dict[str, torch.Tensor] = {}
     if state.loss_critic is not None:
         readings[LOSS_CRITIC] = state.loss_critic
+    if state.loss_critic_adversarial is not None:
+        readings[LOSS_CRITIC_ADVERSARIAL] = state.loss_critic_adversarial
     if state.loss_generator is not None:
         readings[LOSS_GENERATOR] = state.loss_generator
     if state.d_real is not None and state.d_fake is not None:

@@ -133,6 +133,7 @@ def matched_part(pattern: str, tag: str) -> str:
 # (the score gap, the penalty terms) are declared by probes/objectives.py
 
 LOSS_CRITIC = "loss/critic"
+LOSS_CRITIC_ADVERSARIAL = "loss/critic_adversarial"  # without the penalty
 LOSS_GENERATOR = "loss/generator"
 WGAN_DISTANCE = "wgan/distance"        # E[D(real)] − E[D(fake)] under the Wasserstein loss
 TIME_STEP_S = "time/step_s"            # wall seconds per step: the report's ms/step column

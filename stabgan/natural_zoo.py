@@ -31,9 +31,10 @@ from pathlib import Path
 
 from probes.collapse import Thresholds, detect, verdict
 from probes.objectives import Objective
-from probes.readings import COVERAGE_MODES
+from probes.readings import COVERAGE_MODES, LOSS_CRITIC, LOSS_CRITIC_ADVERSARIAL
 from probes.rundir.reader import RunDir, as_lists
 from stabgan.config import RunConfig, dataset_info, resolve_config
+from stabgan.losses import Penalty
 from stabgan.sweep import SweepSpec, point_name, run_ended
 from stabgan.toy import mixture
 from stabgan.zoo import ONSET_TOLERANCE, first_near
@@ -311,9 +312,27 @@ class ZooRun:
         return self.recipe.part == "image" or self.seed not in TUNE_SEEDS
 
 
+def with_adversarial_loss(series: dict, config: dict) -> dict:
+    """A run's series with `loss/critic_adversarial`, the critic's loss without its penalty,
+    also for a run recorded before the trainer logged it: its critic loss less each penalty
+    term's weighted value, as the trainer takes it out (`Penalty.weight_of`)."""
+    penalty = Penalty(config.get("penalty", "gp"), config.get("penalty_weight", 0.0))
+    if LOSS_CRITIC_ADVERSARIAL in series or not penalty.terms or LOSS_CRITIC not in series:
+        return series
+    terms = [(penalty.weight_of(term), dict(zip(*series.get(term.tag("penalty"), ([], [])))))
+             for term in penalty.terms]
+    steps, values = [], []
+    for step, loss in zip(*series[LOSS_CRITIC]):
+        if all(step in logged for _, logged in terms):
+            steps.append(step)
+            values.append(loss - sum(weight * logged[step] for weight, logged in terms))
+    return {**series, LOSS_CRITIC_ADVERSARIAL: (steps, values)}
+
+
 def load_run(run_dir: Path, recipe: Recipe, seed: int) -> ZooRun:
     run = RunDir(run_dir)
-    steps, series = run.config.get("steps"), as_lists(run.series())
+    steps = run.config.get("steps")
+    series = with_adversarial_loss(as_lists(run.series()), run.config)
     modes = series.get(COVERAGE_MODES, ([], []))
     truth = mode_truth(*modes, steps, k=PARTS[recipe.part].modes)
     return ZooRun(recipe, seed, run.path.name, steps, truth, modes, blind(series, recipe.part),

@@ -223,6 +223,8 @@ class Gan:
                 "penalty_grads": last.grads if last else None,
                 "penalties": last.values if last else None,
                 "loss_critic": loss_critic, "loss_generator": loss_g, "labels": labels,
+                # with a penalty, the critic's loss without it too (it is the same without one)
+                "loss_critic_adversarial": adversarial.detach() if penalty.terms else None,
                 "optimizers": {"generator": self.opt_g, "critic": self.opt_d},
                 "stream": self.stream}
 

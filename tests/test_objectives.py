@@ -15,10 +15,12 @@ from conftest import TINY, stabgan_cli
 from probes.collapse import detect, diagnose_run
 from probes.objectives import LOSSES, PENALTIES, Objective
 from probes.rundir.files import read_json, write_json
+from probes.readings import LOSS_CRITIC_ADVERSARIAL
 from probes.rundir.reader import RunDir
 from stabgan.config import resolve_config
 from stabgan.losses import LOSSES as LOSS_MATHS
 from stabgan.losses import Penalty
+from stabgan.natural_zoo import with_adversarial_loss
 from stabgan.run_probes import run_probes
 from stabgan.train import prepare_run, train
 
@@ -144,6 +146,15 @@ def test_every_objective_trains_round_trips_and_resumes_bit_exactly(tmp_path, lo
     assert not {t for t in tags if t.split("/")[0] in ("gp", "r1", "r2")} - {
         t for term in objective.terms for t in tags if t.startswith(term.name + "/")}
     assert read_json(tmp_path / "whole" / "diagnosis.json")["objective"] == objective.to_dict()
+    # the critic's loss without its penalty: logged with a penalty (lazy too), and what the
+    # natural zoo derives for runs recorded before it was
+    assert (LOSS_CRITIC_ADVERSARIAL in tags) == bool(objective.terms)
+    if objective.terms:
+        series = RunDir(tmp_path / "whole").series()
+        logged = series.pop(LOSS_CRITIC_ADVERSARIAL)
+        derived = with_adversarial_loss(series, saved)[LOSS_CRITIC_ADVERSARIAL]
+        assert list(derived[0]) == list(logged[0])
+        assert derived[1] == pytest.approx(list(logged[1]), rel=1e-5, abs=1e-5)
     if (loss, penalty) in RESUMED:
         _train(_tiny(tmp_path, "parts", steps=4, **settings))
         resumed = _train(prepare_run(tmp_path / "parts", {"steps": 8}, resume=True))
@@ -256,26 +267,35 @@ def test_a_critic_loss_caught_up_with_is_no_divergence_but_one_far_past_chance_i
 def test_a_critic_worse_than_chance_for_much_of_a_long_stretch_is_oscillation():
     """A learning critic sits below its chance level (what a critic scoring every sample 0
     gets); spikes above it now and then are noise, but one doing worse than that constant at a
-    third of its readings or more is chasing a generator it cannot follow. WGAN has no chance
-    level, so the same numbers mean nothing there."""
-    ns = Objective("ns", "r1")
+    quarter of its readings or more is chasing a generator it cannot follow. What is judged is
+    the loss without its penalty; WGAN has no chance level, so the same numbers mean nothing
+    there."""
+    ns_r1, ns = Objective("ns", "r1"), Objective("ns", "none")
     chance = ns.readings.chance_loss
     steps = list(range(10, 1210, 10))
 
-    def spiking(every: int) -> dict:
-        """ns's critic loss near 1.05 with a spike to 2 × chance at every `every`-th point."""
+    def spiking(every: int, tag: str) -> dict:
+        """ns's critic loss near 1.05 (and `tag`, near it) with a spike to 2 × chance at every
+        `every`-th point of `tag`."""
         rng = random.Random(0)
-        return {"critic/gap": (steps, [1.3 + rng.gauss(0, 0.05) for _ in steps]),
-                "loss/critic": (steps, [(2 * chance if i % every == 0 else 1.05)
-                                        * math.exp(rng.gauss(0, 0.03))
-                                        for i in range(len(steps))])}
-    assert detect(spiking(5), objective=ns) == []          # a fifth of the points
-    [event] = detect(spiking(2), objective=ns)              # half of them
+        calm = [1.05 * math.exp(rng.gauss(0, 0.03)) for _ in steps]
+        series = {"critic/gap": (steps, [1.3 + rng.gauss(0, 0.05) for _ in steps]),
+                  "loss/critic": (steps, calm), LOSS_CRITIC_ADVERSARIAL: (steps, calm)}
+        series[tag] = (steps, [2 * chance if i % every == 0 else v for i, v in enumerate(calm)])
+        return series
+    adversarial = LOSS_CRITIC_ADVERSARIAL
+    assert detect(spiking(5, adversarial), objective=ns_r1) == []   # a fifth of the points
+    [event] = detect(spiking(2, adversarial), objective=ns_r1)      # half of them
     assert (event["kind"], event["severity"]) == ("oscillation", "collapse")
-    assert event["evidence"]["tag"] == "loss/critic"
+    assert event["evidence"]["tag"] == adversarial
     assert event["evidence"]["baseline"] == chance
     assert "its chance level: 1.39" in event["message"]
-    assert detect(spiking(2)) == []  # the same numbers under WGAN-GP
+    # a penalty lifting the whole critic loss is no oscillation ...
+    assert detect(spiking(2, "loss/critic"), objective=ns_r1) == []
+    # ... but without a penalty the critic loss is the one judged
+    [event] = detect(spiking(2, "loss/critic"), objective=ns)
+    assert (event["kind"], event["evidence"]["tag"]) == ("oscillation", "loss/critic")
+    assert detect(spiking(2, adversarial)) == []  # the same numbers under WGAN-GP
 
 
 def test_offline_diagnosis_reads_the_objective_from_the_run_directory(tmp_path):
