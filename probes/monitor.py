@@ -5,8 +5,9 @@
     for step in range(1, steps + 1):
         ...  # your critic and generator updates
         monitor.step(step, real=x, fake=fake, d_real=d_real, d_fake=d_fake,
-                     loss_critic=adversarial + gamma / 2 * r1, loss_critic_adversarial=adversarial,
-                     loss_generator=loss_g, penalty_points={"r1": x},
+                     loss_critic=adversarial + gamma / 2 * r1,
+                     loss_critic_adversarial=adversarial, loss_generator=loss_g,
+                     penalty_points={"r1": x},
                      penalty_grads={"r1": grad}, penalties={"r1": r1})
     monitor.close()
 

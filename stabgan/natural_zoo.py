@@ -182,7 +182,8 @@ def _image_recipes() -> list[Recipe]:
               twin="img-wgan-gp", runs=failing),
         image("img-ns-r1-fast", "natural", "ns", "ns-r1 at 10× the learning rates",
               {**ns_r1, **fast}, twin="img-ns-r1", runs=failing),
-        # added after the oscillation rule was set on img-ns-r1-fast: its other families
+        # the other families at the same rates, added after the oscillation rule was set on
+        # img-ns-r1-fast: runs it was not set on
         image("img-hinge-sn-fast", "natural", "hinge", "hinge-sn at 10× the learning rates",
               {**hinge_sn, **fast}, twin="img-hinge-sn", runs=failing),
         image("img-rpgan-r1r2-fast", "natural", "rpgan", "rpgan-r1r2 at 10× the learning "
@@ -316,8 +317,11 @@ def with_adversarial_loss(series: dict, config: dict) -> dict:
     """A run's series with `loss/critic_adversarial`, the critic's loss without its penalty,
     also for a run recorded before the trainer logged it: its critic loss less each penalty
     term's weighted value, as the trainer takes it out (`Penalty.weight_of`)."""
-    penalty = Penalty(config.get("penalty", "gp"), config.get("penalty_weight", 0.0))
-    if LOSS_CRITIC_ADVERSARIAL in series or not penalty.terms or LOSS_CRITIC not in series:
+    if LOSS_CRITIC_ADVERSARIAL in series or LOSS_CRITIC not in series \
+            or "penalty_weight" not in config:
+        return series
+    penalty = Penalty(config.get("penalty", "gp"), config["penalty_weight"])
+    if not penalty.terms:
         return series
     terms = [(penalty.weight_of(term), dict(zip(*series.get(term.tag("penalty"), ([], [])))))
              for term in penalty.terms]
