@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,14 +34,14 @@ def test_readme_gives_the_cpu_only_install_before_the_first_command():
 
 
 def test_readme_describes_the_default_run_as_it_is_sized():
-    """The Quickstart's length and sample file follow RunConfig's defaults (sized to stay under
+    """The Quickstart's length and sample file follow RunConfig's defaults (sized to take about
     two minutes on the slower 2-core machines), and the seed's 1:4 learning-rate ratio stays."""
     text = README.read_text()
     first_run = text[text.index("The first trains"):text.index("The second installs")]
     steps = RunConfig.steps
     assert f"{steps} steps" in first_run and f"samples/step_{steps:06d}.png" in first_run
     assert RunConfig.lr_d == pytest.approx(4 * RunConfig.lr_g)
-    assert "under two minutes" in first_run
+    assert "about two minutes" in first_run
 
 
 def test_preset_help_names_every_preset():
