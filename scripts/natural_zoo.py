@@ -161,12 +161,14 @@ def _outcome(score: nz.ZooScore) -> tuple:
 OSCILLATION_HELD_OUT = ("img-hinge-sn-fast", "img-rpgan-r1r2-fast")  # added after the rule
 
 
-def oscillation_text(toy: list[nz.ZooRun], image: list[nz.ZooRun],
+def oscillation_text(toy_scores: list[nz.ZooScore], image: list[nz.ZooRun],
                      image_scores: list[nz.ZooScore]) -> str:
     """How the oscillation rule's level and share sit between the zoo's healthy runs and the
     image runs at 10× the rates it was made for, what it did on the recipes added after it,
-    and what it changed on the toy part."""
+    and what it changed on the toy part (its scores with the default thresholds, re-scored
+    without the rule)."""
     t = Thresholds()
+    toy = [s.run for s in toy_scores]
     fast = [above_chance(r, t) for r in image if r.recipe.name == "img-ns-r1-fast"]
 
     def healthy_max(runs):
@@ -177,8 +179,8 @@ def oscillation_text(toy: list[nz.ZooRun], image: list[nz.ZooRun],
     told = [s for s in held if any(e["kind"] == "oscillation" for e in s.events)]
     failed = [s for s in held if s.truth.failed]
     without = replace(t, outpace_warn=math.inf, outpace_collapse=math.inf)
-    changed = [run.name for run in toy
-               if _outcome(nz.score(run, t)) != _outcome(nz.score(run, without))]
+    changed = [s.run.name for s in toy_scores
+               if _outcome(s) != _outcome(nz.score(s.run, without))]
     return (
         "One rule was added after that, for the runs nothing caught: ns + R1 at 10× the "
         "rates, whose generators hop between a few classes of varied non-digits. Their critic "
@@ -346,13 +348,13 @@ def section(args, command: str) -> str:
         f"{t.cover_patience}, at most `cover_run_share` {t.cover_run_share:g} of a run, "
         f"`patience_share` {t.patience_share:g}, `cover_warn` "
         f"{t.cover_warn:g}, `cover_collapse` {t.cover_collapse:g}).", "",
-        *image_section(args, runs)]
+        *image_section(args, scores)]
     return "\n".join(lines)
 
 
-def image_section(args, toy: list[nz.ZooRun]) -> list[str]:
+def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
     """The image part's lines: its targets, recipes and runs, from the stored runs (and the
-    toy part's, `toy`, where a rule's margin is told)."""
+    toy part's scores, where a rule's margin is told)."""
     runs = nz.load_zoo(args.image_out, "image")
     if not runs:
         return ["### The image part", "", f"No run yet: `python scripts/natural_zoo.py --part "
@@ -385,7 +387,7 @@ def image_section(args, toy: list[nz.ZooRun]) -> list[str]:
         "2, ns 2·ln 2, rpgan ln 2; WGAN has none, so the forced zoo and the seed study are "
         "unchanged): a constant of each loss, not a number fitted here, but these runs showed "
         "the need, so for that rule they are no clean hold-out. On the toy part it changed no "
-        "verdict and no catch. " + oscillation_text(toy, runs, scores), "",
+        "verdict and no catch. " + oscillation_text(toy_scores, runs, scores), "",
         "The failure recipes were chosen on pilot runs (seed 0, 500 steps) among settings a "
         "user might try; ns without a penalty, hinge without spectral norm, Adam β1 = 0.9 and "
         "WGAN-GP at 10× the rates reached 7–10 classes there and are not in the zoo.", "",
