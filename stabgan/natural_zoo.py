@@ -369,8 +369,13 @@ class ZooScore:
 
     @property
     def confirmed(self) -> int | None:
-        """The step at which the catch was confirmed (the verdict changed)."""
-        return ((self.caught or {}).get("evidence") or {}).get("detected_step")
+        """The step at which the run was first told: the earliest confirmation among the
+        events that catch it (a warning may be confirmed before a collapse of the same onset)."""
+        if self.caught is None:
+            return None
+        last_onset = self.truth.onset + self.tolerance
+        return min(e["evidence"]["detected_step"] for e in self.events
+                   if self.caught["step"] <= e["step"] <= last_onset)
 
     @property
     def first_sign(self) -> dict | None:

@@ -215,12 +215,32 @@ def test_a_run_that_never_covers_the_data_collapses_after_the_patience():
                                                                  first_judged)
 
 
-@pytest.mark.parametrize("level, severity", [(0.4, "warning"), (0.1, "collapse")])
-def test_coverage_lost_part_way_is_graded_by_its_level(level, severity):
-    series = modify(healthy_series(5, steps=2000), "diversity/coverage", ONSET,
-                    lambda v, d: level)  # long enough for the patience after the onset
-    events = [e for e in detect(series) if e["kind"] == "low_coverage"]
-    assert [(e["severity"], e["step"]) for e in events] == [(severity, ONSET)]
+@pytest.mark.parametrize("coverage, steps, found", [
+    # low at three quarters of the stretch: a warning (the run ends before all of it is)
+    (lambda d: 0.4, 1400, [("warning", False)]),
+    # low at every point of the stretch: stuck, a collapse
+    (lambda d: 0.4, 2000, [("collapse", True), ("warning", False)]),
+    # rising past cover_warn now and then (learning, or hopping between modes): a warning
+    (lambda d: 0.6 if d // LOG_EVERY % 10 == 9 else 0.4, 2000, [("warning", False)]),
+    # below cover_collapse: a collapse as soon as a warning would be
+    (lambda d: 0.1, 1400, [("collapse", False)])])
+def test_coverage_lost_part_way_is_graded_by_its_level_and_how_long_it_holds(coverage, steps,
+                                                                             found):
+    series = modify(healthy_series(5, steps=steps), "diversity/coverage", ONSET,
+                    lambda v, d: coverage(d))
+    events = sorted((e for e in detect(series) if e["kind"] == "low_coverage"),
+                    key=lambda e: e["severity"])
+    assert [(e["severity"], e["evidence"]["held"]) for e in events] == found
+    assert {e["step"] for e in events} == {ONSET}
+    # the coverage is read every logged step here: the stretch is cover_patience readings
+    detected = [e["evidence"]["detected_step"] for e in events]
+    share = T.hold_share if events[0]["evidence"]["held"] else T.patience_share
+    steady = len({coverage(d) for d in range(0, steps, LOG_EVERY)}) == 1
+    assert not steady or detected[0] == ONSET + (math.ceil(share * T.cover_patience) - 1
+                                                 ) * LOG_EVERY
+    if events[0]["evidence"]["held"]:
+        assert f"held low at {T.cover_patience} readings" in events[0]["message"]
+        assert detected[0] > detected[1]  # after its warning
 
 
 @pytest.mark.parametrize("factor, severity", [(2.0, "warning"), (5.0, "collapse")])
@@ -303,6 +323,10 @@ def test_thresholds_are_frozen_validated_and_used():
         Thresholds(outpace_share=0.0)
     with pytest.raises(ValueError, match="outpace_warn"):
         Thresholds(outpace_warn=2.0)  # above outpace_collapse
+    with pytest.raises(ValueError, match="hold_share"):
+        Thresholds(hold_share=1.5)
+    with pytest.raises(ValueError, match="hold_share=0.5"):
+        Thresholds(hold_share=0.5)  # below patience_share: a collapse before its warning
     series = modify(healthy_series(6), "wgan/distance", 600, lambda v, d: v * 8)
     assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
     assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage",

@@ -215,3 +215,28 @@ def test_the_stored_image_runs_at_ten_times_the_rates_are_told_they_cycle():
             assert run.truth.failed is cycles
             if cycles:
                 assert result.caught["kind"] == "oscillation"
+
+
+def test_the_stored_toy_runs_stuck_to_the_end_are_collapsed_and_hopping_ones_warned():
+    """The toy zoo's committed runs, diagnosed blind: generators that never cover the data and
+    stay low to the end (`diversity/coverage` at warning level at every reading of the
+    stretch, above the collapse level at most of them) are called collapsed by a held warning
+    and confirmed after their warning; runs that rise past the warning level now and then
+    (hopping between modes, healthy by their mode counts at the end) stay warned."""
+    stored = Path(__file__).resolve().parents[1] / "studies" / "natural-zoo"
+    by_name = {r.name: r for r in nz.recipes("toy")}
+    for name, seed, stuck in (("ns", 10, True), ("hinge-r1", 19, True),
+                              ("rpgan-r1r2-constant", 3, False), ("ns-r1-constant", 2, False)):
+        recipe = by_name[name]
+        run = nz.load_run(stored / nz.run_name(recipe, seed), recipe, seed)
+        result = nz.score(run)
+        cover = {e["severity"]: e for e in result.events if e["kind"] == "low_coverage"}
+        assert run.truth.sustained is stuck and run.truth.failed is stuck, run.name
+        assert result.verdict == ("collapsed" if stuck else "unstable"), run.name
+        assert set(cover) == ({"collapse", "warning"} if stuck else {"warning"}), run.name
+        if stuck:
+            held = cover["collapse"]
+            assert held["evidence"]["held"] and "held low at 16 readings" in held["message"]
+            assert (held["evidence"]["detected_step"]
+                    > cover["warning"]["evidence"]["detected_step"])
+            assert result.confirmed == cover["warning"]["evidence"]["detected_step"]

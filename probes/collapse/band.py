@@ -229,15 +229,19 @@ class Track:
 class Watch:
     """One tracked tag under one rule: best-so-far and the latest points' levels."""
 
-    __slots__ = ("rule", "track", "best", "recent", "latest", "active", "sustain", "span")
+    __slots__ = ("rule", "track", "best", "recent", "latest", "active", "sustain", "span",
+                 "held_sustain")
 
     def __init__(self, rule: Rule, track: Track, t: Thresholds):
         self.rule, self.track = rule, track
         counts = track.counts
         self.sustain, self.span = counts.sustain, counts.span
+        self.held_sustain = 0  # no warning held over its stretch makes a collapse
         if rule.patience is not None:  # in the tag's own points, like every other count
             self.span = max(math.ceil(getattr(t, rule.patience) / counts.every), 2)
             self.sustain = max(math.ceil(getattr(t, rule.share) * self.span), 2)
+            if rule.hold is not None:
+                self.held_sustain = max(math.ceil(getattr(t, rule.hold) * self.span), 2)
         self.recent = track.initial[-counts.sustain:]  # latest in-band points (best-so-far rules)
         self.best = _median(track.initial)
         last_step = track.window[-1][0]
@@ -271,22 +275,42 @@ class Watch:
             pick = max if self.rule.reference == "best_max" else min
             self.best = pick(self.best, _median(self.recent))
         self.latest.append((step, level, x))
-        window = list(self.latest)[-self.span:]
         confirmed = []
         for i, threshold in enumerate((1, 2)):
-            out = [j for j, (_, lv, _) in enumerate(window) if lv >= threshold]
+            window, out, needed = self._stretch(threshold, self.sustain)
+            if threshold == 2 and self.held():
+                # a warning held over its stretch: its points, at warning level, make a collapse
+                window, out, needed = self._stretch(1, self.held_sustain)
+                threshold = 1
             if not out:
                 self.active[i] = False
-            elif (len(out) >= self.sustain and window[-1][1] >= threshold
-                  and not self.active[i]):
+            elif self._sustained(window, out, needed, threshold) and not self.active[i]:
                 self.active[i] = True
                 first = len(self.latest) - len(window) + out[0]
                 previous = self.latest[first - 1][0] if first > 0 else window[out[0]][0]
                 extreme = window[out[0]][2]
                 for j in out:
                     extreme = self._more_extreme(extreme, window[j][2], band)
-                confirmed.append((threshold, window[out[0]][0], extreme, previous))
+                confirmed.append((i + 1, window[out[0]][0], extreme, previous))
         return grade, level, confirmed
+
+    def _stretch(self, threshold: int, sustain: int) -> tuple[list, list[int], int]:
+        """(the latest `span` points, the indices of those at `threshold` or worse, how many
+        of them confirm an event)."""
+        window = list(self.latest)[-self.span:]
+        return window, [j for j, (_, lv, _) in enumerate(window) if lv >= threshold], sustain
+
+    @staticmethod
+    def _sustained(window: list, out: list[int], needed: int, threshold: int) -> bool:
+        return len(out) >= needed and window[-1][1] >= threshold
+
+    def held(self) -> bool:
+        """Whether a warning is held over the stretch (held_sustain of its points at warning
+        level or worse, the latest among them) while points at collapse level alone would not
+        confirm a collapse."""
+        if not self.held_sustain or self._sustained(*self._stretch(2, self.sustain), 2):
+            return False
+        return self._sustained(*self._stretch(1, self.held_sustain), 1)
 
     def _more_extreme(self, a: float, b: float, band: Band) -> float:
         how = self.rule.extreme

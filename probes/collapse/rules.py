@@ -86,6 +86,14 @@ class Thresholds:
     cover_patience: int = 80
     patience_share: float = 0.75
     cover_run_share: float = 0.55
+    # ... and a collapse when every point of that stretch (hold_share of them, the latest
+    # among them) is at warning level or worse: a generator stuck on 2-4 of 8 modes scores
+    # 0.26-0.45, above cover_collapse, for as long as it stays stuck, while one still learning
+    # or hopping between modes rises past cover_warn now and then. Chosen on the natural zoo's
+    # tuning seeds (toy seeds 0-2), where it called every run low to the end collapsed (14 of
+    # 14, against 13) and no healthy run (0.9 collapsed one; so did 0.9 of a stretch 1.25
+    # times as long, and 0.9 of one 1.5 times as long called 13 of 14)
+    hold_share: float = 1.0
     # oscillation: the critic's loss without its penalty (`loss/critic_adversarial`; the
     # critic loss itself under an objective without one) at or above these multiples of the
     # objective's chance level (LossReadings.chance_loss: what a critic scoring every sample 0
@@ -132,13 +140,17 @@ class Thresholds:
                    "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1,
                    "rebase_points": 1, "sign_points": 1, "corroborate_window": 0,
                    "corroborate_points": 1, "cover_patience": 1}
-        for name in ("patience_share", "cover_run_share", "outpace_share"):
+        for name in ("patience_share", "cover_run_share", "outpace_share", "hold_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"Thresholds.{name}={getattr(self, name)!r} must be in (0, 1]")
         for name, low in minimum.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"Thresholds.{name}={value!r} must be an integer >= {low}")
+        if not self.hold_share >= self.patience_share:
+            raise ValueError(f"Thresholds.hold_share={self.hold_share!r} must be >= "
+                             f"patience_share={self.patience_share!r} (a warning comes before a "
+                             f"collapse)")
         if not self.band_factor > 1:
             raise ValueError(f"Thresholds.band_factor={self.band_factor!r} must be > 1")
         if not self.min_change >= 0:
@@ -203,6 +215,8 @@ class Rule:
     patience: str | None = None  # the Thresholds count (logged steps) an excursion must last,
     #                              in place of sustain_points ...
     share: str = "patience_share"  # ... filling this Thresholds share of its points
+    hold: str | None = None      # the Thresholds share of the stretch's points at warning
+    #                              level or worse that makes it a collapse
     target_label: str = ""       # what a "target" rule's target is, in messages
     meaning: str = ""            # what an event says about the run, ending its message
 
@@ -376,7 +390,7 @@ def make_rules(t: Thresholds, objective: Objective = WGAN_GP) -> list[Rule]:
               _rise("dup_rise_warn", "dup_rise_collapse"), extreme="max"),
         Rule("low_coverage", "low coverage of the data", lambda tag: tag == DIVERSITY_COVERAGE,
               _at_most("cover_warn", "cover_collapse"), reference="target", target=1.0,
-              extreme="min", absolute=True, patience="cover_patience",
+              extreme="min", absolute=True, patience="cover_patience", hold="hold_share",
               target_label="the data itself"),
         *([_oscillation_rule(objective)] if objective.readings.chance_loss else []),
         Rule("quality_regression", "quality regression", _matching(FID),

@@ -264,11 +264,13 @@ class DetectorState:
         where = f" in {layer}" if layer and watch.rule.kind in LAYER_KINDS else ""
         if watch.rule.patience is not None:  # a long stretch at a level, not a change
             where_to = ("low", "down") if watch.rule.extreme == "min" else ("high", "up")
-            level = 2 if severity == COLLAPSE else 1
+            held = severity == COLLAPSE and watch.held()
+            level = 2 if severity == COLLAPSE and not held else 1
             out = sum(lv >= level for _, lv, _ in list(watch.latest)[-watch.span:])
-            change = (f"{where_to[0]} at {out} readings in {detected - previous:,} steps, "
-                      f"{where_to[1]} to {number(extreme)}; {watch.rule.target_label}: "
-                      f"{number(reference)}")
+            change = (f"{'held ' if held else ''}{where_to[0]} at {out} readings in "
+                      f"{detected - previous:,} steps, {where_to[1]} to {number(extreme)}; "
+                      f"{watch.rule.target_label}: {number(reference)}")
+            evidence["held"] = held
         else:
             change = (f"{number(reference)} → {number(extreme)} within {detected - previous:,} "
                       f"steps")
