@@ -55,17 +55,21 @@ def record_session(out: Path, started: float, command: str) -> None:
     write_json(out / SESSIONS, sessions)
 
 
-def run_recorded(spec, out: Path, command: str) -> tuple[int, bool]:
-    """Run a zoo's sweep (this checkout's stabgan), append its wall time to OUT's sessions and
-    print its table: (exit code, whether a signal stopped it)."""
+def run_recorded(specs: list, out: Path, command: str) -> tuple[int, bool]:
+    """Run a zoo's sweeps in turn (this checkout's stabgan), append their wall time to OUT's
+    sessions as one and print each table: (exit code, whether a signal stopped them)."""
     runs_import_from(ROOT)
-    started = time.time()
+    started, code = time.time(), 0
     try:
-        result = run_sweep(spec)
+        for spec in specs:
+            result = run_sweep(spec)
+            print(format_table(result.rows), flush=True)
+            code = code or result.exit_code
+            if result.signum:
+                return code, True
     finally:
         record_session(out, started, command)
-    print(format_table(result.rows), flush=True)
-    return result.exit_code, bool(result.signum)
+    return code, False
 
 
 # --------------------------------------------------------------------------- the doc
@@ -419,10 +423,10 @@ def main(argv=None) -> int:
     command = command_line(args)
     code = 0
     if not args.doc_only:
-        code, stopped = run_recorded(zoo.zoo_sweep(
+        code, stopped = run_recorded([zoo.zoo_sweep(
             args.out, args.steps, args.workers, tuple(n for n in args.only.split(",") if n),
             seeds=tuple(int(s) for s in args.seeds.split(",")),
-            base={"threads": args.threads}), args.out, command)
+            base={"threads": args.threads})], args.out, command)
         if stopped:
             return code
     for _, _, run_dir in zoo.found_runs(args.out, args.steps):

@@ -460,7 +460,7 @@ def main(argv=None) -> int:
     if not args.doc_only:
         out = args.out if args.part == "toy" else args.image_out
         seeds = tuple(int(x) for x in args.seeds.split(",") if x) or None
-        code, stopped = run_recorded(nz.natural_sweep(
+        code, stopped = run_recorded(nz.natural_sweeps(
             out, args.part, args.workers, tuple(n for n in args.only.split(",") if n), seeds,
             base={"threads": 1, "steps": args.steps, "sample_every": args.steps // 2}),
             out, command)

@@ -214,17 +214,24 @@ def chosen(part: str, only: tuple[str, ...] = ()) -> list[Recipe]:
     return [r for r in recipes(part) if not only or r.name in only or r.group in only]
 
 
-def natural_sweep(out: Path, part: str = "toy", workers: int | None = 2,
-                  only: tuple[str, ...] = (), seeds: tuple[int, ...] | None = None,
-                  base: dict | None = None) -> SweepSpec:
-    """One sweep over every (recipe, seed) of a part of the zoo (or the recipes or groups in
+def natural_sweeps(out: Path, part: str = "toy", workers: int | None = 2,
+                   only: tuple[str, ...] = (), seeds: tuple[int, ...] | None = None,
+                   base: dict | None = None) -> list[SweepSpec]:
+    """The sweeps over every (recipe, seed) of a part of the zoo (or the recipes or groups in
     `only`, the seeds in `seeds` that each recipe runs), seed by seed so the tuning seeds
-    finish first."""
+    finish first: one for the recipes that keep the part's settings and the caller's `base`,
+    one for each set of those that recipes set themselves (a longer run), since a sweep's
+    points may not set what its base does."""
     picked = chosen(part, only)
     every = sorted({s for r in picked for s in r.seeds if seeds is None or s in seeds})
-    points = tuple(r.values(seed) for seed in every for r in picked if seed in r.seeds)
-    return SweepSpec(points=points, base={**PARTS[part].base, **(base or {})},
-                     preset=PARTS[part].preset, out=Path(out), workers=workers, warm=True)
+    common = {**PARTS[part].base, **(base or {})}
+    groups: dict[frozenset, list[dict]] = {}
+    for point in (r.values(seed) for seed in every for r in picked if seed in r.seeds):
+        groups.setdefault(frozenset(common.keys() & point.keys()), []).append(point)
+    return [SweepSpec(points=tuple(points), preset=PARTS[part].preset, out=Path(out),
+                      base={k: v for k, v in common.items() if k not in own}, workers=workers,
+                      warm=True)
+            for own, points in sorted(groups.items(), key=lambda group: len(group[0]))]
 
 
 # --------------------------------------------------------------------------- ground truth

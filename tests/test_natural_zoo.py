@@ -91,8 +91,12 @@ def test_the_parts_count_their_modes_and_hide_their_truth():
     series = {"coverage/modes": 1, "fid/domain": 2, "diversity/coverage": 3, "loss/critic": 4}
     assert set(nz.blind(series, "toy")) == {"fid/domain", "diversity/coverage", "loss/critic"}
     assert set(nz.blind(series, "image")) == {"diversity/coverage", "loss/critic"}
-    spec = nz.natural_sweep(Path("out"), "image")
+    spec, longer = nz.natural_sweeps(Path("out"), "image", base={"steps": 800})
     assert spec.preset == "quick" and spec.base["fid_every"] == 50
+    # the recipes that run longer go in a sweep of their own, whose base leaves steps to them
+    assert {p["steps"] for p in longer.points} == {3000} and "steps" not in longer.base
+    assert spec.base["steps"] == 800 and not any("steps" in p for p in spec.points)
+    assert longer.base == {k: v for k, v in spec.base.items() if k != "steps"}
     # by the grace step the image part has read enough class counts to see the data covered
     assert nz.GRACE * nz.IMAGE.steps / spec.base["fid_every"] >= nz.COVER_READINGS
     assert (nz.TOY.steps, nz.IMAGE.steps) == (resolve_config("toy").steps, 800)
@@ -100,13 +104,14 @@ def test_the_parts_count_their_modes_and_hide_their_truth():
 
 
 def test_the_sweep_runs_the_tuning_seeds_first_and_names_every_run_apart():
-    spec = nz.natural_sweep(Path("out"), seeds=(0, 1, 15))
+    [spec] = nz.natural_sweeps(Path("out"), seeds=(0, 1, 15))
     seeds = [p["seed"] for p in spec.points]
     assert seeds == sorted(seeds) and set(seeds) == {0, 1, 15}
     assert spec.preset == "toy"
     # seed 15 is only the healthy recipes' with many seeds
     assert {p["seed"] for p in spec.points if p.get("lr_decay") == 1.0} == {0, 1}
-    assert len(nz.natural_sweep(Path("out")).points) == sum(r.runs for r in nz.recipes("toy"))
+    [spec] = nz.natural_sweeps(Path("out"))
+    assert len(spec.points) == sum(r.runs for r in nz.recipes("toy"))
     names = [nz.run_name(r, s) for r in nz.recipes("toy") for s in r.seeds]
     assert len(set(names)) == len(names)
 
