@@ -385,6 +385,7 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
     longest_h = max((x["wall_s"] for x in sessions), default=0) / 3600
     planned = sum(len(r.seeds) for r in nz.recipes("image"))
     base = ", ".join(f"{k} {v}" for k, v in nz.IMAGE.base.items())
+    longer = [r.name for r in nz.recipes("image") if "steps" in r.settings]
     k = nz.IMAGE.modes
     return [
         "### The image part", "",
@@ -392,8 +393,9 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
         f"{len(sessions)} invocation(s):", "",
         *[f"- {x['start']}: {x['wall_s'] / 60:.1f} min, `{x['command']}`" for x in sessions], "",
         f"Every run: `--preset {nz.IMAGE.preset}` (the default run: the iGAN on mnist5k) with "
-        f"{base}, 1 torch thread, 2 runs "
-        f"at a time. The truth is the number of the {k} digit classes the generated samples "
+        f"{base}, 1 torch thread, 2 runs at a time; {' and '.join(longer)} run "
+        "3,000 steps with 500 real images held out, whose critic scores feed the overfit "
+        f"probe. The truth is the number of the {k} digit classes the generated samples "
         "cover, read by the domain classifier (`coverage/modes` of the FID probe), under the "
         f"same rule as the toy part ({math.ceil(nz.COVERED * k)} of {k} classes for "
         f"{nz.COVER_READINGS} readings in a row to cover the data, at most {k // 2} to have "
@@ -420,6 +422,9 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
         f"{_share(s['caught'], s['failed'])} |",
         f"| a sustained collapse called collapsed | "
         f"{_share(s['sustained_collapsed'], s['sustained'])} |",
+        f"| a first sign with a positive lead for ≥ 50 % of the gradual failures (declining "
+        f"≥ {nz.ONSET_TOLERANCE:.0%} of the run) | {_share(s['gradual_led'], s['gradual'])}; "
+        f"median lead {signed_number(s['median_lead'])} steps |",
         f"| each invocation ≤ 2 h of wall time | the longest {longest_h:.2f} h |", "",
         "#### Per loss family", "", *family_rows(s), "",
         "#### Per recipe", "", *recipe_rows(s), "",

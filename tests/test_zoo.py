@@ -13,7 +13,7 @@ from conftest import load_script
 from probes.rundir.files import read_json
 from probes.rundir.reader import RunDir, as_lists
 from stabgan import zoo
-from stabgan.sweep import run_sweep
+from stabgan.sweep import SweepError, SweepSpec, run_sweep
 
 CI_STEPS = 80
 CI_BASE = {"width": 8, "z_dim": 16, "batch_size": 16, "log_every": 5, "diversity_every": 20,
@@ -295,3 +295,14 @@ def test_a_checkpoint_of_a_collapsed_run_samples_as_the_run_did(tmp_path, one_th
     with torch.no_grad():
         whole = checkpoint_generator(state)[1].eval()(z).flatten(1)
     assert len(torch.unique(whole, dim=0)) == 16
+
+
+def test_a_zoo_sweep_refused_before_it_runs_leaves_no_session(tmp_path):
+    """A sweep the planner refuses (a point setting what the base sets) raises its one-line
+    error and records no invocation of 0 minutes in OUT's sessions."""
+    script = load_script("failure_zoo")
+    refused = SweepSpec(points=({"steps": 20, "seed": 0},), base={"steps": 10},
+                        preset="toy", out=tmp_path)
+    with pytest.raises(SweepError, match="'steps' is both"):
+        script.run_recorded([refused], tmp_path, "python scripts/failure_zoo.py")
+    assert not (tmp_path / script.SESSIONS).exists()
