@@ -413,9 +413,19 @@ def score(run: ZooRun, thresholds: Thresholds | None = None) -> ZooScore:
     events = detect(run.series, thresholds, run.objective)
     result = ZooScore(run, events, verdict(events)[0])
     if run.truth.failed:
-        since = 0 if run.truth.how == "never" else None
-        result.caught, result.early = first_near(events, run.truth.onset, result.tolerance, since)
+        result.caught, result.early = first_near(events, run.truth.onset, result.tolerance,
+                                                 catch_from(run.truth, result.tolerance))
     return result
+
+
+def catch_from(truth: Truth, tolerance: int) -> int:
+    """The first step at which an event catches a failure: step 0 for a run that never
+    covered the data; for one that lost it, the last peak it fell from (an event while the
+    count declines tells of the loss before it is complete), or the tolerance before the
+    onset if that is earlier."""
+    if truth.how == "never":
+        return 0
+    return min(truth.onset - tolerance, truth.peak_step)
 
 
 def load_zoo(out: Path, part: str = "toy") -> list[ZooRun]:

@@ -47,6 +47,10 @@ def test_modes_lost_gradually_and_for_good():
     assert (truth.onset, truth.how, truth.peak) == (500, "lost", 8)
     assert truth.peak_step == 350 and truth.decline == 150 and truth.sustained
     assert truth.modes_end == 2
+    # an event from the peak on catches it (the decline is news); one before does not
+    assert nz.catch_from(truth, tolerance=75) == 350
+    assert nz.catch_from(nz.Truth(500, "lost", 8, 480), tolerance=75) == 425
+    assert nz.catch_from(nz.Truth(900, "never", 2, None), tolerance=75) == 0
 
 
 def test_a_run_that_never_covers_fails_at_the_grace_step():
@@ -245,3 +249,25 @@ def test_the_stored_toy_runs_stuck_to_the_end_are_collapsed_and_hopping_ones_war
             assert (held["evidence"]["detected_step"]
                     > cover["warning"]["evidence"]["detected_step"])
             assert result.confirmed == cover["warning"]["evidence"]["detected_step"]
+
+
+def test_the_stored_runs_on_a_hundred_images_lose_their_classes_gradually_and_are_told_early():
+    """The image zoo's committed failure that grows: ns without a penalty on 100 training
+    images covers the 10 classes, then its critic memorises them and the samples lose the
+    classes over hundreds of steps. Diagnosed blind, each run is caught during the decline,
+    its first sign being the overfit probe (the critic scoring held-out real images like
+    generated ones) long before the loss; the same run on all the data stays healthy."""
+    stored = Path(__file__).resolve().parents[1] / "studies" / "natural-zoo-images"
+    by_name = {r.name: r for r in nz.recipes("image")}
+    for name, small in (("img-ns-small", True), ("img-ns-long", False)):
+        recipe = by_name[name]
+        for seed in recipe.seeds:
+            run = nz.load_run(stored / nz.run_name(recipe, seed), recipe, seed)
+            result = nz.score(run)
+            assert run.steps == 3000 and run.truth.failed is small, run.name
+            if not small:
+                assert result.verdict != "collapsed", run.name
+                continue
+            assert run.truth.how == "lost" and run.truth.decline >= result.tolerance, run.name
+            assert result.caught is not None and result.lead > 0, run.name
+            assert result.first_sign["tag"] == "overfit/r_v", run.name
