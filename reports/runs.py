@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from probes.collapse import VERDICTS, diagnose_run, sign_text
+from probes.collapse import VERDICTS, diagnose_run, recovery_text, sign_text
 from probes.objectives import DEFAULT_PANELS
 from probes.readings import Panel, panels_from_json
 from probes.rundir.files import (CHECKPOINTS, CONFIG, DIAGNOSIS, ERROR_LOG, METRICS, PANELS,
@@ -173,6 +173,18 @@ class RunData:
         return _int(_dict(self.diagnosis).get("onset_step"))
 
     @property
+    def recovery(self) -> str | None:
+        """How the run recovered from its collapse, in words (None: it did not, or
+        diagnosis.json does not say)."""
+        recovery = _dict(self.diagnosis).get("recovery")
+        readings = recovery.get("readings") if isinstance(recovery, dict) else None
+        if not isinstance(readings, dict) or any(_int(recovery.get(k)) is None
+                                                 for k in ("collapsed_at", "step")) \
+                or not all(type(v) in (int, float) for v in readings.values()):
+            return None
+        return recovery_text(recovery)
+
+    @property
     def events(self) -> list[dict]:
         events = _dict(self.diagnosis).get("events")
         return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
@@ -265,7 +277,7 @@ def run_row(run: RunData) -> dict:
         "steps": steps, "target_steps": target,
         "status": s.get("status") if isinstance(s.get("status"), str) else None,
         "error": s.get("error") if isinstance(s.get("error"), str) else None,
-        "verdict": run.verdict, "onset_step": run.onset_step,
+        "verdict": run.verdict, "onset_step": run.onset_step, "recovery": run.recovery,
         "kinds": kinds, "warning_kinds": warn_kinds,
         "fid": fid, "fid_features": features, "fid_step": fid_step,
         "quality": final_quality(s.get("quality")),

@@ -129,6 +129,7 @@ def failure_line(error: Exception, run_dir: Path) -> str:
 def end_of_run(summary: dict, run_dir: Path) -> str:
     """What `stabgan run` prints when it ends: status, verdict (with onset, kind and the
     evidence when not healthy), the run directory and the commands to look at it."""
+    from probes.collapse import recovery_text
     from probes.rundir.reader import RunDir
 
     lines = [f"{summary['status']}: {summary['steps']:,} steps in {summary['wall_s']:.1f} s"]
@@ -141,6 +142,8 @@ def end_of_run(summary: dict, run_dir: Path) -> str:
                       and e.get("step") == onset), None)
         lines.append(f"verdict: collapsed at step {onset:,}" +
                      (f" ({first['kind']}): {first['message']}" if first else ""))
+    elif verdict == "unstable" and diagnosis.get("recovery"):
+        lines.append(f"verdict: unstable ({recovery_text(diagnosis['recovery'])})")
     elif verdict == "unstable" and events:
         lines.append(f"verdict: unstable ({events[0]['kind']}): {events[0]['message']}")
     elif diagnosis.get("logged_points", 0) < diagnosis.get("points_needed", 0):

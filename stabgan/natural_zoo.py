@@ -29,7 +29,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from probes.collapse import Thresholds, detect, verdict
+from probes.collapse import DetectorState, Thresholds
 from probes.objectives import Objective
 from probes.readings import COVERAGE_MODES, LOSS_CRITIC, LOSS_CRITIC_ADVERSARIAL
 from probes.rundir.reader import RunDir, as_lists
@@ -366,6 +366,7 @@ class ZooScore:
     run: ZooRun
     events: list[dict]
     verdict: str
+    recovery: dict | None = None      # its recovery from a collapse (DetectorState.recovery)
     caught: dict | None = None        # the first event within tolerance of the truth (a run
     #                                   that never covered: from step 0 to the grace step)
     early: list[dict] = field(default_factory=list)  # events before that window
@@ -410,8 +411,10 @@ def score(run: ZooRun, thresholds: Thresholds | None = None) -> ZooScore:
     """Diagnose `run` blind (with these thresholds, sized to the run as a run's own detector
     sizes them) and judge it against its truth."""
     thresholds = (thresholds or Thresholds()).for_run(run.steps, run.log_every)
-    events = detect(run.series, thresholds, run.objective)
-    result = ZooScore(run, events, verdict(events)[0])
+    state = DetectorState(thresholds, run.objective)
+    state.replay(run.series)
+    events = state.events
+    result = ZooScore(run, events, state.diagnosis()["verdict"], state.recovery())
     if run.truth.failed:
         result.caught, result.early = first_near(events, run.truth.onset, result.tolerance,
                                                  catch_from(run.truth, result.tolerance))
@@ -489,7 +492,7 @@ def threshold_sweep(runs: list[ZooRun], name: str, values: tuple[float, ...],
         numbers = summarize([score(run, thresholds) for run in runs])
         rows.append({"value": value, **{k: numbers[k] for k in (
             "healthy", "failed", "caught", "held_out", "held_out_caught", "median_latency",
-            "median_confirmed", "sustained", "sustained_collapsed")},
+            "median_confirmed", "sustained", "sustained_collapsed", "collapsed")},
             "healthy_collapsed": len(numbers["healthy_collapsed"]),
             "healthy_warned": len(numbers["healthy_warned"])})
     return rows

@@ -243,6 +243,65 @@ def test_coverage_lost_part_way_is_graded_by_its_level_and_how_long_it_holds(cov
         assert detected[0] > detected[1]  # after its warning
 
 
+def test_coverage_low_since_judging_began_is_held_as_soon_as_it_is_warned():
+    """A run that never covers the data, judged for fewer readings than its stretch (a short
+    run): every reading judged so far low is a held collapse, confirmed when the warning
+    would be, not once the whole stretch has passed."""
+    t = T.for_run(500, LOG_EVERY)  # the stretch: 28 readings, the warning's count 21
+    series = modify(healthy_series(5, steps=500), "diversity/coverage", 0, lambda v, d: 0.3)
+    [held] = [e for e in detect(series, t) if e["kind"] == "low_coverage"]
+    assert held["severity"] == "collapse" and held["evidence"]["held"]
+    warned = held["step"] + (math.ceil(t.patience_share * t.cover_patience) - 1) * LOG_EVERY
+    assert held["evidence"]["detected_step"] == warned
+    assert f"held low at {math.ceil(t.patience_share * t.cover_patience)} readings" \
+        in held["message"]
+
+
+RECOVERED_AT = ONSET + 1200  # a slow learner's coverage: stuck from ONSET, back from here
+
+
+def recovered_series(seed: int = 5) -> dict:
+    """A run whose coverage stays at 0.1 from ONSET (a collapse) and is back at RECOVERED_AT."""
+    return modify(healthy_series(seed, steps=2400), "diversity/coverage", ONSET,
+                  lambda v, d: 0.1 if d < RECOVERED_AT - ONSET else v)
+
+
+def test_a_run_whose_samples_come_back_after_its_collapse_has_recovered(tmp_path):
+    series = recovered_series()
+    online = OnlineDetector(tmp_path)
+    verdicts = {}
+    for step, scalars in series_by_step(series).items():
+        online.update(step, scalars)
+        verdicts[step] = (online.verdict, read_json(tmp_path / DIAGNOSIS)["verdict"])
+    # collapsed until the samples have been back for recover_points readings, then unstable
+    told = RECOVERED_AT + (T.recover_points - 1) * LOG_EVERY
+    assert verdicts[told - LOG_EVERY] == ("collapsed", "collapsed")
+    assert verdicts[told] == ("unstable", "unstable")
+    online.close()
+    diagnosis = read_json(tmp_path / DIAGNOSIS)
+    assert diagnosis == _replayed(series)  # online as offline
+    assert (diagnosis["verdict"], diagnosis["onset_step"]) == ("unstable", None)
+    [collapse] = only(diagnosis["events"])
+    assert (collapse["kind"], collapse["step"]) == ("low_coverage", ONSET)
+    recovery = diagnosis["recovery"]
+    assert (recovery["collapsed_at"], recovery["kinds"], recovery["step"],
+            recovery["detected_step"]) == (ONSET, ["low_coverage"], RECOVERED_AT, told)
+    assert set(recovery["readings"]) == {"coverage/modes", "coverage/kl", "diversity/pairwise",
+                                         "diversity/dup_rate", "diversity/coverage"}
+    assert f"unstable (collapsed at step {ONSET:,} (low_coverage), recovered: every sample " \
+           f"reading in band from step {RECOVERED_AT:,} (" in format_diagnosis(diagnosis)
+    # the samples falling again end the recovery: collapsed at the first collapse's onset
+    fell = _replayed(modify(series, "diversity/coverage", 2000, lambda v, d: 0.3))
+    assert (fell["verdict"], fell["onset_step"], fell["recovery"]) == ("collapsed", ONSET, None)
+    # a collapse the samples did not show is not over when they are in band
+    diverged = _replayed(modify(dict(series), "loss/critic", 1000, lambda v, d: v * 100))
+    assert {e["kind"] for e in only(diverged["events"])} == {"low_coverage", "divergence"}
+    assert (diverged["verdict"], diverged["recovery"]) == ("collapsed", None)
+    # too short a stretch back in band is no recovery
+    brief = _replayed(truncate(series, told - LOG_EVERY))
+    assert (brief["verdict"], brief["recovery"]) == ("collapsed", None)
+
+
 @pytest.mark.parametrize("factor, severity", [(2.0, "warning"), (5.0, "collapse")])
 def test_fid_rising_over_its_best_is_a_quality_regression(factor, severity):
     series = modify(healthy_series(6), "fid/domain", ONSET, lambda v, d: v * factor)
@@ -327,6 +386,8 @@ def test_thresholds_are_frozen_validated_and_used():
         Thresholds(hold_share=1.5)
     with pytest.raises(ValueError, match="hold_share=0.5"):
         Thresholds(hold_share=0.5)  # below patience_share: a collapse before its warning
+    with pytest.raises(ValueError, match="recover_points=0"):
+        Thresholds(recover_points=0)
     series = modify(healthy_series(6), "wgan/distance", 600, lambda v, d: v * 8)
     assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
     assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage",

@@ -195,6 +195,18 @@ def test_a_run_with_first_signs_gets_a_timeline(tmp_path):
     assert re.search(r'<i class="sign" style="left:66.67%"', section)  # 1,600 of 2,400
 
 
+def test_a_run_that_recovered_from_its_collapse_says_so(tmp_path):
+    from probes.collapse import diagnose_run
+    from test_collapse import ONSET, RECOVERED_AT, recovered_series, write_metrics
+
+    write_metrics(tmp_path / "run", recovered_series())
+    assert diagnose_run(tmp_path / "run")["verdict"] == "unstable"
+    section = _section(write_report(tmp_path).read_text(), "run")
+    assert (f"Unstable: collapsed at step {ONSET:,} (low_coverage), recovered: every sample "
+            f"reading in band from step {RECOVERED_AT:,} (") in section
+    assert "collapse · low_coverage" in section  # the collapse is still listed
+
+
 def test_page_is_escaped(report):
     page = report["page"]
     assert HTML_NAME not in page and HTML_CONFIG not in page

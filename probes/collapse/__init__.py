@@ -45,6 +45,12 @@ out of band and past the rule's warning threshold, with a sample reading (mode_c
 warning level among them. A spike the critic recovers from in a few steps but that cost the
 samples most of their classes is then reported; a spike the samples did not feel is not.
 
+Recovery. A collapse the samples showed (mode_collapse, low_coverage, and no other kind) is
+over while every sample reading has been in band at its latest `recover_points` readings, all
+read after the collapse was confirmed: the verdict is then unstable, and the diagnosis's
+`recovery` says when the samples came back. A slow learner stuck on a few modes for a long
+stretch before it covers the data is told of that stretch, not left called collapsed.
+
 `detect` replays the series through the same incremental state machine `OnlineDetector` runs,
 so online and offline diagnoses agree step for step; an update costs O(number of tags).
 """
@@ -58,8 +64,8 @@ from probes.collapse.rules import Thresholds, layer_of
 from probes.objectives import WGAN_GP, Objective
 from probes.collapse.state import (COLLAPSE, KINDS, LAYER_KINDS, NONFINITE_WEIGHTS,
                                    SAMPLE_GRADED_KINDS, VERDICTS, WARNING, DetectorState,
-                                   detect, make_diagnosis, series_by_step, sign_size, sign_text,
-                                   verdict)
+                                   detect, make_diagnosis, recovery_text, series_by_step,
+                                   sign_size, sign_text, verdict)
 from probes.rundir.files import DIAGNOSIS, SUMMARY, read_json, write_json
 from probes.rundir.reader import RunDir, as_lists
 
@@ -102,6 +108,8 @@ def format_diagnosis(diagnosis: dict, run_dir: Path | str | None = None) -> str:
     head = f"{where}{name}"
     if diagnosis.get("onset_step") is not None:
         head += f" (onset at step {diagnosis['onset_step']:,})"
+    if diagnosis.get("recovery"):
+        head += f" ({recovery_text(diagnosis['recovery'])})"
     events = diagnosis.get("events", [])
     last = diagnosis.get("last_step")
     head += f"; {len(events)} event{'s' * (len(events) != 1)}"
@@ -130,7 +138,8 @@ class OnlineDetector:
 
     Keeps run_dir/diagnosis.json current: written (atomically) at its first update, whenever
     an event is confirmed, and when closed; its last_step is the step it was written at.
-    Events never change once confirmed, so the file is never wrong, only conservative: killed
+    Events never change once confirmed, so the file is never wrong, only conservative (its
+    verdict may still say collapsed while the samples are recovering): killed
     at any step, the run leaves a correct diagnosis of its metrics up to that last_step, and
     one older than metrics.jsonl (which `diagnose_run`, and so the report, then brings up to
     date). On its first update it replays the run's earlier metrics (a resumed run), so its
@@ -145,7 +154,7 @@ class OnlineDetector:
         self.objective = objective
         self.state = DetectorState(thresholds, objective or WGAN_GP)
         self._primed = False
-        self._written: tuple[Path | None, int] | None = None  # (run_dir, events) last written
+        self._written: tuple | None = None  # the _written_key of the file last written
 
     @property
     def events(self) -> list[dict]:
@@ -153,11 +162,11 @@ class OnlineDetector:
 
     @property
     def verdict(self) -> str:
-        return verdict(self.state.events)[0]
+        return verdict(self.state.events, self.state.recovery())[0]
 
     @property
     def onset_step(self) -> int | None:
-        return verdict(self.state.events)[1]
+        return verdict(self.state.events, self.state.recovery())[1]
 
     @property
     def collapsed(self) -> bool:
@@ -189,7 +198,7 @@ class OnlineDetector:
         if not self._primed:
             self._prime(step)
         new = self.state.update(step, scalars)
-        if self._written != (self.run_dir, len(self.state.events)):
+        if self._written != self._written_key():
             self.write()
         return new
 
@@ -218,8 +227,13 @@ class OnlineDetector:
         diagnosis = self.diagnosis()
         if self.run_dir is not None:
             write_json(self.run_dir / DIAGNOSIS, diagnosis)
-        self._written = (self.run_dir, len(self.state.events))
+        self._written = self._written_key()
         return diagnosis
+
+    def _written_key(self) -> tuple:
+        """What diagnosis.json must be rewritten for when it changes: a new event, the run's
+        recovery from its collapse, or its end (the samples falling again)."""
+        return self.run_dir, len(self.state.events), self.state.recovery() is not None
 
     def close(self) -> dict:
         """Write the final diagnosis.json and set summary.json's verdict and onset_step."""
@@ -232,5 +246,6 @@ class OnlineDetector:
 __all__ = ["KINDS", "LAYER_KINDS", "SAMPLE_GRADED_KINDS", "VERDICTS", "WARNING", "COLLAPSE",
            "NONFINITE_WEIGHTS",
            "Thresholds", "DetectorState", "OnlineDetector", "series_by_step", "detect",
-           "diagnose_run", "format_diagnosis", "make_diagnosis", "update_summary", "verdict",
+           "diagnose_run", "format_diagnosis", "make_diagnosis", "recovery_text", "update_summary",
+           "verdict",
            "layer_of", "sign_size", "sign_text"]

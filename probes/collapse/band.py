@@ -230,7 +230,7 @@ class Watch:
     """One tracked tag under one rule: best-so-far and the latest points' levels."""
 
     __slots__ = ("rule", "track", "best", "recent", "latest", "active", "sustain", "span",
-                 "held_sustain")
+                 "held_sustain", "calm_since", "judged")
 
     def __init__(self, rule: Rule, track: Track, t: Thresholds):
         self.rule, self.track = rule, track
@@ -246,8 +246,11 @@ class Watch:
         self.best = _median(track.initial)
         last_step = track.window[-1][0]
         self.latest: deque[tuple[int, int, float]] = deque(
-            [(last_step, 0, track.initial[-1])], maxlen=max(counts.recent, self.span + 1))
+            [(last_step, 0, track.initial[-1])],
+            maxlen=max(counts.recent, self.span + 1, t.recover_points))
         self.active = [False, False]    # per level (warning, collapse): confirmed, still out
+        self.calm_since = track.window[0][0]  # first of the latest run of points in band
+        self.judged = 0  # points this watch has judged
 
     @property
     def tag(self) -> str:
@@ -275,12 +278,17 @@ class Watch:
             pick = max if self.rule.reference == "best_max" else min
             self.best = pick(self.best, _median(self.recent))
         self.latest.append((step, level, x))
+        self.judged += 1
+        if level:
+            self.calm_since = None
+        elif self.calm_since is None:
+            self.calm_since = step
         confirmed = []
         for i, threshold in enumerate((1, 2)):
             window, out, needed = self._stretch(threshold, self.sustain)
             if threshold == 2 and self.held():
                 # a warning held over its stretch: its points, at warning level, make a collapse
-                window, out, needed = self._stretch(1, self.held_sustain)
+                window, out, needed = self._stretch(1, self._held_needed())
                 threshold = 1
             if not out:
                 self.active[i] = False
@@ -310,7 +318,12 @@ class Watch:
         confirm a collapse."""
         if not self.held_sustain or self._sustained(*self._stretch(2, self.sustain), 2):
             return False
-        return self._sustained(*self._stretch(1, self.held_sustain), 1)
+        return self._sustained(*self._stretch(1, self._held_needed()), 1)
+
+    def _held_needed(self) -> int:
+        """held_sustain; while fewer points than the stretch have been judged (judging began
+        late in a short run), every point judged so far, and at least the warning's count."""
+        return min(self.held_sustain, max(self.sustain, self.judged))
 
     def _more_extreme(self, a: float, b: float, band: Band) -> float:
         how = self.rule.extreme

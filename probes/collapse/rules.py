@@ -49,6 +49,10 @@ class Thresholds:
     # (mode_collapse) one at warning level
     corroborate_window: int = 5
     corroborate_points: int = 3
+    # recovery: a collapse the samples showed is over when every sample reading has been in
+    # band at this many of its latest readings (its own points: sample readings are sparse,
+    # and one or two of them say little), read after the collapse was confirmed
+    recover_points: int = 5
     # first signs: tags out of band at an event's onset, since a step at or before it
     sign_points: int = 3          # out-of-band points before an excursion counts as a sign
     # nan: any non-finite value in these tag groups or the objective's own readings (plus
@@ -92,7 +96,9 @@ class Thresholds:
     # or hopping between modes rises past cover_warn now and then. Chosen on the natural zoo's
     # tuning seeds (toy seeds 0-2), where it called every run low to the end collapsed (14 of
     # 14, against 13) and no healthy run (0.9 collapsed one; so did 0.9 of a stretch 1.25
-    # times as long, and 0.9 of one 1.5 times as long called 13 of 14)
+    # times as long, and 0.9 of one 1.5 times as long called 13 of 14). While fewer points
+    # than the stretch have been judged (a run low since judging began, too short for the
+    # whole stretch yet), all of those judged, at least the warning's count, hold it
     hold_share: float = 1.0
     # oscillation: the critic's loss without its penalty (`loss/critic_adversarial`; the
     # critic loss itself under an objective without one) at or above these multiples of the
@@ -139,7 +145,8 @@ class Thresholds:
         minimum = {"warmup_points": 0, "baseline_lag": 0, "sustain_gaps": 0,
                    "baseline_points": 1, "baseline_min_points": 1, "sustain_points": 1,
                    "rebase_points": 1, "sign_points": 1, "corroborate_window": 0,
-                   "corroborate_points": 1, "cover_patience": 1}
+                   "corroborate_points": 1, "cover_patience": 1,
+                   "recover_points": 1}
         for name in ("patience_share", "cover_run_share", "outpace_share", "hold_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"Thresholds.{name}={getattr(self, name)!r} must be in (0, 1]")

@@ -20,6 +20,8 @@ LAYER_KINDS = ("kernel_collapse", "spectral_explosion")  # about one layer
 SAMPLE_GRADED_KINDS = LAYER_KINDS + ("gp_blowup",)
 # Critic readings whose excursion is a warning before it is sustained when the samples feel it.
 CRITIC_KINDS = ("divergence", "gp_blowup")
+# Read from the samples themselves: a collapse of these kinds alone is over when they are back.
+SAMPLE_KINDS = ("mode_collapse", "low_coverage")
 VERDICTS = ("healthy", "unstable", "collapsed")
 WARNING, COLLAPSE = "warning", "collapse"
 
@@ -65,6 +67,7 @@ class DetectorState:
         self._by_kind: dict[str, list[Watch]] = {}   # the same watches, by their rule's kind
         self._emitted: set[tuple[str, str]] = set()  # (kind, severity or "graded")
         self.events: list[dict] = []
+        self._recovery: dict | None = None
         self.latest: dict[str, float] = {}   # the context tags' latest values (those logged)
         self.last_step: int | None = None
         self.log_interval: int | None = None  # smallest step gap between logged steps
@@ -134,6 +137,7 @@ class DetectorState:
         if new:
             self.events.extend(new)
             self.events.sort(key=lambda e: (e["step"], e["severity"] != COLLAPSE))
+        self._recovery = self._recovered()
         return new
 
     def replay(self, series: Mapping[str, tuple[Iterable[int], Iterable[float]]]) -> list[dict]:
@@ -295,6 +299,36 @@ class DetectorState:
         return {"kind": watch.rule.kind, "step": onset, "severity": severity,
                 "evidence": evidence, "first_signs": signs, "message": message}
 
+    def recovery(self) -> dict | None:
+        """The run's recovery from its collapse, while it lasts; None when it has not recovered
+        (or never collapsed). A collapse the samples showed (every collapse event of a sample
+        kind) is over once every sample reading (each watch of those kinds) has been in band
+        at its latest recover_points readings, all read after the last collapse was confirmed:
+        a slow learner stuck for a long stretch before it covers the data, or a generator back
+        on its modes. Readings that fall again end the recovery: the run is collapsed again."""
+        return self._recovery
+
+    def _recovered(self) -> dict | None:
+        """The recovery as of the latest update: the one under way, or one found now."""
+        collapses = [e for e in self.events if e["severity"] == COLLAPSE]
+        if not collapses or any(e["kind"] not in SAMPLE_KINDS for e in collapses):
+            return None
+        confirmed = max(e["evidence"]["detected_step"] for e in collapses)
+        watches = [w for kind in SAMPLE_KINDS for w in self._kind_watches(kind)]
+        needed = self.thresholds.recover_points
+        if not watches or any(
+                w.calm_since is None
+                or sum(step >= w.calm_since and step > confirmed for step, _, _ in w.latest)
+                < needed for w in watches):
+            return None
+        readings = {w.tag: w.latest[-1][2] for w in watches}
+        if self._recovery is not None:
+            return {**self._recovery, "readings": readings}
+        return {"collapsed_at": min(e["step"] for e in collapses),
+                "kinds": list(dict.fromkeys(e["kind"] for e in collapses)),
+                "step": max(w.calm_since for w in watches), "detected_step": self.last_step,
+                "readings": readings}
+
     def pending_onset(self) -> int | None:
         """Earliest onset of an excursion that is out of band but not yet confirmed."""
         onsets = [w.pending_onset() for ws in self._watches.values() for w in ws]
@@ -302,8 +336,18 @@ class DetectorState:
         return min(onsets) if onsets else None
 
     def diagnosis(self) -> dict:
-        return {**make_diagnosis(self.events, self.thresholds, self.last_step, self.objective),
+        return {**make_diagnosis(self.events, self.thresholds, self.last_step, self.objective,
+                                 self.recovery()),
                 "logged_points": self.points, "points_needed": self.points_needed}
+
+
+def recovery_text(recovery: dict) -> str:
+    """A diagnosis's recovery in words: `collapsed at step 250 (low_coverage), recovered:
+    every sample reading in band from step 1,300 (diversity/coverage 0.66, ...)`."""
+    shown = ", ".join(f"{tag} {number(v)}" for tag, v in recovery["readings"].items())
+    kinds = ", ".join(recovery.get("kinds") or ())
+    return (f"collapsed at step {recovery['collapsed_at']:,}{f' ({kinds})' if kinds else ''}, "
+            f"recovered: every sample reading in band from step {recovery['step']:,} ({shown})")
 
 
 def _first_sign_clause(signs: list[dict], own_tag: str | None, onset: int) -> str:
@@ -335,21 +379,24 @@ def detect(series: Mapping[str, tuple[Iterable[int], Iterable[float]]],
     return state.events
 
 
-def verdict(events: Iterable[dict]) -> tuple[str, int | None]:
-    """(verdict, onset_step): collapsed at the earliest collapse event, else unstable/healthy."""
+def verdict(events: Iterable[dict], recovery: dict | None = None) -> tuple[str, int | None]:
+    """(verdict, onset_step): collapsed at the earliest collapse event unless the run has
+    recovered from it (`DetectorState.recovery`), else unstable (any event) or healthy."""
     events = list(events)
     collapses = [e["step"] for e in events if e["severity"] == COLLAPSE]
-    if collapses:
+    if collapses and recovery is None:
         return "collapsed", min(collapses)
     return ("unstable" if events else "healthy"), None
 
 
 def make_diagnosis(events: list[dict], thresholds: Thresholds | None = None,
-                   last_step: int | None = None, objective: Objective = WGAN_GP) -> dict:
-    """The diagnosis.json object for a list of events of a run trained with `objective`."""
-    name, onset = verdict(events)
+                   last_step: int | None = None, objective: Objective = WGAN_GP,
+                   recovery: dict | None = None) -> dict:
+    """The diagnosis.json object for a list of events of a run trained with `objective`, and
+    its recovery from a collapse (None: it has none)."""
+    name, onset = verdict(events, recovery)
     return {"verdict": name, "onset_step": onset, "events": list(events),
-            "last_step": last_step, "objective": objective.to_dict(),
+            "recovery": recovery, "last_step": last_step, "objective": objective.to_dict(),
             "thresholds": (thresholds or Thresholds()).to_dict()}
 
 
