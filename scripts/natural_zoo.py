@@ -517,6 +517,9 @@ def main(argv=None) -> int:
                         help="the toy part's runs")
     parser.add_argument("--image-out", type=Path, default=ROOT / "studies" / "natural-zoo-images",
                         help="the image part's runs")
+    parser.add_argument("--stacked-out", type=Path,
+                        default=ROOT / "studies" / "natural-zoo-stacked",
+                        help="the Stacked MNIST part's runs")
     parser.add_argument("--part", choices=tuple(nz.PARTS), default="toy", help="the part to run")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "collapse.md")
     parser.add_argument("--workers", type=int, default=2, help="runs at a time")
@@ -536,7 +539,7 @@ def main(argv=None) -> int:
     command = " ".join(words + (["--doc-only"] if args.doc_only else []))
     code = 0
     if not args.doc_only:
-        out = args.out if args.part == "toy" else args.image_out
+        out = {"toy": args.out, "image": args.image_out, "stacked": args.stacked_out}[args.part]
         seeds = tuple(int(x) for x in args.seeds.split(",") if x) or None
         code, stopped = run_recorded(nz.natural_sweeps(
             out, args.part, args.workers, tuple(n for n in args.only.split(",") if n), seeds,
@@ -544,7 +547,7 @@ def main(argv=None) -> int:
             out, command)
         if stopped:
             return code
-    if args.part == "image":  # the toy section speaks of its own runs, re-scored here
+    if args.part != "toy":  # the toy section speaks of its own runs, re-scored here
         args.steps = nz.TOY.steps
         command = "python scripts/natural_zoo.py --doc-only"
     write_section(args, command)
