@@ -178,9 +178,11 @@ class RunData:
         diagnosis.json does not say)."""
         recovery = _dict(self.diagnosis).get("recovery")
         readings = recovery.get("readings") if isinstance(recovery, dict) else None
+        kinds = recovery.get("kinds", []) if isinstance(recovery, dict) else None
         if not isinstance(readings, dict) or any(_int(recovery.get(k)) is None
                                                  for k in ("collapsed_at", "step")) \
-                or not all(type(v) in (int, float) for v in readings.values()):
+                or not all(type(v) in (int, float) for v in readings.values()) \
+                or not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
             return None
         return recovery_text(recovery)
 

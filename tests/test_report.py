@@ -205,6 +205,12 @@ def test_a_run_that_recovered_from_its_collapse_says_so(tmp_path):
     assert (f"Unstable: collapsed at step {ONSET:,} (low_coverage), recovered: every sample "
             f"reading in band from step {RECOVERED_AT:,} (") in section
     assert "collapse · low_coverage" in section  # the collapse is still listed
+    # a diagnosis.json whose recovery is garbled is shown as a plain unstable run, no crash
+    diagnosis = json.loads((tmp_path / "run" / "diagnosis.json").read_text())
+    diagnosis["recovery"]["kinds"] = 3
+    (tmp_path / "run" / "diagnosis.json").write_text(json.dumps(diagnosis))
+    section = _section(write_report(tmp_path).read_text(), "run")
+    assert "Unstable: warnings, no collapse" in section
 
 
 def test_page_is_escaped(report):
