@@ -59,17 +59,17 @@ def run_recorded(specs: list, out: Path, command: str) -> tuple[int, bool]:
     """Run a zoo's sweeps in turn (this checkout's stabgan), append their wall time to OUT's
     sessions as one and print each table: (exit code, whether a signal stopped them)."""
     runs_import_from(ROOT)
-    started, code, results = time.time(), 0, []
+    started, code, ran = time.time(), 0, False
     try:
         for spec in specs:
             result = run_sweep(spec)
-            results.append(result)
+            ran = True
             print(format_table(result.rows), flush=True)
             code = code or result.exit_code
             if result.signum:
                 return code, True
     finally:
-        if results:  # a sweep refused before it ran anything leaves no session
+        if ran:  # a sweep refused before it ran anything leaves no session
             record_session(out, started, command)
     return code, False
 

@@ -53,6 +53,22 @@ def truth_cell(truth: nz.Truth, modes: int) -> str:
     return f"{truth.onset:,} ({how}{', to the end' if truth.sustained else ''})"
 
 
+def healthy_cell(summary: dict) -> str:
+    """Healthy runs called collapsed (named) and warned."""
+    collapsed = summary["healthy_collapsed"]
+    return (f"{len(collapsed)} of {summary['healthy']} ({', '.join(collapsed) or 'none'}); "
+            f"warnings on {len(summary['healthy_warned'])}")
+
+
+def read_sessions(out: Path) -> list[dict]:
+    """The recorded invocations of a part's runs under `out`."""
+    return (read_json(out / SESSIONS) or {}).get("sessions", [])
+
+
+def session_lines(sessions: list[dict]) -> list[str]:
+    return [f"- {x['start']}: {x['wall_s'] / 60:.1f} min, `{x['command']}`" for x in sessions]
+
+
 COUNT_HEADER = ("runs | failed (truth): lost, never covered | caught | median latency (lost) | "
                 "median confirmation step (never covered) | failures called collapsed | "
                 "collapse verdicts on healthy runs |")
@@ -283,7 +299,7 @@ def section(args, command: str) -> str:
     s = nz.summarize(scores)
     sweep = nz.threshold_sweep(runs, *SWEPT)
     recovery_sweep = nz.threshold_sweep(runs, *RECOVERY_SWEPT)
-    sessions = (read_json(args.out / SESSIONS) or {}).get("sessions", [])
+    sessions = read_sessions(args.out)
     wall_min = sum(x["wall_s"] for x in sessions) / 60
     planned = sum(len(r.seeds) for r in nz.recipes("toy"))
     run_min = sum(r.wall_s or 0 for r in runs) / 60
@@ -298,7 +314,7 @@ def section(args, command: str) -> str:
         f"`--doc-only` re-scores the stored runs (`{repo_path(args.out)}`) with the current detector. "
         f"{len(runs)} of {planned} runs finished; {len(sessions)} invocation(s), {wall_min:.1f} "
         f"min of wall time in all ({run_min:.1f} min of training, each run's own wall time):",
-        "", *[f"- {x['start']}: {x['wall_s'] / 60:.1f} min, `{x['command']}`" for x in sessions],
+        "", *session_lines(sessions),
         "",
         "No fault is injected: each failure recipe differs from a healthy twin in one setting, "
         f"and the run goes wrong by itself, or not. Every run: `--preset toy` ({preset}; here "
@@ -328,9 +344,7 @@ def section(args, command: str) -> str:
         "out.", "",
         "### Targets", "",
         "| target | measured |", "|---|---|",
-        f"| 0 collapse verdicts over ≥ 100 healthy toy runs | {len(s['healthy_collapsed'])} of "
-        f"{s['healthy']} ({', '.join(s['healthy_collapsed']) or 'none'}); warnings on "
-        f"{len(s['healthy_warned'])} |",
+        f"| 0 collapse verdicts over ≥ 100 healthy toy runs | {healthy_cell(s)} |",
         f"| ≥ 95 % of natural failures on held-out seeds caught within {nz.ONSET_TOLERANCE:.0%} "
         f"| {_share(s['held_out_caught'], s['held_out'])}; all seeds "
         f"{_share(s['caught'], s['failed'])}: of the runs that lost the modes they had "
@@ -437,7 +451,7 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
                 f"image` runs it into `{repo_path(args.image_out)}` (resumable).", ""]
     scores = [nz.score(run) for run in runs]
     s = nz.summarize(scores)
-    sessions = (read_json(args.image_out / SESSIONS) or {}).get("sessions", [])
+    sessions = read_sessions(args.image_out)
     longest_h = max((x["wall_s"] for x in sessions), default=0) / 3600
     planned = sum(len(r.seeds) for r in nz.recipes("image"))
     base = ", ".join(f"{k} {v}" for k, v in nz.IMAGE.base.items())
@@ -447,7 +461,7 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
         "### The image part", "",
         f"{len(runs)} of {planned} runs finished (`{repo_path(args.image_out)}`), over "
         f"{len(sessions)} invocation(s):", "",
-        *[f"- {x['start']}: {x['wall_s'] / 60:.1f} min, `{x['command']}`" for x in sessions], "",
+        *session_lines(sessions), "",
         f"Every run: `--preset {nz.IMAGE.preset}` (the default run: the iGAN on mnist5k) with "
         f"{base}, 1 torch thread, 2 runs at a time; {' and '.join(longer)} run "
         "3,000 steps with 500 real images held out, whose critic scores feed the overfit "
@@ -470,9 +484,7 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
         "user might try; ns without a penalty, hinge without spectral norm, Adam β1 = 0.9 and "
         "WGAN-GP at 10× the rates reached 7–10 classes there and are not in the zoo.", "",
         "| target | measured |", "|---|---|",
-        f"| 0 collapse verdicts over ≥ 20 healthy image runs | {len(s['healthy_collapsed'])} of "
-        f"{s['healthy']} ({', '.join(s['healthy_collapsed']) or 'none'}); warnings on "
-        f"{len(s['healthy_warned'])} |",
+        f"| 0 collapse verdicts over ≥ 20 healthy image runs | {healthy_cell(s)} |",
         f"| ≥ 90 % of natural failures on held-out seeds caught within "
         f"{nz.ONSET_TOLERANCE:.0%} | {_share(s['held_out_caught'], s['held_out'])}; all seeds "
         f"{_share(s['caught'], s['failed'])} |",
@@ -496,7 +508,7 @@ def stacked_section(args) -> list[str]:
                 f"it into `{repo_path(args.stacked_out)}` (resumable).", ""]
     scores = [nz.score(run) for run in runs]
     s = nz.summarize(scores)
-    sessions = (read_json(args.stacked_out / SESSIONS) or {}).get("sessions", [])
+    sessions = read_sessions(args.stacked_out)
     planned = sum(len(r.seeds) for r in nz.recipes("stacked"))
     part = nz.STACKED
     base = ", ".join(f"{k} {v}" for k, v in part.base.items())
@@ -505,7 +517,7 @@ def stacked_section(args) -> list[str]:
         heading, "",
         f"{len(runs)} of {planned} runs finished (`{repo_path(args.stacked_out)}`), over "
         f"{len(sessions)} invocation(s):", "",
-        *[f"- {x['start']}: {x['wall_s'] / 60:.1f} min, `{x['command']}`" for x in sessions], "",
+        *session_lines(sessions), "",
         f"Every run: `--preset {part.preset}` with {base}, 1 torch thread, 2 runs at a time: "
         f"three mnist5k digits as the colour channels, {k:,} modes (the digit triples), the "
         "coverage benchmark of VEEGAN, PacGAN and R3GAN. The truth counts the modes the "
@@ -520,9 +532,7 @@ def stacked_section(args) -> list[str]:
         "classifier would; stabgan's own runs on this dataset log `coverage/modes`, which the "
         "detector reads. No threshold was tuned on these runs.", "",
         "| target | measured |", "|---|---|",
-        f"| 0 collapse verdicts over healthy runs | {len(s['healthy_collapsed'])} of "
-        f"{s['healthy']} ({', '.join(s['healthy_collapsed']) or 'none'}); warnings on "
-        f"{len(s['healthy_warned'])} |",
+        f"| 0 collapse verdicts over healthy runs | {healthy_cell(s)} |",
         f"| ≥ 90 % of natural failures caught within {nz.ONSET_TOLERANCE:.0%} | "
         f"{_share(s['caught'], s['failed'])} |",
         f"| a sustained collapse called collapsed | "

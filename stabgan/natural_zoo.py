@@ -10,8 +10,8 @@ share of generated samples by the domain classifier (the FID probe, every `fid_e
 Stacked MNIST the digit triples, read channel by channel).
 It is smoothed as the median of `SMOOTH_READINGS` readings in a row. A run has covered the
 data when that count stays at `COVERED` of the modes (the part's `covered`) or more for
-`COVER_READINGS` readings in
-a row (a generator hopping between modes touches that many now and then), and has failed when
+`COVER_READINGS` readings in a row (a generator hopping between modes touches that many now
+and then), and has failed when
 it is at most half of them after it had covered the data (it lost them: the onset is the first
 low reading of that stretch), or when it has not covered them by `GRACE` of the run and does
 not end covering them (the onset is the grace step, and any event from step 0 on catches it; a
@@ -121,7 +121,7 @@ CONSTANT = {"lr_decay": 1.0}  # the rates never decay: left running at 2e-3
 
 def recipes(part: str | None = None) -> list[Recipe]:
     """The healthy recipes of every loss family and their natural failures, of one part (or of
-    both). A toy WGAN run costs 5 critic steps a generator step (with one, the toy critic never
+    all). A toy WGAN run costs 5 critic steps a generator step (with one, the toy critic never
     leads G anywhere), so that family runs fewer seeds."""
     every = _toy_recipes() + _image_recipes() + _stacked_recipes()
     return [r for r in every if part is None or r.part == part]

@@ -230,7 +230,7 @@ class Watch:
     """One tracked tag under one rule: best-so-far and the latest points' levels."""
 
     __slots__ = ("rule", "track", "best", "recent", "latest", "active", "sustain", "span",
-                 "held_sustain", "calm_since", "judged")
+                 "held_sustain", "calm_since")
 
     def __init__(self, rule: Rule, track: Track, t: Thresholds):
         self.rule, self.track = rule, track
@@ -250,7 +250,6 @@ class Watch:
             maxlen=max(counts.recent, self.span + 1, t.recover_points))
         self.active = [False, False]    # per level (warning, collapse): confirmed, still out
         self.calm_since = track.window[0][0]  # first of the latest run of points in band
-        self.judged = 0  # points this watch has judged
 
     @property
     def tag(self) -> str:
@@ -278,7 +277,6 @@ class Watch:
             pick = max if self.rule.reference == "best_max" else min
             self.best = pick(self.best, _median(self.recent))
         self.latest.append((step, level, x))
-        self.judged += 1
         if level:
             self.calm_since = None
         elif self.calm_since is None:
@@ -322,8 +320,10 @@ class Watch:
 
     def _held_needed(self) -> int:
         """held_sustain; while fewer points than the stretch have been judged (judging began
-        late in a short run), every point judged so far, and at least the warning's count."""
-        return min(self.held_sustain, max(self.sustain, self.judged))
+        late in a short run), every point judged so far, and at least the warning's count. Until
+        `latest` is full it holds every judged point after the band's last one; once full, it
+        is longer than the stretch."""
+        return min(self.held_sustain, max(self.sustain, len(self.latest) - 1))
 
     def _more_extreme(self, a: float, b: float, band: Band) -> float:
         how = self.rule.extreme
