@@ -13,13 +13,16 @@ a fixed distance would call every good sample of a tight 2-D mode a duplicate of
 neighbours. Without a real batch (a loop that passes none) the fixed DUP_RMS = 0.05 applies.
 
 `diversity/coverage` asks the other way round how much of the data the samples reach: the
-fraction of real images (the probe's step's real batch) that have a sample inside their
-k-nearest-neighbour ball among the real ones (k = COVERAGE_K; the "coverage" of Naeem et al.
+fraction of real images (the step's real batch, or the probe's fixed `reference` images)
+that have a sample inside their k-nearest-neighbour ball among the real ones (k = COVERAGE_K; the "coverage" of Naeem et al.
 2020, "Reliable fidelity and diversity metrics for generative models"). Real data scores about
 1 − 2^−k against itself, whatever its scale or dimension: a generator stuck on 2 of 8 modes
 scores about 2/8, one that never learnt the data near 0. It needs no classifier and no labels,
 so a run that never covers the data shows on any dataset; pairwise distance alone cannot tell
-two far-apart modes from the whole data.
+two far-apart modes from the whole data. The balls are only as tight as the real images are
+many: among 64 images of data with 1,000 modes (Stacked MNIST) each ball spans other modes, and
+samples of a few dozen modes reach most of them, so such data needs more of both (`samples`,
+and a `reference` of as many real images when the batch is smaller).
 
 The samples are generated in eval mode under no_grad from the probe's own noise, drawn once
 from a private torch.Generator: the global RNG and the training state are never touched (so
@@ -81,32 +84,44 @@ def sample_coverage(real: torch.Tensor, samples: torch.Tensor, k: int = COVERAGE
 
 class DiversityProbe(Probe):
     """diversity/pairwise, diversity/dup_rate (fixed-noise samples), diversity/pairwise_real,
-    diversity/coverage (the real batch's share the samples reach)."""
+    diversity/coverage (the real images' share the samples reach).
+
+    The real images are the step's batch (its first `samples`), or `reference` when given: a
+    fixed set, e.g. for more real images than a batch holds.
+    """
 
     name = "diversity"
     panels = DIVERSITY_PANELS
 
     def __init__(self, every: int = 100, samples: int = 64, seed: int = 0x5EED,
-                 z_dim: int | None = None):
+                 z_dim: int | None = None, reference: torch.Tensor | None = None):
         super().__init__(every)
         if samples < 2:
             raise ValueError(f"DiversityProbe: samples={samples!r} must be >= 2")
+        if reference is not None and len(reference) <= COVERAGE_K:
+            raise ValueError(f"DiversityProbe: reference of {len(reference)} real images; "
+                             f"coverage needs more than k={COVERAGE_K}")
         self.samples, self.seed, self.z_dim = samples, seed, z_dim
+        self.reference = reference.detach() if reference is not None else None
         self.noise: torch.Tensor | None = None
         self.generator: nn.Module | None = None
 
     @classmethod
     def from_config(cls, config) -> "DiversityProbe":
         return cls(every=config.diversity_every or sample_cadence(config), z_dim=config.z_dim,
-                   seed=config.seed + 0x5EED)
+                   seed=config.seed + 0x5EED, samples=config.diversity_samples,
+                   reference=getattr(config, "diversity_reference", None))
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:
         self.noise = fixed_noise(self, generator, self.samples, self.seed, self.z_dim)
         self.generator = generator
+        if self.reference is not None:
+            self.reference = self.reference.to(next(generator.parameters()).device)
 
     def on_step(self, state: StepState) -> dict[str, float]:
         images = self.generate()
-        real = state.real[:self.samples] if state.real is not None else None
+        real = self.reference if self.reference is not None else \
+            state.real[:self.samples] if state.real is not None else None
         has_real = real is not None and real.shape[0] >= 2
         dup = duplicate_distance(real) if has_real else DUP_RMS
         pairwise, dup_rate = diversity_stats(images, dup)

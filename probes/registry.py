@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
+
 from probes.critic import CriticProbe
 from probes.diversity import DiversityProbe
 from probes.penalty import PenaltyProbe
@@ -42,12 +44,16 @@ class ProbeSettings:
     probe_every: int = 0      # gp, critic, kernel and gradient readings (0: log_every)
     spectra_every: int = 0    # singular values (0: 10 x log_every)
     diversity_every: int = 0  # diversity (0: 10 x log_every; probes.base.sample_cadence)
+    diversity_samples: int = 64  # its fixed-noise samples, and real images read against
     overfit_every: int = 0    # overfit readings of held-out images (0: as diversity's)
     z_dim: int = 128          # the generator's noise size (diversity's fixed batch)
     seed: int = 0             # fixed noise: diversity's from seed + 0x5EED, overfit's + 0x0F17
     # (real images the loop never trains on, a fixed sample of images it trains on): the
     # overfit probe's; not a RunConfig field (stabgan passes its run's --holdout images)
     held_out: tuple | None = None
+    # real images diversity's coverage reads against in place of the step's batch (None: the
+    # batch); not a RunConfig field (stabgan passes a fixed draw when the batch is smaller)
+    diversity_reference: torch.Tensor | None = None
 
 
 def build_probes(selection: str = "default", settings=None, registry=None,

@@ -97,7 +97,7 @@ def run(ctx, preset, out, name, resume, **overrides):
     except (ConfigError, RunError, DatasetError) as error:
         raise usage_error(error, ctx) from None
     try:
-        probes = run_probes(prepared.config, prepared.held_out)
+        probes = run_probes(prepared.config, prepared.held_out, prepared.reference)
     except ValueError as error:
         raise click.BadParameter(str(error), ctx=ctx, param_hint="--probes") from None
     for warning in prepared.warnings:

@@ -200,6 +200,19 @@ def split_dataset(dataset: Dataset, holdout: int = 0, subset: int = 0, min_train
     return _part(dataset, training.sort().values), held_out
 
 
+def reference_images(dataset: Dataset, n: int, seed: int = SPLIT_SEED) -> torch.Tensor:
+    """n of the dataset's images (or points), a fixed draw the same for every --seed: what the
+    diversity probe reads coverage against when a batch holds fewer. ConfigError naming
+    diversity-samples when the dataset has fewer."""
+    if n > len(dataset):
+        raise ConfigError("diversity_samples", f"diversity-samples={n:,} needs that many real "
+                                               f"images to compare with; the training set has "
+                                               f"{len(dataset):,} (diversity-samples <= "
+                                               f"{len(dataset):,})")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return _images(dataset, order[:n])
+
+
 def _images(dataset: Dataset, indices: torch.Tensor) -> torch.Tensor:
     """The images (or points) of these items, stacked."""
     if isinstance(dataset, TensorDataset):

@@ -223,9 +223,9 @@ def _stacked_recipes() -> list[Recipe]:
     of the 1,000 modes."""
     return [
         Recipe("stk-wgan-gp", "healthy", "wgan", "WGAN-GP (λ 10): the quick preset", {},
-               runs=3, part="stacked"),
+               runs=5, part="stacked"),
         Recipe("stk-ns", "natural", "ns", "non-saturating, no penalty",
-               {"loss": "ns", "penalty": "none"}, twin="stk-wgan-gp", runs=3, part="stacked"),
+               {"loss": "ns", "penalty": "none"}, twin="stk-wgan-gp", runs=5, part="stacked"),
     ]
 
 

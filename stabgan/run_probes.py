@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import torch
+
 from probes.registry import REGISTRY as PROBES_REGISTRY, build_probes
 from stabgan.config import RunConfig, dataset_info
 from stabgan.data import HeldOut
@@ -28,11 +30,14 @@ MISFITS = {"fid": "FID measures images; probe 'coverage' counts the modes of 2-D
                        "'fid'"}
 
 
-def run_probes(config: RunConfig, held_out: HeldOut | None = None) -> list:
+def run_probes(config: RunConfig, held_out: HeldOut | None = None,
+               reference: torch.Tensor | None = None) -> list:
     """Probe instances for config.probes, cadences and sizes from config, then config.fault's
     fault (stabgan.faults), if any; ValueError naming an unknown probe and the known ones, or
     a quality measure that does not apply to the dataset. held_out: the run's --holdout images
-    (stabgan.data.split_dataset), which the overfit probe scores."""
+    (stabgan.data.split_dataset), which the overfit probe scores; reference: the real images
+    the diversity probe reads coverage against when a batch is too small
+    (stabgan.data.reference_images)."""
     spec = config.probes.strip()
     # the quality measure --fid-every times, and the other kind of data's, which cannot run
     measure, misfit = ("coverage", "fid") if dataset_info(config.dataset).points else \
@@ -47,5 +52,6 @@ def run_probes(config: RunConfig, held_out: HeldOut | None = None) -> list:
                          f"{MISFITS[misfit]}")
     registry = {name: entry for name, entry in REGISTRY.items() if name != misfit}
     fault = build_fault(config.fault)
-    settings = SimpleNamespace(**config.to_dict(), held_out=held_out)
+    settings = SimpleNamespace(**config.to_dict(), held_out=held_out,
+                               diversity_reference=reference)
     return build_probes(spec, settings, registry=registry) + ([fault] if fault else [])

@@ -36,7 +36,8 @@ from probes.rundir.files import (BEST_CHECKPOINT, CONFIG, ERROR_LOG, SUMMARY, Ch
 from stabgan.config import (PRESET_VALUES, RESUMABLE_FIELDS, ConfigError, RunConfig,
                             config_objective, dataset_info, resolve_config, upgrade_saved,
                             validate)
-from stabgan.data import BatchStream, HeldOut, load_dataset, split_dataset
+from stabgan.data import (BatchStream, HeldOut, load_dataset, reference_images,
+                          split_dataset)
 from stabgan.losses import LOSSES, Penalty, PenaltyTerms
 from stabgan.device import check_device, resolve_device
 from stabgan.models import build_models
@@ -94,6 +95,8 @@ class Run:
     command: list[str]
     warnings: list[str] = dataclasses.field(default_factory=list)  # shown to the user at start
     held_out: HeldOut | None = None  # --holdout's images, for the overfit probe
+    # real images for the diversity probe's coverage, when --diversity-samples exceeds a batch
+    reference: torch.Tensor | None = None
 
 
 def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resume: bool = False,
@@ -133,8 +136,10 @@ def prepare_run(run_dir: Path, overrides: dict, preset: str | None = None, resum
     dataset = load_dataset(config.dataset, config.image_size)
     warning = dataset.check_readable() if hasattr(dataset, "check_readable") else None
     dataset, held_out = split_dataset(dataset, config.holdout, config.subset, config.batch_size)
+    reference = (reference_images(dataset, config.diversity_samples)
+                 if config.diversity_samples > config.batch_size else None)
     return Run(config, run_dir, dataset, info.channels, checkpoint,
-               list(command), [warning] if warning else [], held_out)
+               list(command), [warning] if warning else [], held_out, reference)
 
 
 class Gan:

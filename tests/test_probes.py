@@ -195,6 +195,26 @@ def test_diversity_probe_leaves_rng_modes_and_kernels_untouched():
     assert all(torch.equal(a, b) for a, b in zip(generator.buffers(), bn_stats))
 
 
+def test_coverage_is_read_against_the_reference_when_one_is_given():
+    # every sample at the origin; the batch holds only points near it, the reference also
+    # as many near (10, 10), whose 5-nearest-neighbour balls no sample reaches
+    generator = nn.Linear(2, 2)
+    nn.init.zeros_(generator.weight)
+    nn.init.zeros_(generator.bias)
+    near = torch.randn(8, 2, generator=torch.Generator().manual_seed(0)) * 0.1
+    state = StepState(step=1, generator=generator, critic=nn.Identity(), real=near)
+    readings = {}
+    for reference in (None, torch.cat([near, near + 10])):
+        probe = DiversityProbe(every=1, samples=16, z_dim=2, reference=reference)
+        probe.attach(generator, nn.Identity())
+        readings[reference is None] = probe.on_step(state)
+    assert readings[True]["diversity/coverage"] == 1.0
+    assert readings[False]["diversity/coverage"] == 0.5
+    assert readings[False]["diversity/pairwise_real"] > 5 * readings[True]["diversity/pairwise_real"]
+    with pytest.raises(ValueError, match="reference of 5 real images"):
+        DiversityProbe(reference=near[:5])
+
+
 def test_gradient_probe_update_ratio_is_exact_for_a_known_sgd_step():
     torch.manual_seed(0)
     net = nn.Linear(3, 2)
@@ -270,11 +290,12 @@ def test_selection_builds_registered_probes_with_config_cadences():
 def test_a_loop_without_a_run_config_gets_the_probes_a_run_of_the_same_settings_gets():
     defaults = RunConfig()
     assert all(getattr(ProbeSettings(), f.name) == getattr(defaults, f.name)
-               for f in dataclasses.fields(ProbeSettings) if f.name != "held_out")  # data
+               for f in dataclasses.fields(ProbeSettings)
+               if f.name not in ("held_out", "diversity_reference"))  # data
 
     def built(probes):
-        return [(type(p), p.every, getattr(p, "z_dim", None), getattr(p, "seed", None))
-                for p in probes]
+        return [(type(p), p.every, getattr(p, "z_dim", None), getattr(p, "seed", None),
+                 getattr(p, "samples", None)) for p in probes]
 
     for selection in ("default", "all", "kernels,penalty"):
         assert built(build_probes(selection, log_every=5, z_dim=32)) == built(

@@ -19,11 +19,14 @@ from probes.rundir.files import read_json
 from probes.rundir.reader import RunDir, as_lists
 from stabgan import fid
 from stabgan.cli import cli
-from stabgan.config import STACKED_MNIST_SAMPLES, dataset_info, resolve_config
+from stabgan.config import (STACKED_MNIST_DIVERSITY, STACKED_MNIST_SAMPLES, dataset_info,
+                            resolve_config)
 from stabgan.data import STACKED_IMAGES, load_dataset
 from stabgan.coverage import covered_threshold
 from stabgan.fid.distance import mode_coverage
 from stabgan.fid.extractors import dataset_tensors
+from stabgan.run_probes import run_probes
+from stabgan.train import prepare_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,6 +92,22 @@ def test_stacked_mnist_is_measured_on_enough_samples_to_count_its_modes():
     mean, threshold = STACKED_MNIST_SAMPLES / 1000, covered_threshold(STACKED_MNIST_SAMPLES, 1000)
     missed = 1000 * sum(math.exp(-mean) * mean ** j / math.factorial(j) for j in range(threshold))
     assert threshold == 3 and missed < 1e-5
+
+
+def test_stacked_mnist_reads_diversity_against_a_fixed_draw_of_more_real_images(tmp_path):
+    assert resolve_config(dataset="stacked-mnist").diversity_samples == STACKED_MNIST_DIVERSITY
+    assert resolve_config(dataset="stacked-mnist", diversity_samples=64).diversity_samples == 64
+    assert resolve_config().diversity_samples == 64
+    runs = [prepare_run(tmp_path / str(seed), {"dataset": "stacked-mnist", "seed": seed})
+            for seed in (0, 1)]
+    reference = runs[0].reference  # more than a batch of 64: drawn once, the same every seed
+    assert reference.shape == (STACKED_MNIST_DIVERSITY, 3, 32, 32)
+    assert torch.equal(reference, runs[1].reference)
+    assert len(torch.unique(reference.flatten(1), dim=0)) == len(reference)  # distinct images
+    probe = next(p for p in run_probes(runs[0].config, reference=reference)
+                 if p.name == "diversity")
+    assert probe.samples == STACKED_MNIST_DIVERSITY and torch.equal(probe.reference, reference)
+    assert prepare_run(tmp_path / "m", {}).reference is None  # the batch is enough
 
 
 @pytest.mark.slow

@@ -173,6 +173,24 @@ def test_fid_every_sets_the_coverage_cadence_on_points(tmp_path):
     assert [r["step"] for r in records if COVERAGE_MODES in r] == [20, 40]
 
 
+def test_more_diversity_samples_than_a_batch_read_coverage_against_fixed_points(tmp_path):
+    run_dir, _ = _run(tmp_path, "toy", "--steps", "40", "--batch-size", "32",
+                      "--diversity-samples", "200", "--diversity-every", "20", "--probes",
+                      "diversity", "--loss", "ns", "--penalty", "none")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    read = [r for r in records if "diversity/coverage" in r]
+    assert [r["step"] for r in read] == [20, 40]
+    # the reference is fixed, so its own spread reads the same every time
+    assert read[0]["diversity/pairwise_real"] == read[1]["diversity/pairwise_real"]
+    too_many = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "x"), "--dataset",
+                                        "ring8", "--diversity-samples", "20000"])
+    assert too_many.exit_code == 2 and not (tmp_path / "x").exists()
+    assert too_many.output.strip().splitlines()[-1] == (
+        "Error: Invalid value for --diversity-samples: diversity-samples=20,000 needs that many "
+        "real images to compare with; the training set has 10,000 (diversity-samples <= "
+        "10,000)")
+
+
 @pytest.mark.parametrize("args, named", [
     (["--dataset", "ring8", "--arch", "igan"], "arch='igan' builds conv nets for images"),
     (["--dataset", "grid25", "--arch", "dcgan"], "dataset 'grid25' is 2-D points"),
