@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from probes.collapse import Thresholds, sign_text  # noqa: E402
 from probes.collapse.rules import adversarial_tag  # noqa: E402
-from probes.rundir.files import read_json  # noqa: E402
+from probes.diversity import COVERAGE_K  # noqa: E402
 from probes.readings import DIVERSITY_COVERAGE  # noqa: E402
+from probes.rundir.files import read_json  # noqa: E402
 from stabgan import natural_zoo as nz  # noqa: E402
 from stabgan.config import PRESET_VALUES  # noqa: E402
 
@@ -39,6 +40,8 @@ SWEPT = ("cover_patience", (40, 60, 80, 100, 120), {"cover_run_share": 1.0})
 # The recovery's count, swept the same way; NEVER: no recovery (the detector before the rule)
 NEVER = 10 ** 9
 RECOVERY_SWEPT = ("recover_points", (3, 5, 8, NEVER))
+# low_coverage's warning level, swept for the sustained failures it leaves only warned
+LEVEL_SWEPT = ("cover_warn", (0.45, 0.5, 0.55, 0.6))
 
 
 def _share(a: int, b: int) -> str:
@@ -184,6 +187,33 @@ def recovery_sweep_text(rows: list[dict]) -> list[str]:
             f"{fewest['collapsed']})."]
 
 
+def boundary_text(scores: list[nz.ZooScore], rows: list[dict]) -> list[str]:
+    """The sustained failures only warned, and what raising the warning level costs."""
+    left = [x for x in scores if x.truth.sustained and x.verdict != "collapsed"]
+    if not left:
+        return []
+    by = {r["value"]: r for r in rows}
+    level = Thresholds().cover_warn
+    raised = min((v for v in by if v > level and by[v]["sustained_collapsed"] == by[v]["sustained"]),
+                 default=None)
+    described = []
+    for x in left:
+        steps, values = x.run.series[DIVERSITY_COVERAGE]
+        late = [v for step, v in zip(steps, values) if step >= x.truth.onset]
+        described.append(f"{x.run.recipe.name} seed {x.run.seed} ({x.truth.modes_end:g} of "
+                         f"{nz.MODES} modes at the end; `diversity/coverage` "
+                         f"{min(late):.2f}–{max(late):.2f} from its onset on)")
+    half = (1 - 2 ** -COVERAGE_K) / 2  # real data reads 1 - 2^-k of itself
+    text = (f"Sustained failures left unstable: {'; '.join(described)}. A generator on half the "
+            f"modes, the truth's own boundary, reads about {half:.2f} of a real batch, so its "
+            f"readings straddle `cover_warn` = {level:g} and the stretch is never all low.")
+    if raised is not None:
+        count = by[raised]["healthy_collapsed"]
+        text += (f" At {raised:g} every sustained failure is called collapsed, and {count} "
+                 f"healthy run{'' if count == 1 else 's'} with them, so the level stays:")
+    return [text, "", *sweep_rows(rows, LEVEL_SWEPT[0]), ""]
+
+
 def above_chance(run: nz.ZooRun, t: Thresholds) -> float | None:
     """The largest share of the readings of a run's critic loss without its penalty at or
     above `outpace_warn` × its chance level in any stretch the oscillation rule watches (None:
@@ -299,6 +329,7 @@ def section(args, command: str) -> str:
     s = nz.summarize(scores)
     sweep = nz.threshold_sweep(runs, *SWEPT)
     recovery_sweep = nz.threshold_sweep(runs, *RECOVERY_SWEPT)
+    level_sweep = nz.threshold_sweep(runs, *LEVEL_SWEPT)
     sessions = read_sessions(args.out)
     wall_min = sum(x["wall_s"] for x in sessions) / 60
     planned = sum(len(r.seeds) for r in nz.recipes("toy"))
@@ -433,6 +464,7 @@ def section(args, command: str) -> str:
         "tells apart. Every toy run re-scored with both, by the recovery's count:", "",
         *sweep_rows(recovery_sweep, RECOVERY_SWEPT[0]), "",
         *recovery_sweep_text(recovery_sweep), "",
+        *boundary_text(scores, level_sweep),
         f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
         f"{t.cover_patience}, at most `cover_run_share` {t.cover_run_share:g} of a run, "
         f"`patience_share` {t.patience_share:g}, `hold_share` {t.hold_share:g}, `recover_points` "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,7 @@ def test_stacked_mnist_is_covered_with_half_its_modes():
     assert set(nz.blind({"coverage/modes": 1, "fid/domain": 2, "diversity/coverage": 3},
                         "stacked")) == {"diversity/coverage"}
     [spec] = nz.natural_sweeps(Path("out"), "stacked")
-    assert spec.base["dataset"] == "stacked-mnist" and len(spec.points) == 6
+    assert spec.base["dataset"] == "stacked-mnist" and len(spec.points) == 10
 
 
 def test_the_sweep_runs_the_tuning_seeds_first_and_names_every_run_apart():
@@ -297,6 +298,29 @@ def test_the_stored_slow_learners_are_told_they_recovered():
         steps, counts = run.modes
         back = [c for step, c in zip(steps, counts) if step >= result.recovery["step"]]
         assert min(back) >= 5, (run.name, back)  # the truth agrees: the modes were back
+
+
+def test_the_stored_toy_run_on_half_the_modes_straddles_the_warning_level():
+    """The committed toy failure left unstable (ns seed 12, on 4 of 8 modes to the end, the
+    truth's own boundary) reads `diversity/coverage` on both sides of `cover_warn`, so the
+    stretch is never all low; a level of 0.55 calls it collapsed, and a healthy run too
+    (hinge + R1 seed 11, on 7-8 modes at the end). The doc's sweep says the same."""
+    stored = Path(__file__).resolve().parents[1] / "studies" / "natural-zoo"
+    by_name = {r.name: r for r in nz.recipes("toy")}
+    raised = replace(Thresholds(), cover_warn=0.55)
+    verdicts = {}
+    for name, seed in (("ns", 12), ("hinge-r1", 11)):
+        run = nz.load_run(stored / nz.run_name(by_name[name], seed), by_name[name], seed)
+        verdicts[name] = (run.truth.sustained, nz.score(run).verdict, nz.score(run, raised).verdict)
+        if name == "ns":
+            steps, values = run.series["diversity/coverage"]
+            late = [v for step, v in zip(steps, values) if step >= run.truth.onset]
+            assert run.truth.modes_end == 4 and min(late) < 0.5 < max(late) < 0.6
+    assert verdicts == {"ns": (True, "unstable", "collapsed"),
+                        "hinge-r1": (False, "unstable", "collapsed")}
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    assert "Sustained failures left unstable: ns seed 12 (4 of 8 modes" in doc
+    assert "| 0.55 | 1 of 101 |" in doc
 
 
 def test_the_stored_stacked_mnist_runs_show_what_pixel_space_readings_miss():
