@@ -42,6 +42,7 @@ from probes.readings import (DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE, DIVERSITY_P
 DUP_RMS = 0.05
 DUP_FRACTION = 0.12  # of the real batch's median nearest-neighbour distance
 COVERAGE_K = 5  # Naeem et al.'s k: real data covers itself at about 1 - 2^-5 = 0.97
+SAMPLES = 64  # fixed-noise samples a reading generates, unless told otherwise
 
 
 def pairwise_rms(images: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,7 @@ class DiversityProbe(Probe):
     name = "diversity"
     panels = DIVERSITY_PANELS
 
-    def __init__(self, every: int = 100, samples: int = 64, seed: int = 0x5EED,
+    def __init__(self, every: int = 100, samples: int = SAMPLES, seed: int = 0x5EED,
                  z_dim: int | None = None, reference: torch.Tensor | None = None):
         super().__init__(every)
         if samples < 2:
@@ -109,7 +110,7 @@ class DiversityProbe(Probe):
     @classmethod
     def from_config(cls, config) -> "DiversityProbe":
         return cls(every=config.diversity_every or sample_cadence(config), z_dim=config.z_dim,
-                   seed=config.seed + 0x5EED, samples=config.diversity_samples,
+                   seed=config.seed + 0x5EED, samples=config.diversity_samples or SAMPLES,
                    reference=getattr(config, "diversity_reference", None))
 
     def attach(self, generator: nn.Module, critic: nn.Module) -> None:

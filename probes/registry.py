@@ -44,7 +44,7 @@ class ProbeSettings:
     probe_every: int = 0      # gp, critic, kernel and gradient readings (0: log_every)
     spectra_every: int = 0    # singular values (0: 10 x log_every)
     diversity_every: int = 0  # diversity (0: 10 x log_every; probes.base.sample_cadence)
-    diversity_samples: int = 64  # its fixed-noise samples, and real images read against
+    diversity_samples: int = 0  # its samples, and real images read against (0: 64, the batch)
     overfit_every: int = 0    # overfit readings of held-out images (0: as diversity's)
     z_dim: int = 128          # the generator's noise size (diversity's fixed batch)
     seed: int = 0             # fixed noise: diversity's from seed + 0x5EED, overfit's + 0x0F17

@@ -569,34 +569,48 @@ def stacked_section(args) -> list[str]:
         f"{_share(s['caught'], s['failed'])} |",
         f"| a sustained collapse called collapsed | "
         f"{_share(s['sustained_collapsed'], s['sustained'])} |", "",
-        *pixel_space_text(args.stacked_out, scores), "",
+        *coverage_text(args.stacked_out, scores), "",
         "#### Per recipe", "", *recipe_rows(s), "",
         "#### Every failure, and every healthy run with an event", "", *run_rows(scores), ""]
 
 
-def pixel_space_text(out: Path, scores: list[nz.ZooScore]) -> list[str]:
-    """What the failures' pixel-space readings and their own detectors said, in a sentence."""
+def coverage_text(out: Path, scores: list[nz.ZooScore]) -> list[str]:
+    """What the runs' pixel-space coverage and the failures' own detectors said, in a
+    sentence, and why it is read against more real images than a batch."""
     failed = [s for s in scores if s.truth.failed]
+    healthy = [s for s in scores if not s.truth.failed]
     if not failed:
         return []
-    rows = []
-    for score in failed:
-        run = score.run
-        own = read_json(out / run.name / "diagnosis.json") or {}
-        rows.append((max(run.modes[1]), max(run.series[DIVERSITY_COVERAGE][1][3:]),
-                     own.get("verdict"), own.get("onset_step")))
-    told = [r for r in rows if r[2] == "collapsed"]
+    judged = 3  # readings before the detector's first band, left out of the ranges
+
+    def coverage(score: nz.ZooScore) -> list[float]:
+        return score.run.series[DIVERSITY_COVERAGE][1][judged:]
+
+    own = [read_json(out / x.run.name / "diagnosis.json") or {} for x in failed]
+    told = [d for d in own if d.get("verdict") == "collapsed"]
+    samples = nz.STACKED.config.diversity_samples
     return [
-        f"The failures held at most {', '.join(f'{m:g}' for m, *_ in rows)} of the "
-        f"{nz.STACKED.modes:,} modes, yet their `diversity/coverage` rose to "
-        f"{', '.join(f'{c:.2f}' for _, c, *_ in rows)} at times (cover_warn "
-        f"{Thresholds().cover_warn:g}): a batch of 64 real images is reached by a few dozen "
-        "modes in pixel space, so the blind detector, which reads pixel space alone, caught "
-        f"{sum(x.caught is not None for x in failed)} of {len(failed)} and called "
-        f"{sum(x.verdict == 'collapsed' for x in failed)} collapsed. The runs' own detectors, "
-        f"which read the classifier's count too, called {len(told)} of {len(rows)} collapsed"
-        + (f" (onsets at steps {', '.join(f'{r[3]:,}' for r in told)})" if told else "")
-        + "."]
+        f"`diversity/coverage` is read against {samples} real images here (stacked-mnist's "
+        f"`--diversity-samples`; a batch holds {nz.STACKED.config.batch_size}). The failures "
+        f"held at most {', '.join(f'{max(x.run.modes[1]):g}' for x in failed)} of the "
+        f"{nz.STACKED.modes:,} modes, and their coverage stayed at or below "
+        f"{', '.join(f'{max(coverage(x)):.2f}' for x in failed)}"
+        + (f"; the healthy runs' was at least {min(min(coverage(x)) for x in healthy):.2f}"
+           if healthy else "")
+        + f" (after the first {judged} readings; cover_warn {Thresholds().cover_warn:g}). The "
+        f"blind detector caught {sum(x.caught is not None for x in failed)} of {len(failed)} "
+        f"and called {sum(x.verdict == 'collapsed' for x in failed)} collapsed; the runs' "
+        f"own detectors, which read the classifier's count too, called {len(told)} of "
+        f"{len(own)} collapsed.",
+        "",
+        "The part's first invocation (3 seeds each) read coverage against the step's batch of "
+        "64 real images, as on every other dataset: the failures' readings rose to 0.88, 0.73 "
+        "and 0.72 at times, and the blind detector caught 2 of 3 and called 1 collapsed. Among "
+        "64 real images of 1,000 modes a real image's 5-nearest-neighbour ball spans other "
+        "modes, so samples of a few dozen modes reach most of them; on the final generators "
+        "of those runs, 256 samples against 256 real images read 0.05–0.25 for the failures "
+        "and 0.89–0.91 for the healthy runs (0.14–0.43 against 0.93–0.98 at 64). The part "
+        "was run again with that default, and 2 seeds more a recipe; no threshold changed."]
 
 
 def write_section(args, command: str) -> None:

@@ -176,11 +176,12 @@ class RunConfig:
     spectra_every: int = _field(0, "steps between singular-value readings (0: 10 x log-every)")
     diversity_every: int = _field(0, "steps between diversity readings (0: 10 x log-every, "
                                      "or often enough for 10 in a shorter run)")
-    diversity_samples: int = _field(64, "fixed-noise samples of each diversity reading, and "
-                                        "real images their coverage is read against: the "
-                                        "step's batch, or a fixed draw of training images "
-                                        "when the batch is smaller (stacked-mnist: 256 "
-                                        "unless given)")
+    diversity_samples: int = _field(0, "fixed-noise samples of each diversity reading, and "
+                                       "real images their coverage is read against: the "
+                                       "step's batch, or a fixed draw of training images "
+                                       "when the batch is smaller (0: 64 samples against "
+                                       "the batch's first 64; stacked-mnist: 256 unless "
+                                       "given)")
     overfit_every: int = _field(0, "steps between overfit readings of the --holdout images "
                                    "(0: as diversity's)")
     stop_on_collapse: bool = _field(False, "end the run cleanly at the first collapse event")
@@ -360,7 +361,8 @@ def validate(config: RunConfig) -> None:
     for name in ("inv_layers", "seed", "fid_every", "threads", "probe_every", "spectra_every",
                  "diversity_every", "overfit_every", "holdout", "subset"):
         _positive(name, getattr(config, name), minimum=0)
-    _positive("diversity_samples", config.diversity_samples, minimum=COVERAGE_K + 1)
+    if config.diversity_samples:
+        _positive("diversity_samples", config.diversity_samples, minimum=COVERAGE_K + 1)
     if 0 < config.subset < config.batch_size:
         raise ConfigError("subset", f"subset={config.subset} must be 0 (all images) or at least "
                                     f"batch-size {config.batch_size}: every batch is drawn from it")
