@@ -44,6 +44,11 @@ RECOVERY_SWEPT = ("recover_points", (3, 5, 8, NEVER))
 LEVEL_SWEPT = ("cover_warn", (0.45, 0.5, 0.55, 0.6))
 
 
+def _span(values) -> str:
+    values = sorted(values)
+    return f"{values[0]:.2f}–{values[-1]:.2f}" if values[0] != values[-1] else f"{values[0]:.2f}"
+
+
 def _share(a: int, b: int) -> str:
     return f"{a} of {b}" + (f" ({a / b:.0%})" if b else "")
 
@@ -194,7 +199,8 @@ def boundary_text(scores: list[nz.ZooScore], rows: list[dict]) -> list[str]:
         return []
     by = {r["value"]: r for r in rows}
     level = Thresholds().cover_warn
-    raised = min((v for v in by if v > level and by[v]["sustained_collapsed"] == by[v]["sustained"]),
+    raised = min((v for v in by
+                  if v > level and by[v]["sustained_collapsed"] == by[v]["sustained"]),
                  default=None)
     described = []
     for x in left:
@@ -594,10 +600,12 @@ def coverage_text(out: Path, scores: list[nz.ZooScore]) -> list[str]:
         f"`--diversity-samples`; a batch holds {nz.STACKED.config.batch_size}). The failures "
         f"held at most {', '.join(f'{max(x.run.modes[1]):g}' for x in failed)} of the "
         f"{nz.STACKED.modes:,} modes, and their coverage stayed at or below "
-        f"{', '.join(f'{max(coverage(x)):.2f}' for x in failed)}"
-        + (f"; the healthy runs' was at least {min(min(coverage(x)) for x in healthy):.2f}"
-           if healthy else "")
-        + f" (after the first {judged} readings; cover_warn {Thresholds().cover_warn:g}). The "
+        f"{', '.join(f'{max(coverage(x)):.2f}' for x in failed)} after the first {judged} "
+        f"readings (cover_warn {Thresholds().cover_warn:g})"
+        + (f". The healthy runs' coverage starts near 1 (blurred samples are near every real "
+           f"image), dips to {_span(min(coverage(x)) for x in healthy)} as the samples sharpen, "
+           f"and ends at {_span(coverage(x)[-1] for x in healthy)}" if healthy else "")
+        + ". The "
         f"blind detector caught {sum(x.caught is not None for x in failed)} of {len(failed)} "
         f"and called {sum(x.verdict == 'collapsed' for x in failed)} collapsed; the runs' "
         f"own detectors, which read the classifier's count too, called {len(told)} of "
@@ -610,7 +618,7 @@ def coverage_text(out: Path, scores: list[nz.ZooScore]) -> list[str]:
         "modes, so samples of a few dozen modes reach most of them; on the final generators "
         "of those runs, 256 samples against 256 real images read 0.05–0.25 for the failures "
         "and 0.89–0.91 for the healthy runs (0.14–0.43 against 0.93–0.98 at 64). The part "
-        "was run again with that default, and 2 seeds more a recipe; no threshold changed."]
+        "was run again with that default and 2 more seeds a recipe; no threshold changed."]
 
 
 def write_section(args, command: str) -> None:

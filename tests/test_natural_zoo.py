@@ -323,17 +323,18 @@ def test_the_stored_toy_run_on_half_the_modes_straddles_the_warning_level():
     assert "| 0.55 | 1 of 101 |" in doc
 
 
-def test_the_stored_stacked_mnist_runs_show_what_pixel_space_readings_miss():
+def test_the_stored_stacked_mnist_runs_are_told_from_pixel_space_against_more_real_images():
     """The Stacked MNIST part's committed runs: the quick preset covers most of the 1,000
-    modes and is left alone; ns without a penalty never holds more than a few dozen of them,
-    yet its samples reach a batch of real images in pixel space often enough that the blind
-    detector, reading only those, calls one of the three collapsed. The runs' own detectors,
-    which read the classifier's mode count, called all three collapsed."""
+    modes and is left alone; ns without a penalty never holds more than a few dozen of them.
+    Read against 256 real images (a batch holds 64), its samples reach too few of them for
+    `diversity/coverage` ever to come back in band, so the blind detector, reading pixel space
+    alone, calls every such run collapsed, as the runs' own detectors did."""
     stored = Path(__file__).resolve().parents[1] / "studies" / "natural-zoo-stacked"
     runs = nz.load_zoo(stored, "stacked")
-    assert len(runs) == 6
-    verdicts = []
+    assert len(runs) == 10
     for run in runs:
+        assert json.loads((stored / run.name / "config.json").read_text())["config"][
+            "diversity_samples"] == 256
         result = nz.score(run)
         steps, modes = run.modes
         if run.recipe.group == "healthy":
@@ -342,12 +343,9 @@ def test_the_stored_stacked_mnist_runs_show_what_pixel_space_readings_miss():
             continue
         assert (run.truth.how, run.truth.sustained) == ("never", True), run.name
         assert max(modes) <= 100, run.name
-        coverage = run.series["diversity/coverage"][1]
-        assert max(coverage[3:]) > Thresholds().cover_warn, run.name  # at times in band
-        verdicts.append(result.verdict)
+        assert result.caught is not None and result.verdict == "collapsed", run.name
         own = json.loads((stored / run.name / "diagnosis.json").read_text())
         assert own["verdict"] == "collapsed", run.name
-    assert sorted(verdicts) == ["collapsed", "unstable", "unstable"]
 
 
 def test_the_stored_runs_on_a_hundred_images_lose_their_classes_gradually_and_are_told_early():
