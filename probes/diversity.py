@@ -36,12 +36,11 @@ import torch
 from torch import nn
 
 from probes.base import Probe, StepState, fixed_noise, sample_cadence, sampling
-from probes.readings import (DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE,
-                             DIVERSITY_PAIRWISE_REAL, DIVERSITY_PANELS)
+from probes.readings import (COVERAGE_K, DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE,
+                             DIVERSITY_PAIRWISE, DIVERSITY_PAIRWISE_REAL, DIVERSITY_PANELS)
 
 DUP_RMS = 0.05
 DUP_FRACTION = 0.12  # of the real batch's median nearest-neighbour distance
-COVERAGE_K = 5  # Naeem et al.'s k: real data covers itself at about 1 - 2^-5 = 0.97
 SAMPLES = 64  # fixed-noise samples a reading generates, unless told otherwise
 
 

@@ -243,6 +243,9 @@ DIVERSITY_PAIRWISE = "diversity/pairwise"
 DIVERSITY_DUP_RATE = "diversity/dup_rate"
 DIVERSITY_PAIRWISE_REAL = "diversity/pairwise_real"
 DIVERSITY_COVERAGE = "diversity/coverage"
+# its k, the nearest real neighbours whose ball a sample must fall in (Naeem et al.'s 5): real
+# data covers itself at about 1 - 2^-k = 0.97, and coverage needs more than k real images
+COVERAGE_K = 5
 
 DIVERSITY_PANELS = tuple(Panel(tag, QUALITY, (tag,)) for tag in (
     DIVERSITY_COVERAGE, DIVERSITY_DUP_RATE, DIVERSITY_PAIRWISE, DIVERSITY_PAIRWISE_REAL))

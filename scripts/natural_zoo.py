@@ -23,8 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from probes.collapse import Thresholds, sign_text  # noqa: E402
 from probes.collapse.rules import adversarial_tag  # noqa: E402
-from probes.diversity import COVERAGE_K  # noqa: E402
-from probes.readings import DIVERSITY_COVERAGE  # noqa: E402
+from probes.readings import COVERAGE_K, DIVERSITY_COVERAGE  # noqa: E402
 from probes.rundir.files import read_json  # noqa: E402
 from stabgan import natural_zoo as nz  # noqa: E402
 from stabgan.config import PRESET_VALUES  # noqa: E402

@@ -10,8 +10,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
-from probes.diversity import COVERAGE_K
 from probes.objectives import LOSSES, PENALTIES, Objective
+from probes.readings import COVERAGE_K
 
 ARCHS = ("dcgan", "sagan", "igan")  # conv nets, for image datasets
 POINT_ARCH = "mlp"  # the one arch of 2-D point datasets, implied by them
