@@ -323,6 +323,20 @@ def test_the_stored_toy_run_on_half_the_modes_straddles_the_warning_level():
     assert "| 0.55 | 1 of 101 |" in doc
 
 
+def test_the_toy_budget_is_bounded_below_by_the_healthy_runs_it_needs():
+    """From the committed toy runs' own wall times: a hundred healthy runs of the cheapest
+    recipe per healthy run, and the failure recipes, leave no room under the 20-minute
+    budget on 2 cores; the doc says so."""
+    script = load_script("natural_zoo")
+    runs = nz.load_zoo(Path(__file__).resolve().parents[1] / "studies" / "natural-zoo")
+    [text, _] = script.budget_text(runs)
+    assert "the cheapest recipe per healthy run, ns-r1, 14.1 s" in text
+    needed = float(text.split("so the zoo needs ")[1].split(" min")[0])
+    assert needed == pytest.approx(20.0, abs=0.05) and needed >= script.BUDGET_MIN
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    assert text in doc
+
+
 def test_the_stored_stacked_mnist_runs_are_told_from_pixel_space_against_more_real_images():
     """The Stacked MNIST part's committed runs: the quick preset covers most of the 1,000
     modes and is left alone; ns without a penalty never holds more than a few dozen of them.
