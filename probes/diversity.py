@@ -14,15 +14,16 @@ neighbours. Without a real batch (a loop that passes none) the fixed DUP_RMS = 0
 
 `diversity/coverage` asks the other way round how much of the data the samples reach: the
 fraction of real images (the step's real batch, or the probe's fixed `reference` images)
-that have a sample inside their k-nearest-neighbour ball among the real ones (k = COVERAGE_K; the "coverage" of Naeem et al.
-2020, "Reliable fidelity and diversity metrics for generative models"). Real data scores about
-1 − 2^−k against itself, whatever its scale or dimension: a generator stuck on 2 of 8 modes
-scores about 2/8, one that never learnt the data near 0. It needs no classifier and no labels,
-so a run that never covers the data shows on any dataset; pairwise distance alone cannot tell
-two far-apart modes from the whole data. The balls are only as tight as the real images are
-many: among 64 images of data with 1,000 modes (Stacked MNIST) each ball spans other modes, and
-samples of a few dozen modes reach most of them, so such data needs more of both (`samples`,
-and a `reference` of as many real images when the batch is smaller).
+that have a sample inside their k-nearest-neighbour ball among the real ones (k = COVERAGE_K;
+the "coverage" of Naeem et al. 2020, "Reliable fidelity and diversity metrics for generative
+models"). Real data scores about 1 − 2^−k against itself, whatever its scale or dimension: a
+generator stuck on 2 of 8 modes scores about 2/8, one that never learnt the data near 0. It
+needs no classifier and no labels, so a run that never covers the data shows on any dataset;
+pairwise distance alone cannot tell two far-apart modes from the whole data. The balls are
+only as tight as the real images are many: among 64 images of data with 1,000 modes (Stacked
+MNIST) each ball spans other modes, and samples of a few dozen modes reach most of them, so such
+data needs more of both (`samples`, and a `reference` of as many real images when the batch is
+smaller).
 
 The samples are generated in eval mode under no_grad from the probe's own noise, drawn once
 from a private torch.Generator: the global RNG and the training state are never touched (so

@@ -52,7 +52,8 @@ STACKED_MNIST_SAMPLES = 26_000
 # --diversity-samples says otherwise. Coverage asks whether a sample falls in a real image's
 # 5-nearest-neighbour ball among the real ones: among 64 real images of 1,000 modes those balls
 # span other modes, so samples of a few dozen modes reach most of them. Measured on the final
-# generators of 3 runs on 31-76 modes and 3 on 938-950 (2,048 samples, the mean of 4 draws):
+# generators of 3 runs of ns without a penalty (16-22 modes) and 3 of the quick preset
+# (938-967), on 2,048 samples and as many real images, the mean of 4 draws:
 # 0.14-0.43 against 0.93-0.98 at 64, 0.05-0.25 against 0.89-0.91 at 256, 0.02-0.08 against
 # 0.77-0.82 at 1,024 (each reading 4 times the cost of the one before).
 STACKED_MNIST_DIVERSITY = 256
