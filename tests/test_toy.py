@@ -177,11 +177,16 @@ def test_more_diversity_samples_than_a_batch_read_coverage_against_fixed_points(
     run_dir, _ = _run(tmp_path, "toy", "--steps", "40", "--batch-size", "32",
                       "--diversity-samples", "200", "--diversity-every", "20", "--probes",
                       "diversity", "--loss", "ns", "--penalty", "none")
+    resumed, _ = _run(tmp_path, "toy", "--steps", "60", "--resume")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     read = [r for r in records if "diversity/coverage" in r]
-    assert [r["step"] for r in read] == [20, 40]
-    # the reference is fixed, so its own spread reads the same every time
-    assert read[0]["diversity/pairwise_real"] == read[1]["diversity/pairwise_real"]
+    assert resumed == run_dir and [r["step"] for r in read] == [20, 40, 60]
+    # the reference is fixed, so its own spread reads the same every time, resumed too
+    assert len({r["diversity/pairwise_real"] for r in read}) == 1
+    too_few = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "x"), "--dataset",
+                                       "ring8", "--diversity-samples", "5"])
+    assert too_few.exit_code == 2 and not (tmp_path / "x").exists()
+    assert too_few.output.strip().splitlines()[-1].endswith("diversity-samples=5 must be >= 6")
     too_many = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "x"), "--dataset",
                                         "ring8", "--diversity-samples", "20000"])
     assert too_many.exit_code == 2 and not (tmp_path / "x").exists()
