@@ -177,14 +177,14 @@ class RunData:
         """How the run recovered from its collapse, in words (None: it did not, or
         diagnosis.json does not say)."""
         recovery = _dict(self.diagnosis).get("recovery")
-        readings = recovery.get("readings") if isinstance(recovery, dict) else None
-        kinds = recovery.get("kinds", []) if isinstance(recovery, dict) else None
-        if not isinstance(readings, dict) or any(_int(recovery.get(k)) is None
-                                                 for k in ("collapsed_at", "step")) \
-                or not all(type(v) in (int, float) for v in readings.values()) \
-                or not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        if not isinstance(recovery, dict):
             return None
-        return recovery_text(recovery)
+        readings, kinds = recovery.get("readings"), recovery.get("kinds", [])
+        steps_ok = all(_int(recovery.get(k)) is not None for k in ("collapsed_at", "step"))
+        readings_ok = isinstance(readings, dict) and all(type(v) in (int, float)
+                                                          for v in readings.values())
+        kinds_ok = isinstance(kinds, list) and all(isinstance(k, str) for k in kinds)
+        return recovery_text(recovery) if steps_ok and readings_ok and kinds_ok else None
 
     @property
     def events(self) -> list[dict]:
