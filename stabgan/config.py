@@ -222,9 +222,9 @@ PRESET_VALUES = {
     # every 300 steps, non-saturating + R1 (γ 0.1), hinge + R1 and rpgan + R1R2 reached 8 of 8
     # modes by step 650-900 and kept them; without the decay they hop between modes. Layers of
     # 64 units (width 16) take half the time of 128; at 2e-3 they reached the modes later
-    # (steps 650-1,400 on seeds 0-3, hinge + R1 seed 3 at 1,300); at 3e-3 ns + R1 and hinge +
-    # R1 reach them by step 750-1,150 on 7 of 8 seeds (hinge + R1 seed 7: 1,400; seed 6 never),
-    # rpgan + R1R2 by 700-800 and WGAN-GP by 550-650.
+    # (steps 650-1,400 on seeds 0-3 of those and ns, 3 of 16 runs never); at 3e-3 ns + R1 by
+    # step 750-850 on 8 of 8 seeds, hinge + R1 by 800-1,150 on 6 of 8 (seed 7 at 1,400, seed 6
+    # never), rpgan + R1R2 by 700-800 (4 seeds) and WGAN-GP by 550-650 (2).
     "toy": {"dataset": "ring8", "steps": 1500, "batch_size": 256, "z_dim": 8, "width": 16,
             "loss": "ns", "penalty": "r1", "penalty_weight": 0.1, "lr_g": 3e-3, "lr_d": 3e-3,
             "beta1": 0.5, "lr_decay": 0.5, "lr_decay_every": 300, "diversity_every": 50,

@@ -133,9 +133,9 @@ def _toy_recipes() -> list[Recipe]:
     hinge_r1 = {"loss": "hinge", "penalty": "r1", "penalty_weight": 0.1}
     rpgan = {"loss": "rpgan", "penalty": "r1r2", "penalty_weight": 0.1}
     wgan = {"loss": "wgan", "penalty": "gp", "penalty_weight": 1.0, "n_critic": 5}
-    # Seeds of the healthy recipes: ns never covered the data on 3 of 4 pilot seeds (the
-    # truth calls those failures), so ns-r1, hinge-r1 and rpgan-r1r2, which nearly always do,
-    # run more: over 100 runs whose truth is healthy.
+    # Seeds of the healthy recipes: ns never covered the data on 3 of 4 pilot seeds (10 of 23
+    # in the zoo; the truth calls those failures), so ns-r1, hinge-r1 and rpgan-r1r2, which
+    # nearly always do, run more: over 100 runs whose truth is healthy.
     return [
         Recipe("ns-r1", "healthy", "ns", "non-saturating + R1 (γ 0.1): the toy preset", ns_r1,
                runs=36),

@@ -77,7 +77,7 @@ class Thresholds:
     # low_coverage: diversity/coverage (the real batch's share a sample reaches; real data
     # scores about 0.97 against itself) at or below these levels for patience_share of the
     # points of the latest cover_patience logged steps, the latest among them. Every run
-    # starts low: healthy image runs here pass 0.5 within 300 steps, the toy preset's within
+    # starts low: healthy image runs here pass 0.5 within 300 steps, the first toy zoo's within
     # 650-900 (40 logged steps warned 5 of 7 healthy toy runs while they were still learning);
     # a generator hopping between modes crosses 0.5 now and then (all of a stretch low missed
     # half of them). So only a long, mostly low stretch is news: a run that never covers the
@@ -93,8 +93,8 @@ class Thresholds:
     # ... and a collapse when every point of that stretch (hold_share of them, the latest
     # among them) is at warning level or worse: a generator stuck on 2-4 of 8 modes scores
     # 0.26-0.45, above cover_collapse, for as long as it stays stuck, while one still learning
-    # or hopping between modes rises past cover_warn now and then. Chosen on the natural zoo's
-    # tuning seeds (toy seeds 0-2), where it called every run low to the end collapsed (14 of
+    # or hopping between modes rises past cover_warn now and then. Chosen on the first toy
+    # zoo's tuning seeds (0-2), where it called every run low to the end collapsed (14 of
     # 14, against 13) and no healthy run (0.9 collapsed one; so did 0.9 of a stretch 1.25
     # times as long, and 0.9 of one 1.5 times as long called 13 of 14). While fewer points
     # than the stretch have been judged (a run low since judging began, too short for the
@@ -109,7 +109,7 @@ class Thresholds:
     # In any such stretch of the natural zoo's runs, at 1.25×: ns + R1 at 10× the rates (their
     # samples hop between a few classes) 30-41 % of the points, every healthy image run at
     # most 23 % (rpgan + R1R2 at 10× the rates, healthy by its classes: a recipe added after
-    # the rule), every healthy toy run 2 %. The penalty stays out: with it, such a healthy
+    # the rule), every healthy toy run 2 % (4 % at the toy preset's later size). The penalty stays out: with it, such a healthy
     # rpgan run sat above 1.25× at 52 %.
     # WGAN has no chance level, so no such rule
     outpace_warn: float = 1.25
