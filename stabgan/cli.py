@@ -17,7 +17,7 @@ from stabgan.config import (CHOICES, DEVICES, EXECUTORS, FEATURES, PRESETS,
 
 # One phrase per preset for --preset's help; a preset added to PRESETS needs its phrase here.
 PRESET_HELP = {"quick": "the default, under two minutes on 2 CPU cores",
-               "toy": "8 Gaussians on a ring, non-saturating + R1, about 10 s",
+               "toy": "8 Gaussians on a ring, non-saturating + R1, about 15 s",
                "paper": "the seed's Table 1: 64x64, 50,000 steps, for a GPU",
                "paper-sagan": "paper in the layout of the public SAGAN codebase"}
 

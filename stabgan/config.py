@@ -216,7 +216,7 @@ PRESET_VALUES = {
     # faster decay (x0.8 every 200 steps, at the seed's rates) ended worse (22.1), so the seed's
     # 0.95 per 1,000 stays (it never acts within the run).
     "quick": {},
-    # A GAN on 8 Gaussians on a ring whose every sample's mode is known (stabgan.toy), ~10 s on
+    # A GAN on 8 Gaussians on a ring whose every sample's mode is known (stabgan.toy), ~15 s on
     # 2 CPU cores. The MLP pair took more than 1,500 steps to reach any mode at the defaults'
     # rates (1e-4, and 1e-3): at 2e-3 with Adam(0.5, 0.9), batch 256, z 8 and the rates halved
     # every 300 steps, non-saturating + R1 (γ 0.1), hinge + R1 and rpgan + R1R2 reached 8 of 8
@@ -224,11 +224,12 @@ PRESET_VALUES = {
     # 64 units (width 16) take half the time of 128; at 2e-3 they reached the modes later
     # (steps 650-1,400 on seeds 0-3 of those and ns, 3 of 16 runs never); at 3e-3 ns + R1 by
     # step 750-850 on 8 of 8 seeds, hinge + R1 by 800-1,150 on 6 of 8 (seed 7 at 1,400, seed 6
-    # never), rpgan + R1R2 by 700-800 (4 seeds) and WGAN-GP by 550-650 (2).
+    # never), rpgan + R1R2 by 700-800 (4 seeds) and WGAN-GP by 550-650 (2). One torch thread:
+    # on two, such small matrices take 2.5x as long (a run 17.8-21.1 s against 7.1-7.6 s).
     "toy": {"dataset": "ring8", "steps": 1500, "batch_size": 256, "z_dim": 8, "width": 16,
             "loss": "ns", "penalty": "r1", "penalty_weight": 0.1, "lr_g": 3e-3, "lr_d": 3e-3,
             "beta1": 0.5, "lr_decay": 0.5, "lr_decay_every": 300, "diversity_every": 50,
-            "sample_every": 250, "ckpt_every": 500},
+            "sample_every": 250, "ckpt_every": 500, "threads": 1},
     # The seed's Table 1 (CelebA 64x64; use with folder: or celeba: data).
     "paper": {"steps": 50_000, "batch_size": 64, "penalty_weight": 10.0, "z_dim": 128, "lr_g": 1e-4,
               "lr_d": 4e-4, "beta1": 0.0, "beta2": 0.9, "lr_decay": 0.95, "lr_decay_every": 1000,
