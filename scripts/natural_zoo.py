@@ -266,6 +266,37 @@ def false_alarm_text(scores: list[nz.ZooScore]) -> list[str]:
             f"{recent} sample readings in a row in band to call it over.", ""]
 
 
+def hops(run: nz.ZooRun) -> bool:
+    """Its raw mode count both at the lost level and at the covered level after the grace step."""
+    steps, modes = run.modes
+    after = [m for step, m in zip(steps, modes) if step >= nz.GRACE * run.steps]
+    return bool(after) and min(after) <= nz.MODES // 2 and max(after) >= nz.COVERED * nz.MODES
+
+
+def hopping_text(scores: list[nz.ZooScore]) -> list[str]:
+    """The runs that hop between modes after the grace step, and how many of the verdicts and
+    catches that disagree with the truth are theirs."""
+    hopping = [x for x in scores if hops(x.run)]
+    if not hopping:
+        return []
+    against = [x for x in scores
+               if (x.truth.failed and x.caught is None)
+               or (not x.truth.failed and x.verdict == "collapsed")
+               or (x.truth.sustained and x.verdict != "collapsed")]
+    verdicts = {v: sum(x.verdict == v for x in hopping) for v in ("unstable", "collapsed")}
+    healthy = [x for x in hopping if not x.truth.failed]
+    return [f"Runs that hop between modes (a raw count at most {nz.MODES // 2} and one at least "
+            f"{nz.COVERED * nz.MODES:g} after the grace step): {len(hopping)}, "
+            f"{len(hopping) - len(healthy)} of them failures by the truth and {len(healthy)} "
+            f"healthy (the truth reads where a hop stands at the grace step and at the end); the "
+            f"detector called "
+            f"{verdicts['unstable']} unstable and {verdicts['collapsed']} collapsed "
+            f"({sum(x.verdict == 'collapsed' for x in healthy)} of the healthy ones). Of the "
+            f"{len(against)} runs whose verdict or catch goes against the truth (missed, "
+            f"healthy called collapsed, sustained only warned), "
+            f"{sum(hops(x.run) for x in against)} hop.", ""]
+
+
 def boundary_text(scores: list[nz.ZooScore], rows: list[dict]) -> list[str]:
     """The sustained failures only warned, and what raising the warning level costs."""
     left = [x for x in scores if x.truth.sustained and x.verdict != "collapsed"]
@@ -474,6 +505,7 @@ def section(args, command: str) -> str:
         "What caught the failures: " + (", ".join(f"{k} {v}" for k, v in s["kinds"].items())
                                          or "nothing yet") + ".", "",
         *false_alarm_text(scores),
+        *hopping_text(scores),
         *first_zoo_text(),
         *GRADUAL_SEARCH,
         "### Per loss family", "", *family_rows(s), "",

@@ -210,6 +210,14 @@ def _zoo_run(name: str, coverage: float, modes: list[float]) -> nz.ZooRun:
                      series, WGAN_GP, 20.0)
 
 
+def test_a_run_hops_when_its_count_is_low_and_high_after_the_grace_step():
+    script = load_script("natural_zoo")
+    hopping = [8.0] * 18 + [2.0, 8.0] * 6   # 2 and 8 modes after step 900
+    early = [2.0, 8.0] * 6 + [8.0] * 18     # the same hops, all before it
+    assert [script.hops(_zoo_run("ns-r1", 0.9, modes)) for modes in (hopping, early)] == \
+        [True, False]
+
+
 def test_the_zoo_is_scored_against_the_truth_and_the_patience_trades_off():
     stuck = _zoo_run("ns-beta1", 0.1, [2.0] * 30)       # never covers: truth fails at 900
     healthy = _zoo_run("ns-r1", 0.9, [8.0] * 30)
@@ -333,10 +341,12 @@ def test_the_healthy_toy_runs_called_collapsed_hop_to_the_end_and_the_doc_says_s
         result = nz.score(run)
         assert not run.truth.failed and result.verdict == "collapsed", run.name
         assert result.recovery is None and min(run.modes[1][-6:]) <= nz.MODES // 2
+        assert script.hops(run)
         coverage = run.series["diversity/coverage"][1][-Thresholds().recover_points:]
         assert min(coverage) < Thresholds().cover_warn < max(coverage)
         scores.append(result)
     [text, _] = script.false_alarm_text(scores)
+    assert "(2 of the healthy ones)" in script.hopping_text(scores)[0]
     assert text.startswith("Healthy runs called collapsed: ns-r1-constant seed 5 (0–8 modes")
     doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
     assert text in doc and "| 0 collapse verdicts over ≥ 100 healthy toy runs | 2 of 118" in doc
