@@ -66,8 +66,8 @@ CHEAPER_RUNS = (
 
 
 def first_zoo_text(out: Path = FIRST) -> list[str]:
-    """The first toy zoo: what it cost, and what its runs' own wall times say that any zoo of
-    runs that size costs at the least."""
+    """The first toy zoo: its targets re-scored, what it cost, and what its runs' own wall
+    times say that any zoo of runs that size costs at the least."""
     runs, sessions = nz.load_zoo(out), read_sessions(out)
     per_healthy = {}
     for recipe in nz.recipes("toy"):
@@ -156,10 +156,10 @@ GRADUAL_SEARCH = [
     "In the first toy zoo no run covered the data and then lost it over a stretch of the run "
     "(one lost modes within 50 steps), so no first sign could lead one there. The search below, "
     "each a setting a user might leave running (pilots on seed 0 unless said, not kept; toy "
-    "runs at the preset's first size), found one setting that does, on images: a critic that memorises a small training set, as StyleGAN2-ADA "
-    "describes it (ns without a penalty on 100 images: 10 classes at FID 19 by step 800, "
-    "then 1 class at FID 116 by step 2,900). It is in the image part as `img-ns-small`, beside "
-    "the same run on all the data.", "",
+    "runs at the preset's first size), found one setting that does, on images: a critic that "
+    "memorises a small training set, as StyleGAN2-ADA describes it (ns without a penalty on "
+    "100 images: 10 classes at FID 19 by step 800, then 1 class at FID 116 by step 2,900). It "
+    "is in the image part as `img-ns-small`, beside the same run on all the data.", "",
     "- toy, 2,000–3,000 steps: ns without a penalty and 5 critic steps at lr 1e-4 and 3e-4 "
     "(Adam β 0.5/0.999) and at 1e-4 with β1 0.9: stuck at 1 mode; at 1e-3 with z 2: hopping "
     "0–5; one critic step at 1e-4: 0 modes; ns + R1 with 5 critic steps, rates constant: 8 "
@@ -246,15 +246,15 @@ def false_alarm_text(scores: list[nz.ZooScore]) -> list[str]:
     if not wrong:
         return []
     recent = Thresholds().recover_points
-    described = []
+    described, found = [], set()
     for x in wrong:
-        steps, modes = x.run.modes
-        tail = modes[-(nz.COVER_READINGS + nz.SMOOTH_READINGS - 1):]
+        tail = x.run.modes[1][-(nz.COVER_READINGS + nz.SMOOTH_READINGS - 1):]
         covered = x.run.series[DIVERSITY_COVERAGE][1][-recent:]
         low = sum(v < Thresholds().cover_warn for v in covered)
-        hops = [m for step, m in zip(steps, modes) if step >= nz.GRACE * x.run.steps]
+        late = after_grace(x.run)
+        found |= {e["step"] for e in x.events if e["severity"] == "collapse"}
         described.append(
-            f"{x.run.recipe.name} seed {x.run.seed} ({min(hops):g}–{max(hops):g} modes from the "
+            f"{x.run.recipe.name} seed {x.run.seed} ({min(late):g}–{max(late):g} modes from the "
             f"grace step on; {min(tail):g}–{max(tail):g} at the last {len(tail)} readings, "
             f"`diversity/coverage` {_span(covered)} at its last {recent}, {low} under "
             f"`cover_warn`)")
@@ -262,15 +262,21 @@ def false_alarm_text(scores: list[nz.ZooScore]) -> list[str]:
             f"that has not covered the data by the grace step healthy when its last "
             f"{nz.COVER_READINGS} counts (each the median of {nz.SMOOTH_READINGS}) cover it: "
             "these generators hopped between modes to the end and were covering them at its last "
-            "readings, while the detector, which found the collapse at step 250, needs "
-            f"{recent} sample readings in a row in band to call it over.", ""]
+            "readings, while the detector, which found the collapse at step "
+            f"{' and '.join(f'{step:,}' for step in sorted(found))}, needs {recent} sample "
+            "readings in a row in band to call it over.", ""]
+
+
+def after_grace(run: nz.ZooRun) -> list[float]:
+    """The run's raw mode counts from the grace step on."""
+    steps, modes = run.modes
+    return [m for step, m in zip(steps, modes) if step >= nz.GRACE * run.steps]
 
 
 def hops(run: nz.ZooRun) -> bool:
     """Its raw mode count both at the lost level and at the covered level after the grace step."""
-    steps, modes = run.modes
-    after = [m for step, m in zip(steps, modes) if step >= nz.GRACE * run.steps]
-    return bool(after) and min(after) <= nz.MODES // 2 and max(after) >= nz.COVERED * nz.MODES
+    late = after_grace(run)
+    return bool(late) and min(late) <= nz.MODES // 2 and max(late) >= nz.COVERED * nz.MODES
 
 
 def hopping_text(scores: list[nz.ZooScore]) -> list[str]:

@@ -289,9 +289,9 @@ def test_the_stored_toy_runs_stuck_to_the_end_are_collapsed_and_hopping_ones_war
 
 
 def test_the_stored_slow_learners_are_told_they_recovered():
-    """Two runs of the first toy zoo that sat at 0–2 modes for over half the run, long enough to be
-    called collapsed, and then covered the data (healthy by the truth): their samples came
-    back, so they end unstable with the step they recovered from, after their collapse."""
+    """Two runs of the first toy zoo that sat at 0–2 modes for over half the run, long enough
+    to be called collapsed, and then covered the data (healthy by the truth): their samples
+    came back, so they end unstable with the step they recovered from, after their collapse."""
     by_name = {r.name: r for r in nz.recipes("toy")}
     for name, seed in (("hinge", 6), ("hinge-r1", 20)):
         recipe = by_name[name]

@@ -109,8 +109,8 @@ class Thresholds:
     # In any such stretch of the natural zoo's runs, at 1.25×: ns + R1 at 10× the rates (their
     # samples hop between a few classes) 30-41 % of the points, every healthy image run at
     # most 23 % (rpgan + R1R2 at 10× the rates, healthy by its classes: a recipe added after
-    # the rule), every healthy toy run 2 % (4 % at the toy preset's later size). The penalty stays out: with it, such a healthy
-    # rpgan run sat above 1.25× at 52 %.
+    # the rule), every healthy toy run 2 % (4 % at the toy preset's later size). The penalty
+    # stays out: with it, such a healthy rpgan run sat above 1.25× at 52 %.
     # WGAN has no chance level, so no such rule
     outpace_warn: float = 1.25
     outpace_collapse: float = 1.5
