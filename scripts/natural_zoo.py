@@ -261,7 +261,7 @@ def false_alarm_text(scores: list[nz.ZooScore]) -> list[str]:
     return [f"Healthy runs called collapsed: {'; '.join(described)}. The truth calls a run "
             f"that has not covered the data by the grace step healthy when its last "
             f"{nz.COVER_READINGS} counts (each the median of {nz.SMOOTH_READINGS}) cover it: "
-            "these generators hopped between modes to the end and were covering them at its last "
+            "these generators hopped between modes to the end and were covering them at their last "
             "readings, while the detector, which found the collapse at step "
             f"{' and '.join(f'{step:,}' for step in sorted(found))}, needs {recent} sample "
             "readings in a row in band to call it over.", ""]
