@@ -245,12 +245,13 @@ def false_alarm_text(scores: list[nz.ZooScore]) -> list[str]:
     wrong = [x for x in scores if not x.truth.failed and x.verdict == "collapsed"]
     if not wrong:
         return []
-    recent = Thresholds().recover_points
+    t = Thresholds()
+    recent = t.recover_points
     described, found = [], set()
     for x in wrong:
         tail = x.run.modes[1][-(nz.COVER_READINGS + nz.SMOOTH_READINGS - 1):]
         covered = x.run.series[DIVERSITY_COVERAGE][1][-recent:]
-        low = sum(v < Thresholds().cover_warn for v in covered)
+        low = sum(v < t.cover_warn for v in covered)
         late = after_grace(x.run)
         found |= {e["step"] for e in x.events if e["severity"] == "collapse"}
         described.append(
