@@ -273,8 +273,9 @@ def test_a_run_whose_samples_come_back_after_its_collapse_has_recovered(tmp_path
     for step, scalars in series_by_step(series).items():
         online.update(step, scalars)
         verdicts[step] = (online.verdict, read_json(tmp_path / DIAGNOSIS)["verdict"])
-    # collapsed until the samples have been back for recover_points readings, then unstable
-    told = RECOVERED_AT + (T.recover_points - 1) * LOG_EVERY
+    # collapsed until the samples have been back for most of the latest recover_points
+    # readings, then unstable
+    told = RECOVERED_AT + (T.recover_needed - 1) * LOG_EVERY
     assert verdicts[told - LOG_EVERY] == ("collapsed", "collapsed")
     assert verdicts[told] == ("unstable", "unstable")
     online.close()
@@ -288,8 +289,8 @@ def test_a_run_whose_samples_come_back_after_its_collapse_has_recovered(tmp_path
             recovery["detected_step"]) == (ONSET, ["low_coverage"], RECOVERED_AT, told)
     assert set(recovery["readings"]) == {"coverage/modes", "coverage/kl", "diversity/pairwise",
                                          "diversity/dup_rate", "diversity/coverage"}
-    assert f"unstable (collapsed at step {ONSET:,} (low_coverage), recovered: every sample " \
-           f"reading in band from step {RECOVERED_AT:,} (" in format_diagnosis(diagnosis)
+    assert f"unstable (collapsed at step {ONSET:,} (low_coverage), recovered: the sample " \
+           f"readings back in band from step {RECOVERED_AT:,} (" in format_diagnosis(diagnosis)
     # the samples falling again end the recovery: collapsed at the first collapse's onset
     fell = _replayed(modify(series, "diversity/coverage", 2000, lambda v, d: 0.3))
     assert (fell["verdict"], fell["onset_step"], fell["recovery"]) == ("collapsed", ONSET, None)
@@ -300,6 +301,25 @@ def test_a_run_whose_samples_come_back_after_its_collapse_has_recovered(tmp_path
     # too short a stretch back in band is no recovery
     brief = _replayed(truncate(series, told - LOG_EVERY))
     assert (brief["verdict"], brief["recovery"]) == ("collapsed", None)
+
+
+
+@pytest.mark.parametrize("low, recovered", [(1, True), (2, False)])
+def test_a_generator_back_on_its_modes_but_hopping_has_recovered_while_most_readings_are_back(
+        low, recovered):
+    """Coverage back after the collapse but low again at `low` of every 3 readings (a
+    generator hopping between modes): recovered while most of the latest recover_points
+    readings are in band (3 or 4 of any 5), not while most are low."""
+    series = recovered_series()
+    steps, values = series["diversity/coverage"]
+    back = [i for i, step in enumerate(steps) if step >= RECOVERED_AT]
+    hopping = list(values)
+    for n, i in enumerate(back):
+        if n % 3 < low:
+            hopping[i] = 0.3
+    diagnosis = _replayed({**series, "diversity/coverage": (steps, hopping)})
+    assert diagnosis["verdict"] == ("unstable" if recovered else "collapsed")
+    assert (diagnosis["recovery"] is not None) == recovered
 
 
 @pytest.mark.parametrize("factor, severity", [(2.0, "warning"), (5.0, "collapse")])

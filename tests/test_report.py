@@ -202,8 +202,8 @@ def test_a_run_that_recovered_from_its_collapse_says_so(tmp_path):
     write_metrics(tmp_path / "run", recovered_series())
     assert diagnose_run(tmp_path / "run")["verdict"] == "unstable"
     section = _section(write_report(tmp_path).read_text(), "run")
-    assert (f"Unstable: collapsed at step {ONSET:,} (low_coverage), recovered: every sample "
-            f"reading in band from step {RECOVERED_AT:,} (") in section
+    assert (f"Unstable: collapsed at step {ONSET:,} (low_coverage), recovered: the sample "
+            f"readings back in band from step {RECOVERED_AT:,} (") in section
     assert "collapse · low_coverage" in section  # the collapse is still listed
     # a diagnosis.json whose recovery is garbled is shown as a plain unstable run, no crash
     diagnosis = json.loads((tmp_path / "run" / "diagnosis.json").read_text())

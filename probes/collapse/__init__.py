@@ -46,10 +46,12 @@ warning level among them. A spike the critic recovers from in a few steps but th
 samples most of their classes is then reported; a spike the samples did not feel is not.
 
 Recovery. A collapse the samples showed (mode_collapse, low_coverage, and no other kind) is
-over while every sample reading has been in band at its latest `recover_points` readings, all
-read after the collapse was confirmed: the verdict is then unstable, and the diagnosis's
-`recovery` says when the samples came back. A slow learner stuck on a few modes for a long
-stretch before it covers the data is told of that stretch, not left called collapsed.
+over while every sample reading has been in band at most of its latest `recover_points`
+readings (`recover_share`), all read after the collapse was confirmed: the verdict is then
+unstable, and the diagnosis's `recovery` says when the samples came back. A slow learner stuck
+on a few modes for a long stretch before it covers the data is told of that stretch, not left
+called collapsed; a generator back on the modes but hopping between them, whose readings
+still fall low now and then, too.
 
 `detect` replays the series through the same incremental state machine `OnlineDetector` runs,
 so online and offline diagnoses agree step for step; an update costs O(number of tags).

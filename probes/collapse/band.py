@@ -230,7 +230,7 @@ class Watch:
     """One tracked tag under one rule: best-so-far and the latest points' levels."""
 
     __slots__ = ("rule", "track", "best", "recent", "latest", "active", "sustain", "span",
-                 "held_sustain", "calm_since")
+                 "held_sustain")
 
     def __init__(self, rule: Rule, track: Track, t: Thresholds):
         self.rule, self.track = rule, track
@@ -249,7 +249,6 @@ class Watch:
             [(last_step, 0, track.initial[-1])],
             maxlen=max(counts.recent, self.span + 1, t.recover_points))
         self.active = [False, False]    # per level (warning, collapse): confirmed, still out
-        self.calm_since = track.window[0][0]  # first of the latest run of points in band
 
     @property
     def tag(self) -> str:
@@ -277,10 +276,6 @@ class Watch:
             pick = max if self.rule.reference == "best_max" else min
             self.best = pick(self.best, _median(self.recent))
         self.latest.append((step, level, x))
-        if level:
-            self.calm_since = None
-        elif self.calm_since is None:
-            self.calm_since = step
         confirmed = []
         for i, threshold in enumerate((1, 2)):
             window, out, needed = self._stretch(threshold, self.sustain)

@@ -50,9 +50,14 @@ class Thresholds:
     corroborate_window: int = 5
     corroborate_points: int = 3
     # recovery: a collapse the samples showed is over when every sample reading has been in
-    # band at this many of its latest readings (its own points: sample readings are sparse,
-    # and one or two of them say little), read after the collapse was confirmed
+    # band at recover_share of this many of its latest readings (its own points: sample
+    # readings are sparse, and one or two of them say little), read after the collapse was
+    # confirmed. A majority, not all of them: the median reading is back. A generator hopping
+    # between modes reads a low coverage now and then while it covers the data, as the
+    # collapse side tolerates in-band points (patience_share); with all of them needed, two
+    # held-out healthy toy runs (back on 6-8 modes, hopping) stayed collapsed to the end
     recover_points: int = 5
+    recover_share: float = 0.6
     # first signs: tags out of band at an event's onset, since a step at or before it
     sign_points: int = 3          # out-of-band points before an excursion counts as a sign
     # nan: any non-finite value in these tag groups or the objective's own readings (plus
@@ -147,7 +152,8 @@ class Thresholds:
                    "rebase_points": 1, "sign_points": 1, "corroborate_window": 0,
                    "corroborate_points": 1, "cover_patience": 1,
                    "recover_points": 1}
-        for name in ("patience_share", "cover_run_share", "outpace_share", "hold_share"):
+        for name in ("patience_share", "cover_run_share", "outpace_share", "hold_share",
+                     "recover_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"Thresholds.{name}={getattr(self, name)!r} must be in (0, 1]")
         for name, low in minimum.items():
@@ -178,6 +184,11 @@ class Thresholds:
             if not (w <= c if rising else w >= c):
                 raise ValueError(f"Thresholds.{warn}={w!r} must be {'<=' if rising else '>='} "
                                  f"{collapse}={c!r} (a warning comes before a collapse)")
+
+    @property
+    def recover_needed(self) -> int:
+        """The readings of the latest recover_points that must be in band for a recovery."""
+        return math.ceil(round(self.recover_share * self.recover_points, 6))
 
     def run_patience(self, steps: int, log_every: int) -> int:
         """cover_run_share of a run of `steps` steps logged every `log_every`, in logged steps."""

@@ -303,9 +303,10 @@ class DetectorState:
         """The run's recovery from its collapse, while it lasts; None when it has not recovered
         (or never collapsed). A collapse the samples showed (every collapse event of a sample
         kind) is over once every sample reading (each watch of those kinds) has been in band
-        at its latest recover_points readings, all read after the last collapse was confirmed:
-        a slow learner stuck for a long stretch before it covers the data, or a generator back
-        on its modes. Readings that fall again end the recovery: the run is collapsed again."""
+        at recover_share of its latest recover_points readings, all read after the last
+        collapse was confirmed: a slow learner stuck for a long stretch before it covers the
+        data, or a generator back on its modes. Readings that fall again end the recovery: the
+        run is collapsed again."""
         return self._recovery
 
     def _recovered(self) -> dict | None:
@@ -315,19 +316,23 @@ class DetectorState:
             return None
         confirmed = max(e["evidence"]["detected_step"] for e in collapses)
         watches = [w for kind in SAMPLE_KINDS for w in self._kind_watches(kind)]
-        needed = self.thresholds.recover_points
-        if not watches or any(
-                w.calm_since is None
-                or sum(step >= w.calm_since and step > confirmed for step, _, _ in w.latest)
-                < needed for w in watches):
+        if not watches:
             return None
+        t = self.thresholds
+        back = []   # per watch: the steps of its latest readings in band
+        for watch in watches:
+            latest = [(step, level) for step, level, _ in watch.latest
+                      if step > confirmed][-t.recover_points:]
+            calm = [step for step, level in latest if level == 0]
+            if len(latest) < t.recover_points or len(calm) < t.recover_needed:
+                return None
+            back.append(calm[0])
         readings = {w.tag: w.latest[-1][2] for w in watches}
         if self._recovery is not None:
             return {**self._recovery, "readings": readings}
         return {"collapsed_at": min(e["step"] for e in collapses),
                 "kinds": list(dict.fromkeys(e["kind"] for e in collapses)),
-                "step": max(w.calm_since for w in watches), "detected_step": self.last_step,
-                "readings": readings}
+                "step": max(back), "detected_step": self.last_step, "readings": readings}
 
     def pending_onset(self) -> int | None:
         """Earliest onset of an excursion that is out of band but not yet confirmed."""
@@ -343,11 +348,11 @@ class DetectorState:
 
 def recovery_text(recovery: dict) -> str:
     """A diagnosis's recovery in words: `collapsed at step 250 (low_coverage), recovered:
-    every sample reading in band from step 1,300 (diversity/coverage 0.66, ...)`."""
+    the sample readings back in band from step 1,300 (diversity/coverage 0.66, ...)`."""
     shown = ", ".join(f"{tag} {number(v)}" for tag, v in recovery["readings"].items())
     kinds = ", ".join(recovery.get("kinds") or ())
     return (f"collapsed at step {recovery['collapsed_at']:,}{f' ({kinds})' if kinds else ''}, "
-            f"recovered: every sample reading in band from step {recovery['step']:,} ({shown})")
+            f"recovered: the sample readings back in band from step {recovery['step']:,} ({shown})")
 
 
 def _first_sign_clause(signs: list[dict], own_tag: str | None, onset: int) -> str:
