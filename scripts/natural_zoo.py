@@ -719,7 +719,7 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
         return ["### The image part", "", f"No run yet: `python scripts/natural_zoo.py --part "
                 f"image` runs it into `{repo_path(args.image_out)}` (resumable).", ""]
     scores = [nz.score(run) for run in runs]
-    s = nz.summarize(scores)
+    s, toy = nz.summarize(scores), nz.summarize(toy_scores)
     sessions = read_sessions(args.image_out)
     longest_h = max((x["wall_s"] for x in sessions), default=0) / 3600
     planned = sum(len(r.seeds) for r in nz.recipes("image"))
@@ -761,7 +761,8 @@ def image_section(args, toy_scores: list[nz.ZooScore]) -> list[str]:
         f"{_share(s['sustained_collapsed'], s['sustained'])} |",
         f"| a first sign with a positive lead for ≥ 50 % of the gradual failures (declining "
         f"≥ {nz.ONSET_TOLERANCE:.0%} of the run) | {_share(s['gradual_led'], s['gradual'])}; "
-        f"median lead {signed_number(s['median_lead'])} steps |",
+        f"median lead {signed_number(s['median_lead'])} steps; with the toy part's, "
+        f"{_share(s['gradual_led'] + toy['gradual_led'], s['gradual'] + toy['gradual'])} |",
         f"| each invocation ≤ 2 h of wall time | the longest {longest_h:.2f} h |", "",
         "#### Per loss family", "", *family_rows(s), "",
         "#### Per recipe", "", *recipe_rows(s), "",

@@ -351,3 +351,7 @@ def test_the_stored_runs_on_a_hundred_images_lose_their_classes_gradually_and_ar
             assert run.truth.how == "lost" and run.truth.decline >= result.tolerance, run.name
             assert result.caught is not None and result.lead > 0, run.name
             assert result.first_sign["tag"] == "overfit/r_v", run.name
+    # the toy zoo's one gradual failure (a hop over 100 steps) has no leading sign: the doc
+    # counts both parts against the target beside the image part's own count
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    assert "3 of 3 (100%); median lead +2,000 steps; with the toy part's, 3 of 4 (75%) |" in doc
