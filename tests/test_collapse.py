@@ -408,6 +408,10 @@ def test_thresholds_are_frozen_validated_and_used():
         Thresholds(hold_share=0.5)  # below patience_share: a collapse before its warning
     with pytest.raises(ValueError, match="recover_points=0"):
         Thresholds(recover_points=0)
+    with pytest.raises(ValueError, match="recover_share=0"):
+        Thresholds(recover_share=0)
+    assert (Thresholds(recover_share=1.0).recover_needed, T.recover_needed,
+            Thresholds(recover_points=1).recover_needed) == (5, 3, 1)
     series = modify(healthy_series(6), "wgan/distance", 600, lambda v, d: v * 8)
     assert only(detect(series, Thresholds(divergence_warn=1.5, divergence_collapse=2.5)))
     assert set(KINDS) == {"nan", "divergence", "gp_blowup", "mode_collapse", "low_coverage",
