@@ -254,17 +254,18 @@ def recovery_sweep_text(rows: list[dict]) -> list[str]:
             f"{fewest['collapsed']})."]
 
 
-def let_off(runs: list[nz.ZooRun], old: Thresholds) -> list[str]:
+def let_off(runs: list[nz.ZooRun], old: Thresholds) -> list[nz.ZooRun]:
     """The runs that have recovered from a collapse under the default thresholds and are still
-    collapsed under `old`'s (a stricter recovery), with their truth."""
-    changed = []
-    for run in runs:
-        if nz.score(run).recovery is not None and nz.score(run, old).verdict == "collapsed":
-            truth = truth_cell(run.truth, run.mode_count)
-            if run.truth.failed:
-                truth = f"failed at {truth}, {run.truth.modes_end:g} modes at the end"
-            changed.append(f"{run.recipe.name} seed {run.seed}: {truth}")
-    return changed
+    collapsed under `old`'s (a stricter recovery)."""
+    return [run for run in runs if nz.score(run).recovery is not None
+            and nz.score(run, old).verdict == "collapsed"]
+
+
+def _with_truth(run: nz.ZooRun) -> str:
+    truth = truth_cell(run.truth, run.mode_count)
+    if run.truth.failed:
+        truth = f"failed at {truth}, {run.truth.modes_end:g} modes at the end"
+    return f"{run.recipe.name} seed {run.seed}: {truth}"
 
 
 def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[str]:
@@ -272,20 +273,17 @@ def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> lis
     changed in every part, and its sweep."""
     t = Thresholds()
     everything = replace(t, recover_share=1.0)
-    before = {run.name: nz.score(run, everything) for run in runs}
-    freed = [x for x in scores if before[x.run.name].verdict == "collapsed"
-             and x.verdict != "collapsed"]
-    healthy = [x for x in freed if not x.truth.failed]
-    failures = [x for x in freed if x.truth.failed]
-    tuning = [x.run.name for x in scores if not x.run.held_out]
-    tuned_before = nz.summarize([before[name] for name in tuning])
+    freed = let_off(runs, everything)
+    healthy = [run for run in freed if not run.truth.failed]
+    failures = [run for run in freed if run.truth.failed]
+    tuned_before = nz.summarize([nz.score(run, everything) for run in runs if not run.held_out])
     tuned_now = nz.summarize([x for x in scores if not x.run.held_out])
     others = {"the first toy zoo": stored_zoo(FIRST),
               "the image part": nz.load_zoo(args.image_out, "image"),
               "the Stacked MNIST part": nz.load_zoo(args.stacked_out, "stacked")}
     changes = {label: let_off(part, everything) for label, part in others.items()}
     changed = [f"in {label} {len(c)} collapse verdict{'' if len(c) == 1 else 's'} became "
-               f"unstable ({'; '.join(c)})" for label, c in changes.items() if c]
+               f"unstable ({'; '.join(map(_with_truth, c))})" for label, c in changes.items() if c]
     unchanged = [label for label, c in changes.items() if not c]
     unchanged = " or ".join(filter(None, [", ".join(unchanged[:-1]), *unchanged[-1:]]))
     forced = read_json(FORCED_RECOVERED[0] / "diagnosis.json") or {}
@@ -295,7 +293,7 @@ def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> lis
                       f"penalty's weight at 0.1, seed 1, is told back from step "
                       f"{recovery['step']:,} instead of {FORCED_RECOVERED[1]:,})"
                       if recovery else ""))
-    names = ", ".join(f"{x.run.recipe.name} seed {x.run.seed}" for x in healthy) or "none"
+    names = ", ".join(f"{run.recipe.name} seed {run.seed}" for run in healthy) or "none"
     rows = nz.threshold_sweep(runs, *SHARE_SWEPT)
     return [
         f"Changed last: a recovery needs most of the readings, not all of them. A collapse the "
@@ -313,7 +311,7 @@ def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> lis
         f"{tuned_before['sustained_collapsed']} → {tuned_now['sustained_collapsed']} of "
         f"{tuned_now['sustained']}). It lets off {len(failures)} failure"
         f"{'' if len(failures) == 1 else 's'} of this zoo as recovered"
-        f"{': ' + ', '.join(x.run.name for x in failures) if failures else ''}; "
+        f"{': ' + '; '.join(map(_with_truth, failures)) if failures else ''}; "
         + "; ".join(changed + ([f"no verdict of {unchanged} changed"] if unchanged else []))
         + f"; {forced_text}. Every run of this zoo re-scored by the share (1: all of them):",
         "", *sweep_rows(rows, SHARE_SWEPT[0]), ""]
