@@ -668,7 +668,7 @@ def section(args, command: str) -> str:
         "step 550 and 7 from step 950, while its `diversity/coverage` stayed at or below 0.5 "
         "to step 1,000, where it was called collapsed); no verdict of the image part, the "
         "forced zoo or the seed study changed.", "",
-        "Added last, for the two healthy runs still called collapsed (both slow learners, "
+        "Added next, for the two healthy runs still called collapsed (both slow learners, "
         "held out: hinge without a penalty seed 6 and hinge + R1 seed 20, at 0–2 modes to "
         "steps 750 and 950, and at 7–8 from steps 950 and 1,350): a recovery. A collapse the "
         "samples showed (low_coverage or mode_collapse, no other kind) is over while every "
