@@ -303,7 +303,6 @@ def test_a_run_whose_samples_come_back_after_its_collapse_has_recovered(tmp_path
     assert (brief["verdict"], brief["recovery"]) == ("collapsed", None)
 
 
-
 @pytest.mark.parametrize("low, recovered", [(1, True), (2, False)])
 def test_a_generator_back_on_its_modes_but_hopping_has_recovered_while_most_readings_are_back(
         low, recovered):
