@@ -254,11 +254,11 @@ def recovery_sweep_text(rows: list[dict]) -> list[str]:
             f"{fewest['collapsed']})."]
 
 
-def let_off(runs: list[nz.ZooRun], old: Thresholds) -> list[nz.ZooRun]:
-    """The runs that have recovered from a collapse under the default thresholds and are still
-    collapsed under `old`'s (a stricter recovery)."""
-    return [run for run in runs if nz.score(run).recovery is not None
-            and nz.score(run, old).verdict == "collapsed"]
+def let_off(scores: list[nz.ZooScore], old: Thresholds) -> list[nz.ZooRun]:
+    """The runs that have recovered from a collapse by these scores (the default thresholds')
+    and are still collapsed under `old`'s (a stricter recovery): only those are re-scored."""
+    return [x.run for x in scores if x.recovery is not None
+            and nz.score(x.run, old).verdict == "collapsed"]
 
 
 def _with_truth(run: nz.ZooRun) -> str:
@@ -273,7 +273,7 @@ def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> lis
     changed in every part, and its sweep."""
     t = Thresholds()
     everything = replace(t, recover_share=1.0)
-    freed = let_off(runs, everything)
+    freed = let_off(scores, everything)
     healthy = [run for run in freed if not run.truth.failed]
     failures = [run for run in freed if run.truth.failed]
     tuned_before = nz.summarize([nz.score(run, everything) for run in runs if not run.held_out])
@@ -281,7 +281,8 @@ def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> lis
     others = {"the first toy zoo": stored_zoo(FIRST),
               "the image part": nz.load_zoo(args.image_out, "image"),
               "the Stacked MNIST part": nz.load_zoo(args.stacked_out, "stacked")}
-    changes = {label: let_off(part, everything) for label, part in others.items()}
+    changes = {label: let_off([nz.score(run) for run in part], everything)
+               for label, part in others.items()}
     changed = [f"in {label} {len(c)} collapse verdict{'' if len(c) == 1 else 's'} became "
                f"unstable ({'; '.join(map(_with_truth, c))})" for label, c in changes.items() if c]
     unchanged = [label for label, c in changes.items() if not c]
