@@ -26,6 +26,7 @@ from stabgan.data import HeldOut, load_dataset
 from stabgan.fid_probe import FidProbe
 from stabgan.models import Critic, Generator
 from stabgan.nn.involution import Involution2d
+from stabgan.toy import mixture
 from stabgan.run_probes import REGISTRY, run_probes
 
 K = 3
@@ -193,6 +194,52 @@ def test_diversity_probe_leaves_rng_modes_and_kernels_untouched():
     assert generator.training and all(m.training for m in generator.modules())
     assert kernels.kernels["g.inv0"] is kernel  # its no-grad passes are not the training's
     assert all(torch.equal(a, b) for a, b in zip(generator.buffers(), bn_stats))
+
+
+def _samples_of(points: torch.Tensor, samples: int) -> DiversityProbe:
+    """A diversity probe whose fixed-noise samples are `points`: the first `samples` of them,
+    then its further coverage draws (an identity generator)."""
+    generator = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        generator.weight.copy_(torch.eye(2))
+    probe = DiversityProbe(every=1, samples=samples, z_dim=2)
+    probe.attach(generator, nn.Identity())
+    probe.noise, probe.draw_noise = points[:samples], points[samples:]
+    return probe
+
+
+def _coverage(probe: DiversityProbe, real: torch.Tensor) -> float:
+    state = StepState(step=1, generator=probe.generator, critic=nn.Identity(), real=real)
+    return probe.on_step(state)["diversity/coverage"]
+
+
+def test_coverage_averages_every_set_of_samples_the_real_batch_holds():
+    # every set of samples sits on the points `near`; the batch's sets of 16 alternate between
+    # those points and far ones, whose balls no sample reaches; a fifth set is past
+    # COVERAGE_DRAWS
+    near = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    probe = _samples_of(near.repeat(4, 1), 16)
+    batch = torch.cat([near, near + 100, near, near + 100, near + 100])
+    readings = {n: _coverage(probe, batch[:n]) for n in (16, 31, 32, 48, 64, 80)}
+    assert readings == {16: 1.0, 31: 1.0, 32: 0.5, 48: pytest.approx(2 / 3), 64: 0.5, 80: 0.5}
+
+
+def test_more_draws_steady_the_coverage_of_a_generator_on_half_the_modes():
+    # 8 Gaussians on a ring and a generator on 4 of them: one set of 64 real points reads
+    # across the warning level (0.5) from batch to batch, the mean of 4 sets far less
+    means, std = mixture("ring8")
+    rng = torch.Generator().manual_seed(1)
+
+    def points(n, modes):
+        chosen = torch.randint(modes, (n,), generator=rng)
+        return (means[chosen] + std * torch.randn(n, 2, generator=rng, dtype=torch.float64)).float()
+
+    spread = {}
+    for size in (64, 256):
+        values = [_coverage(_samples_of(points(256, 4), 64), points(size, 8)) for _ in range(40)]
+        spread[size] = statistics.pstdev(values)
+        assert 0.35 < statistics.mean(values) < 0.6
+    assert spread[256] < 0.6 * spread[64]
 
 
 def test_coverage_is_read_against_the_reference_when_one_is_given():
