@@ -187,9 +187,11 @@ def test_diversity_probe_leaves_rng_modes_and_kernels_untouched():
     bn_stats = [b.clone() for b in generator.buffers()]
     probe = DiversityProbe(every=1, samples=8)
     probe.attach(generator, critic)
-    state = StepState(step=1, generator=generator, critic=critic)
+    real = torch.rand(32, *probe.generate().shape[1:], generator=torch.Generator().manual_seed(0))
+    state = StepState(step=1, generator=generator, critic=critic, real=real)  # 4 coverage sets
     first, second = probe.on_step(state), probe.on_step(state)
     assert first == second and 0 < first["diversity/pairwise"] <= 2
+    assert 0 <= first["diversity/coverage"] <= 1
     assert torch.equal(torch.get_rng_state(), rng)
     assert generator.training and all(m.training for m in generator.modules())
     assert kernels.kernels["g.inv0"] is kernel  # its no-grad passes are not the training's
