@@ -91,6 +91,12 @@ def stored_zoo(out: Path) -> list[nz.ZooRun]:
     return nz.load_zoo(out)
 
 
+@functools.cache
+def stored_summary(out: Path) -> dict:
+    """A committed toy zoo's targets, scored with the default thresholds once."""
+    return nz.summarize([nz.score(run) for run in stored_zoo(out)])
+
+
 def first_zoo_text(out: Path = FIRST) -> list[str]:
     """The first toy zoo: its targets re-scored, what it cost, and what its runs' own wall
     times say that any zoo of runs that size costs at the least."""
@@ -107,7 +113,7 @@ def first_zoo_text(out: Path = FIRST) -> list[str]:
     floor = HEALTHY_TARGET * per_healthy[cheapest] / 60
     natural = sum(r.wall_s or 0 for r in runs if r.recipe.group == "natural") / 60
     wall = sum(x["wall_s"] for x in sessions) / 60
-    first = nz.summarize([nz.score(run) for run in runs])
+    first = stored_summary(out)
     return [f"The first toy zoo, the same recipes under the toy preset's first size (layers of "
             f"128 units at 2e-3; {len(runs)} runs, `{repo_path(out)}`), re-scored with the same "
             f"detector: healthy runs called collapsed {healthy_cell(first)}; held-out failures "
@@ -339,7 +345,7 @@ def sets_text(summary: dict) -> list[str]:
         now = len(now) if isinstance(now, list) else now
         return f"{ONE_SET[key]} → {now}{f' of {summary[of]}' if of else ''}"
 
-    first = FIRST_FOUR_SETS
+    first, one = FIRST_FOUR_SETS, stored_summary(FIRST)
     return [
         f"Changed last, in the reading rather than the detector: `diversity/coverage` is the "
         f"mean of a reading of each set of {SAMPLES} real points the batch holds (the toy "
@@ -361,14 +367,15 @@ def sets_text(summary: dict) -> list[str]:
         f"{first['healthy']} ({first['tuning_collapsed']} on its tuning seeds), warned "
         f"{first['healthy_warned']}, held-out failures caught {first['held_out_caught']} of "
         f"{first['held_out']}, sustained failures called collapsed "
-        f"{first['sustained_collapsed']} of {first['sustained']} (one set: 0, 10, 43 and 40), "
+        f"{first['sustained_collapsed']} of {first['sustained']} (one set: "
+        f"{len(one['healthy_collapsed'])}, {len(one['healthy_warned'])}, "
+        f"{one['held_out_caught']} and {one['sustained_collapsed']}), "
         f"every run trained as before. A first try at it, whose four sets each drew samples of "
         f"their own (the first set not the probe's), called one healthy tuning run of that zoo "
         f"collapsed: ns-r1-constant seed 2, hopping on 6–8 modes at the end and reading "
         f"0.39–0.77 there, the run a hold at 0.85 of the stretch takes too (below). The image "
-        f"part, the Stacked "
-        f"MNIST part, the forced zoo and the seed study read batches of one set (64 images, or "
-        f"stacked-mnist's fixed 256), as before.", ""]
+        f"part, the Stacked MNIST part, the forced zoo and the seed study read batches of one "
+        f"set (64 images, or stacked-mnist's fixed 256), as before.", ""]
 
 
 def hold_text(runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[str]:
