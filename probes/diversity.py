@@ -145,11 +145,11 @@ class DiversityProbe(Probe):
     def coverage(self, real: torch.Tensor, images: torch.Tensor) -> float:
         """diversity/coverage of the fixed-noise `images` and, when `real` holds more sets of
         `samples` images, of further fixed-noise sets against theirs: the mean."""
-        draws = min(COVERAGE_DRAWS, len(real) // self.samples)
-        if draws <= 1:
-            return sample_coverage(real[:self.samples], images)
-        more = self.generate(self.draw_noise[:(draws - 1) * self.samples])
         n = self.samples
+        draws = min(COVERAGE_DRAWS, len(real) // n)
+        if draws <= 1:
+            return sample_coverage(real[:n], images)
+        more = self.generate(self.draw_noise[:(draws - 1) * n])
         return sum(sample_coverage(real[i * n:(i + 1) * n], samples)
                    for i, samples in enumerate([images, *more.split(n)])) / draws
 

@@ -26,8 +26,8 @@ from stabgan.data import HeldOut, load_dataset
 from stabgan.fid_probe import FidProbe
 from stabgan.models import Critic, Generator
 from stabgan.nn.involution import Involution2d
-from stabgan.toy import mixture
 from stabgan.run_probes import REGISTRY, run_probes
+from stabgan.toy import mixture
 
 K = 3
 LOG_K2 = math.log(K * K)
