@@ -92,9 +92,14 @@ def stored_zoo(out: Path) -> list[nz.ZooRun]:
 
 
 @functools.cache
+def stored_scores(out: Path) -> tuple[nz.ZooScore, ...]:
+    """A committed toy zoo's runs scored with the default thresholds, once."""
+    return tuple(nz.score(run) for run in stored_zoo(out))
+
+
 def stored_summary(out: Path) -> dict:
-    """A committed toy zoo's targets, scored with the default thresholds once."""
-    return nz.summarize([nz.score(run) for run in stored_zoo(out)])
+    """A committed toy zoo's targets with the default thresholds."""
+    return nz.summarize(list(stored_scores(out)))
 
 
 def first_zoo_text(out: Path = FIRST) -> list[str]:
@@ -297,11 +302,11 @@ def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> lis
     failures = [run for run in freed if run.truth.failed]
     tuned_before = nz.summarize([nz.score(run, everything) for run in runs if not run.held_out])
     tuned_now = nz.summarize([x for x in scores if not x.run.held_out])
-    others = {"the first toy zoo": stored_zoo(FIRST),
-              "the image part": nz.load_zoo(args.image_out, "image"),
-              "the Stacked MNIST part": nz.load_zoo(args.stacked_out, "stacked")}
-    changes = {label: let_off([nz.score(run) for run in part], everything)
-               for label, part in others.items()}
+    others = {"the first toy zoo": list(stored_scores(FIRST)),
+              "the image part": [nz.score(run) for run in nz.load_zoo(args.image_out, "image")],
+              "the Stacked MNIST part": [nz.score(run)
+                                         for run in nz.load_zoo(args.stacked_out, "stacked")]}
+    changes = {label: let_off(part, everything) for label, part in others.items()}
     changed = [f"in {label} {len(c)} collapse verdict{'' if len(c) == 1 else 's'} became "
                f"unstable ({'; '.join(map(_with_truth, c))})" for label, c in changes.items() if c]
     unchanged = [label for label, c in changes.items() if not c]

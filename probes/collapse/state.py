@@ -319,7 +319,7 @@ class DetectorState:
         if not watches:
             return None
         t = self.thresholds
-        back = []   # per watch: the steps of its latest readings in band
+        back = []   # per watch: the first in-band step among its latest readings
         for watch in watches:
             latest = [(step, level) for step, level, _ in watch.latest
                       if step > confirmed][-t.recover_points:]
