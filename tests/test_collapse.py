@@ -7,6 +7,7 @@ import math
 import os
 import random
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,8 +16,8 @@ from click.testing import CliRunner
 from probes.base import Probe
 from probes.objectives import WGAN_GP
 from probes.collapse import (KINDS, SAMPLE_GRADED_KINDS, NONFINITE_WEIGHTS, DetectorState,
-                             series_by_step, OnlineDetector, Thresholds, detect, diagnose_run, format_diagnosis,
-                             make_diagnosis, sign_text, verdict)
+                             series_by_step, OnlineDetector, Thresholds, detect, diagnose_run,
+                             format_diagnosis, judge_run, make_diagnosis, sign_text, verdict)
 from probes.rundir.files import (CHECKPOINTS, DIAGNOSIS, METRICS, PRE_COLLAPSE_CHECKPOINT, SUMMARY,
                                  read_json, read_metrics, write_json)
 from probes.text import number
@@ -666,6 +667,21 @@ def test_diagnose_run_writes_diagnosis_and_summary(tmp_path):
     summary = read_json(tmp_path / SUMMARY)
     assert (summary["status"], summary["verdict"], summary["onset_step"]) == (
         "completed", "collapsed", ONSET)
+
+
+def test_judge_run_tries_other_thresholds_and_writes_nothing(tmp_path):
+    """What a run's diagnosis would be under other thresholds, with its files left as they
+    were: the same diagnosis diagnose_run writes under the same thresholds."""
+    series = CASES["divergence (critic loss, abrupt)"][0](healthy_series(8))
+    write_metrics(tmp_path, series)
+    write_json(tmp_path / SUMMARY, {"status": "completed", "steps": 1200})
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
+    blunt = replace(T, divergence_warn=1e6, divergence_collapse=1e7)
+    judged = judge_run(tmp_path, blunt)
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before
+    assert judge_run(tmp_path)["verdict"] == "collapsed" and judged["verdict"] != "collapsed"
+    assert judged["thresholds"]["divergence_warn"] == 1e6
+    assert diagnose_run(tmp_path, blunt) == judged
 
 
 def test_diagnose_run_leaves_unchanged_files_untouched(tmp_path):

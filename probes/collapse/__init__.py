@@ -72,20 +72,25 @@ from probes.rundir.files import DIAGNOSIS, SUMMARY, read_json, write_json
 from probes.rundir.reader import RunDir, as_lists
 
 
-def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
-    """Recompute the diagnosis from metrics.jsonl, judged by the run's objective (config.json's
-    loss and penalty) with thresholds sized to its length (`Thresholds.for_run`); write
-    diagnosis.json atomically and set summary.json's "verdict" and "onset_step" (when
-    summary.json exists), each file only when its content changes. Works on runs still
-    being written and on truncated files. Returns the diagnosis."""
-    run_dir = Path(run_dir)
-    run = RunDir(run_dir)
+def judge_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
+    """The diagnosis recomputed from metrics.jsonl, judged by the run's objective (config.json's
+    loss and penalty) with thresholds sized to its length (`Thresholds.for_run`); nothing is
+    written. Works on runs still being written and on truncated files."""
+    run = RunDir(Path(run_dir))
     metrics = run.metrics()
     thresholds = (thresholds or Thresholds()).for_run(run.config.get("steps"),
                                                       run.config.get("log_every"))
     state = DetectorState(thresholds, run.objective)
     state.replay(as_lists(metrics.series))
-    diagnosis = {**state.diagnosis(), "last_step": metrics.last_step}
+    return {**state.diagnosis(), "last_step": metrics.last_step}
+
+
+def diagnose_run(run_dir: Path | str, thresholds: Thresholds | None = None) -> dict:
+    """`judge_run`, written: diagnosis.json atomically, and summary.json's "verdict" and
+    "onset_step" (when summary.json exists), each file only when its content changes.
+    Returns the diagnosis."""
+    run_dir = Path(run_dir)
+    diagnosis = judge_run(run_dir, thresholds)
     # unchanged files keep their time stamps, so the report's cached rendering stays valid
     write_json(run_dir / DIAGNOSIS, diagnosis, changed_only=True)
     update_summary(run_dir, diagnosis)
@@ -248,6 +253,7 @@ class OnlineDetector:
 __all__ = ["KINDS", "LAYER_KINDS", "SAMPLE_GRADED_KINDS", "VERDICTS", "WARNING", "COLLAPSE",
            "NONFINITE_WEIGHTS",
            "Thresholds", "DetectorState", "OnlineDetector", "series_by_step", "detect",
-           "diagnose_run", "format_diagnosis", "make_diagnosis", "recovery_text", "update_summary",
+           "diagnose_run", "judge_run", "format_diagnosis", "make_diagnosis", "recovery_text",
+           "update_summary",
            "verdict",
            "layer_of", "sign_size", "sign_text"]
