@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from probes.collapse import Thresholds, sign_text  # noqa: E402
+from probes.collapse import Thresholds, judge_run, sign_text  # noqa: E402
 from probes.collapse.rules import adversarial_tag  # noqa: E402
 from probes.diversity import COVERAGE_DRAWS, SAMPLES  # noqa: E402
 from probes.readings import COVERAGE_K, DIVERSITY_COVERAGE  # noqa: E402
@@ -48,6 +48,7 @@ SHARE_SWEPT = ("recover_share", (1.0, 0.8, 0.6, 0.4))
 # for the sustained failures they leave only warned
 LEVEL_SWEPT = ("cover_warn", (0.45, 0.5, 0.55, 0.6))
 HOLD_SWEPT = ("hold_share", (1.0, 0.9, 0.85, 0.8))
+HOLD_BEFORE = 1.0  # the share before it changed: all of the stretch
 # The held-out healthy runs of this zoo a recovery needing all its readings left collapsed, when
 # their coverage was read from one set of 64 real points: the runs the majority was made for
 MAJORITY_FOR = "ns-r1-constant seed 5 and rpgan-r1r2-constant seed 6"
@@ -296,19 +297,21 @@ def _with_truth(run: nz.ZooRun) -> str:
     return f"{run.recipe.name} seed {run.seed}: {truth}"
 
 
-def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[str]:
+def majority_text(args, runs: list[nz.ZooRun]) -> list[str]:
     """Why a recovery needs most, not all, of the latest sample readings back, what that
-    changed in every part, and its sweep."""
-    t = Thresholds()
+    changed in every part (with the detector of its time: the hold whole), and its sweep."""
+    t = replace(Thresholds(), hold_share=HOLD_BEFORE)
     everything = replace(t, recover_share=1.0)
+    scores = [nz.score(run, t) for run in runs]
     freed = let_off(scores, everything)
     healthy = [run for run in freed if not run.truth.failed]
     failures = [run for run in freed if run.truth.failed]
     tuned_before = nz.summarize([nz.score(run, everything) for run in runs if not run.held_out])
     tuned_now = nz.summarize([x for x in scores if not x.run.held_out])
-    others = {"the first toy zoo": list(stored_scores(FIRST)),
-              "the image part": [nz.score(run) for run in nz.load_zoo(args.image_out, "image")],
-              "the Stacked MNIST part": [nz.score(run)
+    others = {"the first toy zoo": [nz.score(run, t) for run in stored_zoo(FIRST)],
+              "the image part": [nz.score(run, t)
+                                 for run in nz.load_zoo(args.image_out, "image")],
+              "the Stacked MNIST part": [nz.score(run, t)
                                          for run in nz.load_zoo(args.stacked_out, "stacked")]}
     changes = {label: let_off(part, everything) for label, part in others.items()}
     changed = [f"in {label} {len(c)} collapse verdict{'' if len(c) == 1 else 's'} became "
@@ -348,26 +351,28 @@ def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> lis
 
 
 def _moved(before: dict, summary: dict, key: str, of: str = "") -> str:
-    now = summary[key]
-    now = len(now) if isinstance(now, list) else now
-    return f"{before[key]} → {now}{f' of {summary[of]}' if of else ''}"
+    then, now = (len(x) if isinstance(x, list) else x for x in (before[key], summary[key]))
+    return f"{then} → {now}{f' of {summary[of]}' if of else ''}"
 
 
 def _targets_moved(before: dict, summary: dict) -> str:
-    return (f"healthy runs called collapsed {_moved(before, summary, 'healthy_collapsed', 'healthy')}"
-            f", warned {_moved(before, summary, 'healthy_warned')}, held-out failures caught "
+    return (f"healthy runs called collapsed "
+            f"{_moved(before, summary, 'healthy_collapsed', 'healthy')}, warned "
+            f"{_moved(before, summary, 'healthy_warned')}, held-out failures caught "
             f"{_moved(before, summary, 'held_out_caught', 'held_out')}, sustained failures "
             f"called collapsed {_moved(before, summary, 'sustained_collapsed', 'sustained')}, "
             f"failures called collapsed {_moved(before, summary, 'collapsed')}")
 
 
-def sets_text(summary: dict) -> list[str]:
+def sets_text(runs: list[nz.ZooRun]) -> list[str]:
     """What reading coverage from every set of 64 real points a toy batch holds changed, in
-    this zoo and in the first."""
-    first = stored_scores(FIRST)
+    this zoo and in the first (with the detector of its time: the hold whole)."""
+    t = replace(Thresholds(), hold_share=HOLD_BEFORE)
+    summary = nz.summarize([nz.score(run, t) for run in runs])
+    first = [nz.score(run, t) for run in stored_zoo(FIRST)]
     tuning = [x for x in first if not x.run.held_out and not x.truth.failed]
     return [
-        f"Changed last, in the reading rather than the detector: `diversity/coverage` is the "
+        f"Changed after that, in the reading rather than the detector: `diversity/coverage` is the "
         f"mean of a reading of each set of {SAMPLES} real points the batch holds (the toy "
         f"preset's batch of {nz.TOY.config.batch_size}: {COVERAGE_DRAWS} sets, each against "
         f"{SAMPLES} fixed-noise samples of its own), where it read the batch's first {SAMPLES}. "
@@ -389,36 +394,126 @@ def sets_text(summary: dict) -> list[str]:
         ""]
 
 
-def hold_text(runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[str]:
-    """What holding the collapse at a share of the stretch, not all of it, would do here and on
-    both toy zoos' tuning seeds (the runs a threshold may be chosen on)."""
-    if all(x.verdict == "collapsed" for x in scores if x.truth.sustained):
-        return []
+def _described(score: nz.ZooScore) -> str:
+    """A failure's name, its modes at the end and its coverage from its onset on."""
+    steps, values = score.run.series[DIVERSITY_COVERAGE]
+    late = [v for step, v in zip(steps, values) if step >= score.truth.onset]
+    return (f"{score.run.recipe.name} seed {score.run.seed} ({score.truth.modes_end:g} of "
+            f"{nz.MODES} modes at the end; `diversity/coverage` {min(late):.2f}–{max(late):.2f} "
+            f"from its onset on)")
+
+
+def low_coverage_runs(*studies: Path) -> list[Path]:
+    """The runs under `studies` whose stored diagnosis has a low_coverage event: the only runs a
+    change to how that event's warning becomes a collapse can change."""
+    return [path.parent for study in studies for path in sorted(study.rglob("diagnosis.json"))
+            if any(e["kind"] == "low_coverage" for e in read_json(path).get("events", []))]
+
+
+def passed_through(scores: list[nz.ZooScore]) -> list[str]:
+    """The healthy runs called collapsed at some step, recovered or not."""
+    return [f"{x.run.recipe.name} seed {x.run.seed}" for x in scores if not x.truth.failed
+            and any(e["severity"] == "collapse" for e in x.events)]
+
+
+def on_the_way(score: nz.ZooScore) -> str:
+    """When a run was called collapsed and when its samples were back."""
+    [collapse] = [e for e in score.events if e["severity"] == "collapse"][:1]
+    back = f", back from {score.recovery['step']:,}" if score.recovery else ", never back"
+    return (f"{score.run.recipe.name} seed {score.run.seed}: collapsed at step "
+            f"{collapse['evidence']['detected_step']:,}{back}")
+
+
+def hold_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[str]:
+    """Why a collapse is held at a share of the low_coverage stretch, not all of it: what it
+    was made for, what it changed in every part, and its sweep."""
+    t = Thresholds()
+    before = replace(t, hold_share=HOLD_BEFORE)
+    old = [nz.score(run, before) for run in runs]
+    made_for = [x for x, was in zip(scores, old) if x.truth.sustained
+                and x.verdict == "collapsed" != was.verdict]
+    tuning = {zoo: [run for run in part if not run.held_out]
+              for zoo, part in (("the first zoo", stored_zoo(FIRST)), ("this zoo", runs))}
+
+    def on_tuning_seeds(thresholds: Thresholds) -> tuple[dict, list[str]]:
+        """The tuning seeds' targets, and their healthy runs called collapsed at some step."""
+        judged = {zoo: [nz.score(run, thresholds) for run in part]
+                  for zoo, part in tuning.items()}
+        return (nz.summarize([x for part in judged.values() for x in part]),
+                [f"{on_the_way(x)}, of {zoo}" for zoo, part in judged.items() for x in part
+                 if not x.truth.failed and any(e["severity"] == "collapse" for e in x.events)])
+
+    (tuned_before, detour_before), (tuned_now, detour) = map(on_tuning_seeds, (before, t))
     rows = nz.threshold_sweep(runs, *HOLD_SWEPT)
-    tuning = [(zoo, run) for zoo, part in (("first zoo", stored_zoo(FIRST)), ("this zoo", runs))
-              for run in part if not run.held_out]
-    default = Thresholds().hold_share
-    taking = [r["value"] for r in rows if r["value"] != default
-              and r["sustained_collapsed"] == r["sustained"]]
-    text = "A collapse held at a share of the stretch (`hold_share`), not at all of it: "
-    if not taking:
-        return [text + "no share swept calls every sustained failure collapsed.", "",
-                *sweep_rows(rows, HOLD_SWEPT[0]), ""]
-    share = max(taking)
-    row = next(r for r in rows if r["value"] == share)
-    wrong = [f"{run.recipe.name} seed {run.seed} of the {zoo}, {run.truth.modes_end:g} modes "
-             f"at the end" for zoo, run in tuning if not run.truth.failed
-             and nz.score(run, replace(Thresholds(), hold_share=share)).verdict == "collapsed"]
-    healthy = sum(not run.truth.failed for _, run in tuning)
-    text += (f"at {share:g} every sustained failure here is called collapsed, and "
-             f"{row['healthy_collapsed']} healthy run{'' if row['healthy_collapsed'] == 1 else 's'}"
-             f"; on the tuning seeds of both toy zoos ({healthy} healthy runs) it calls "
-             f"{len(wrong)} healthy run{'' if len(wrong) == 1 else 's'} collapsed"
-             f"{' (' + '; '.join(wrong) + ')' if wrong else ''}.")
-    if wrong:
-        text += (f" A threshold is chosen on the tuning seeds, so the share stays "
-                 f"{default:g}:")
-    return [text, "", *sweep_rows(rows, HOLD_SWEPT[0]), ""]
+    lower = max(v for v in HOLD_SWEPT[1] if v < t.hold_share)
+    tuned_lower, detour_lower = on_tuning_seeds(replace(t, hold_share=lower))
+    taken = [f"{x.run.recipe.name} seed {x.run.seed}, {x.truth.modes_end:g} modes at the end"
+             for x in (nz.score(run, replace(t, hold_share=lower)) for run in runs)
+             if not x.truth.failed and x.verdict == "collapsed"]
+    others = {"the first toy zoo's held-out seeds": [r for r in stored_zoo(FIRST) if r.held_out],
+              "the image part": nz.load_zoo(args.image_out, "image"),
+              "the Stacked MNIST part": nz.load_zoo(args.stacked_out, "stacked")}
+    changed, unchanged = [], []
+    for label, part in others.items():
+        moved = [f"{_with_truth(run)}, {was} → {now}" for run, was, now in
+                 ((run, nz.score(run, before).verdict, nz.score(run).verdict) for run in part)
+                 if was != now]
+        if moved:
+            changed.append(f"in {label} {len(moved)} verdict{'' if len(moved) == 1 else 's'} "
+                           f"changed ({'; '.join(moved)})")
+        else:
+            unchanged.append(label)
+    forced = low_coverage_runs(ROOT / "studies" / "zoo", ROOT / "studies" / "seed-study")
+    forced_moved = [path.name for path in forced
+                    if judge_run(path, before)["verdict"] != judge_run(path)["verdict"]]
+    sized = t.for_run(nz.TOY.steps, nz.TOY.config.log_every)
+    # the stretch in the tag's own readings, as the detector counts it
+    points = math.ceil(sized.cover_patience * nz.TOY.config.log_every
+                       / nz.TOY.config.diversity_every)
+    through = passed_through(old), passed_through(scores)
+    newly = sorted(set(through[1]) - set(through[0]))
+    return [
+        f"Changed last, in the detector: a low_coverage warning is held into a collapse when "
+        f"`hold_share` = {t.hold_share:g} of its stretch's points are at warning level or "
+        f"worse, the latest among them ({math.ceil(t.hold_share * points)} of the {points} "
+        f"readings of a toy run's stretch), where it took all of them. A generator hopping "
+        f"among a few modes rises past `cover_warn` now and then, as `patience_share` lets "
+        f"in-band readings fall among the warning's; the hold let none. It was made for "
+        f"{'; '.join(map(_described, made_for)) or 'no run'}, a sustained failure only warned, "
+        f"held out, after seeing it, so this zoo is no clean hold-out for it. On the tuning "
+        f"seeds of both toy zoos it changes no healthy run's verdict at the end and no "
+        f"sustained failure's (healthy runs called collapsed "
+        f"{_moved(tuned_before, tuned_now, 'healthy_collapsed', 'healthy')}, sustained "
+        f"failures called collapsed "
+        f"{_moved(tuned_before, tuned_now, 'sustained_collapsed', 'sustained')}); healthy "
+        f"runs called collapsed on the way and recovered by the end {len(detour_before)} → "
+        f"{len(detour)}{' (' + '; '.join(detour) + ')' if detour else ''}; failures that were "
+        f"not low to the end (never covered by the grace step, then hopping) are called "
+        f"collapsed instead of unstable (failures called collapsed "
+        f"{_moved(tuned_before, tuned_now, 'collapsed', 'failed')}). At {lower:g} there: "
+        f"healthy runs called collapsed on the way {len(detour_lower)}, failures called "
+        f"collapsed {tuned_lower['collapsed']}; in this zoo it calls {len(taken)} held-out "
+        f"healthy run{'' if len(taken) == 1 else 's'} collapsed at the end"
+        f"{' (' + '; '.join(taken) + ')' if taken else ''}. "
+        + (f"The tuning seeds alone would keep the hold whole: {t.hold_share:g} trades "
+           f"{len(detour) - len(detour_before)} healthy run called collapsed on the way for the "
+           f"sustained failure the hold left only warned. "
+           if len(detour) > len(detour_before) else
+           f"The tuning seeds alone do not choose between {HOLD_BEFORE:g} and "
+           f"{t.hold_share:g}. ")
+        + "In this zoo: "
+        f"{_targets_moved(nz.summarize(old), nz.summarize(scores))}; healthy runs called "
+        f"collapsed at some step and recovered since {len(through[0])} → {len(through[1])}"
+        f"{' (' + ', '.join(newly) + ' among them)' if newly else ''}; "
+        + "; ".join(changed + ([f"no verdict of {' or '.join(unchanged)} changed"]
+                               if unchanged else []))
+        + f"; of the forced zoo and the seed study {len(forced)} run"
+        f"{'' if len(forced) == 1 else 's'} had a low_coverage event, the only one a hold "
+        f"makes a collapse of, and {len(forced_moved)} verdict"
+        f"{'' if len(forced_moved) == 1 else 's'} changed"
+        f"{' (' + ', '.join(forced_moved) + ')' if forced_moved else ''}. Every run of this "
+        f"zoo re-scored by the share (1: all of them):",
+        "", *sweep_rows(rows, HOLD_SWEPT[0]), ""]
 
 
 def false_alarm_text(scores: list[nz.ZooScore], t: Thresholds | None = None) -> list[str]:
@@ -496,15 +591,8 @@ def boundary_text(scores: list[nz.ZooScore], rows: list[dict]) -> list[str]:
     raised = min((v for v in by
                   if v > level and by[v]["sustained_collapsed"] == by[v]["sustained"]),
                  default=None)
-    described = []
-    for x in left:
-        steps, values = x.run.series[DIVERSITY_COVERAGE]
-        late = [v for step, v in zip(steps, values) if step >= x.truth.onset]
-        described.append(f"{x.run.recipe.name} seed {x.run.seed} ({x.truth.modes_end:g} of "
-                         f"{nz.MODES} modes at the end; `diversity/coverage` "
-                         f"{min(late):.2f}–{max(late):.2f} from its onset on)")
     half = (1 - 2 ** -COVERAGE_K) / 2  # real data reads 1 - 2^-k of itself
-    text = (f"Sustained failures left unstable: {'; '.join(described)}. "
+    text = (f"Sustained failures left unstable: {'; '.join(map(_described, left))}. "
             f"{'Its' if len(left) == 1 else 'Their'} readings "
             f"straddle `cover_warn` = {level:g}, so the stretch is never all low (a generator on "
             f"half the modes, the truth's own boundary, reads about {half:.2f} of a real batch).")
@@ -712,8 +800,8 @@ def section(args, command: str) -> str:
         "### Tuning", "",
         "Every threshold here was set on the first toy zoo (`studies/natural-zoo-first`, the "
         "preset's first size), so the seeds, steps and counts this part names are its runs' "
-        "as they read then, their coverage from one set of real points (they read four since: "
-        "Changed last); the sweeps are this zoo's runs re-scored. "
+        "as they read then, their coverage from one set of real points (they read four since, "
+        "below); the sweeps are this zoo's runs re-scored. "
         "On a pilot of every recipe on seeds 0 and 1 (the same settings), the detector as it "
         "was (low_coverage after 40 logged steps with every point low) warned 5 of 7 healthy "
         "runs at step 250, while they were still learning (a toy generator reaches the modes "
@@ -732,10 +820,11 @@ def section(args, command: str) -> str:
         "the data after the grace step and to the end is a slow learner, not a failure (three "
         "held-out runs reached 7–8 modes by steps 1,000–1,150).", "",
         "Added later, for the runs stuck on 2–4 of 8 modes that low_coverage only warned on: "
-        f"a warning whose stretch has `hold_share` = {t.hold_share:g} of its points at warning "
-        "level (all of them) is a collapse. It was chosen on the tuning seeds, with every "
-        "other threshold as it was: there it called 14 of 14 runs low to the end collapsed "
-        "(13 before) and no healthy run; 0.9 called a healthy run collapsed; 0.9 of a stretch "
+        f"a warning whose stretch has `hold_share` = {HOLD_BEFORE:g} of its points at warning "
+        f"level (all of them; {t.hold_share:g} since, below) is a collapse. It was chosen on "
+        "the tuning seeds, with every other threshold as it was: there it called 14 of 14 "
+        "runs low to the end collapsed (13 before) and no healthy run; 0.9 called a healthy "
+        "run collapsed; 0.9 of a stretch "
         "1.25 times as long did too, and 0.9 of one 1.5 times as long called 13 of 14. On "
         "the held-out seeds it called 25 of 27 such runs collapsed (15 before) and one more "
         "healthy run collapsed, a slow learner (hinge without a penalty, seed 6: 0 modes to "
@@ -772,8 +861,8 @@ def section(args, command: str) -> str:
         "tells apart. Every run of this zoo re-scored with both, by the recovery's count:", "",
         *sweep_rows(recovery_sweep, RECOVERY_SWEPT[0]), "",
         *recovery_sweep_text(recovery_sweep), "",
-        *majority_text(args, runs, scores), *sets_text(s),
-        *boundary_text(scores, level_sweep), *hold_text(runs, scores),
+        *majority_text(args, runs), *sets_text(runs),
+        *boundary_text(scores, level_sweep), *hold_text(args, runs, scores),
         f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
         f"{t.cover_patience}, at most `cover_run_share` {t.cover_run_share:g} of a run, "
         f"`patience_share` {t.patience_share:g}, `hold_share` {t.hold_share:g}, `recover_points` "
