@@ -49,6 +49,19 @@ SHARE_SWEPT = ("recover_share", (1.0, 0.8, 0.6, 0.4))
 LEVEL_SWEPT = ("cover_warn", (0.45, 0.5, 0.55, 0.6))
 HOLD_SWEPT = ("hold_share", (1.0, 0.9, 0.85, 0.8))
 HOLD_BEFORE = 1.0  # the share before it changed: all of the stretch
+# The seeds run after the share was chosen, of the recipes whose generators hop between modes
+# (the rates never decay): a hold-out it never saw
+FRESH = ({"ns-r1-constant", "hinge-r1-constant", "rpgan-r1r2-constant"}, range(8, 16))
+
+
+def fresh(run: nz.ZooRun) -> bool:
+    """Whether a run is one of the seeds run after the hold was chosen."""
+    return run.recipe.name in FRESH[0] and run.seed in FRESH[1]
+
+
+def before_fresh(runs: list[nz.ZooRun]) -> list[nz.ZooRun]:
+    """The runs the changes up to the hold were made and told on."""
+    return [run for run in runs if not fresh(run)]
 # The held-out healthy runs of this zoo a recovery needing all its readings left collapsed, when
 # their coverage was read from one set of 64 real points: the runs the majority was made for
 MAJORITY_FOR = "ns-r1-constant seed 5 and rpgan-r1r2-constant seed 6"
@@ -424,11 +437,14 @@ def on_the_way(score: nz.ZooScore) -> str:
             f"{collapse['evidence']['detected_step']:,}{back}")
 
 
-def hold_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[str]:
+def hold_text(args, every: list[nz.ZooRun]) -> list[str]:
     """Why a collapse is held at a share of the low_coverage stretch, not all of it: what it
-    was made for, what it changed in every part, and its sweep."""
+    was made for, what it changed in every part, what it does on seeds run after it was
+    chosen, and its sweep over every run."""
     t = Thresholds()
     before = replace(t, hold_share=HOLD_BEFORE)
+    runs = before_fresh(every)
+    scores = [nz.score(run) for run in runs]
     old = [nz.score(run, before) for run in runs]
     made_for = [x for x, was in zip(scores, old) if x.truth.sustained
                 and x.verdict == "collapsed" != was.verdict]
@@ -444,7 +460,7 @@ def hold_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[st
                  if not x.truth.failed and any(e["severity"] == "collapse" for e in x.events)])
 
     (tuned_before, detour_before), (tuned_now, detour) = map(on_tuning_seeds, (before, t))
-    rows = nz.threshold_sweep(runs, *HOLD_SWEPT)
+    rows = nz.threshold_sweep(every, *HOLD_SWEPT)
     lower = max(v for v in HOLD_SWEPT[1] if v < t.hold_share)
     tuned_lower, detour_lower = on_tuning_seeds(replace(t, hold_share=lower))
     taken = [f"{x.run.recipe.name} seed {x.run.seed}, {x.truth.modes_end:g} modes at the end"
@@ -511,9 +527,34 @@ def hold_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[st
         f"{'' if len(forced) == 1 else 's'} had a low_coverage event, the only one a hold "
         f"makes a collapse of, and {len(forced_moved)} verdict"
         f"{'' if len(forced_moved) == 1 else 's'} changed"
-        f"{' (' + ', '.join(forced_moved) + ')' if forced_moved else ''}. Every run of this "
-        f"zoo re-scored by the share (1: all of them):",
+        f"{' (' + ', '.join(forced_moved) + ')' if forced_moved else ''}. "
+        + fresh_text([run for run in every if fresh(run)], before)
+        + "Every run of this zoo re-scored by the share (1: all of them):",
         "", *sweep_rows(rows, HOLD_SWEPT[0]), ""]
+
+
+def fresh_text(runs: list[nz.ZooRun], before: Thresholds) -> str:
+    """What the hold does on the seeds run after it was chosen, against `before` (whole)."""
+    if not runs:
+        return ""
+    now, was = ([nz.score(run, t) for run in runs] for t in (Thresholds(), before))
+    n, b = nz.summarize(now), nz.summarize(was)
+    healthy = (f"healthy runs called collapsed {_moved(b, n, 'healthy_collapsed', 'healthy')}, "
+               f"called collapsed at some step {len(passed_through(was))} → "
+               f"{len(passed_through(now))}, warned {_moved(b, n, 'healthy_warned')}"
+               if n["healthy"] else "no healthy run among them (every one failed by the truth)")
+    missed = [f"{_with_truth(x.run)}, {x.verdict}" for x in now
+              if x.truth.failed and x.caught is None]
+    warned = [f"{_with_truth(x.run)}" for x in now
+              if x.truth.sustained and x.verdict != "collapsed"]
+    return (f"Run after the choice, as a hold-out it never saw: seeds {FRESH[1][0]}–"
+            f"{FRESH[1][-1]} of {', '.join(sorted(FRESH[0]))} ({len(runs)} runs), with the "
+            f"hold whole → at {Thresholds().hold_share:g}: {healthy}; failures caught "
+            f"{_moved(b, n, 'caught', 'failed')}, sustained failures called collapsed "
+            f"{_moved(b, n, 'sustained_collapsed', 'sustained')}, failures called collapsed "
+            f"{_moved(b, n, 'collapsed', 'failed')}. Missed: "
+            f"{'; '.join(missed) or 'none'}. Sustained and only warned: "
+            f"{'; '.join(warned) or 'none'}. ")
 
 
 def false_alarm_text(scores: list[nz.ZooScore], t: Thresholds | None = None) -> list[str]:
@@ -592,10 +633,15 @@ def boundary_text(scores: list[nz.ZooScore], rows: list[dict]) -> list[str]:
                   if v > level and by[v]["sustained_collapsed"] == by[v]["sustained"]),
                  default=None)
     half = (1 - 2 ** -COVERAGE_K) / 2  # real data reads 1 - 2^-k of itself
+    let_go = [f"{on_the_way(x)}" for x in left if x.recovery is not None]
     text = (f"Sustained failures left unstable: {'; '.join(map(_described, left))}. "
             f"{'Its' if len(left) == 1 else 'Their'} readings "
-            f"straddle `cover_warn` = {level:g}, so the stretch is never all low (a generator on "
-            f"half the modes, the truth's own boundary, reads about {half:.2f} of a real batch).")
+            f"straddle `cover_warn` = {level:g} (a generator on half the modes, the truth's own "
+            f"boundary, reads about {half:.2f} of a real batch), so the stretch is seldom held "
+            f"low"
+            + (f", and a run held low can read in band at most of its latest readings "
+               f"while it hops, which the recovery takes for the samples being back "
+               f"({'; '.join(let_go)})" if let_go else "") + ".")
     if raised is not None:
         count = by[raised]["healthy_collapsed"]
         text += (f" At {raised:g} every sustained failure is called collapsed, and {count} "
@@ -861,8 +907,8 @@ def section(args, command: str) -> str:
         "tells apart. Every run of this zoo re-scored with both, by the recovery's count:", "",
         *sweep_rows(recovery_sweep, RECOVERY_SWEPT[0]), "",
         *recovery_sweep_text(recovery_sweep), "",
-        *majority_text(args, runs), *sets_text(runs),
-        *boundary_text(scores, level_sweep), *hold_text(args, runs, scores),
+        *majority_text(args, before_fresh(runs)), *sets_text(before_fresh(runs)),
+        *hold_text(args, runs), *boundary_text(scores, level_sweep),
         f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
         f"{t.cover_patience}, at most `cover_run_share` {t.cover_run_share:g} of a run, "
         f"`patience_share` {t.patience_share:g}, `hold_share` {t.hold_share:g}, `recover_points` "
