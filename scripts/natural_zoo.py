@@ -423,9 +423,9 @@ def low_coverage_runs(*studies: Path) -> list[Path]:
             if any(e["kind"] == "low_coverage" for e in read_json(path).get("events", []))]
 
 
-def passed_through(scores: list[nz.ZooScore]) -> list[str]:
+def passed_through(scores: list[nz.ZooScore]) -> list[nz.ZooScore]:
     """The healthy runs called collapsed at some step, recovered or not."""
-    return [f"{x.run.recipe.name} seed {x.run.seed}" for x in scores if not x.truth.failed
+    return [x for x in scores if not x.truth.failed
             and any(e["severity"] == "collapse" for e in x.events)]
 
 
@@ -456,8 +456,8 @@ def hold_text(args, every: list[nz.ZooRun]) -> list[str]:
         judged = {zoo: [nz.score(run, thresholds) for run in part]
                   for zoo, part in tuning.items()}
         return (nz.summarize([x for part in judged.values() for x in part]),
-                [f"{on_the_way(x)}, of {zoo}" for zoo, part in judged.items() for x in part
-                 if not x.truth.failed and any(e["severity"] == "collapse" for e in x.events)])
+                [f"{on_the_way(x)}, of {zoo}" for zoo, part in judged.items()
+                 for x in passed_through(part)])
 
     (tuned_before, detour_before), (tuned_now, detour) = map(on_tuning_seeds, (before, t))
     rows = nz.threshold_sweep(every, *HOLD_SWEPT)
@@ -486,7 +486,8 @@ def hold_text(args, every: list[nz.ZooRun]) -> list[str]:
     # the stretch in the tag's own readings, as the detector counts it
     points = math.ceil(sized.cover_patience * nz.TOY.config.log_every
                        / nz.TOY.config.diversity_every)
-    through = passed_through(old), passed_through(scores)
+    through = [[f"{x.run.recipe.name} seed {x.run.seed}" for x in passed_through(part)]
+               for part in (old, scores)]
     newly = sorted(set(through[1]) - set(through[0]))
     return [
         f"Changed last, in the detector: a low_coverage warning is held into a collapse when "

@@ -103,9 +103,11 @@ class Thresholds:
     # coverage read one set of real points). Read from four sets, those seeds collapse the
     # same runs at 1, 0.9, 0.85 and 0.8, and 0.85 (14 of a toy stretch's 16 readings) also
     # collapses a held-out run hopping among 0-7 modes that 1 only warned, while 0.8 collapses
-    # a held-out healthy run: chosen after seeing both. While fewer points than the stretch
-    # have been judged (a run low since judging began, too short for the whole stretch yet),
-    # all of those judged, at least the warning's count, hold it
+    # a held-out healthy run: chosen after seeing both. It calls one healthy tuning run
+    # collapsed on the way (it recovers); on seeds run after the choice it changed no catch
+    # (docs/collapse.md). While fewer points than the stretch have been judged (a run low
+    # since judging began, too short for the whole stretch yet), all of those judged, at
+    # least the warning's count, hold it
     hold_share: float = 0.85
     # oscillation: the critic's loss without its penalty (`loss/critic_adversarial`; the
     # critic loss itself under an objective without one) at or above these multiples of the
