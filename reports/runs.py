@@ -92,12 +92,18 @@ def run_stamp(run_dir: Path) -> dict:
 
 
 def refresh_diagnosis(run_dir: Path) -> str | None:
-    """Recompute diagnosis.json (probes.collapse.diagnose_run) when it is missing or older than
-    metrics.jsonl; returns a warning when that was needed but could not be done."""
+    """Recompute diagnosis.json (probes.collapse.diagnose_run) when it is missing, or older than
+    metrics.jsonl and made before its last step; returns a warning when that was needed but
+    could not be done."""
     metrics, diagnosis = file_stamp(run_dir / METRICS), file_stamp(run_dir / DIAGNOSIS)
     if metrics is None or metrics[1] == 0:
         return None
     if diagnosis is not None and diagnosis[0] >= metrics[0]:
+        return None
+    # a copy or a checkout stamps a run's files in any order: a diagnosis made at the metrics'
+    # last step is current, and rewriting it would change a stored run's record
+    run = RunDir(run_dir)
+    if diagnosis is not None and run.diagnosis.get("last_step") == run.metrics([]).last_step:
         return None
     try:
         diagnose_run(run_dir)

@@ -413,6 +413,26 @@ def test_cache_reused_and_invalidated_by_new_metrics(report, tmp_path):
     assert rows["dcgan"] == "collapsed" == read_json(root / "dcgan/diagnosis.json")["verdict"]
 
 
+def test_a_diagnosis_made_at_the_last_step_is_kept_whatever_its_time_stamp(report, tmp_path):
+    """A clone or a copy stamps a run's files in any order: a diagnosis older than metrics.jsonl
+    by its time stamp but made at its last step is the run's record, kept as it is (here one
+    another detector's thresholds made); one made before the last step is recomputed."""
+    run = tmp_path / "runs" / "dcgan"
+    shutil.copytree(report["root"] / "sweep" / "dcgan", run)
+    stored = read_json(run / "diagnosis.json")
+    assert stored["last_step"] == read_metrics(run)[-1]["step"]
+    other = {**stored, "thresholds": {**stored["thresholds"], "hold_share": 0.5}}
+    past = time.time() - 3600
+    for made_at in (stored["last_step"], stored["last_step"] - 1):
+        (run / "diagnosis.json").write_text(json.dumps({**other, "last_step": made_at}))
+        os.utime(run / "diagnosis.json", (past, past))
+        write_report(run.parent)
+        kept = read_json(run / "diagnosis.json")
+        assert (kept == {**other, "last_step": made_at}) is (made_at == stored["last_step"])
+    assert kept["thresholds"]["hold_share"] == stored["thresholds"]["hold_share"]
+    assert kept["last_step"] == stored["last_step"]
+
+
 def test_the_cache_key_covers_the_code_whose_text_is_cached():
     from probes import text
     from probes.collapse import state
