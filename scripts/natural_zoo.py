@@ -544,7 +544,7 @@ def fresh_text(runs: list[nz.ZooRun], before: Thresholds) -> str:
                f"called collapsed at some step {len(passed_through(was))} → "
                f"{len(passed_through(now))}, warned {_moved(b, n, 'healthy_warned')}"
                if n["healthy"] else "no healthy run among them (every one failed by the truth)")
-    missed = [f"{_with_truth(x.run)}, {x.verdict}" for x in now
+    missed = [f"{_with_truth(x.run)}, verdict {x.verdict}" for x in now
               if x.truth.failed and x.caught is None]
     warned = [f"{_with_truth(x.run)}" for x in now
               if x.truth.sustained and x.verdict != "collapsed"]
@@ -553,8 +553,8 @@ def fresh_text(runs: list[nz.ZooRun], before: Thresholds) -> str:
             f"hold whole → at {Thresholds().hold_share:g}: {healthy}; failures caught "
             f"{_moved(b, n, 'caught', 'failed')}, sustained failures called collapsed "
             f"{_moved(b, n, 'sustained_collapsed', 'sustained')}, failures called collapsed "
-            f"{_moved(b, n, 'collapsed', 'failed')}. Missed: "
-            f"{'; '.join(missed) or 'none'}. Sustained and only warned: "
+            f"{_moved(b, n, 'collapsed', 'failed')}. Missed at {Thresholds().hold_share:g}: "
+            f"{'; '.join(missed) or 'none'}. Sustained and not collapsed at the end: "
             f"{'; '.join(warned) or 'none'}. ")
 
 
