@@ -378,7 +378,7 @@ def test_four_sets_of_real_points_steady_a_run_on_half_the_modes_into_a_collapse
             "collapsed 40 → 41 of 41") in doc
 
 
-def test_a_collapse_held_at_most_of_its_stretch_takes_the_hopper_and_no_healthy_run():
+def test_a_collapse_held_at_most_of_its_stretch_takes_the_hopper_and_ends_no_healthy_run():
     """The sustained toy failure the whole hold left unstable hops across `cover_warn`: held at
     0.85 of the stretch (the default) it is called collapsed. The healthy tuning run of the
     first zoo hopping on 6-8 modes at the end is called collapsed on the way and recovers; one
