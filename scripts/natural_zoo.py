@@ -48,15 +48,11 @@ SHARE_SWEPT = ("recover_share", (1.0, 0.8, 0.6, 0.4))
 # for the sustained failures they leave only warned
 LEVEL_SWEPT = ("cover_warn", (0.45, 0.5, 0.55, 0.6))
 HOLD_SWEPT = ("hold_share", (1.0, 0.9, 0.85, 0.8))
-HOLD_BEFORE = 1.0  # the share before it changed: all of the stretch
-# The seeds run after the share was chosen, of the recipes whose generators hop between modes
-# (the rates never decay): a hold-out it never saw
-FRESH = ({"ns-r1-constant", "hinge-r1-constant", "rpgan-r1r2-constant"}, range(8, 16))
-
-
+# The detector before the hold changed: a collapse held at all of the stretch
+HOLD_WHOLE = replace(Thresholds(), hold_share=1.0)
 def fresh(run: nz.ZooRun) -> bool:
-    """Whether a run is one of the seeds run after the hold was chosen."""
-    return run.recipe.name in FRESH[0] and run.seed in FRESH[1]
+    """Whether a run is one of the seeds run after the hold was chosen (nz.AFTER_HOLD)."""
+    return run.recipe.name in nz.HOPPING and run.seed in nz.AFTER_HOLD
 
 
 def before_fresh(runs: list[nz.ZooRun]) -> list[nz.ZooRun]:
@@ -107,9 +103,9 @@ def stored_zoo(out: Path) -> list[nz.ZooRun]:
 
 
 @functools.cache
-def stored_scores(out: Path) -> tuple[nz.ZooScore, ...]:
-    """A committed toy zoo's runs scored with the default thresholds, once."""
-    return tuple(nz.score(run) for run in stored_zoo(out))
+def stored_scores(out: Path, thresholds: Thresholds | None = None) -> tuple[nz.ZooScore, ...]:
+    """A committed toy zoo's runs scored with `thresholds` (else the defaults), once."""
+    return tuple(nz.score(run, thresholds) for run in stored_zoo(out))
 
 
 def stored_summary(out: Path) -> dict:
@@ -310,18 +306,18 @@ def _with_truth(run: nz.ZooRun) -> str:
     return f"{run.recipe.name} seed {run.seed}: {truth}"
 
 
-def majority_text(args, runs: list[nz.ZooRun]) -> list[str]:
+def majority_text(args, runs: list[nz.ZooRun], scores: list[nz.ZooScore]) -> list[str]:
     """Why a recovery needs most, not all, of the latest sample readings back, what that
-    changed in every part (with the detector of its time: the hold whole), and its sweep."""
-    t = replace(Thresholds(), hold_share=HOLD_BEFORE)
+    changed in every part, and its sweep; with the detector of its time (`scores`: the runs
+    scored with the hold whole)."""
+    t = HOLD_WHOLE
     everything = replace(t, recover_share=1.0)
-    scores = [nz.score(run, t) for run in runs]
     freed = let_off(scores, everything)
     healthy = [run for run in freed if not run.truth.failed]
     failures = [run for run in freed if run.truth.failed]
     tuned_before = nz.summarize([nz.score(run, everything) for run in runs if not run.held_out])
     tuned_now = nz.summarize([x for x in scores if not x.run.held_out])
-    others = {"the first toy zoo": [nz.score(run, t) for run in stored_zoo(FIRST)],
+    others = {"the first toy zoo": list(stored_scores(FIRST, t)),
               "the image part": [nz.score(run, t)
                                  for run in nz.load_zoo(args.image_out, "image")],
               "the Stacked MNIST part": [nz.score(run, t)
@@ -377,12 +373,12 @@ def _targets_moved(before: dict, summary: dict) -> str:
             f"failures called collapsed {_moved(before, summary, 'collapsed')}")
 
 
-def sets_text(runs: list[nz.ZooRun]) -> list[str]:
+def sets_text(scores: list[nz.ZooScore]) -> list[str]:
     """What reading coverage from every set of 64 real points a toy batch holds changed, in
-    this zoo and in the first (with the detector of its time: the hold whole)."""
-    t = replace(Thresholds(), hold_share=HOLD_BEFORE)
-    summary = nz.summarize([nz.score(run, t) for run in runs])
-    first = [nz.score(run, t) for run in stored_zoo(FIRST)]
+    this zoo and in the first; with the detector of its time (`scores`: this zoo's runs scored
+    with the hold whole)."""
+    summary = nz.summarize(scores)
+    first = stored_scores(FIRST, HOLD_WHOLE)
     tuning = [x for x in first if not x.run.held_out and not x.truth.failed]
     return [
         f"Changed after that, in the reading rather than the detector: `diversity/coverage` is the "
@@ -437,24 +433,24 @@ def on_the_way(score: nz.ZooScore) -> str:
             f"{collapse['evidence']['detected_step']:,}{back}")
 
 
-def hold_text(args, every: list[nz.ZooRun]) -> list[str]:
+def hold_text(args, every: list[nz.ZooRun], now: list[nz.ZooScore],
+              old: list[nz.ZooScore]) -> list[str]:
     """Why a collapse is held at a share of the low_coverage stretch, not all of it: what it
     was made for, what it changed in every part, what it does on seeds run after it was
-    chosen, and its sweep over every run."""
-    t = Thresholds()
-    before = replace(t, hold_share=HOLD_BEFORE)
+    chosen, and its sweep over every run. `now`: every run scored; `old`: those before the
+    seeds run after it, scored with the hold whole."""
+    t, before = Thresholds(), HOLD_WHOLE
     runs = before_fresh(every)
-    scores = [nz.score(run) for run in runs]
-    old = [nz.score(run, before) for run in runs]
+    scores = [x for x in now if not fresh(x.run)]
     made_for = [x for x, was in zip(scores, old) if x.truth.sustained
                 and x.verdict == "collapsed" != was.verdict]
-    tuning = {zoo: [run for run in part if not run.held_out]
-              for zoo, part in (("the first zoo", stored_zoo(FIRST)), ("this zoo", runs))}
+    tuning = [run for run in runs if not run.held_out]
 
     def on_tuning_seeds(thresholds: Thresholds) -> tuple[dict, list[str]]:
         """The tuning seeds' targets, and their healthy runs called collapsed at some step."""
-        judged = {zoo: [nz.score(run, thresholds) for run in part]
-                  for zoo, part in tuning.items()}
+        judged = {"the first zoo": [x for x in stored_scores(FIRST, thresholds)
+                                    if not x.run.held_out],
+                  "this zoo": [nz.score(run, thresholds) for run in tuning]}
         return (nz.summarize([x for part in judged.values() for x in part]),
                 [f"{on_the_way(x)}, of {zoo}" for zoo, part in judged.items()
                  for x in passed_through(part)])
@@ -466,14 +462,16 @@ def hold_text(args, every: list[nz.ZooRun]) -> list[str]:
     taken = [f"{x.run.recipe.name} seed {x.run.seed}, {x.truth.modes_end:g} modes at the end"
              for x in (nz.score(run, replace(t, hold_share=lower)) for run in runs)
              if not x.truth.failed and x.verdict == "collapsed"]
-    others = {"the first toy zoo's held-out seeds": [r for r in stored_zoo(FIRST) if r.held_out],
-              "the image part": nz.load_zoo(args.image_out, "image"),
-              "the Stacked MNIST part": nz.load_zoo(args.stacked_out, "stacked")}
+    first = [(x.run, x.verdict, y.verdict) for x, y in
+             zip(stored_scores(FIRST, before), stored_scores(FIRST)) if x.run.held_out]
+    others = {"the first toy zoo's held-out seeds": first, **{
+        label: [(run, nz.score(run, before).verdict, nz.score(run).verdict)
+                for run in nz.load_zoo(out, part)]
+        for label, out, part in (("the image part", args.image_out, "image"),
+                                 ("the Stacked MNIST part", args.stacked_out, "stacked"))}}
     changed, unchanged = [], []
     for label, part in others.items():
-        moved = [f"{_with_truth(run)}, {was} → {now}" for run, was, now in
-                 ((run, nz.score(run, before).verdict, nz.score(run).verdict) for run in part)
-                 if was != now]
+        moved = [f"{_with_truth(run)}, {was} → {is_}" for run, was, is_ in part if was != is_]
         if moved:
             changed.append(f"in {label} {len(moved)} verdict{'' if len(moved) == 1 else 's'} "
                            f"changed ({'; '.join(moved)})")
@@ -516,7 +514,7 @@ def hold_text(args, every: list[nz.ZooRun]) -> list[str]:
            f"{len(detour) - len(detour_before)} healthy run called collapsed on the way for the "
            f"sustained failure the hold left only warned. "
            if len(detour) > len(detour_before) else
-           f"The tuning seeds alone do not choose between {HOLD_BEFORE:g} and "
+           f"The tuning seeds alone do not choose between {HOLD_WHOLE.hold_share:g} and "
            f"{t.hold_share:g}. ")
         + "In this zoo: "
         f"{_targets_moved(nz.summarize(old), nz.summarize(scores))}; healthy runs called "
@@ -529,16 +527,17 @@ def hold_text(args, every: list[nz.ZooRun]) -> list[str]:
         f"makes a collapse of, and {len(forced_moved)} verdict"
         f"{'' if len(forced_moved) == 1 else 's'} changed"
         f"{' (' + ', '.join(forced_moved) + ')' if forced_moved else ''}. "
-        + fresh_text([run for run in every if fresh(run)], before)
+        + fresh_text([x for x in now if fresh(x.run)])
         + "Every run of this zoo re-scored by the share (1: all of them):",
         "", *sweep_rows(rows, HOLD_SWEPT[0]), ""]
 
 
-def fresh_text(runs: list[nz.ZooRun], before: Thresholds) -> str:
-    """What the hold does on the seeds run after it was chosen, against `before` (whole)."""
-    if not runs:
+def fresh_text(now: list[nz.ZooScore]) -> str:
+    """What the hold does on the seeds run after it was chosen (`now`: their scores), against
+    the hold whole."""
+    if not now:
         return ""
-    now, was = ([nz.score(run, t) for run in runs] for t in (Thresholds(), before))
+    was = [nz.score(x.run, HOLD_WHOLE) for x in now]
     n, b = nz.summarize(now), nz.summarize(was)
     healthy = (f"healthy runs called collapsed {_moved(b, n, 'healthy_collapsed', 'healthy')}, "
                f"called collapsed at some step {len(passed_through(was))} → "
@@ -548,8 +547,8 @@ def fresh_text(runs: list[nz.ZooRun], before: Thresholds) -> str:
               if x.truth.failed and x.caught is None]
     warned = [f"{_with_truth(x.run)}" for x in now
               if x.truth.sustained and x.verdict != "collapsed"]
-    return (f"Run after the choice, as a hold-out it never saw: seeds {FRESH[1][0]}–"
-            f"{FRESH[1][-1]} of {', '.join(sorted(FRESH[0]))} ({len(runs)} runs), with the "
+    return (f"Run after the choice, as a hold-out it never saw: seeds {nz.AFTER_HOLD[0]}–"
+            f"{nz.AFTER_HOLD[-1]} of {', '.join(sorted(nz.HOPPING))} ({len(now)} runs), with the "
             f"hold whole → at {Thresholds().hold_share:g}: {healthy}; failures caught "
             f"{_moved(b, n, 'caught', 'failed')}, sustained failures called collapsed "
             f"{_moved(b, n, 'sustained_collapsed', 'sustained')}, failures called collapsed "
@@ -762,6 +761,8 @@ def mode_figure(runs: list[nz.ZooRun], scores: list[nz.ZooScore], path: Path) ->
 def section(args, command: str) -> str:
     runs = nz.load_zoo(args.out)
     scores = [nz.score(run) for run in runs]
+    # the runs the changes up to the hold were told on, scored by the detector of that time
+    whole = [nz.score(run, HOLD_WHOLE) for run in before_fresh(runs)]
     s = nz.summarize(scores)
     sweep = nz.threshold_sweep(runs, *SWEPT)
     recovery_sweep = nz.threshold_sweep(runs, *RECOVERY_SWEPT)
@@ -867,10 +868,10 @@ def section(args, command: str) -> str:
         "the data after the grace step and to the end is a slow learner, not a failure (three "
         "held-out runs reached 7–8 modes by steps 1,000–1,150).", "",
         "Added later, for the runs stuck on 2–4 of 8 modes that low_coverage only warned on: "
-        f"a warning whose stretch has `hold_share` = {HOLD_BEFORE:g} of its points at warning "
-        f"level (all of them; {t.hold_share:g} since, below) is a collapse. It was chosen on "
-        "the tuning seeds, with every other threshold as it was: there it called 14 of 14 "
-        "runs low to the end collapsed (13 before) and no healthy run; 0.9 called a healthy "
+        f"a warning whose stretch has `hold_share` = {HOLD_WHOLE.hold_share:g} of its points "
+        f"at warning level (all of them; {t.hold_share:g} since, below) is a collapse. It was "
+        "chosen on the tuning seeds, with every other threshold as it was: there it called 14 "
+        "of 14 runs low to the end collapsed (13 before) and no healthy run; 0.9 called a healthy "
         "run collapsed; 0.9 of a stretch "
         "1.25 times as long did too, and 0.9 of one 1.5 times as long called 13 of 14. On "
         "the held-out seeds it called 25 of 27 such runs collapsed (15 before) and one more "
@@ -908,8 +909,8 @@ def section(args, command: str) -> str:
         "tells apart. Every run of this zoo re-scored with both, by the recovery's count:", "",
         *sweep_rows(recovery_sweep, RECOVERY_SWEPT[0]), "",
         *recovery_sweep_text(recovery_sweep), "",
-        *majority_text(args, before_fresh(runs)), *sets_text(before_fresh(runs)),
-        *hold_text(args, runs), *boundary_text(scores, level_sweep),
+        *majority_text(args, before_fresh(runs), whole), *sets_text(whole),
+        *hold_text(args, runs, scores, whole), *boundary_text(scores, level_sweep),
         f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
         f"{t.cover_patience}, at most `cover_run_share` {t.cover_run_share:g} of a run, "
         f"`patience_share` {t.patience_share:g}, `hold_share` {t.hold_share:g}, `recover_points` "
