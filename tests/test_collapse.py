@@ -205,15 +205,18 @@ def test_a_run_that_never_covers_the_data_collapses_after_the_patience():
                   lambda v, d: 0.2 if d < (low_points - 5) * LOG_EVERY else v)
     assert detect(slow) == []
 
-    # and so is one that crosses the level every third reading (two thirds low), however
-    # long; a generator hopping between modes, above it one reading in five, is not
+    # and so is one that crosses the level every other reading (half of them low), however
+    # long; a generator hopping between modes, above it one reading in three or five, is not
     def crossing(every):
         return modify(healthy_series(4), "diversity/coverage", 0,
                       lambda v, d: 0.6 if d // LOG_EVERY % every == 0 else 0.3)
-    assert detect(crossing(3)) == []
-    [event] = detect(crossing(5))
-    assert (event["kind"], event["severity"], event["step"]) == ("low_coverage", "warning",
-                                                                 first_judged)
+    assert detect(crossing(2)) == []
+    for every in (3, 5):
+        [event] = detect(crossing(every))
+        first_low = next(step for step in range(first_judged, 10 ** 6, LOG_EVERY)
+                         if step // LOG_EVERY % every)
+        assert (event["kind"], event["severity"], event["step"]) == ("low_coverage", "warning",
+                                                                     first_low)
 
 
 @pytest.mark.parametrize("coverage, steps, found", [
@@ -282,8 +285,9 @@ def test_a_run_whose_samples_come_back_after_its_collapse_has_recovered(tmp_path
         online.update(step, scalars)
         verdicts[step] = (online.verdict, read_json(tmp_path / DIAGNOSIS)["verdict"])
     # collapsed until the samples have been back for most of the latest recover_points
-    # readings, then unstable
-    told = RECOVERED_AT + (T.recover_needed - 1) * LOG_EVERY
+    # readings, and the collapsed ones have left them (but recover_collapsed), then unstable
+    told = RECOVERED_AT + (max(T.recover_needed, T.recover_points - T.recover_collapsed) - 1
+                           ) * LOG_EVERY
     assert verdicts[told - LOG_EVERY] == ("collapsed", "collapsed")
     assert verdicts[told] == ("unstable", "unstable")
     online.close()
@@ -327,6 +331,24 @@ def test_a_generator_back_on_its_modes_but_hopping_has_recovered_while_most_read
     diagnosis = _replayed({**series, "diversity/coverage": (steps, hopping)})
     assert diagnosis["verdict"] == ("unstable" if recovered else "collapsed")
     assert (diagnosis["recovery"] is not None) == recovered
+
+
+@pytest.mark.parametrize("collapsed, recovered", [(0, False), (1, True)])
+def test_a_generator_back_on_its_modes_but_falling_to_one_or_two_has_not_recovered(
+        collapsed, recovered):
+    """Coverage back after the collapse but at collapse level again at one of every 5
+    readings (a generator still falling onto a mode or two among good readings): most of the
+    latest recover_points readings are in band, but one of them has collapsed, so the run is
+    hopping, not back, unless recover_collapsed lets one in."""
+    series = recovered_series()
+    steps, values = series["diversity/coverage"]
+    fallen = [0.1 if step >= RECOVERED_AT and step // LOG_EVERY % T.recover_points == 0
+              else v for step, v in zip(steps, values)]
+    diagnosis = _replayed({**series, "diversity/coverage": (steps, fallen)},
+                          replace(T, recover_collapsed=collapsed))
+    assert diagnosis["verdict"] == ("unstable" if recovered else "collapsed")
+    assert (diagnosis["recovery"] is not None) == recovered
+    assert diagnosis["thresholds"]["recover_collapsed"] == collapsed
 
 
 @pytest.mark.parametrize("factor, severity", [(2.0, "warning"), (5.0, "collapse")])
@@ -417,6 +439,10 @@ def test_thresholds_are_frozen_validated_and_used():
         Thresholds(recover_points=0)
     with pytest.raises(ValueError, match="recover_share=0"):
         Thresholds(recover_share=0)
+    with pytest.raises(ValueError, match="recover_collapsed=-1"):
+        Thresholds(recover_collapsed=-1)
+    with pytest.raises(ValueError, match="recover_collapsed=6"):
+        Thresholds(recover_collapsed=6)  # more than the readings it is counted in
     assert (Thresholds(recover_share=1.0).recover_needed, T.recover_needed,
             Thresholds(recover_points=1).recover_needed) == (5, 3, 1)
     series = modify(healthy_series(6), "wgan/distance", 600, lambda v, d: v * 8)
@@ -731,9 +757,10 @@ def test_online_detector_resumes_from_the_run_directory(tmp_path):
     assert read_json(tmp_path / DIAGNOSIS)["onset_step"] == ONSET
 
 
-def _replayed(series) -> dict:
-    """The diagnosis a fresh detector gives the series, as diagnosis.json holds it."""
-    state = DetectorState(T)
+def _replayed(series, thresholds: Thresholds = T) -> dict:
+    """The diagnosis a fresh detector gives the series (with these thresholds), as
+    diagnosis.json holds it."""
+    state = DetectorState(thresholds)
     state.replay(series)
     return json.loads(json.dumps(state.diagnosis()))
 

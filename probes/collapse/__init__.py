@@ -47,11 +47,12 @@ samples most of their classes is then reported; a spike the samples did not feel
 
 Recovery. A collapse the samples showed (mode_collapse, low_coverage, and no other kind) is
 over while every sample reading has been in band at most of its latest `recover_points`
-readings (`recover_share`), all read after the collapse was confirmed: the verdict is then
-unstable, and the diagnosis's `recovery` says when the samples came back. A slow learner stuck
-on a few modes for a long stretch before it covers the data is told of that stretch, not left
-called collapsed; a generator back on the modes but hopping between them, whose readings
-still fall low now and then, too.
+readings (`recover_share`) and at collapse level at none of them (`recover_collapsed`), all
+read after the collapse was confirmed: the verdict is then unstable, and the diagnosis's
+`recovery` says when the samples came back. A slow learner stuck on a few modes for a long
+stretch before it covers the data is told of that stretch, not left called collapsed; a
+generator back on the modes but hopping between them, whose readings still fall low now and
+then, too; one that still falls onto a mode or two among its good readings is not back.
 
 `detect` replays the series through the same incremental state machine `OnlineDetector` runs,
 so online and offline diagnoses agree step for step; an update costs O(number of tags).

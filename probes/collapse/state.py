@@ -303,10 +303,10 @@ class DetectorState:
         """The run's recovery from its collapse, while it lasts; None when it has not recovered
         (or never collapsed). A collapse the samples showed (every collapse event of a sample
         kind) is over once every sample reading (each watch of those kinds) has been in band
-        at recover_share of its latest recover_points readings, all read after the last
-        collapse was confirmed: a slow learner stuck for a long stretch before it covers the
-        data, or a generator back on its modes. Readings that fall again end the recovery: the
-        run is collapsed again."""
+        at recover_share of its latest recover_points readings, and at collapse level at no
+        more than recover_collapsed of them, all read after the last collapse was confirmed: a
+        slow learner stuck for a long stretch before it covers the data, or a generator back on
+        its modes. Readings that fall again end the recovery: the run is collapsed again."""
         return self._recovery
 
     def _recovered(self) -> dict | None:
@@ -324,7 +324,9 @@ class DetectorState:
             latest = [(step, level) for step, level, _ in watch.latest
                       if step > confirmed][-t.recover_points:]
             calm = [step for step, level in latest if level == 0]
-            if len(latest) < t.recover_points or len(calm) < t.recover_needed:
+            fallen = sum(level >= 2 for _, level in latest)
+            if len(latest) < t.recover_points or len(calm) < t.recover_needed \
+                    or fallen > t.recover_collapsed:
                 return None
             back.append(calm[0])
         readings = {w.tag: w.latest[-1][2] for w in watches}
