@@ -85,11 +85,13 @@ class Part:
 # every 80), so a re-run reproduces the stored runs.
 # The toy recipes whose generators hop between modes (the rates never decay): their seeds
 # AFTER_HOLD were run after the hold (`Thresholds.hold_share`) was chosen on the ones before,
-# a hold-out it never saw, and AFTER_PATIENCE after `patience_share` 0.65 and
-# `recover_collapsed` were chosen on the ones before
+# a hold-out it never saw, AFTER_PATIENCE after `patience_share` 0.65 and `recover_collapsed`
+# were chosen on the ones before, and AFTER_RECOVERY after the hold went back to all of the
+# stretch and `recover_share` to 0.4 (4 seeds: what the toy zoo's time budget had left)
 HOPPING = ("ns-r1-constant", "hinge-r1-constant", "rpgan-r1r2-constant")
 AFTER_HOLD = range(8, 16)
 AFTER_PATIENCE = range(16, 24)
+AFTER_RECOVERY = range(24, 28)
 # The Stacked MNIST part: the quick preset on 1,000 modes for 3,000 steps, the modes counted
 # every 150 steps on 5,000 samples. On a pilot (seed 0) the quick preset covered 564 of them by
 # step 450 and 938 by step 3,000, reaching three quarters only after the grace step: a run
@@ -166,7 +168,7 @@ def _toy_recipes() -> list[Recipe]:
                runs=29),
         Recipe("wgan-gp", "healthy", "wgan", "WGAN-GP (λ 1, 5 critic steps)", wgan),
         Recipe("ns-r1-constant", "natural", "ns", "ns-r1 with the learning rates never "
-               "decayed", {**ns_r1, **CONSTANT}, twin="ns-r1", runs=AFTER_PATIENCE.stop),
+               "decayed", {**ns_r1, **CONSTANT}, twin="ns-r1", runs=AFTER_RECOVERY.stop),
         Recipe("ns-constant", "natural", "ns", "ns with the learning rates never decayed",
                {**ns, **CONSTANT}, twin="ns"),
         Recipe("ns-beta1", "natural", "ns", "ns with Adam β1 = 0.9", {**ns, "beta1": 0.9},
@@ -175,10 +177,10 @@ def _toy_recipes() -> list[Recipe]:
                {"loss": "hinge", "penalty": "none"}, twin="hinge-r1"),
         Recipe("hinge-r1-constant", "natural", "hinge", "hinge-r1 with the learning rates "
                "never decayed", {**hinge_r1, **CONSTANT}, twin="hinge-r1",
-               runs=AFTER_PATIENCE.stop),
+               runs=AFTER_RECOVERY.stop),
         Recipe("rpgan-r1r2-constant", "natural", "rpgan", "rpgan-r1r2 with the learning "
                "rates never decayed", {**rpgan, **CONSTANT}, twin="rpgan-r1r2",
-               runs=AFTER_PATIENCE.stop),
+               runs=AFTER_RECOVERY.stop),
         Recipe("wgan-gp-strong", "natural", "wgan", "WGAN-GP with the usual λ 10",
                {**wgan, "penalty_weight": 10.0}, twin="wgan-gp", runs=4),
         Recipe("wgan", "natural", "wgan", "WGAN without a penalty",

@@ -46,8 +46,8 @@ warning level among them. A spike the critic recovers from in a few steps but th
 samples most of their classes is then reported; a spike the samples did not feel is not.
 
 Recovery. A collapse the samples showed (mode_collapse, low_coverage, and no other kind) is
-over while every sample reading has been in band at most of its latest `recover_points`
-readings (`recover_share`) and at collapse level at none of them (`recover_collapsed`), all
+over while every sample reading has been in band at `recover_share` of its latest
+`recover_points` readings and at collapse level at none of them (`recover_collapsed`), all
 read after the collapse was confirmed: the verdict is then unstable, and the diagnosis's
 `recovery` says when the samples came back. A slow learner stuck on a few modes for a long
 stretch before it covers the data is told of that stretch, not left called collapsed; a

