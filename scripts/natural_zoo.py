@@ -17,7 +17,7 @@ import argparse
 import functools
 import math
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,16 +48,80 @@ SHARE_SWEPT = ("recover_share", (1.0, 0.8, 0.6, 0.4))
 # for the sustained failures they leave only warned
 LEVEL_SWEPT = ("cover_warn", (0.45, 0.5, 0.55, 0.6))
 HOLD_SWEPT = ("hold_share", (1.0, 0.9, 0.85, 0.8))
-# The detector before the hold changed: a collapse held at all of the stretch
-HOLD_WHOLE = replace(Thresholds(), hold_share=1.0)
+# ... and the share of the stretch low that makes its warning, swept for the hoppers it misses
+PATIENCE_SWEPT = ("patience_share", (0.75, 0.7, 0.65, 0.6))
+# The detector as each change left it, latest first; each change is told with the detector
+# of its time. As patience_share and recover_collapsed left it, before the hold went back to
+# all of the stretch and a recovery needed 2 readings in band, not 3:
+AT_PATIENCE = replace(Thresholds(), hold_share=0.85, recover_share=0.6)
+# ... as the hold left it, before patience_share and recover_collapsed (a recovery let any
+# number of its readings be at collapse level):
+AT_HOLD = replace(AT_PATIENCE, patience_share=0.75,
+                  recover_collapsed=AT_PATIENCE.recover_points)
+# ... and before the hold: a collapse held at all of the stretch
+HOLD_WHOLE = replace(AT_HOLD, hold_share=1.0)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change to the detector told with seeds run after it was chosen: the detector before
+    and after it, the seeds it was made after seeing, the seeds run after it, what it is in
+    words, and its halves tried alone (label -> the fields of `before` they keep)."""
+    before: Thresholds
+    after: Thresholds
+    seen: range
+    fresh: range
+    before_label: str
+    what: str
+    halves: dict = field(default_factory=dict)
+    swept: tuple | None = None  # (field, values): swept over every run, as the detector is now
+
+
+CHANGES = (
+    Change(AT_HOLD, AT_PATIENCE, nz.AFTER_HOLD, nz.AFTER_PATIENCE, "as the hold left it",
+           f"a low_coverage warning needs `patience_share` = {AT_PATIENCE.patience_share:g} of "
+           f"its stretch's points low (the latest among them), where it needed "
+           f"{AT_HOLD.patience_share:g}; and a recovery needs none of its latest "
+           f"{AT_PATIENCE.recover_points} sample readings at collapse level "
+           f"(`recover_collapsed` = {AT_PATIENCE.recover_collapsed}), where any number could "
+           f"be. Generators hopping among 0–8 modes that never cover the data read low at fewer "
+           f"than {AT_HOLD.patience_share:.0%} of a stretch, and one held low read in band at "
+           f"most of its latest readings while it still fell to a mode or two",
+           {"`patience_share`": {"recover_collapsed"}, "the recovery": {"patience_share"}},
+           PATIENCE_SWEPT),
+    Change(AT_PATIENCE, Thresholds(), nz.AFTER_PATIENCE, nz.AFTER_RECOVERY,
+           "as the change before left it",
+           f"the hold goes back to all of the stretch (`hold_share` {Thresholds().hold_share:g}, "
+           f"where it was {AT_PATIENCE.hold_share:g}), and a recovery needs "
+           f"{Thresholds().recover_needed} of its latest {Thresholds().recover_points} sample "
+           f"readings in band (`recover_share` {Thresholds().recover_share:g}, where it was "
+           f"{AT_PATIENCE.recover_share:g}), beside none at collapse level. With "
+           f"`patience_share` at {AT_PATIENCE.patience_share:g}, points at collapse level make "
+           f"the collapse of the stuck run the hold was made for, and the hold called a healthy "
+           f"hopper collapsed; a generator back on 6 of 8 modes reads about `cover_warn`, so it "
+           f"is in band at few of its readings",
+           {"the hold": {"recover_share"}, "the recovery": {"hold_share"}}))
+
+
+def run_after(run: nz.ZooRun, seeds: range) -> bool:
+    """Whether a run is one of the hopping recipes' `seeds`, run after a change was chosen."""
+    return run.recipe.name in nz.HOPPING and run.seed in seeds
+
+
 def fresh(run: nz.ZooRun) -> bool:
     """Whether a run is one of the seeds run after the hold was chosen (nz.AFTER_HOLD)."""
-    return run.recipe.name in nz.HOPPING and run.seed in nz.AFTER_HOLD
+    return run_after(run, nz.AFTER_HOLD)
+
+
+def runs_before(runs: list[nz.ZooRun], seeds: range) -> list[nz.ZooRun]:
+    """The runs before the hopping recipes' `seeds`: those a change chosen before those seeds
+    ran was made and told on."""
+    return [run for run in runs if not (run.recipe.name in nz.HOPPING and run.seed >= seeds.start)]
 
 
 def before_fresh(runs: list[nz.ZooRun]) -> list[nz.ZooRun]:
     """The runs the changes up to the hold were made and told on."""
-    return [run for run in runs if not fresh(run)]
+    return runs_before(runs, nz.AFTER_HOLD)
 # The held-out healthy runs of this zoo a recovery needing all its readings left collapsed, when
 # their coverage was read from one set of 64 real points: the runs the majority was made for
 MAJORITY_FOR = "ns-r1-constant seed 5 and rpgan-r1r2-constant seed 6"
@@ -437,9 +501,10 @@ def hold_text(args, every: list[nz.ZooRun], now: list[nz.ZooScore],
               old: list[nz.ZooScore]) -> list[str]:
     """Why a collapse is held at a share of the low_coverage stretch, not all of it: what it
     was made for, what it changed in every part, what it does on seeds run after it was
-    chosen, and its sweep over every run. `now`: every run scored; `old`: those before the
-    seeds run after it, scored with the hold whole."""
-    t, before = Thresholds(), HOLD_WHOLE
+    chosen, and its sweep over every run. `every`: every run; `now`: those before the seeds
+    run after the changes that followed it, scored as the hold left the detector; `old`: those
+    before the seeds run after it, scored with the hold whole."""
+    t, before = AT_HOLD, HOLD_WHOLE
     runs = before_fresh(every)
     scores = [x for x in now if not fresh(x.run)]
     made_for = [x for x, was in zip(scores, old) if x.truth.sustained
@@ -462,24 +527,10 @@ def hold_text(args, every: list[nz.ZooRun], now: list[nz.ZooScore],
     taken = [f"{x.run.recipe.name} seed {x.run.seed}, {x.truth.modes_end:g} modes at the end"
              for x in (nz.score(run, replace(t, hold_share=lower)) for run in runs)
              if not x.truth.failed and x.verdict == "collapsed"]
-    first = [(x.run, x.verdict, y.verdict) for x, y in
-             zip(stored_scores(FIRST, before), stored_scores(FIRST)) if x.run.held_out]
-    others = {"the first toy zoo's held-out seeds": first, **{
-        label: [(run, nz.score(run, before).verdict, nz.score(run).verdict)
-                for run in nz.load_zoo(out, part)]
-        for label, out, part in (("the image part", args.image_out, "image"),
-                                 ("the Stacked MNIST part", args.stacked_out, "stacked"))}}
-    changed, unchanged = [], []
-    for label, part in others.items():
-        moved = [f"{_with_truth(run)}, {was} → {is_}" for run, was, is_ in part if was != is_]
-        if moved:
-            changed.append(f"in {label} {len(moved)} verdict{'' if len(moved) == 1 else 's'} "
-                           f"changed ({'; '.join(moved)})")
-        else:
-            unchanged.append(label)
+    moved = verdicts_moved(args, before, t)
     forced = low_coverage_runs(ROOT / "studies" / "zoo", ROOT / "studies" / "seed-study")
     forced_moved = [path.name for path in forced
-                    if judge_run(path, before)["verdict"] != judge_run(path)["verdict"]]
+                    if judge_run(path, before)["verdict"] != judge_run(path, t)["verdict"]]
     sized = t.for_run(nz.TOY.steps, nz.TOY.config.log_every)
     # the stretch in the tag's own readings, as the detector counts it
     points = math.ceil(sized.cover_patience * nz.TOY.config.log_every
@@ -488,7 +539,7 @@ def hold_text(args, every: list[nz.ZooRun], now: list[nz.ZooScore],
                for part in (old, scores)]
     newly = sorted(set(through[1]) - set(through[0]))
     return [
-        f"Changed last, in the detector: a low_coverage warning is held into a collapse when "
+        f"Changed next, in the detector: a low_coverage warning was held into a collapse when "
         f"`hold_share` = {t.hold_share:g} of its stretch's points are at warning level or "
         f"worse, the latest among them ({math.ceil(t.hold_share * points)} of the {points} "
         f"readings of a toy run's stretch), where it took all of them. A generator hopping "
@@ -520,41 +571,145 @@ def hold_text(args, every: list[nz.ZooRun], now: list[nz.ZooScore],
         f"{_targets_moved(nz.summarize(old), nz.summarize(scores))}; healthy runs called "
         f"collapsed at some step and recovered since {len(through[0])} → {len(through[1])}"
         f"{' (' + ', '.join(newly) + ' among them)' if newly else ''}; "
-        + "; ".join(changed + ([f"no verdict of {' or '.join(unchanged)} changed"]
-                               if unchanged else []))
+        + moved
         + f"; of the forced zoo and the seed study {len(forced)} run"
         f"{'' if len(forced) == 1 else 's'} had a low_coverage event, the only one a hold "
         f"makes a collapse of, and {len(forced_moved)} verdict"
         f"{'' if len(forced_moved) == 1 else 's'} changed"
         f"{' (' + ', '.join(forced_moved) + ')' if forced_moved else ''}. "
-        + fresh_text([x for x in now if fresh(x.run)])
+        + fresh_text([x for x in now if fresh(x.run)], before, nz.AFTER_HOLD,
+                     "with the hold whole", f"at {t.hold_share:g}")
         + "Every run of this zoo re-scored by the share (1: all of them):",
         "", *sweep_rows(rows, HOLD_SWEPT[0]), ""]
 
 
-def fresh_text(now: list[nz.ZooScore]) -> str:
-    """What the hold does on the seeds run after it was chosen (`now`: their scores), against
-    the hold whole."""
+def fresh_text(now: list[nz.ZooScore], was: Thresholds, seeds: range, was_label: str,
+               now_label: str) -> str:
+    """What a change does on the `seeds` run after it was chosen (`now`: their scores with
+    it), against the detector before it (`was`)."""
     if not now:
         return ""
-    was = [nz.score(x.run, HOLD_WHOLE) for x in now]
-    n, b = nz.summarize(now), nz.summarize(was)
+    then = [nz.score(x.run, was) for x in now]
+    n, b = nz.summarize(now), nz.summarize(then)
     healthy = (f"healthy runs called collapsed {_moved(b, n, 'healthy_collapsed', 'healthy')}, "
-               f"called collapsed at some step {len(passed_through(was))} → "
+               f"called collapsed at some step {len(passed_through(then))} → "
                f"{len(passed_through(now))}, warned {_moved(b, n, 'healthy_warned')}"
                if n["healthy"] else "no healthy run among them (every one failed by the truth)")
     missed = [f"{_with_truth(x.run)}, verdict {x.verdict}" for x in now
               if x.truth.failed and x.caught is None]
     warned = [f"{_with_truth(x.run)}" for x in now
               if x.truth.sustained and x.verdict != "collapsed"]
-    return (f"Run after the choice, as a hold-out it never saw: seeds {nz.AFTER_HOLD[0]}–"
-            f"{nz.AFTER_HOLD[-1]} of {', '.join(sorted(nz.HOPPING))} ({len(now)} runs), with the "
-            f"hold whole → at {Thresholds().hold_share:g}: {healthy}; failures caught "
-            f"{_moved(b, n, 'caught', 'failed')}, sustained failures called collapsed "
-            f"{_moved(b, n, 'sustained_collapsed', 'sustained')}, failures called collapsed "
-            f"{_moved(b, n, 'collapsed', 'failed')}. Missed at {Thresholds().hold_share:g}: "
+    return (f"Run after the choice, as a hold-out it never saw: seeds {seeds[0]}–{seeds[-1]} "
+            f"of {', '.join(sorted(nz.HOPPING))} ({len(now)} runs), {was_label} → {now_label}: "
+            f"{healthy}; failures caught {_moved(b, n, 'caught', 'failed')}, sustained failures "
+            f"called collapsed {_moved(b, n, 'sustained_collapsed', 'sustained')}, failures "
+            f"called collapsed {_moved(b, n, 'collapsed', 'failed')}. Missed {now_label}: "
             f"{'; '.join(missed) or 'none'}. Sustained and not collapsed at the end: "
             f"{'; '.join(warned) or 'none'}. ")
+
+
+def verdicts_moved(args, was: Thresholds, now: Thresholds, first: bool = True,
+                   forced: bool = False) -> str:
+    """The verdicts a change from `was` to `now` moved in the first toy zoo's held-out seeds
+    (with `first`), the image part and the Stacked MNIST part (and with `forced`, every run of
+    the forced zoo and the seed study), in words."""
+    others = {label: [(run, nz.score(run, was).verdict, nz.score(run, now).verdict)
+                      for run in nz.load_zoo(out, part)]
+              for label, out, part in (("the image part", args.image_out, "image"),
+                                       ("the Stacked MNIST part", args.stacked_out, "stacked"))}
+    if first:
+        others = {"the first toy zoo's held-out seeds": [
+            (x.run, x.verdict, y.verdict) for x, y in
+            zip(stored_scores(FIRST, was), stored_scores(FIRST, now)) if x.run.held_out],
+            **others}
+    changed, unchanged = [], []
+    for label, part in others.items():
+        moved = [f"{_with_truth(run)}, {then} → {is_}" for run, then, is_ in part if then != is_]
+        if moved:
+            changed.append(f"in {label} {len(moved)} verdict{'' if len(moved) == 1 else 's'} "
+                           f"changed ({'; '.join(moved)})")
+        else:
+            unchanged.append(label)
+    if forced:
+        paths = [path.parent for study in ("zoo", "seed-study")
+                 for path in sorted((ROOT / "studies" / study).rglob("diagnosis.json"))]
+        moved = [f"{path.name}, {a} → {b}" for path in paths
+                 for a, b in [(judge_run(path, was)["verdict"], judge_run(path, now)["verdict"])]
+                 if a != b]
+        label = f"the forced zoo or the seed study ({len(paths)} runs)"
+        if moved:
+            changed.append(f"in {label} {len(moved)} verdicts changed ({'; '.join(moved)})")
+        else:
+            unchanged.append(label)
+    return "; ".join(changed + ([f"no verdict of {' or '.join(unchanged)} changed"]
+                                if unchanged else []))
+
+
+def outcomes_moved(pairs: list[tuple[nz.ZooScore, nz.ZooScore]]) -> list[str]:
+    """What a change did to these runs' outcomes against the truth (pairs of scores before and
+    after it): failures caught or missed, sustained failures collapsed or not, healthy runs
+    collapsed at the end or not."""
+    moved = []
+    for was, now in pairs:
+        if was.truth.failed and (was.caught is None) != (now.caught is None):
+            moved.append(f"{_with_truth(now.run)}, now "
+                         + (f"caught at step {now.caught['step']:,}" if now.caught else "missed"))
+        if was.truth.sustained and (was.verdict == "collapsed") != (now.verdict == "collapsed"):
+            moved.append(f"{_with_truth(now.run)}, {was.verdict} → {now.verdict}")
+        if not was.truth.failed and (was.verdict == "collapsed") != (now.verdict == "collapsed"):
+            moved.append(f"{_with_truth(now.run)}, {was.verdict} → {now.verdict}")
+    return moved
+
+
+def change_text(args, every: list[nz.ZooRun], change: Change, lead: str) -> list[str]:
+    """A change to the detector told with the detector of its time, after `lead` ("Changed
+    last"): what it was made for (the seeds it was made after seeing), what it changed in
+    every part, and what it does on the seeds run after it was chosen; with its sweep over
+    every run, when it has one."""
+    old, new = change.before, change.after
+    pairs = [(nz.score(run, old), nz.score(run, new)) for run in runs_before(every, change.fresh)]
+    made_for = outcomes_moved([pair for pair in pairs if run_after(pair[1].run, change.seen)])
+    halves = []
+    for label, kept in change.halves.items():
+        half = replace(new, **{name: getattr(old, name) for name in kept})
+        moved = outcomes_moved([(w, nz.score(x.run, half)) for w, x in pairs
+                                if run_after(x.run, change.seen)])
+        halves.append(f"{label} alone moves {len(moved)}")
+    first = list(zip(stored_scores(FIRST, old), stored_scores(FIRST, new)))
+
+    def moved_in(kept: list[tuple[nz.ZooScore, nz.ZooScore]]) -> str:
+        b, n = (nz.summarize([pair[i] for pair in kept]) for i in (0, 1))
+        through = [len(passed_through([pair[i] for pair in kept])) for i in (0, 1)]
+        return (f"healthy runs called collapsed {_moved(b, n, 'healthy_collapsed', 'healthy')}, "
+                f"called collapsed at some step {through[0]} → {through[1]}, warned "
+                f"{_moved(b, n, 'healthy_warned')}, failures caught "
+                f"{_moved(b, n, 'caught', 'failed')}, sustained failures called collapsed "
+                f"{_moved(b, n, 'sustained_collapsed', 'sustained')}, failures called collapsed "
+                f"{_moved(b, n, 'collapsed', 'failed')}")
+
+    tuning = [pair for pair in pairs + first if not pair[1].run.held_out]
+    held_out = [pair for pair in pairs if pair[1].run.held_out]
+    held_moved = outcomes_moved([pair for pair in held_out
+                                 if not run_after(pair[1].run, change.seen)])
+    first_held = [pair for pair in first if pair[1].run.held_out]
+    fresh = [nz.score(run, new) for run in every if run_after(run, change.fresh)]
+    text = (
+        f"{lead}, in the detector: {change.what}. It was made after seeing seeds "
+        f"{change.seen[0]}–{change.seen[-1]} of the hopping recipes, for what the detector, "
+        f"{change.before_label}, did there: {'; '.join(made_for) or 'nothing'}"
+        + (f" (of these, {', '.join(halves)})" if halves else "")
+        + f". On the tuning seeds of both toy zoos: {moved_in(tuning)}. On this zoo's "
+        f"held-out seeds run before it: {moved_in(held_out)}"
+        + (f" ({'; '.join(held_moved)})" if held_moved else "")
+        + f"; on the first zoo's held-out seeds: {moved_in(first_held)}; "
+        f"{verdicts_moved(args, old, new, first=False, forced=True)}. "
+        + fresh_text(fresh, old, change.fresh, f"the detector {change.before_label}",
+                     "with the change")).rstrip()
+    if not change.swept:
+        return [text, ""]
+    rows = nz.threshold_sweep(every, *change.swept)
+    return [f"{text} Every run of this zoo re-scored by `{change.swept[0]}`, as the detector "
+            f"is now:", "", *sweep_rows(rows, change.swept[0]), ""]
 
 
 def false_alarm_text(scores: list[nz.ZooScore], t: Thresholds | None = None) -> list[str]:
@@ -761,7 +916,8 @@ def mode_figure(runs: list[nz.ZooRun], scores: list[nz.ZooScore], path: Path) ->
 def section(args, command: str) -> str:
     runs = nz.load_zoo(args.out)
     scores = [nz.score(run) for run in runs]
-    # the runs the changes up to the hold were told on, scored by the detector of that time
+    # the runs each change was told on, scored by the detector of its time
+    at_hold = [nz.score(run, AT_HOLD) for run in runs_before(runs, nz.AFTER_PATIENCE)]
     whole = [nz.score(run, HOLD_WHOLE) for run in before_fresh(runs)]
     s = nz.summarize(scores)
     sweep = nz.threshold_sweep(runs, *SWEPT)
@@ -837,7 +993,8 @@ def section(args, command: str) -> str:
         "### Per loss family", "", *family_rows(s), "",
         "### Per recipe", "", *recipe_rows(s), "",
         f"### One threshold swept: `{SWEPT[0]}`", "",
-        "How many logged steps `diversity/coverage` must stay mostly low (¾ of them) before "
+        f"How many logged steps `diversity/coverage` must stay mostly low "
+        f"({t.patience_share:.0%} of them) before "
         "low_coverage fires: shorter tells sooner that a run never covers the data, and warns "
         "healthy runs still learning. Every run re-scored (the cap at "
         f"`cover_run_share` = {t.cover_run_share:g} of the run, "
@@ -857,7 +1014,8 @@ def section(args, command: str) -> str:
         "between modes crossed 0.5 often enough to break a stretch where every point must be "
         "low. Two changes, both on low_coverage and one set for every objective and dataset: "
         f"`cover_patience` 40 → {t.cover_patience} logged steps, and `patience_share` "
-        f"{t.patience_share:g} (that share of the stretch's points low, the latest among them). "
+        f"{AT_HOLD.patience_share:g} (that share of the stretch's points low, the latest among "
+        f"them; {t.patience_share:g} since, below). "
         "The forced zoo above was re-diagnosed with them and kept its results. Tried on the "
         "full zoo's tuning seeds and left: `cover_collapse` 0.4 (a generator stuck on 2 of 8 "
         "modes scores 0.26–0.45) called every sustained failure there collapsed (14 of 14, "
@@ -869,7 +1027,8 @@ def section(args, command: str) -> str:
         "held-out runs reached 7–8 modes by steps 1,000–1,150).", "",
         "Added later, for the runs stuck on 2–4 of 8 modes that low_coverage only warned on: "
         f"a warning whose stretch has `hold_share` = {HOLD_WHOLE.hold_share:g} of its points "
-        f"at warning level (all of them; {t.hold_share:g} since, below) is a collapse. It was "
+        f"at warning level (all of them; {AT_HOLD.hold_share:g} for a while, below) is a "
+        "collapse. It was "
         "chosen on the tuning seeds, with every other threshold as it was: there it called 14 "
         "of 14 runs low to the end collapsed (13 before) and no healthy run; 0.9 called a healthy "
         "run collapsed; 0.9 of a stretch "
@@ -884,7 +1043,7 @@ def section(args, command: str) -> str:
         "steps 750 and 950, and at 7–8 from steps 950 and 1,350): a recovery. A collapse the "
         "samples showed (low_coverage or mode_collapse, no other kind) is over while every "
         f"sample reading has been in band at its latest `recover_points` = {t.recover_points} "
-        "readings (all of them at first; most of them since, below), read after the collapse "
+        "readings (all of them at first; fewer since, below), read after the collapse "
         "was confirmed; the verdict is then unstable, and the diagnosis says from which step "
         "the samples were back (a user asking when to stop wants that too). Readings that "
         "fall again make the run collapsed again. The rule was written after seeing those two "
@@ -910,11 +1069,14 @@ def section(args, command: str) -> str:
         *sweep_rows(recovery_sweep, RECOVERY_SWEPT[0]), "",
         *recovery_sweep_text(recovery_sweep), "",
         *majority_text(args, before_fresh(runs), whole), *sets_text(whole),
-        *hold_text(args, runs, scores, whole), *boundary_text(scores, level_sweep),
+        *hold_text(args, runs, at_hold, whole),
+        *(line for i, change in enumerate(CHANGES) for line in change_text(
+            args, runs, change, "Changed last" if i == len(CHANGES) - 1 else "Changed after that")),
+        *boundary_text(scores, level_sweep),
         f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
         f"{t.cover_patience}, at most `cover_run_share` {t.cover_run_share:g} of a run, "
         f"`patience_share` {t.patience_share:g}, `hold_share` {t.hold_share:g}, `recover_points` "
-        f"{t.recover_points}, `cover_warn` "
+        f"{t.recover_points}, `recover_collapsed` {t.recover_collapsed}, `cover_warn` "
         f"{t.cover_warn:g}, `cover_collapse` {t.cover_collapse:g}).", "",
         *image_section(args, scores), *stacked_section(args)]
     return "\n".join(lines)
