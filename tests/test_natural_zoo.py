@@ -23,6 +23,8 @@ RUN = 1500
 # the first toy zoo's runs (128-unit layers at 2e-3), whose seeds 0-2 the thresholds were tuned on
 FIRST_ZOO = Path(__file__).resolve().parents[1] / "studies" / "natural-zoo-first"
 STORED_ZOO = FIRST_ZOO.parent / "natural-zoo"
+# the doc the script writes from them
+DOC = FIRST_ZOO.parents[1] / "docs" / "collapse.md"
 
 
 def stored_run(zoo: Path, name: str, seed: int) -> nz.ZooRun:
@@ -351,7 +353,7 @@ def test_a_healthy_toy_run_hopping_to_the_end_recovers_on_most_of_its_readings()
     [text, _] = script.false_alarm_text([old], everything)
     assert text.startswith("Healthy runs called collapsed: ns-r1-constant seed 5 (0–8 modes")
     assert text.endswith("needs 5 of the latest 5 sample readings in band to call it over.")
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    doc = DOC.read_text()
     assert ("with all 5 needed, two healthy runs of this zoo (ns-r1-constant seed 5 and "
             "rpgan-r1r2-constant seed 6) stayed collapsed to the end while its coverage was "
             "read from one set of real points (below), 1 with the readings it has now "
@@ -372,7 +374,7 @@ def test_four_sets_of_real_points_steady_a_run_on_half_the_modes_into_a_collapse
     steps, values = run.series["diversity/coverage"]
     assert max(v for step, v in zip(steps, values) if step >= 800) < Thresholds().cover_warn
     assert nz.score(run).verdict == "collapsed"
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    doc = DOC.read_text()
     assert ("sustained failures called collapsed 34 → 35 of 36, failures called collapsed "
             "43 → 46; the first toy zoo: healthy runs called collapsed 0 → 0 of 101, warned "
             "10 → 10, held-out failures caught 43 → 43 of 43, sustained failures called "
@@ -400,7 +402,7 @@ def test_a_collapse_held_at_most_of_its_stretch_takes_the_hopper_and_ends_no_hea
     assert not lower.truth.failed and lower.held_out
     assert nz.score(lower, t).verdict == "unstable"
     assert nz.score(lower, replace(t, hold_share=0.8)).verdict == "collapsed"
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    doc = DOC.read_text()
     assert ("It was made for hinge-r1-constant seed 3 (4 of 8 modes at the end; "
             "`diversity/coverage` 0.15–0.75 from its onset on), a sustained failure only "
             "warned, held out, after seeing it") in doc
@@ -461,7 +463,7 @@ def test_the_changes_after_the_hold_take_what_they_were_made_for_and_are_told_on
     assert len(latest) == 12 and all(run.held_out for run in latest)
     assert not nz.summarize([nz.score(run) for run in nz.load_zoo(STORED_ZOO)])[
         "healthy_collapsed"]
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    doc = DOC.read_text()
     assert ("Run after the choice, as a hold-out it never saw: seeds 16–23 of hinge-r1-constant, "
             "ns-r1-constant, rpgan-r1r2-constant (24 runs), the detector as the hold left it → "
             "with the change: healthy runs called collapsed 2 → 2 of 4") in doc
@@ -483,7 +485,7 @@ def test_the_first_toy_zoo_could_not_fit_the_budget_and_the_doc_says_why():
     assert "the cheapest recipe per healthy run, ns, 15.3 s" in text
     needed = float(text.split("so that zoo needs ")[1].split(" min")[0])
     assert needed == pytest.approx(21.0, abs=0.05) and needed >= script.BUDGET_MIN
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    doc = DOC.read_text()
     assert text in doc
 
 
@@ -534,5 +536,5 @@ def test_the_stored_runs_on_a_hundred_images_lose_their_classes_gradually_and_ar
             assert result.first_sign["tag"] == "overfit/r_v", run.name
     # the toy zoo's one gradual failure (a hop over 100 steps) has no leading sign: the doc
     # counts both parts against the target beside the image part's own count
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "collapse.md").read_text()
+    doc = DOC.read_text()
     assert "3 of 3 (100%); median lead +2,000 steps; with the toy part's, 3 of 4 (75%) |" in doc
