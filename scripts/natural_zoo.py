@@ -167,6 +167,13 @@ def stored_zoo(out: Path) -> list[nz.ZooRun]:
 
 
 @functools.cache
+def judged(run_dir: Path, thresholds: Thresholds) -> str:
+    """The verdict of a run of the forced zoo or the seed study (studies this script never
+    writes to) from its files with these thresholds, judged once."""
+    return judge_run(run_dir, thresholds)["verdict"]
+
+
+@functools.cache
 def stored_scores(out: Path, thresholds: Thresholds | None = None) -> tuple[nz.ZooScore, ...]:
     """A committed toy zoo's runs scored with `thresholds` (else the defaults), once."""
     return tuple(nz.score(run, thresholds) for run in stored_zoo(out))
@@ -530,7 +537,7 @@ def hold_text(args, every: list[nz.ZooRun], now: list[nz.ZooScore],
     moved = verdicts_moved(args, before, t)
     forced = low_coverage_runs(ROOT / "studies" / "zoo", ROOT / "studies" / "seed-study")
     forced_moved = [path.name for path in forced
-                    if judge_run(path, before)["verdict"] != judge_run(path, t)["verdict"]]
+                    if judged(path, before) != judged(path, t)]
     sized = t.for_run(nz.TOY.steps, nz.TOY.config.log_every)
     # the stretch in the tag's own readings, as the detector counts it
     points = math.ceil(sized.cover_patience * nz.TOY.config.log_every
@@ -634,7 +641,7 @@ def verdicts_moved(args, was: Thresholds, now: Thresholds, first: bool = True,
         paths = [path.parent for study in ("zoo", "seed-study")
                  for path in sorted((ROOT / "studies" / study).rglob("diagnosis.json"))]
         moved = [f"{path.name}, {a} → {b}" for path in paths
-                 for a, b in [(judge_run(path, was)["verdict"], judge_run(path, now)["verdict"])]
+                 for a, b in [(judged(path, was), judged(path, now))]
                  if a != b]
         label = f"the forced zoo or the seed study ({len(paths)} runs)"
         if moved:
