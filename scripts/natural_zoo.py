@@ -113,15 +113,15 @@ def fresh(run: nz.ZooRun) -> bool:
     return run_after(run, nz.AFTER_HOLD)
 
 
-def runs_before(runs: list[nz.ZooRun], seeds: range) -> list[nz.ZooRun]:
-    """The runs before the hopping recipes' `seeds`: those a change chosen before those seeds
-    ran was made and told on."""
-    return [run for run in runs if not (run.recipe.name in nz.HOPPING and run.seed >= seeds.start)]
+def ran_before(run: nz.ZooRun, seeds: range) -> bool:
+    """Whether a run came before the hopping recipes' `seeds`: one a change chosen before those
+    seeds ran was made and told on."""
+    return not (run.recipe.name in nz.HOPPING and run.seed >= seeds.start)
 
 
 def before_fresh(runs: list[nz.ZooRun]) -> list[nz.ZooRun]:
     """The runs the changes up to the hold were made and told on."""
-    return runs_before(runs, nz.AFTER_HOLD)
+    return [run for run in runs if ran_before(run, nz.AFTER_HOLD)]
 # The held-out healthy runs of this zoo a recovery needing all its readings left collapsed, when
 # their coverage was read from one set of 64 real points: the runs the majority was made for
 MAJORITY_FOR = "ns-r1-constant seed 5 and rpgan-r1r2-constant seed 6"
@@ -668,13 +668,13 @@ def outcomes_moved(pairs: list[tuple[nz.ZooScore, nz.ZooScore]]) -> list[str]:
     return moved
 
 
-def change_text(args, every: list[nz.ZooRun], change: Change, lead: str) -> list[str]:
+def change_text(args, every: list[nz.ZooRun], scored, change: Change, lead: str) -> list[str]:
     """A change to the detector told with the detector of its time, after `lead` ("Changed
     last"): what it was made for (the seeds it was made after seeing), what it changed in
     every part, and what it does on the seeds run after it was chosen; with its sweep over
-    every run, when it has one."""
+    every run, when it has one. `scored(thresholds)`: every run scored with them."""
     old, new = change.before, change.after
-    pairs = [(nz.score(run, old), nz.score(run, new)) for run in runs_before(every, change.fresh)]
+    pairs = [(w, x) for w, x in zip(scored(old), scored(new)) if ran_before(x.run, change.fresh)]
     made_for = outcomes_moved([pair for pair in pairs if run_after(pair[1].run, change.seen)])
     halves = []
     for label, kept in change.halves.items():
@@ -699,7 +699,7 @@ def change_text(args, every: list[nz.ZooRun], change: Change, lead: str) -> list
     held_moved = outcomes_moved([pair for pair in held_out
                                  if not run_after(pair[1].run, change.seen)])
     first_held = [pair for pair in first if pair[1].run.held_out]
-    fresh = [nz.score(run, new) for run in every if run_after(run, change.fresh)]
+    fresh = [x for x in scored(new) if run_after(x.run, change.fresh)]
     text = (
         f"{lead}, in the detector: {change.what}. It was made after seeing seeds "
         f"{change.seen[0]}–{change.seen[-1]} of the hopping recipes, for what the detector, "
@@ -922,10 +922,17 @@ def mode_figure(runs: list[nz.ZooRun], scores: list[nz.ZooScore], path: Path) ->
 
 def section(args, command: str) -> str:
     runs = nz.load_zoo(args.out)
-    scores = [nz.score(run) for run in runs]
+
+    @functools.cache
+    def scored(thresholds: Thresholds) -> list[nz.ZooScore]:
+        """Every run scored with `thresholds`, once: each change is told with the detector
+        before and after it, and the next change starts from the last one's."""
+        return [nz.score(run, thresholds) for run in runs]
+
+    scores = scored(Thresholds())
     # the runs each change was told on, scored by the detector of its time
-    at_hold = [nz.score(run, AT_HOLD) for run in runs_before(runs, nz.AFTER_PATIENCE)]
-    whole = [nz.score(run, HOLD_WHOLE) for run in before_fresh(runs)]
+    at_hold = [x for x in scored(AT_HOLD) if ran_before(x.run, nz.AFTER_PATIENCE)]
+    whole = [x for x in scored(HOLD_WHOLE) if ran_before(x.run, nz.AFTER_HOLD)]
     s = nz.summarize(scores)
     sweep = nz.threshold_sweep(runs, *SWEPT)
     recovery_sweep = nz.threshold_sweep(runs, *RECOVERY_SWEPT)
@@ -1078,7 +1085,8 @@ def section(args, command: str) -> str:
         *majority_text(args, before_fresh(runs), whole), *sets_text(whole),
         *hold_text(args, runs, at_hold, whole),
         *(line for i, change in enumerate(CHANGES) for line in change_text(
-            args, runs, change, "Changed last" if i == len(CHANGES) - 1 else "Changed after that")),
+            args, runs, scored, change,
+            "Changed last" if i == len(CHANGES) - 1 else "Changed after that")),
         *boundary_text(scores, level_sweep),
         f"Thresholds: the defaults (`probes.collapse.Thresholds`; `cover_patience` "
         f"{t.cover_patience}, at most `cover_run_share` {t.cover_run_share:g} of a run, "

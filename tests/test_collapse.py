@@ -220,8 +220,8 @@ def test_a_run_that_never_covers_the_data_collapses_after_the_patience():
 
 
 @pytest.mark.parametrize("coverage, steps, found", [
-    # low at three quarters of the stretch: a warning (the run ends, at 65 readings, before
-    # hold_share of it is)
+    # low at 65 readings of the stretch's 80, past patience_share: a warning (the run ends
+    # before hold_share of it is)
     (lambda d: 0.4, 1350, [("warning", False)]),
     # low at every point of the stretch: stuck, a collapse
     (lambda d: 0.4, 2000, [("collapse", True), ("warning", False)]),
